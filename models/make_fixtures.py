@@ -1,0 +1,673 @@
+#!/usr/bin/env python3
+"""Build random-weight CLIP and OWL-ViT models of the real architectures, export them in the
+layout of the published ONNX exports (the transformers.js `onnx/` layout), and record what the
+Hugging Face `transformers` reference (processors + models + post-processing) outputs for them.
+
+    python3 -m venv .venv && .venv/bin/pip install torch transformers onnx onnxruntime \
+        scikit-image open-clip-torch pillow
+    .venv/bin/python models/make_fixtures.py            # tiny fixtures, committed to the repo
+    .venv/bin/python models/make_fixtures.py --full     # full-size ViT-B/32 models for benchmarks
+
+Tiny mode writes
+    models/tiny/clip/     CLIP with flat preprocessor_config.json, onnx/{model,vision_model,text_model}[_quantized].onnx
+    models/tiny/owlvit/   OWL-ViT with nested processor_config.json, onnx/model[_quantized].onnx
+    tests/fixtures/images/        a few real photos (scikit-image's), grayscale, RGBA, portrait, landscape
+    tests/fixtures/reference/*.json  token ids, pixel samples, scores, detections (fp32 = transformers,
+                                     quantized = onnxruntime running the same quantized file)
+Full mode writes the same model layout (no references) to --out (default target/full-models), never
+committed: same graphs, same cost as the real ViT-B/32 checkpoints.
+
+Nothing here needs a network: the CLIP BPE vocabulary comes from the open-clip-torch package and the
+photos from scikit-image.
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from PIL import Image
+
+import transformers
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+    OwlViTConfig,
+    OwlViTForObjectDetection,
+    OwlViTImageProcessorPil,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+OPSET = 14  # what the published transformers.js exports use
+SEED = 20261127
+
+CLIP_PROMPTS = [
+    "a photo of a cat",
+    "a photo of a dog",
+    "a cup of coffee",
+    "an astronaut",
+    "a rocket on the launch pad",
+    "an empty driveway",
+    "a delivery van",
+]
+OWL_PROMPTS = ["a cat", "a person", "a cup", "a rocket", "a package on the doorstep"]
+
+# strings that exercise the tokenizer: case, whitespace, punctuation, digits, unicode, truncation
+TOKEN_STRINGS = [
+    "a photo of a cat",
+    "A   Delivery\tVAN!!",
+    "the garage door is open.",
+    "it's 42 degrees, isn't it?",
+    "café naïve 東京 🚐",
+    "",
+    "a package on the doorstep " * 20,
+]
+
+IMAGES = {
+    # name: (source file in skimage.data, transform)
+    "chelsea.png": ("chelsea.png", "rgb"),  # landscape 451x300
+    "coffee.png": ("coffee.png", "rgb"),  # landscape 600x400
+    "rocket.png": ("rocket.jpg", "rgb"),  # landscape 640x427
+    "astronaut_portrait.png": ("astronaut.png", "portrait"),  # portrait 300x512
+    "camera_gray.png": ("camera.png", "gray"),  # grayscale 512x512
+    "logo_rgba.png": ("logo.png", "copy"),  # RGBA 500x500
+}
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(2**8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2**8 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def clip_tokenizer(pad_token, max_length):
+    """The real CLIP BPE vocabulary (49408 tokens), built exactly as OpenAI's and open_clip's code do."""
+    import open_clip
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in merges[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    encoder = {v: i for i, v in enumerate(vocab)}
+    assert len(encoder) == 49408
+    tok = CLIPTokenizer(vocab=encoder, merges=merges, pad_token=pad_token, model_max_length=max_length)
+    # cross-check with open_clip's own tokenizer on plain text
+    ref = open_clip.tokenize(["a photo of a cat", "the garage door is open."])
+    ours = tok(["a photo of a cat", "the garage door is open."], padding="max_length", max_length=77)["input_ids"]
+    for r, o in zip(ref.tolist(), ours):
+        n = len([x for x in r if x])
+        assert r[:n] == o[:n], (r[:n], o[:n])
+    return tok
+
+
+def save_tokenizer(tok, out):
+    tmp = out / "_tok"
+    tok.save_pretrained(tmp)
+    shutil.copy(tmp / "tokenizer.json", out / "tokenizer.json")
+    shutil.copy(tmp / "tokenizer_config.json", out / "tokenizer_config.json")
+    shutil.rmtree(tmp)
+    # as a tokenizer.json built from the vocabulary: no truncation or padding settings (calling the
+    # tokenizer with padding= above leaves them in the backend); consumers truncate and pad themselves
+    t = json.loads((out / "tokenizer.json").read_text())
+    t["truncation"] = None
+    t["padding"] = None
+    (out / "tokenizer.json").write_text(json.dumps(t, ensure_ascii=False))
+
+
+def round_params(model):
+    """Round every weight to bfloat16 precision: still random, but the committed files compress ~2x in git."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+
+
+def export(module, args, path, input_names, output_names, dynamic_axes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    # keep a single file (no external data) as the published exports do for these sizes
+    onnx.save_model(m, str(path), save_as_external_data=False)
+
+
+def quantize(path):
+    out = path.with_name(path.stem + "_quantized.onnx")
+    # onnxruntime's dynamic int8 quantization, as the published `*_quantized.onnx` files
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QUInt8)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- CLIP
+
+
+class ClipFull(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, pixel_values, attention_mask):
+        o = self.m(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        return o.logits_per_image, o.logits_per_text, o.text_embeds, o.image_embeds
+
+
+class ClipVision(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, pixel_values):
+        o = self.m(pixel_values=pixel_values)
+        return o.image_embeds, o.last_hidden_state
+
+
+class ClipText(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, attention_mask):
+        o = self.m(input_ids=input_ids, attention_mask=attention_mask)
+        return o.text_embeds, o.last_hidden_state
+
+
+def clip_config(full):
+    if full:
+        cfg = CLIPConfig()  # ViT-B/32: text 512 wide, vision 768 wide, 12 layers each, projection 512
+    else:
+        cfg = CLIPConfig(
+            text_config=dict(hidden_size=8, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
+                             pad_token_id=1),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=224, patch_size=32),
+            projection_dim=16,
+        )
+    cfg.text_config.eos_token_id = 49407
+    cfg.text_config.bos_token_id = 49406
+    # the single-tower models (vision_model.onnx, text_model.onnx) read projection_dim from their own config
+    cfg.text_config.projection_dim = cfg.projection_dim
+    cfg.vision_config.projection_dim = cfg.projection_dim
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def clip_processor_flat():
+    """preprocessor_config.json as the published exports carry it: flat, sizes as integers."""
+    return {
+        "crop_size": 224,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "size": 224,
+    }
+
+
+def build_clip(out, full):
+    torch.manual_seed(SEED)
+    cfg = clip_config(full)
+    model = CLIPModel(cfg).eval()
+    round_params(model)
+    with torch.no_grad():
+        # real checkpoints learn their scale (OpenAI: log(100)); config.json keeps the init value 2.6592
+        model.logit_scale.fill_(math.log(100.0))
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_dict = cfg.to_dict()
+    (out / "config.json").write_text(json.dumps(cfg_dict, indent=2, default=str))
+    (out / "preprocessor_config.json").write_text(json.dumps(clip_processor_flat(), indent=2))
+    tok = clip_tokenizer("<|endoftext|>", 77)
+    save_tokenizer(tok, out)
+
+    ids = tok(["a photo of a cat", "a dog"], padding="max_length", max_length=77, return_tensors="pt")
+    px = torch.randn(1, 3, 224, 224)
+    onnx_dir = out / "onnx"
+    export(ClipFull(model), (ids["input_ids"], px, ids["attention_mask"]), onnx_dir / "model.onnx",
+           ["input_ids", "pixel_values", "attention_mask"],
+           ["logits_per_image", "logits_per_text", "text_embeds", "image_embeds"],
+           {"input_ids": {0: "text_batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "text_batch_size", 1: "sequence_length"},
+            "pixel_values": {0: "image_batch_size"},
+            "logits_per_image": {0: "image_batch_size", 1: "text_batch_size"},
+            "logits_per_text": {0: "text_batch_size", 1: "image_batch_size"},
+            "text_embeds": {0: "text_batch_size"}, "image_embeds": {0: "image_batch_size"}})
+    vision = CLIPVisionModelWithProjection(cfg.vision_config)
+    vision.vision_model.load_state_dict(model.vision_model.state_dict())
+    vision.visual_projection.load_state_dict(model.visual_projection.state_dict())
+    vision.eval()
+    export(ClipVision(vision), (px,), onnx_dir / "vision_model.onnx", ["pixel_values"],
+           ["image_embeds", "last_hidden_state"],
+           {"pixel_values": {0: "batch_size"}, "image_embeds": {0: "batch_size"},
+            "last_hidden_state": {0: "batch_size"}})
+    text = CLIPTextModelWithProjection(cfg.text_config)
+    text.text_model.load_state_dict(model.text_model.state_dict())
+    text.text_projection.load_state_dict(model.text_projection.state_dict())
+    text.eval()
+    export(ClipText(text), (ids["input_ids"], ids["attention_mask"]), onnx_dir / "text_model.onnx",
+           ["input_ids", "attention_mask"], ["text_embeds", "last_hidden_state"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "sequence_length"},
+            "text_embeds": {0: "batch_size"}, "last_hidden_state": {0: "batch_size", 1: "sequence_length"}})
+    for name in ["model.onnx", "vision_model.onnx", "text_model.onnx"]:
+        quantize(onnx_dir / name)
+    return model, tok
+
+
+# ------------------------------------------------------------------------------------------ OWL-ViT
+
+
+class OwlFull(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, pixel_values, attention_mask):
+        o = self.m(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        return o.logits, o.pred_boxes, o.text_embeds, o.image_embeds
+
+
+def owl_config(full):
+    if full:
+        cfg = OwlViTConfig()  # OWL-ViT B/32 at 768 px
+    else:
+        cfg = OwlViTConfig(
+            text_config=dict(hidden_size=8, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             max_position_embeddings=16, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
+                             pad_token_id=0),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=768, patch_size=32),
+            projection_dim=8,  # OWL-ViT's class head needs projection_dim == text hidden_size
+        )
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def owl_processor_nested():
+    """processor_config.json as newer transformers versions write it: nested, sizes as dicts."""
+    ip = {
+        "crop_size": {"height": 768, "width": 768},
+        "do_center_crop": False,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_processor_type": "OwlViTImageProcessor",
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"height": 768, "width": 768},
+    }
+    return {"image_processor": ip, "processor_class": "OwlViTProcessor"}
+
+
+def build_owlvit(out, full):
+    torch.manual_seed(SEED + 1)
+    cfg = owl_config(full)
+    model = OwlViTForObjectDetection(cfg).eval()
+    if not full:
+        # Random weights saturate: near-uniform random attention gives every patch the same features, and
+        # random heads give every box the whole image and every score ~0 or ~1. Damp the attention
+        # outputs and scale the heads down so that scores and boxes vary across patches and prompts.
+        with torch.no_grad():
+            for layer in model.owlvit.vision_model.encoder.layers:
+                layer.self_attn.out_proj.weight.mul_(0.1)
+            model.box_head.dense2.weight.mul_(0.01)
+            model.box_head.dense2.bias.zero_()
+            model.class_head.logit_scale.weight.zero_()
+            model.class_head.logit_scale.bias.fill_(10.0)
+            model.class_head.logit_shift.weight.zero_()
+            model.class_head.logit_shift.bias.fill_(-0.6)
+    round_params(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "processor_config.json").write_text(json.dumps(owl_processor_nested(), indent=2))
+    tok = clip_tokenizer("!", 16)
+    save_tokenizer(tok, out)
+    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
+    size = cfg.vision_config.image_size
+    px = torch.randn(1, 3, size, size)
+    onnx_dir = out / "onnx"
+    export(OwlFull(model), (ids["input_ids"], px, ids["attention_mask"]), onnx_dir / "model.onnx",
+           ["input_ids", "pixel_values", "attention_mask"], ["logits", "pred_boxes", "text_embeds", "image_embeds"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "sequence_length"},
+            "pixel_values": {0: "image_batch_size"},
+            "logits": {0: "image_batch_size", 2: "batch_size"}, "pred_boxes": {0: "image_batch_size"},
+            "text_embeds": {0: "image_batch_size", 1: "batch_size"}, "image_embeds": {0: "image_batch_size"}})
+    quantize(onnx_dir / "model.onnx")
+    return model, tok
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def make_images(dst):
+    import skimage
+
+    src = Path(skimage.__file__).parent / "data"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, (f, how) in IMAGES.items():
+        im = Image.open(src / f)
+        if how == "copy":
+            shutil.copy(src / f, dst / name)
+            continue
+        if how == "rgb":
+            im = im.convert("RGB")
+        elif how == "portrait":
+            im = im.convert("RGB").crop((120, 0, 420, 512))
+        elif how == "gray":
+            im = im.convert("L")
+        # 4:4:4 (no chroma subsampling): the parity tests then measure the model pipeline, not how
+        # libjpeg-turbo (PIL) and zune-jpeg (promptcam) upsample chroma, which differ by a few levels
+        im.save(dst / name, quality=90, subsampling=0)
+
+
+def load_image(path):
+    im = Image.open(path)
+    im.load()
+    return im
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+def pixel_sample(pv, n=2048):
+    """A fixed pseudo-random sample of the pixel tensor plus whole-tensor statistics."""
+    flat = np.asarray(pv, dtype=np.float64).reshape(-1)
+    rng = np.random.default_rng(7)
+    idx = np.sort(rng.choice(flat.size, size=min(n, flat.size), replace=False))
+    return {
+        "shape": list(np.asarray(pv).shape),
+        "indices": idx.tolist(),
+        "values": [round(float(v), 6) for v in flat[idx]],
+        "mean": float(flat.mean()),
+        "abs_mean": float(np.abs(flat).mean()),
+    }
+
+
+def exact_input(im, width, height, mean, std):
+    """A pixel tensor both sides compute bit-identically: nearest-neighbour sampling with integer
+    indices (src = dst * size // out), then transformers' rescale (f64 multiply, cast to f32) and
+    normalize (f32). Used to compare the quantized models with onnxruntime on the same input, since
+    dynamic int8 quantization amplifies the one-level rounding differences of two resamplers."""
+    rgb = np.asarray(im.convert("RGB"))
+    ys = (np.arange(height) * rgb.shape[0]) // height
+    xs = (np.arange(width) * rgb.shape[1]) // width
+    u8 = rgb[ys][:, xs].transpose(2, 0, 1)
+    x = (u8.astype(np.float64) * (1 / 255)).astype(np.float32)
+    m = np.array(mean, dtype=np.float32)[:, None, None]
+    s = np.array(std, dtype=np.float32)[:, None, None]
+    return ((x - m) / s)[None].astype(np.float32)
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def tokens_reference(tok_clip, tok_owl):
+    out = []
+    for s in TOKEN_STRINGS:
+        c = tok_clip(s, padding="max_length", max_length=77, truncation=True)
+        o = tok_owl(s, padding="max_length", max_length=16, truncation=True)
+        out.append({"text": s, "clip": {"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]},
+                    "owlvit": {"input_ids": o["input_ids"], "attention_mask": o["attention_mask"]}})
+    return out
+
+
+def clip_reference(model, tok, model_dir, images_dir):
+    proc = CLIPImageProcessorPil(**{k: v for k, v in clip_processor_flat().items() if k != "feature_extractor_type"})
+    text = tok(CLIP_PROMPTS, padding="max_length", max_length=77, return_tensors="pt")
+    sess = {n: ort.InferenceSession(str(model_dir / "onnx" / f"{n}_quantized.onnx"), providers=["CPUExecutionProvider"])
+            for n in ["model", "vision_model", "text_model"]}
+    np_ids = text["input_ids"].numpy().astype(np.int64)
+    np_mask = text["attention_mask"].numpy().astype(np.int64)
+    q_text = sess["text_model"].run(["text_embeds"], {"input_ids": np_ids, "attention_mask": np_mask})[0]
+    q_text = q_text / np.linalg.norm(q_text, axis=-1, keepdims=True)
+    results = []
+    for name in IMAGES:
+        im = load_image(images_dir / name)
+        pv = proc(images=im, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            o = model(input_ids=text["input_ids"], pixel_values=pv, attention_mask=text["attention_mask"])
+        logits = o.logits_per_image[0].numpy()
+        sims = (o.image_embeds @ o.text_embeds.T)[0].numpy()
+        # quantized: the separate towers and the combined model, as onnxruntime runs them
+        qi = sess["vision_model"].run(["image_embeds"], {"pixel_values": pv.numpy()})[0]
+        qi = qi / np.linalg.norm(qi, axis=-1, keepdims=True)
+        q_sims = (qi @ q_text.T)[0]
+        qm = sess["model"].run(None, {"input_ids": np_ids, "pixel_values": pv.numpy(), "attention_mask": np_mask})
+        qm_logits = qm[0][0]
+        cfg = clip_processor_flat()
+        ex = exact_input(im, 224, 224, cfg["image_mean"], cfg["image_std"])
+        qe = sess["vision_model"].run(["image_embeds"], {"pixel_values": ex})[0]
+        qe = qe / np.linalg.norm(qe, axis=-1, keepdims=True)
+        qe_sims = (qe @ q_text.T)[0]
+        qme = sess["model"].run(None, {"input_ids": np_ids, "pixel_values": ex, "attention_mask": np_mask})[0][0]
+        results.append({
+            "image": name,
+            "size": [im.width, im.height],
+            "mode": im.mode,
+            "pixel_values": pixel_sample(pv.numpy()),
+            "fp32": {"scores": softmax(logits).tolist(), "similarities": sims.tolist()},
+            "quantized_towers": {"scores": softmax(100.0 * q_sims).tolist(), "similarities": q_sims.tolist()},
+            "quantized_model": {"scores": softmax(qm_logits).tolist(),
+                                "similarities": (qm_logits / 100.0).tolist()},
+            "quantized_towers_exact_input": {"scores": softmax(100.0 * qe_sims).tolist(),
+                                             "similarities": qe_sims.tolist()},
+            "quantized_model_exact_input": {"scores": softmax(qme).tolist(), "similarities": (qme / 100.0).tolist()},
+        })
+    return {
+        "generated_by": f"models/make_fixtures.py with transformers {transformers.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}",
+        "logit_scale": float(model.logit_scale.exp()),
+        "config_logit_scale_init": float(math.exp(model.config.logit_scale_init_value)),
+        "prompts": CLIP_PROMPTS,
+        "input_ids": np_ids.tolist(),
+        "images": results,
+    }
+
+
+def detections(res, prompts):
+    dets = [{"prompt": prompts[int(l)], "score": float(s), "box": [float(x) for x in b]}
+            for s, l, b in zip(res["scores"], res["labels"], res["boxes"])]
+    dets.sort(key=lambda d: -d["score"])
+    return dets
+
+
+def pick_threshold(scores, lo, hi):
+    """The middle of the widest gap between observed scores within [lo, hi]."""
+    s = sorted(x for x in scores if lo <= x <= hi)
+    gaps = sorted((b - a, (a + b) / 2) for a, b in zip(s, s[1:]))
+    print(f"{len(s)} scores in [{lo}, {hi}]; widest gaps (width, middle): {gaps[-3:]}")
+    return round(gaps[-1][1], 4)
+
+
+def owl_reference(model, tok, model_dir, images_dir, threshold):
+    cfg = owl_processor_nested()["image_processor"]
+    proc = OwlViTImageProcessorPil(**{k: v for k, v in cfg.items() if k != "image_processor_type"})
+    text = tok(OWL_PROMPTS, padding="max_length", max_length=16, return_tensors="pt")
+    sess = ort.InferenceSession(str(model_dir / "onnx" / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
+
+    class Out:
+        def __init__(self, logits, pred_boxes):
+            self.logits, self.pred_boxes = logits, pred_boxes
+
+    runs = []
+    all_scores = []
+    exact_scores = []
+    for name in IMAGES:
+        im = load_image(images_dir / name)
+        pv = proc(images=im, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            o = model(input_ids=text["input_ids"], pixel_values=pv, attention_mask=text["attention_mask"])
+        q = sess.run(["logits", "pred_boxes"], {"input_ids": text["input_ids"].numpy(), "pixel_values": pv.numpy(),
+                                                "attention_mask": text["attention_mask"].numpy()})
+        fp, qo = Out(o.logits, o.pred_boxes), Out(torch.from_numpy(q[0]), torch.from_numpy(q[1]))
+        for out in (fp, qo):
+            all_scores += torch.sigmoid(out.logits.max(-1).values).reshape(-1).tolist()
+        ex = exact_input(im, cfg["size"]["width"], cfg["size"]["height"], cfg["image_mean"], cfg["image_std"])
+        qe = sess.run(["logits", "pred_boxes"], {"input_ids": text["input_ids"].numpy(), "pixel_values": ex,
+                                                 "attention_mask": text["attention_mask"].numpy()})
+        qe = Out(torch.from_numpy(qe[0]), torch.from_numpy(qe[1]))
+        exact_scores += torch.sigmoid(qe.logits.max(-1).values).reshape(-1).tolist()
+        runs.append((name, im, pv, fp, qo, qe))
+    if threshold is None:
+        threshold = pick_threshold(all_scores, 0.5, 0.8)
+    # the parity tests match detections by score: no score may sit close to the threshold, or a rounding
+    # difference between runtimes would add or drop a detection
+    close = [s for s in all_scores if abs(s - threshold) < 0.005]
+    assert not close, f"scores too close to threshold {threshold}: {close[:5]}; pick another threshold"
+    # on bit-identical inputs tract and onnxruntime agree to ~1e-6: a small margin is enough there
+    close = [s for s in exact_scores if abs(s - threshold) < 0.0005]
+    assert not close, f"exact-input scores too close to threshold {threshold}: {close[:5]}"
+    results = []
+    for name, im, pv, fp, qo, qe in runs:
+        target = [(im.height, im.width)]
+        post = lambda out: detections(
+            proc.post_process_object_detection(out, threshold=threshold, target_sizes=target)[0], OWL_PROMPTS)
+        results.append({"image": name, "size": [im.width, im.height], "pixel_values": pixel_sample(pv.numpy()),
+                        "fp32": post(fp), "quantized": post(qo), "quantized_exact_input": post(qe)})
+    labels = {d["prompt"] for r in results for d in r["fp32"]}
+    assert len(labels) >= 3, f"reference detections span only {labels}: rescale the heads"
+    counts = [len(r["fp32"]) for r in results]
+    print(f"owlvit threshold {threshold}: detections per image {counts}, prompts {sorted(labels)}")
+    assert sum(counts) >= 10 and max(counts) < 60, f"detections per image {counts}: rescale the heads"
+    return {
+        "generated_by": f"models/make_fixtures.py with transformers {transformers.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}",
+        "prompts": OWL_PROMPTS,
+        "threshold": threshold,
+        "input_ids": text["input_ids"].tolist(),
+        "images": results,
+    }
+
+
+def preprocess_reference(images_dir):
+    """Pixel tensors for processor settings of other checkpoints (ViT-L/14-336, a non-square OWL-ViT-like
+    resize, no crop), so the preprocessing is checked beyond the two fixture models' settings."""
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    cases = {
+        "clip_336": (CLIPImageProcessorPil, dict(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                                 resample=3)),
+        "square_320_bilinear": (OwlViTImageProcessorPil, dict(size={"height": 320, "width": 320}, do_center_crop=False,
+                                                             resample=2, image_mean=mean, image_std=std)),
+        "clip_160_crop_128": (CLIPImageProcessorPil, dict(size={"shortest_edge": 160},
+                                                          crop_size={"height": 128, "width": 128}, resample=3)),
+    }
+    out = {}
+    for case, (cls, kw) in cases.items():
+        proc = cls(**kw)
+        d = proc.to_dict()
+        cfg = {k: d[k] for k in ["size", "crop_size", "do_center_crop", "do_resize", "do_rescale", "rescale_factor",
+                                 "do_normalize", "image_mean", "image_std", "resample", "do_convert_rgb"] if k in d}
+        cfg["image_processor_type"] = cls.__name__[:-3]
+        out[case] = {"config": cfg, "images": {}}
+        for name in IMAGES:
+            pv = proc(images=load_image(images_dir / name), return_tensors="np")["pixel_values"]
+            out[case]["images"][name] = pixel_sample(pv)
+    return out
+
+
+def static_quantized_fixtures(out):
+    """onnxruntime's static quantization, in its QDQ and QOperator formats, of a small attention
+    block: promptcam must refuse both with a clear message (tract mis-runs QDQ softmax inputs and
+    lacks the QLinear* ops)."""
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(3)
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [16, 16], rng.standard_normal(256).astype(np.float32))
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [16, 16], rng.standard_normal(256).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Softmax", ["h"], ["p"], axis=-1),
+         helper.make_node("MatMul", ["p", "w2"], ["y"])],
+        "attention_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    out.mkdir(parents=True, exist_ok=True)
+    fp = out / "attention_block.onnx"
+    onnx.save(model, str(fp))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.data = iter([{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantize_static(str(fp), str(out / "attention_block_qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ)
+    quantize_static(str(fp), str(out / "attention_block_qoperator.onnx"), Reader(), quant_format=QuantFormat.QOperator)
+    fp.unlink()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="full-size random-weight ViT-B/32 models for benchmarks")
+    ap.add_argument("--out", type=Path, help="output directory for --full (default target/full-models)")
+    ap.add_argument("--threshold", type=float, help="detection threshold recorded in the reference "
+                    "(default: the middle of the widest score gap in 0.5..0.8)")
+    args = ap.parse_args()
+    if args.full:
+        out = args.out or REPO / "target" / "full-models"
+        build_clip(out / "clip-vit-base-patch32", True)
+        build_owlvit(out / "owlvit-base-patch32", True)
+        print(f"full-size random-weight models in {out}")
+        return
+    images = REPO / "tests" / "fixtures" / "images"
+    refs = REPO / "tests" / "fixtures" / "reference"
+    refs.mkdir(parents=True, exist_ok=True)
+    make_images(images)
+    clip_dir = REPO / "models" / "tiny" / "clip"
+    owl_dir = REPO / "models" / "tiny" / "owlvit"
+    clip_model, clip_tok = build_clip(clip_dir, False)
+    owl_model, owl_tok = build_owlvit(owl_dir, False)
+    dump = lambda name, obj: (refs / name).write_text(json.dumps(obj, indent=1) + "\n")
+    dump("tokens.json", tokens_reference(clip_tok, owl_tok))
+    dump("clip.json", clip_reference(clip_model, clip_tok, clip_dir, images))
+    dump("owlvit.json", owl_reference(owl_model, owl_tok, owl_dir, images, args.threshold))
+    dump("preprocess.json", preprocess_reference(images))
+    static_quantized_fixtures(REPO / "tests" / "fixtures" / "onnx")
+    for d in [clip_dir, owl_dir]:
+        total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        print(f"{d.relative_to(REPO)}: {total / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
