@@ -1,0 +1,136 @@
+//! `promptcam classify` and `promptcam detect`: run CLIP or OWL-ViT on image files and print
+//! one result per image (a table, or one JSON object per line with `--json`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use serde::Serialize;
+
+use super::{ClassifyArgs, DetectArgs, ModelArgs};
+use crate::annotate;
+use crate::model::{owlvit, Clip, ClipScore, Detection, ModelDir, OwlVit, Precision};
+use crate::preprocess::to_rgb;
+
+/// Reads an image file and converts it to RGB as the reference processors do.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("unable to open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("unable to read image {}", path.display()))?;
+    let img = reader
+        .decode()
+        .with_context(|| format!("unable to decode image {}; pass a JPEG or PNG file", path.display()))?;
+    Ok(to_rgb(img))
+}
+
+fn precision(m: &ModelArgs) -> Precision {
+    if m.quantized {
+        Precision::Quantized
+    } else {
+        Precision::Fp32
+    }
+}
+
+#[derive(Serialize)]
+struct ClassifyLine<'a> {
+    image: String,
+    results: &'a [ClipScore],
+}
+
+pub fn classify(args: ClassifyArgs) -> Result<()> {
+    let dir = ModelDir::open(&args.model.model)?;
+    let mut clip = Clip::load(&dir, precision(&args.model), &args.model.prompts)?;
+    let mut out = std::io::stdout().lock();
+    for path in &args.images {
+        let image = read_image(path)?;
+        let results = clip.classify(&image)?;
+        if args.model.json {
+            let line = ClassifyLine { image: path.to_string_lossy().into_owned(), results: &results };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        } else {
+            writeln!(out, "{} ({}x{})", path.display(), image.width(), image.height())?;
+            let width = results.iter().map(|r| r.prompt.chars().count()).max().unwrap_or(6).max(6);
+            writeln!(out, "  {:width$}  {:>7}  {:>10}", "prompt", "score", "similarity")?;
+            for r in &results {
+                writeln!(out, "  {:width$}  {:>7.4}  {:>10.4}", r.prompt, r.score, r.similarity)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct DetectLine<'a> {
+    image: String,
+    width: u32,
+    height: u32,
+    detections: &'a [Detection],
+}
+
+pub fn detect(args: DetectArgs) -> Result<()> {
+    let dir = ModelDir::open(&args.model.model)?;
+    let mut owl = OwlVit::load(&dir, precision(&args.model), &args.model.prompts)?;
+    let several = args.images.len() > 1;
+    if let Some(out) = &args.out {
+        if several || out.is_dir() {
+            std::fs::create_dir_all(out).with_context(|| format!("unable to create output directory {}", out.display()))?;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    for path in &args.images {
+        let mut image = read_image(path)?;
+        let mut dets = owl.detect(&image, args.threshold)?;
+        if let Some(iou) = args.nms {
+            dets = owlvit::nms(dets, iou);
+        }
+        if args.model.json {
+            let line = DetectLine {
+                image: path.to_string_lossy().into_owned(),
+                width: image.width(),
+                height: image.height(),
+                detections: &dets,
+            };
+            writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
+        } else {
+            writeln!(stdout, "{} ({}x{}): {} detection(s) above {}", path.display(), image.width(), image.height(), dets.len(), args.threshold)?;
+            let width = dets.iter().map(|d| d.prompt.chars().count()).max().unwrap_or(6).max(6);
+            if !dets.is_empty() {
+                writeln!(stdout, "  {:width$}  {:>6}  box [x0, y0, x1, y1]", "prompt", "score")?;
+            }
+            for d in &dets {
+                let b = d.bbox;
+                writeln!(stdout, "  {:width$}  {:>6.3}  [{:.0}, {:.0}, {:.0}, {:.0}]", d.prompt, d.score, b[0], b[1], b[2], b[3])?;
+            }
+        }
+        if let Some(out) = &args.out {
+            let target = output_path(out, path, several)?;
+            let labels: Vec<String> = dets.iter().map(|d| format!("{} {:.2}", d.prompt, d.score)).collect();
+            let drawn: Vec<annotate::Label> = dets
+                .iter()
+                .zip(&labels)
+                .map(|(d, text)| annotate::Label { bbox: d.bbox, text, colour_index: d.prompt_index })
+                .collect();
+            annotate::draw(&mut image, &drawn);
+            image.save(&target).with_context(|| format!("unable to write {}; use a .jpg or .png name", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn output_path(out: &Path, input: &Path, several: bool) -> Result<PathBuf> {
+    if several || out.is_dir() {
+        let name = input.file_name().with_context(|| format!("{} has no file name", input.display()))?;
+        let mut p = out.join(name);
+        if p.extension().is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png"))) {
+            p.set_extension("png");
+        }
+        if p == input {
+            bail!("unable to write {}: it would overwrite the input; choose another --out", p.display());
+        }
+        Ok(p)
+    } else {
+        Ok(out.to_path_buf())
+    }
+}

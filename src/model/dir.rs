@@ -1,0 +1,152 @@
+//! Model directory: finds and validates the files of one exported model, in the layout of the
+//! published ONNX exports (`config.json`, `tokenizer.json`, `preprocessor_config.json` or
+//! `processor_config.json`, and `onnx/*.onnx`, each optionally `*_quantized.onnx`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::tokenize::PromptTokenizer;
+use crate::preprocess::ProcessorConfig;
+
+/// Which architecture a directory holds, from `config.json`'s `model_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Clip,
+    OwlVit,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Clip => "CLIP",
+            Family::OwlVit => "OWL-ViT",
+        }
+    }
+}
+
+/// fp32 files or onnxruntime's dynamic int8 `*_quantized.onnx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Quantized,
+}
+
+pub const FETCH_HINT: &str = "fetch the published export with models/fetch.sh (see models/README.md)";
+
+pub struct ModelDir {
+    pub root: PathBuf,
+    pub family: Family,
+    config: Value,
+}
+
+impl ModelDir {
+    pub fn open(root: &Path) -> Result<ModelDir> {
+        if !root.is_dir() {
+            bail!("unable to open model directory {}: it does not exist or is not a directory; {FETCH_HINT}", root.display());
+        }
+        let config = read_json(&root.join("config.json"))?;
+        let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let family = match model_type {
+            "clip" => Family::Clip,
+            "owlvit" => Family::OwlVit,
+            other => bail!(
+                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\" and \"owlvit\" exports",
+                root.display()
+            ),
+        };
+        Ok(ModelDir { root: root.to_path_buf(), family, config })
+    }
+
+    /// The image processor settings, from `preprocessor_config.json` or `processor_config.json`.
+    pub fn processor(&self) -> Result<ProcessorConfig> {
+        let flat = self.root.join("preprocessor_config.json");
+        let nested = self.root.join("processor_config.json");
+        let path = if flat.is_file() {
+            flat
+        } else if nested.is_file() {
+            nested
+        } else {
+            bail!(
+                "unable to find the image processor settings in {}: neither preprocessor_config.json nor processor_config.json exists; {FETCH_HINT}",
+                self.root.display()
+            );
+        };
+        let json = read_json(&path)?;
+        ProcessorConfig::from_json(&json, self.family != Family::Clip)
+            .with_context(|| format!("unable to use the image processor settings in {}", path.display()))
+    }
+
+    /// The text context length: `text_config.max_position_embeddings` (CLIP 77, OWL-ViT 16).
+    pub fn text_max_length(&self) -> usize {
+        self.config
+            .pointer("/text_config/max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .unwrap_or(match self.family {
+                Family::Clip => 77,
+                Family::OwlVit => 16,
+            })
+    }
+
+    /// The tokenizer, padding and truncating as the reference processor does.
+    pub fn tokenizer(&self) -> Result<PromptTokenizer> {
+        let path = self.root.join("tokenizer.json");
+        if !path.is_file() {
+            bail!("unable to find {}: the model directory needs its tokenizer.json; {FETCH_HINT}", path.display());
+        }
+        let from_config = read_json(&self.root.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|c| c.get("pad_token").cloned())
+            .and_then(|p| match p {
+                Value::String(s) => Some(s),
+                Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            });
+        let pad = from_config.unwrap_or_else(|| match self.family {
+            Family::Clip => "<|endoftext|>".into(),
+            Family::OwlVit => "!".into(),
+        });
+        PromptTokenizer::load(&path, &pad, self.text_max_length())
+    }
+
+    /// `onnx/<stem>.onnx` or `onnx/<stem>_quantized.onnx`.
+    pub fn onnx_path(&self, stem: &str, precision: Precision) -> PathBuf {
+        let name = match precision {
+            Precision::Fp32 => format!("{stem}.onnx"),
+            Precision::Quantized => format!("{stem}_quantized.onnx"),
+        };
+        self.root.join("onnx").join(name)
+    }
+
+    pub fn has_onnx(&self, stem: &str, precision: Precision) -> bool {
+        self.onnx_path(stem, precision).is_file()
+    }
+
+    /// The `.onnx` files present, for error messages.
+    pub fn onnx_listing(&self) -> String {
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join("onnx"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".onnx"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        if names.is_empty() {
+            "no .onnx files".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("unable to read {}; a model directory holds config.json, tokenizer.json, a processor config and onnx/*.onnx: {FETCH_HINT}", path.display())
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("unable to parse {} as JSON; is the download complete?", path.display()))
+}

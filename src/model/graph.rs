@@ -1,0 +1,218 @@
+//! Graph: reads one ONNX file, checks that tract can run it correctly, fixes its input shapes,
+//! folds inputs that are constant for a prompt set (token ids) into the graph, and optimizes it.
+//!
+//! Quantized exports come in three formats. onnxruntime's dynamic int8 (`DynamicQuantizeLinear` +
+//! `MatMulInteger` / `ConvInteger`) runs; it needs the importer to ignore the file's `value_info`,
+//! whose symbolic dimensions tract cannot unify. Static QDQ exports load but tract computes wrong
+//! attention probabilities from them, and QOperator exports use ops tract lacks: both are refused
+//! with a message rather than run into garbage.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// How an ONNX file is quantized, from the ops it uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuantFormat {
+    Float,
+    /// onnxruntime `quantize_dynamic`: weights int8, activations quantized at run time.
+    DynamicInt8,
+    /// `quantize_static` in QDQ format (QuantizeLinear / DequantizeLinear pairs on activations).
+    StaticQdq,
+    /// `quantize_static` in QOperator format (QLinear* ops); the op named is one tract lacks.
+    QOperator(String),
+}
+
+pub fn classify_ops<'a>(ops: impl Iterator<Item = &'a str>) -> QuantFormat {
+    let mut format = QuantFormat::Float;
+    for op in ops {
+        let qoperator = op.starts_with("QLinear")
+            || matches!(op, "QGemm" | "QAttention" | "QEmbedLayerNormalization" | "DynamicQuantizeMatMul" | "MatMulIntegerToFloat");
+        if qoperator {
+            return QuantFormat::QOperator(op.to_string());
+        }
+        if op == "QuantizeLinear" {
+            format = QuantFormat::StaticQdq;
+        } else if matches!(op, "DynamicQuantizeLinear" | "MatMulInteger" | "ConvInteger") && format == QuantFormat::Float {
+            format = QuantFormat::DynamicInt8;
+        }
+    }
+    format
+}
+
+/// How one input of a graph is fed.
+pub enum Input {
+    /// Fed at run time, with this type and shape.
+    Fed(DatumType, Vec<usize>),
+    /// Folded into the graph as a constant (e.g. the token ids of a prompt set).
+    Const(Tensor),
+}
+
+/// One ONNX file, parsed once.
+pub struct OnnxGraph {
+    pub path: PathBuf,
+    proto: pb::ModelProto,
+    pub format: QuantFormat,
+}
+
+impl OnnxGraph {
+    pub fn read(path: &Path) -> Result<OnnxGraph> {
+        if !path.is_file() {
+            bail!(
+                "unable to find model file {}; {}",
+                path.display(),
+                super::dir::FETCH_HINT
+            );
+        }
+        let proto = tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .with_context(|| format!("unable to parse {} as ONNX; is the file complete? re-download it", path.display()))?;
+        let graph = proto.graph.as_ref().with_context(|| format!("unable to use {}: it holds no graph", path.display()))?;
+        let format = classify_ops(graph.node.iter().map(|n| n.op_type.as_str()));
+        match &format {
+            QuantFormat::StaticQdq => bail!(
+                "unable to use {}: it is a statically quantized (QDQ) export, which tract runs incorrectly \
+                 (every attention probability comes out 1.0); use the fp32 file or the dynamic int8 \
+                 *_quantized.onnx made by onnxruntime's quantize_dynamic (see models/README.md)",
+                path.display()
+            ),
+            QuantFormat::QOperator(op) => bail!(
+                "unable to use {}: it is a QOperator-format quantized export ({op}), whose ops tract does not \
+                 implement; use the fp32 file or the dynamic int8 *_quantized.onnx made by onnxruntime's \
+                 quantize_dynamic (see models/README.md)",
+                path.display()
+            ),
+            _ => {}
+        }
+        Ok(OnnxGraph { path: path.to_path_buf(), proto, format })
+    }
+
+    fn graph(&self) -> &pb::GraphProto {
+        // checked in read()
+        self.proto.graph.as_ref().expect("graph checked at read")
+    }
+
+    /// Names of the graph's real inputs (initializers listed as inputs excluded).
+    pub fn input_names(&self) -> Vec<String> {
+        let g = self.graph();
+        let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|i| i.name.as_str()).collect();
+        g.input.iter().map(|i| i.name.clone()).filter(|n| !inits.contains(n.as_str())).collect()
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph().output.iter().map(|o| o.name.clone()).collect()
+    }
+
+    pub fn has_output(&self, name: &str) -> bool {
+        self.graph().output.iter().any(|o| o.name == name)
+    }
+
+    /// The nodes and initializers, for graph walks (e.g. reading CLIP's logit scale).
+    pub fn proto_graph(&self) -> &pb::GraphProto {
+        self.graph()
+    }
+
+    /// Builds an optimized tract model: every input of the file must be given in `inputs`
+    /// (fed or constant), and only `outputs` are kept (so unused towers are pruned).
+    pub fn optimized(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
+        let file = self.path.display();
+        let names = self.input_names();
+        for (name, _) in inputs {
+            if !names.iter().any(|n| n == name) {
+                bail!(
+                    "unable to use {file}: it has no input `{name}` (its inputs: {}); is it the right export for this model?",
+                    names.join(", ")
+                );
+            }
+        }
+        for n in &names {
+            if !inputs.iter().any(|(name, _)| name == n) {
+                bail!("unable to use {file}: it has an input `{n}` that promptcam does not know how to feed; is it the right export for this model?");
+            }
+        }
+        for o in outputs {
+            if !self.has_output(o) {
+                bail!(
+                    "unable to use {file}: it has no output `{o}` (its outputs: {}); is it the right export for this model?",
+                    self.output_names().join(", ")
+                );
+            }
+        }
+        let dir = self.path.parent().and_then(Path::to_str);
+        let onnx = tract_onnx::onnx().with_ignore_value_info(self.format == QuantFormat::DynamicInt8);
+        let mut model = onnx.parse(&self.proto, dir).with_context(|| format!("unable to import {file} into tract"))?.model;
+        let order: Vec<String> = model
+            .input_outlets()?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        for (ix, name) in order.iter().enumerate() {
+            let spec = inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+            let fact = match spec {
+                Some(Input::Fed(dt, shape)) => InferenceFact::dt_shape(*dt, shape.clone()),
+                Some(Input::Const(t)) => InferenceFact::dt_shape(t.datum_type(), t.shape().to_vec()),
+                None => bail!("unable to use {file}: input `{name}` has no shape given"),
+            };
+            model.set_input_fact(ix, fact)?;
+        }
+        model.select_outputs_by_name(outputs)?;
+        let mut typed = model.into_typed().with_context(|| format!("unable to analyse {file} with tract"))?;
+        // fold the constant inputs into the graph
+        let mut kept = vec![];
+        for (ix, name) in order.iter().enumerate() {
+            let outlet = typed.input_outlets()?[ix];
+            match inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s) {
+                Some(Input::Const(t)) => {
+                    let mut patch = TypedModelPatch::default();
+                    let wire = patch.add_const(format!("{name}.folded"), t.clone())?;
+                    patch.shunt_outside(&typed, outlet, wire)?;
+                    patch.apply(&mut typed)?;
+                }
+                _ => kept.push(outlet),
+            }
+        }
+        typed.set_input_outlets(&kept)?;
+        // keep the fed inputs in the caller's order
+        let fed: Vec<&str> = inputs.iter().filter(|(_, s)| matches!(s, Input::Fed(..))).map(|(n, _)| *n).collect();
+        let by_name: Vec<OutletId> = fed
+            .iter()
+            .map(|n| kept.iter().copied().find(|o| typed.node(o.node).name == *n).context("input lost while folding"))
+            .collect::<Result<_>>()?;
+        typed.set_input_outlets(&by_name)?;
+        typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))
+    }
+}
+
+/// An optimized model ready to run, with the output order of the `optimized` call.
+pub type Runnable = Arc<TypedRunnableModel>;
+
+pub fn runnable(model: TypedModel) -> Result<Runnable> {
+    model.into_runnable().context("unable to plan the model for running")
+}
+
+/// Copies an output tensor into a flat `Vec<f32>` and its shape.
+pub fn f32_output(v: &TValue) -> Result<(Vec<usize>, Vec<f32>)> {
+    let t = v.cast_to::<f32>()?;
+    Ok((t.shape().to_vec(), t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_apart_by_their_ops() {
+        assert_eq!(classify_ops(["MatMul", "Add"].into_iter()), QuantFormat::Float);
+        assert_eq!(
+            classify_ops(["DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"].into_iter()),
+            QuantFormat::DynamicInt8
+        );
+        assert_eq!(classify_ops(["QuantizeLinear", "DequantizeLinear", "MatMul"].into_iter()), QuantFormat::StaticQdq);
+        assert_eq!(
+            classify_ops(["QuantizeLinear", "QLinearMatMul"].into_iter()),
+            QuantFormat::QOperator("QLinearMatMul".into())
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
+//! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects), plus the
+//! pieces they share: the model directory layout (`dir`), ONNX loading and graph folding
+//! (`graph`) and prompt tokenization (`tokenize`).
+
+pub mod clip;
+pub mod dir;
+pub mod graph;
+pub mod owlvit;
+pub mod tokenize;
+
+pub use clip::{Clip, ClipScore};
+pub use dir::{Family, ModelDir, Precision};
+pub use owlvit::{Detection, OwlVit};

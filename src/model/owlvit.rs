@@ -1,0 +1,213 @@
+//! OWL-ViT: open-vocabulary detection of prompted objects, with boxes.
+//!
+//! The published export is one graph (`input_ids`, `pixel_values`, `attention_mask` ->
+//! `logits`, `pred_boxes`, ...). The prompt tokens are folded into it as constants when it is
+//! loaded, so tract's optimizer computes the text side once and only the image side runs per
+//! frame. Post-processing follows transformers' `post_process_object_detection`: score = sigmoid
+//! of the best query logit per box, label = that query, boxes from center to corners scaled to
+//! the original image, kept when score > threshold. Non-maximum suppression only when asked.
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use super::dir::{Family, ModelDir, Precision};
+use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use crate::preprocess::Preprocessor;
+
+/// One detected object, in original-image pixels.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Detection {
+    pub prompt: String,
+    #[serde(skip)]
+    pub prompt_index: usize,
+    pub score: f32,
+    /// `[x0, y0, x1, y1]`
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+/// Raw per-patch outputs for one frame: the best query and its sigmoid score, and the box
+/// (relative center-size) of every patch.
+pub struct PatchScores {
+    pub best_query: Vec<usize>,
+    pub scores: Vec<f32>,
+    pub boxes: Vec<[f32; 4]>,
+}
+
+pub struct OwlVit {
+    model: Runnable,
+    preprocess: Preprocessor,
+    prompts: Vec<String>,
+    pub file: std::path::PathBuf,
+}
+
+impl OwlVit {
+    pub fn load(dir: &ModelDir, precision: Precision, prompts: &[String]) -> Result<OwlVit> {
+        if dir.family != Family::OwlVit {
+            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory", dir.root.display(), dir.family.name());
+        }
+        if prompts.is_empty() {
+            bail!("unable to detect without prompts; give at least one");
+        }
+        let processor = dir.processor()?;
+        let (w, h) = processor.output_size().with_context(|| {
+            format!("unable to use {}: its processor config has no fixed output size", dir.root.display())
+        })?;
+        let tokens = dir.tokenizer()?.encode(prompts)?;
+        let path = dir.onnx_path("model", precision);
+        if !path.is_file() {
+            bail!(
+                "unable to find {}: an OWL-ViT directory needs onnx/model{}.onnx (found {}); {}",
+                path.display(),
+                if precision == Precision::Quantized { "_quantized" } else { "" },
+                dir.onnx_listing(),
+                super::dir::FETCH_HINT
+            );
+        }
+        let graph = OnnxGraph::read(&path)?;
+        let model = graph.optimized(
+            &[
+                ("input_ids", Input::Const(tokens.ids_tensor()?)),
+                ("pixel_values", Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize])),
+                ("attention_mask", Input::Const(tokens.mask_tensor()?)),
+            ],
+            &["logits", "pred_boxes"],
+        )?;
+        Ok(OwlVit { model: runnable(model)?, preprocess: Preprocessor::new(processor), prompts: prompts.to_vec(), file: path })
+    }
+
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
+    pub fn preprocessor(&mut self) -> &mut Preprocessor {
+        &mut self.preprocess
+    }
+
+    /// Runs the model on a preprocessed pixel tensor.
+    pub fn patch_scores(&self, pixels: TValue) -> Result<PatchScores> {
+        let out = self.model.run(tvec![pixels]).context("unable to run the OWL-ViT model")?;
+        let (lshape, logits) = f32_output(&out[0])?;
+        let (bshape, boxes) = f32_output(&out[1])?;
+        let q = self.prompts.len();
+        if lshape.len() != 3 || lshape[2] != q || bshape.len() != 3 || bshape[2] != 4 || bshape[1] != lshape[1] {
+            bail!("unable to read OWL-ViT outputs: logits {lshape:?}, pred_boxes {bshape:?}; expected [1, P, {q}] and [1, P, 4]");
+        }
+        let mut best_query = Vec::with_capacity(lshape[1]);
+        let mut scores = Vec::with_capacity(lshape[1]);
+        for row in logits.chunks(q) {
+            let (ix, best) = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+            best_query.push(ix);
+            scores.push(sigmoid(best));
+        }
+        let boxes = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
+        Ok(PatchScores { best_query, scores, boxes })
+    }
+
+    /// Detections above `threshold` in an image, highest score first.
+    pub fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
+        let pixels = self.preprocess.run(image)?;
+        let patches = self.patch_scores(pixels)?;
+        Ok(post_process(&patches, &self.prompts, threshold, image.width(), image.height()))
+    }
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// transformers' `post_process_object_detection`, sorted by score (highest first).
+pub fn post_process(p: &PatchScores, prompts: &[String], threshold: f32, width: u32, height: u32) -> Vec<Detection> {
+    let (w, h) = (width as f32, height as f32);
+    let mut out: Vec<Detection> = p
+        .scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s > threshold)
+        .map(|(i, s)| {
+            let [cx, cy, bw, bh] = p.boxes[i];
+            let q = p.best_query[i];
+            Detection {
+                prompt: prompts[q].clone(),
+                prompt_index: q,
+                score: *s,
+                bbox: [(cx - 0.5 * bw) * w, (cy - 0.5 * bh) * h, (cx + 0.5 * bw) * w, (cy + 0.5 * bh) * h],
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out
+}
+
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = ix * iy;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+/// Per-prompt non-maximum suppression: drops a box overlapping a higher-scored box of the same
+/// prompt by more than `max_iou`. Input and output are sorted by score.
+pub fn nms(dets: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
+    let mut kept: Vec<Detection> = Vec::with_capacity(dets.len());
+    for d in dets {
+        if !kept.iter().any(|k| k.prompt_index == d.prompt_index && iou(&k.bbox, &d.bbox) > max_iou) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(q: usize, score: f32, bbox: [f32; 4]) -> Detection {
+        Detection { prompt: format!("p{q}"), prompt_index: q, score, bbox }
+    }
+
+    #[test]
+    fn post_process_scales_corners_and_sorts() {
+        let p = PatchScores {
+            best_query: vec![1, 0, 0],
+            scores: vec![0.5, 0.9, 0.05],
+            boxes: vec![[0.5, 0.5, 0.2, 0.4], [0.25, 0.25, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]],
+        };
+        let prompts = vec!["a".to_string(), "b".to_string()];
+        let d = post_process(&p, &prompts, 0.1, 200, 100);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].prompt, "a");
+        assert_eq!(d[0].bbox, [0.0, 0.0, 100.0, 50.0]);
+        assert_eq!(d[1].prompt, "b");
+        for (got, want) in d[1].bbox.iter().zip([80.0, 30.0, 120.0, 70.0]) {
+            assert!((got - want).abs() < 1e-3, "{:?}", d[1].bbox);
+        }
+    }
+
+    #[test]
+    fn nms_keeps_other_prompts_and_distant_boxes() {
+        let d = vec![
+            det(0, 0.9, [0.0, 0.0, 10.0, 10.0]),
+            det(0, 0.8, [1.0, 1.0, 11.0, 11.0]),
+            det(1, 0.7, [1.0, 1.0, 11.0, 11.0]),
+            det(0, 0.6, [50.0, 50.0, 60.0, 60.0]),
+        ];
+        let k = nms(d, 0.5);
+        let scores: Vec<f32> = k.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.7, 0.6]);
+    }
+
+    #[test]
+    fn iou_of_identical_and_disjoint() {
+        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
+    }
+}

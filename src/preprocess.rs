@@ -1,0 +1,455 @@
+//! Preprocess: turns an RGB frame into a model's pixel tensor, exactly as the Hugging Face image
+//! processors (PIL backend) do it.
+//!
+//! Every parameter comes from the model directory's processor config — `preprocessor_config.json`
+//! (flat, sizes as integers, as the published ONNX exports carry it) or `processor_config.json`
+//! (nested under `image_processor`, sizes as `{shortest_edge}` / `{height, width}`, as newer
+//! transformers versions write it). Nothing is hard-coded to 224 or 768.
+//!
+//! The steps mirror transformers' `_preprocess`: convert to RGB, resize (PIL filters, with
+//! antialiasing, through `fast_image_resize`), center crop (zero padding when the image is smaller),
+//! rescale (`x * rescale_factor` in f64, then f32) and normalize (`(x - mean) / std` in f32). The
+//! tensor is NCHW `[1, 3, H, W]` and its buffer is reused from frame to frame.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use fast_image_resize as fr;
+use fast_image_resize::pixels::U16x3;
+use image::RgbImage;
+use serde_json::Value;
+use tract_onnx::prelude::*;
+
+/// How the image is resized before cropping.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resize {
+    /// The short side becomes this many pixels, the long side `int(size * long / short)`.
+    ShortestEdge(u32),
+    /// Straight to this size, ignoring the aspect ratio (OWL-ViT v1, ViT).
+    Exact { width: u32, height: u32 },
+}
+
+/// PIL's resampling filters, by their PIL codes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resample {
+    Nearest,
+    Lanczos,
+    Bilinear,
+    Bicubic,
+    Box,
+    Hamming,
+}
+
+impl Resample {
+    fn from_pil(code: i64) -> Result<Resample> {
+        Ok(match code {
+            0 => Resample::Nearest,
+            1 => Resample::Lanczos,
+            2 => Resample::Bilinear,
+            3 => Resample::Bicubic,
+            4 => Resample::Box,
+            5 => Resample::Hamming,
+            _ => bail!("resample {code} is not a PIL filter code (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming)"),
+        })
+    }
+
+    fn algorithm(self) -> fr::ResizeAlg {
+        use fr::FilterType as F;
+        match self {
+            Resample::Nearest => fr::ResizeAlg::Nearest,
+            Resample::Lanczos => fr::ResizeAlg::Convolution(F::Lanczos3),
+            Resample::Bilinear => fr::ResizeAlg::Convolution(F::Bilinear),
+            // PIL's bicubic is the a = -0.5 kernel, i.e. Catmull-Rom
+            Resample::Bicubic => fr::ResizeAlg::Convolution(F::CatmullRom),
+            Resample::Box => fr::ResizeAlg::Convolution(F::Box),
+            Resample::Hamming => fr::ResizeAlg::Convolution(F::Hamming),
+        }
+    }
+}
+
+/// The image processor settings of one model, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessorConfig {
+    pub resize: Option<Resize>,
+    pub resample: Resample,
+    /// `(width, height)` of the center crop.
+    pub crop: Option<(u32, u32)>,
+    pub rescale: Option<f64>,
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+impl ProcessorConfig {
+    /// Reads the settings from a processor config JSON (flat or nested under `image_processor`).
+    ///
+    /// An integer `size` means the shortest edge for CLIP-style processors and a square for the
+    /// others (transformers' `default_to_square`); `square_by_default` says which applies when
+    /// the file does not name its processor type.
+    pub fn from_json(json: &Value, square_by_default: bool) -> Result<ProcessorConfig> {
+        let v = json.get("image_processor").unwrap_or(json);
+        let kind = v
+            .get("image_processor_type")
+            .or_else(|| v.get("feature_extractor_type"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let square = if kind.is_empty() {
+            square_by_default
+        } else {
+            // CLIP's processors are the ones that resize the shortest edge from an integer size
+            !kind.starts_with("CLIP") && !kind.starts_with("Chinese")
+        };
+        let flag = |key: &str, default: bool| -> Result<bool> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(other) => bail!("`{key}` should be true or false, found {other}"),
+            }
+        };
+        let resize = if flag("do_resize", true)? {
+            Some(parse_resize(v.get("size").context("`size` is missing while `do_resize` is true")?, square)?)
+        } else {
+            None
+        };
+        let crop = if flag("do_center_crop", false)? {
+            let c = v.get("crop_size").context("`crop_size` is missing while `do_center_crop` is true")?;
+            match parse_resize(c, true).context("in `crop_size`")? {
+                Resize::Exact { width, height } => Some((width, height)),
+                Resize::ShortestEdge(_) => bail!("`crop_size` must be a number or {{height, width}}"),
+            }
+        } else {
+            None
+        };
+        let resample = match v.get("resample") {
+            None | Some(Value::Null) => Resample::Bicubic,
+            Some(r) => Resample::from_pil(r.as_i64().context("`resample` should be a PIL filter code")?)?,
+        };
+        let rescale = if flag("do_rescale", true)? {
+            Some(match v.get("rescale_factor") {
+                None | Some(Value::Null) => 1.0 / 255.0,
+                Some(f) => f.as_f64().context("`rescale_factor` should be a number")?,
+            })
+        } else {
+            None
+        };
+        let normalize = if flag("do_normalize", true)? {
+            let mean = triple(v.get("image_mean"), [0.48145466, 0.4578275, 0.40821073]).context("in `image_mean`")?;
+            let std = triple(v.get("image_std"), [0.26862954, 0.26130258, 0.27577711]).context("in `image_std`")?;
+            if std.iter().any(|s| *s == 0.0) {
+                bail!("`image_std` contains a zero");
+            }
+            Some((mean, std))
+        } else {
+            None
+        };
+        if !flag("do_convert_rgb", true)? {
+            tracing::debug!("do_convert_rgb is false; frames are RGB already");
+        }
+        Ok(ProcessorConfig { resize, resample, crop, rescale, normalize })
+    }
+
+    /// Size `(width, height)` of the resized image for an input of `width` x `height`.
+    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+        match self.resize {
+            None => (width, height),
+            Some(Resize::Exact { width, height }) => (width, height),
+            Some(Resize::ShortestEdge(s)) => {
+                // transformers: new_long = int(size * long / short), computed in Python floats
+                if width <= height {
+                    (s, (s as f64 * height as f64 / width as f64) as u32)
+                } else {
+                    ((s as f64 * width as f64 / height as f64) as u32, s)
+                }
+            }
+        }
+    }
+
+    /// Size `(width, height)` of the tensor for an input of `width` x `height`, if fixed.
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        match (self.crop, self.resize) {
+            (Some(c), _) => Some(c),
+            (None, Some(Resize::Exact { width, height })) => Some((width, height)),
+            _ => None,
+        }
+    }
+}
+
+fn parse_resize(v: &Value, square: bool) -> Result<Resize> {
+    let dim = |x: &Value| -> Result<u32> {
+        let n = x.as_u64().with_context(|| format!("expected a positive integer, found {x}"))?;
+        if n == 0 || n > 8192 {
+            bail!("size {n} is out of range 1..=8192");
+        }
+        Ok(n as u32)
+    };
+    if v.is_number() {
+        let n = dim(v)?;
+        return Ok(if square { Resize::Exact { width: n, height: n } } else { Resize::ShortestEdge(n) });
+    }
+    if let (Some(h), Some(w)) = (v.get("height"), v.get("width")) {
+        return Ok(Resize::Exact { width: dim(w)?, height: dim(h)? });
+    }
+    if let Some(s) = v.get("shortest_edge") {
+        if v.get("longest_edge").is_some_and(|l| !l.is_null()) {
+            bail!("`size` with both shortest_edge and longest_edge is not supported; use a CLIP or OWL-ViT processor config");
+        }
+        return Ok(Resize::ShortestEdge(dim(s)?));
+    }
+    bail!("`size` should be an integer, {{\"shortest_edge\": N}} or {{\"height\": H, \"width\": W}}, found {v}")
+}
+
+fn triple(v: Option<&Value>, default: [f32; 3]) -> Result<[f32; 3]> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().context("not a number")? as f32;
+            Ok([x, x, x])
+        }
+        Some(Value::Array(a)) if a.len() == 3 => {
+            let mut out = [0f32; 3];
+            for (o, x) in out.iter_mut().zip(a) {
+                *o = x.as_f64().with_context(|| format!("{x} is not a number"))? as f32;
+            }
+            Ok(out)
+        }
+        Some(other) => bail!("expected three numbers, found {other}"),
+    }
+}
+
+/// Runs one model's preprocessing, reusing its buffers from frame to frame.
+pub struct Preprocessor {
+    config: ProcessorConfig,
+    resizer: fr::Resizer,
+    src16: Vec<U16x3>,
+    mid16: Vec<U16x3>,
+    out16: Vec<U16x3>,
+    resized: Vec<u8>,
+    tensor: Arc<Tensor>,
+}
+
+impl Preprocessor {
+    pub fn new(config: ProcessorConfig) -> Preprocessor {
+        Preprocessor {
+            config,
+            resizer: fr::Resizer::new(),
+            src16: Vec::new(),
+            mid16: Vec::new(),
+            out16: Vec::new(),
+            resized: Vec::new(),
+            tensor: Arc::new(Tensor::default()),
+        }
+    }
+
+    pub fn config(&self) -> &ProcessorConfig {
+        &self.config
+    }
+
+    /// Resizes into `self.resized` as Pillow does: two separable passes, each rounded and clipped
+    /// to 0..=255, vertical first only when the height shrinks by more than twice as many pixels
+    /// as the width (Pillow 13's rule). fast_image_resize runs the passes on u16 samples, whose
+    /// coefficients are precise enough to round like Pillow's 22-bit fixed point (its u8 path
+    /// has ~14-bit coefficients and would go vertical first, a level off on a few % of pixels).
+    fn resize(&mut self, image: &RgbImage, rw: u32, rh: u32) -> Result<()> {
+        let (w, h) = image.dimensions();
+        let opts = fr::ResizeOptions::new().resize_alg(self.config.resample.algorithm());
+        let vertical_first = h > rh && (h - rh) as i64 > 2 * (w as i64 - rw as i64);
+        let (mw, mh) = if vertical_first { (w, rh) } else { (rw, h) };
+
+        fill(&mut self.src16, w, h);
+        for (d, s) in self.src16.iter_mut().zip(image.as_raw().chunks_exact(3)) {
+            *d = U16x3::new([s[0] as u16, s[1] as u16, s[2] as u16]);
+        }
+        let src = fr::images::TypedImageRef::new(w, h, &self.src16).context("unable to view the frame for resizing")?;
+        fill(&mut self.out16, rw, rh);
+        if (mw, mh) == (w, h) || (mw, mh) == (rw, rh) {
+            // one pass is enough
+            let mut dst = fr::images::TypedImage::from_pixels_slice(rw, rh, &mut self.out16)
+                .context("unable to allocate the resize buffer")?;
+            self.resizer.resize_typed(&src, &mut dst, &opts).context("unable to resize the frame")?;
+        } else {
+            fill(&mut self.mid16, mw, mh);
+            let mut mid = fr::images::TypedImage::from_pixels_slice(mw, mh, &mut self.mid16)
+                .context("unable to allocate the resize buffer")?;
+            self.resizer.resize_typed(&src, &mut mid, &opts).context("unable to resize the frame")?;
+            clip8(mid.pixels_mut());
+            let mut dst = fr::images::TypedImage::from_pixels_slice(rw, rh, &mut self.out16)
+                .context("unable to allocate the resize buffer")?;
+            self.resizer.resize_typed(&mid, &mut dst, &opts).context("unable to resize the frame")?;
+        }
+        clip8(&mut self.out16);
+        self.resized.clear();
+        self.resized.extend(self.out16.iter().flat_map(|p| p.0.map(|c| c as u8)));
+        Ok(())
+    }
+
+    /// The pixel tensor `[1, 3, H, W]` for `image`. The returned value shares its buffer with the
+    /// preprocessor: drop it (tract does, once the model has run) before the next call to reuse it.
+    pub fn run(&mut self, image: &RgbImage) -> Result<TValue> {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            bail!("unable to preprocess an empty {w}x{h} image");
+        }
+        let (rw, rh) = self.config.resized_size(w, h);
+        let resized: &[u8] = if (rw, rh) == (w, h) {
+            image.as_raw()
+        } else {
+            self.resize(image, rw, rh)?;
+            &self.resized
+        };
+        let (ow, oh) = self.config.crop.unwrap_or((rw, rh));
+        // transformers' center crop: source row = dest row + floor((resized - crop) / 2); rows
+        // outside the image are zero (it pads before rescaling)
+        let top = (rh as i64 - oh as i64).div_euclid(2);
+        let left = (rw as i64 - ow as i64).div_euclid(2);
+
+        let shape = [1usize, 3, oh as usize, ow as usize];
+        let reuse = Arc::get_mut(&mut self.tensor).filter(|t| t.shape() == shape).is_some();
+        if !reuse {
+            self.tensor = Arc::new(Tensor::zero::<f32>(&shape)?);
+        }
+        let tensor = Arc::get_mut(&mut self.tensor).context("pixel tensor still in use")?;
+        let mut view = tensor.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        let plane = ow as usize * oh as usize;
+        let scale = self.config.rescale;
+        let (mean, std) = self.config.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+        // the value of every u8 level per channel, computed once per frame (256 x 3 entries)
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (level, v) in table.iter_mut().enumerate() {
+                let x = match scale {
+                    Some(s) => (level as f64 * s) as f32,
+                    None => level as f32,
+                };
+                *v = if self.config.normalize.is_some() { (x - mean[c]) / std[c] } else { x };
+            }
+        }
+        for y in 0..oh as usize {
+            let sy = y as i64 + top;
+            let row_in = sy >= 0 && sy < rh as i64;
+            for x in 0..ow as usize {
+                let sx = x as i64 + left;
+                let px = if row_in && sx >= 0 && sx < rw as i64 {
+                    let i = (sy as usize * rw as usize + sx as usize) * 3;
+                    [resized[i], resized[i + 1], resized[i + 2]]
+                } else {
+                    [0, 0, 0]
+                };
+                let o = y * ow as usize + x;
+                out[o] = lut[0][px[0] as usize];
+                out[plane + o] = lut[1][px[1] as usize];
+                out[2 * plane + o] = lut[2][px[2] as usize];
+            }
+        }
+        Ok(TValue::from_const(self.tensor.clone()))
+    }
+}
+
+/// Sizes a reusable pixel buffer for a `w` x `h` image (no allocation once it is large enough).
+fn fill(buf: &mut Vec<U16x3>, w: u32, h: u32) {
+    buf.resize(w as usize * h as usize, U16x3::default());
+}
+
+/// Pillow rounds every pass to u8: clip the overshoot of negative filter lobes.
+fn clip8(px: &mut [U16x3]) {
+    for p in px {
+        for c in p.0.iter_mut() {
+            *c = (*c).min(255);
+        }
+    }
+}
+
+/// Converts any decoded image to RGB as PIL's `convert("RGB")` does: grayscale is replicated,
+/// alpha is dropped (not composited), 16-bit samples are scaled to 8 bits.
+pub fn to_rgb(image: image::DynamicImage) -> RgbImage {
+    match image {
+        image::DynamicImage::ImageRgb8(rgb) => rgb,
+        image::DynamicImage::ImageRgba8(rgba) => {
+            let (w, h) = rgba.dimensions();
+            let raw: Vec<u8> = rgba.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+            RgbImage::from_raw(w, h, raw).unwrap_or_default()
+        }
+        other => other.to_rgb8(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flat_clip_config_means_shortest_edge_then_crop() {
+        let c = ProcessorConfig::from_json(
+            &json!({"crop_size": 224, "do_center_crop": true, "feature_extractor_type": "CLIPFeatureExtractor",
+                    "resample": 3, "size": 224}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.resize, Some(Resize::ShortestEdge(224)));
+        assert_eq!(c.crop, Some((224, 224)));
+        assert_eq!(c.resized_size(451, 300), (336, 224));
+        assert_eq!(c.resized_size(300, 512), (224, 382));
+        assert_eq!(c.rescale, Some(1.0 / 255.0));
+    }
+
+    #[test]
+    fn flat_owlvit_config_means_square() {
+        let c = ProcessorConfig::from_json(
+            &json!({"feature_extractor_type": "OwlViTFeatureExtractor", "size": 768, "do_center_crop": false}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.resize, Some(Resize::Exact { width: 768, height: 768 }));
+        assert_eq!(c.crop, None);
+        assert_eq!(c.output_size(), Some((768, 768)));
+    }
+
+    #[test]
+    fn nested_config_with_dict_sizes() {
+        let c = ProcessorConfig::from_json(
+            &json!({"image_processor": {"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336},
+                    "do_center_crop": true, "image_processor_type": "CLIPImageProcessor", "resample": 2,
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}}),
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.resize, Some(Resize::ShortestEdge(336)));
+        assert_eq!(c.resample, Resample::Bilinear);
+        assert_eq!(c.normalize, Some(([0.5; 3], [0.5; 3])));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = ProcessorConfig::from_json(&json!({"size": "big"}), false).unwrap_err();
+        assert!(format!("{e:#}").contains("`size`"), "{e:#}");
+        let e = ProcessorConfig::from_json(&json!({"size": 224, "resample": 9}), false).unwrap_err();
+        assert!(format!("{e:#}").contains("resample 9"), "{e:#}");
+        let e = ProcessorConfig::from_json(&json!({"size": 224, "image_std": [1, 0, 1]}), false).unwrap_err();
+        assert!(format!("{e:#}").contains("zero"), "{e:#}");
+    }
+
+    #[test]
+    fn crop_larger_than_image_pads_with_zero_before_normalizing() {
+        let c = ProcessorConfig {
+            resize: None,
+            resample: Resample::Bicubic,
+            crop: Some((4, 4)),
+            rescale: Some(1.0 / 255.0),
+            normalize: None,
+        };
+        let mut p = Preprocessor::new(c);
+        let img = RgbImage::from_pixel(2, 1, image::Rgb([255, 255, 255]));
+        let t = p.run(&img).unwrap();
+        let v = t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        // rows: image at row ceil((4-1)/2) = 2, columns ceil((4-2)/2) = 1..3
+        let plane: Vec<f32> = v[..16].to_vec();
+        let ones: Vec<usize> = plane.iter().enumerate().filter(|(_, x)| **x == 1.0).map(|(i, _)| i).collect();
+        assert_eq!(ones, vec![2 * 4 + 1, 2 * 4 + 2]);
+    }
+
+    #[test]
+    fn rgba_drops_alpha_like_pil() {
+        let rgba = image::RgbaImage::from_pixel(1, 1, image::Rgba([10, 20, 30, 0]));
+        let rgb = to_rgb(image::DynamicImage::ImageRgba8(rgba));
+        assert_eq!(rgb.get_pixel(0, 0).0, [10, 20, 30]);
+    }
+}

@@ -1,0 +1,82 @@
+//! Fixture paths and reference data shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn path(rel: &str) -> PathBuf {
+    repo().join(rel)
+}
+
+pub fn image(name: &str) -> PathBuf {
+    path("tests/fixtures/images").join(name)
+}
+
+pub fn reference(name: &str) -> Value {
+    let p = path("tests/fixtures/reference").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|s| s.as_f64().unwrap() as f32).collect()
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!("promptcam-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies a model directory, leaving out the onnx files for which `keep` is false.
+pub fn copy_model(src: &Path, dst: &Path, keep: impl Fn(&str) -> bool) {
+    std::fs::create_dir_all(dst.join("onnx")).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    for e in std::fs::read_dir(src.join("onnx")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if keep(&name) {
+            std::fs::copy(e.path(), dst.join("onnx").join(&name)).unwrap();
+        }
+    }
+}
+
+/// Runs the promptcam binary, returning (status code, stdout, stderr).
+pub fn promptcam(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptcam")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,5 @@
+//! The integration tests, in one binary: each module covers one stage against real peers and
+//! the recorded reference outputs in `tests/fixtures/`.
+
+mod fixture;
+mod vision;
