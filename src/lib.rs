@@ -1,11 +1,21 @@
 //! promptcam: a smart camera you configure with words.
 //!
-//! Data flows one way through the modules: `preprocess` (frame -> pixel tensor) -> `model`
-//! (CLIP scores, OWL-ViT detections) -> `annotate` (boxes drawn for people). `cli` is the
-//! command line around them.
+//! Data flows one way through the modules: `source` (cameras and files -> `frame::Frame` in a
+//! latest-wins slot) -> `motion` (gate) -> `preprocess` (frame -> pixel tensor) -> `model` (CLIP
+//! scores, OWL-ViT detections) -> `decide` (smoothing, hysteresis) -> `event` (start/update/end).
+//! `annotate` draws boxes for people; `config` validates the TOML; `daemon` wires the stages with
+//! `signals`; `cli` is the command line around them.
 
 pub mod annotate;
 pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod event;
+pub mod frame;
 pub mod logging;
 pub mod model;
+pub mod motion;
 pub mod preprocess;
+pub mod signals;
+pub mod source;

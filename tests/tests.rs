@@ -1,5 +1,6 @@
 //! The integration tests, in one binary: each module covers one stage against real peers and
 //! the recorded reference outputs in `tests/fixtures/`.
 
+mod daemon;
 mod fixture;
 mod vision;

@@ -21,6 +21,17 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Find and box prompted objects in images with OWL-ViT (open-vocabulary).
     Detect(DetectArgs),
+    /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
+    Run(ConfigArgs),
+    /// Validate a config file and load its models, opening nothing else; exit 0 when usable.
+    Check(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// The config file (every key is documented in config/promptcam.example.toml).
+    #[arg(long, value_name = "FILE", default_value = "/etc/promptcam/promptcam.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -80,5 +91,26 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Classify(a) => vision::classify(a),
         Command::Detect(a) => vision::detect(a),
+        Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
+        Command::Check(a) => check(&a.config),
     }
+}
+
+fn check(path: &std::path::Path) -> Result<()> {
+    let config = crate::config::load(path)?;
+    let cameras = crate::daemon::prepare(&config)?;
+    println!("{}: valid", path.display());
+    for m in [("clip", &config.clip), ("owlvit", &config.owlvit)] {
+        if let (name, Some(mc)) = m {
+            println!("  model {name}: {} ({:?}) loads", mc.dir.display(), mc.precision);
+        }
+    }
+    for cam in &cameras {
+        let c = &cam.config;
+        println!("  camera {} ({}): {} prompt(s), source {}", c.id, c.name, c.prompts.len(), crate::source::redact(&c.source));
+    }
+    if config.mqtt.is_none() {
+        println!("  no [mqtt] table: events go to stdout as JSON lines");
+    }
+    Ok(())
 }

@@ -41,6 +41,20 @@ pub struct Clip {
 
 impl Clip {
     pub fn load(dir: &ModelDir, precision: Precision, prompts: &[String]) -> Result<Clip> {
+        let classes: Vec<Vec<String>> = prompts.iter().map(|p| vec![p.clone()]).collect();
+        Clip::load_classes(dir, precision, &classes)
+    }
+
+    /// Like [`Clip::load`], with each class described by several texts (a prompt ensemble such
+    /// as "a photo of a {}", "a {} in the wild"): their normalized embeddings are averaged into
+    /// the class embedding. Classes are reported under their first text.
+    pub fn load_classes(dir: &ModelDir, precision: Precision, classes: &[Vec<String>]) -> Result<Clip> {
+        if classes.iter().any(|c| c.is_empty()) {
+            bail!("unable to classify with an empty prompt ensemble");
+        }
+        let prompts: Vec<String> = classes.iter().map(|c| c[0].clone()).collect();
+        let texts: Vec<String> = classes.iter().flatten().cloned().collect();
+        let prompts = &prompts[..];
         if dir.family != Family::Clip {
             bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.name());
         }
@@ -52,7 +66,7 @@ impl Clip {
             format!("unable to use {}: its processor config has no fixed output size (center crop or square resize)", dir.root.display())
         })?;
         let tokenizer = dir.tokenizer()?;
-        let tokens = tokenizer.encode(prompts)?;
+        let tokens = tokenizer.encode(&texts)?;
         let pixels = Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]);
 
         let full = dir.has_onnx("model", precision).then(|| OnnxGraph::read(&dir.onnx_path("model", precision))).transpose()?;
@@ -84,7 +98,20 @@ impl Clip {
             );
         };
 
-        let text_embeds = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
+        let per_text = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
+        let mut text_embeds = vec![];
+        let mut rows = per_text.into_iter();
+        for class in classes {
+            let mut mean: Vec<f32> = vec![];
+            for row in rows.by_ref().take(class.len()) {
+                if mean.is_empty() {
+                    mean = vec![0.0; row.len()];
+                }
+                mean.iter_mut().zip(&row).for_each(|(m, v)| *m += v);
+            }
+            normalize(&mut mean);
+            text_embeds.push(mean);
+        }
         let logit_scale = match &full {
             Some(g) => learned_logit_scale(g)?,
             None => {

@@ -1,0 +1,421 @@
+//! Config: the TOML file (`config/promptcam.example.toml` documents every key) parsed into raw
+//! serde structs, then validated into the runtime [`Config`] the daemon runs on ("low args ->
+//! high args"). Unknown keys, wrong types and out-of-range values are errors naming the key, its
+//! line and column, and what is allowed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::decide::DecideConfig;
+use crate::model::Precision;
+use crate::motion::MotionConfig;
+
+const SEE: &str = "see config/promptcam.example.toml";
+
+// ------------------------------------------------------------------------------------------ raw
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    models: RawModels,
+    #[serde(default)]
+    motion: RawMotion,
+    #[serde(default)]
+    cameras: Vec<RawCamera>,
+    mqtt: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    device_id: Option<Spanned<String>>,
+    inference_threads: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    clip: Option<RawModel>,
+    owlvit: Option<RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    dir: String,
+    #[serde(default)]
+    quantized: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMotion {
+    enabled: Option<bool>,
+    width: Option<Spanned<i64>>,
+    pixel_delta: Option<Spanned<i64>>,
+    min_changed: Option<Spanned<f64>>,
+    refresh: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCamera {
+    name: Spanned<String>,
+    source: String,
+    fps: Option<Spanned<f64>>,
+    #[serde(rename = "loop", default)]
+    looped: bool,
+    roi: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    prompts: Vec<RawPrompt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrompt {
+    text: Spanned<String>,
+    model: Spanned<String>,
+    name: Option<String>,
+    threshold: Option<Spanned<f64>>,
+    off_threshold: Option<Spanned<f64>>,
+    #[serde(default)]
+    negatives: Vec<String>,
+    #[serde(default)]
+    ensemble: Vec<Spanned<String>>,
+    device_class: Option<String>,
+    window: Option<Spanned<i64>>,
+    min_frames: Option<Spanned<i64>>,
+    off_delay: Option<Spanned<f64>>,
+    cooldown: Option<Spanned<f64>>,
+}
+
+// ------------------------------------------------------------------------------------------ runtime
+
+/// Which model a prompt runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Whole-frame states ("a garage door that is open").
+    Clip,
+    /// Boxed objects ("a person").
+    OwlVit,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub dir: PathBuf,
+    pub precision: Precision,
+}
+
+#[derive(Clone, Debug)]
+pub struct PromptConfig {
+    pub text: String,
+    pub name: String,
+    /// Stable slug for topics and ids.
+    pub id: String,
+    pub model: ModelKind,
+    /// CLIP only: what the prompt must beat; empty means the camera's other CLIP prompts.
+    pub negatives: Vec<String>,
+    /// CLIP only: templates such as "a photo of {}", averaged into one embedding.
+    pub ensemble: Vec<String>,
+    pub device_class: Option<String>,
+    pub decide: DecideConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    pub name: String,
+    pub id: String,
+    pub source: String,
+    pub fps: f64,
+    pub looped: bool,
+    pub roi: Option<[u32; 4]>,
+    pub prompts: Vec<PromptConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub device_id: String,
+    pub inference_threads: usize,
+    pub clip: Option<ModelConfig>,
+    pub owlvit: Option<ModelConfig>,
+    pub motion: Option<MotionConfig>,
+    pub cameras: Vec<CameraConfig>,
+    /// The raw `[mqtt]` table, validated by the MQTT stage; None prints events on stdout.
+    pub mqtt: Option<toml::Value>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("unable to read config {}; {SEE} for a starting point", path.display()))?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in messages and anchors relative
+/// model and source paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        // quote the offending line: serde's type errors do not name the key
+        let quoted = text.lines().nth(line.saturating_sub(1)).map(str::trim).unwrap_or("");
+        anyhow::anyhow!("unable to parse config {} at line {line}, column {col} (`{quoted}`): {}; {SEE}", path.display(), e.message())
+    })?;
+    let v = Validator { text, path };
+    v.validate(raw)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// Lower-case words joined by dashes: a stable id for topics and unique ids.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, msg: impl std::fmt::Display) -> Result<T> {
+        let (line, col) = line_col(self.text, span.start);
+        bail!("invalid `{key}` in {} at line {line}, column {col}: {msg}; {SEE}", self.path.display())
+    }
+
+    fn float(&self, v: &Option<Spanned<f64>>, key: &str, default: f64, lo: f64, hi: f64) -> Result<f64> {
+        match v {
+            None => Ok(default),
+            Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => self.err(s.span(), key, format!("{} is out of range; allowed {lo}..={hi}", s.get_ref())),
+        }
+    }
+
+    fn int(&self, v: &Option<Spanned<i64>>, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64> {
+        match v {
+            None => Ok(default),
+            Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => self.err(s.span(), key, format!("{} is out of range; allowed {lo}..={hi}", s.get_ref())),
+        }
+    }
+
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            return p;
+        }
+        // relative paths are relative to the working directory when they exist there, else to
+        // the config file's directory
+        if p.exists() {
+            return p;
+        }
+        self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config> {
+        let device_id = match &raw.daemon.device_id {
+            None => "promptcam".to_string(),
+            Some(s) if !slug(s.get_ref()).is_empty() && slug(s.get_ref()) == *s.get_ref() => s.get_ref().clone(),
+            Some(s) => return self.err(s.span(), "daemon.device_id", "use lower-case letters, digits and underscores"),
+        };
+        let inference_threads = self.int(&raw.daemon.inference_threads, "daemon.inference_threads", 0, 0, 256)? as usize;
+        let model = |m: &Option<RawModel>| {
+            m.as_ref().map(|m| ModelConfig {
+                dir: self.relative(&m.dir),
+                precision: if m.quantized { Precision::Quantized } else { Precision::Fp32 },
+            })
+        };
+        let clip = model(&raw.models.clip);
+        let owlvit = model(&raw.models.owlvit);
+        let m = &raw.motion;
+        let motion = if m.enabled.unwrap_or(true) {
+            Some(MotionConfig {
+                width: self.int(&m.width, "motion.width", 64, 8, 1024)? as u32,
+                pixel_delta: self.int(&m.pixel_delta, "motion.pixel_delta", 25, 0, 255)? as u8,
+                min_changed: self.float(&m.min_changed, "motion.min_changed", 0.01, 0.0, 1.0)? as f32,
+                refresh: Duration::from_secs_f64(self.float(&m.refresh, "motion.refresh", 30.0, 0.0, 86400.0)?),
+            })
+        } else {
+            None
+        };
+        if raw.cameras.is_empty() {
+            bail!("no cameras in {}: add a [[cameras]] table with a name, a source and prompts; {SEE}", self.path.display());
+        }
+        let mut cameras: Vec<CameraConfig> = vec![];
+        for c in raw.cameras {
+            let name = c.name.get_ref().trim().to_string();
+            let id = slug(&name);
+            if id.is_empty() {
+                return self.err(c.name.span(), "cameras.name", "a camera needs a name with letters or digits");
+            }
+            if cameras.iter().any(|o| o.id == id) {
+                return self.err(c.name.span(), "cameras.name", format!("camera {name:?} is defined twice"));
+            }
+            let fps = self.float(&c.fps, "cameras.fps", 2.0, 0.01, 120.0)?;
+            let roi = match &c.roi {
+                None => None,
+                Some(r) => {
+                    let v = r.get_ref();
+                    if v.len() != 4 || v.iter().any(|x| *x < 0) || v[0] >= v[2] || v[1] >= v[3] {
+                        return self.err(r.span(), "cameras.roi", "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1");
+                    }
+                    Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
+                }
+            };
+            if c.prompts.is_empty() {
+                return self.err(c.name.span(), "cameras.prompts", format!("camera {name:?} has no [[cameras.prompts]]"));
+            }
+            let mut prompts: Vec<PromptConfig> = vec![];
+            for p in &c.prompts {
+                prompts.push(self.prompt(p, clip.is_some(), owlvit.is_some())?);
+            }
+            for (i, p) in prompts.iter().enumerate() {
+                if prompts[..i].iter().any(|o| o.id == p.id) {
+                    return self.err(c.prompts[i].text.span(), "cameras.prompts.text", format!("prompt {:?} appears twice on camera {name:?}", p.text));
+                }
+            }
+            let clip_prompts: Vec<&PromptConfig> = prompts.iter().filter(|p| p.model == ModelKind::Clip).collect();
+            for (i, p) in prompts.iter().enumerate() {
+                if p.model == ModelKind::Clip && p.negatives.is_empty() && clip_prompts.len() < 2 {
+                    return self.err(
+                        c.prompts[i].text.span(),
+                        "cameras.prompts.negatives",
+                        "a CLIP prompt needs something to beat: give `negatives` (e.g. [\"an empty driveway\"]) or a second CLIP prompt on this camera",
+                    );
+                }
+            }
+            cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, prompts });
+        }
+        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, motion, cameras, mqtt: raw.mqtt })
+    }
+
+    fn prompt(&self, p: &RawPrompt, have_clip: bool, have_owl: bool) -> Result<PromptConfig> {
+        let text = p.text.get_ref().trim().to_string();
+        if text.is_empty() {
+            return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
+        }
+        let model = match p.model.get_ref().as_str() {
+            "clip" if have_clip => ModelKind::Clip,
+            "owlvit" if have_owl => ModelKind::OwlVit,
+            m @ ("clip" | "owlvit") => {
+                return self.err(p.model.span(), "cameras.prompts.model", format!("{m:?} needs a [models.{m}] table with its `dir`"))
+            }
+            other => return self.err(p.model.span(), "cameras.prompts.model", format!("{other:?} is not a model; use \"clip\" or \"owlvit\"")),
+        };
+        if model == ModelKind::OwlVit && !p.negatives.is_empty() {
+            return self.err(p.model.span(), "cameras.prompts.negatives", "negatives apply to CLIP prompts only");
+        }
+        for e in &p.ensemble {
+            if !e.get_ref().contains("{}") {
+                return self.err(e.span(), "cameras.prompts.ensemble", format!("template {:?} has no {{}} for the prompt text", e.get_ref()));
+            }
+        }
+        let threshold = self.float(&p.threshold, "cameras.prompts.threshold", 0.5, 0.0, 1.0)? as f32;
+        let off_threshold = self.float(&p.off_threshold, "cameras.prompts.off_threshold", threshold as f64 * 0.8, 0.0, 1.0)? as f32;
+        if off_threshold > threshold {
+            let span = p.off_threshold.as_ref().map(|s| s.span()).unwrap_or(p.text.span());
+            return self.err(span, "cameras.prompts.off_threshold", format!("{off_threshold} is above threshold {threshold}; hysteresis needs off_threshold <= threshold"));
+        }
+        let decide = DecideConfig {
+            threshold,
+            off_threshold,
+            window: self.int(&p.window, "cameras.prompts.window", 3, 1, 100)? as usize,
+            min_frames: self.int(&p.min_frames, "cameras.prompts.min_frames", 2, 1, 1000)? as usize,
+            off_delay: Duration::from_secs_f64(self.float(&p.off_delay, "cameras.prompts.off_delay", 10.0, 0.0, 86400.0)?),
+            cooldown: Duration::from_secs_f64(self.float(&p.cooldown, "cameras.prompts.cooldown", 0.0, 0.0, 86400.0)?),
+        };
+        Ok(PromptConfig {
+            name: p.name.clone().unwrap_or_else(|| text.clone()),
+            id: slug(&text),
+            text,
+            model,
+            negatives: p.negatives.clone(),
+            ensemble: p.ensemble.iter().map(|e| e.get_ref().clone()).collect(),
+            device_class: p.device_class.clone(),
+            decide,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[models.clip]
+dir = "models/tiny/clip"
+
+[[cameras]]
+name = "Driveway"
+source = "tests/fixtures/images"
+
+[[cameras.prompts]]
+text = "a delivery van"
+model = "clip"
+negatives = ["an empty driveway"]
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text, Path::new("t.toml")).err().expect("should fail"))
+    }
+
+    #[test]
+    fn a_small_config_gets_its_defaults() {
+        let c = parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.device_id, "promptcam");
+        let cam = &c.cameras[0];
+        assert_eq!((cam.id.as_str(), cam.fps), ("driveway", 2.0));
+        let p = &cam.prompts[0];
+        assert_eq!(p.id, "a_delivery_van");
+        assert_eq!((p.decide.threshold, p.decide.off_threshold), (0.5, 0.4));
+        assert!(c.mqtt.is_none() && c.motion.is_some());
+    }
+
+    #[test]
+    fn bad_configs_name_the_key_and_line() {
+        let cases: &[(&str, &[&str])] = &[
+            (&GOOD.replace("negatives =", "negatvies ="), &["negatvies", "line 12"]),
+            (&GOOD.replace("model = \"clip\"", "model = \"yolo\""), &["cameras.prompts.model", "line 11", "\"yolo\""]),
+            (&format!("{GOOD}threshold = 1.5\n"), &["cameras.prompts.threshold", "line 13", "1.5", "0..=1"]),
+            (&format!("{GOOD}threshold = \"high\"\n"), &["line 13", "threshold"]),
+            (&GOOD.replace("negatives = [\"an empty driveway\"]", ""), &["negatives", "line 10"]),
+            (&format!("{GOOD}off_threshold = 0.9\nthreshold = 0.6\n"), &["off_threshold", "hysteresis"]),
+            (&GOOD.replace("[models.clip]\ndir = \"models/tiny/clip\"", ""), &["[models.clip]"]),
+            (&format!("{GOOD}[motion]\nwidth = 2\n"), &["motion.width", "line 14"]),
+            (&GOOD.replace("source", "sorce"), &["sorce"]),
+        ];
+        for (text, needles) in cases {
+            let e = err(text);
+            for n in *needles {
+                assert!(e.contains(n), "expected {n:?} in: {e}");
+            }
+            assert!(e.contains("promptcam.example.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_stable_ids() {
+        assert_eq!(slug("A package on the doorstep!"), "a_package_on_the_doorstep");
+        assert_eq!(slug("  Front Door "), "front_door");
+    }
+}

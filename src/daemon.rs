@@ -1,0 +1,394 @@
+//! Daemon: `promptcam run` — wires the stages in one direction. Each camera's source runs on its
+//! own capture thread into a latest-wins slot; one named inference thread serves the cameras in
+//! turn: motion gate -> models (CLIP scores, OWL-ViT detections) -> decide -> events; the event
+//! thread prints them as JSON lines (no broker configured). The main thread handles signals and
+//! systemd notifications.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+
+use crate::config::{CameraConfig, Config, ModelKind, PromptConfig};
+use crate::decide::{Decider, Transition};
+use crate::event::{event_id, rfc3339, Event, EventKind};
+use crate::frame::{Frame, FrameSlot, SourceStats};
+use crate::model::{Clip, ModelDir, OwlVit};
+use crate::motion::MotionGate;
+
+/// A camera's CLIP model and, per prompt, which classes its score compares.
+struct CameraClip {
+    clip: Clip,
+    /// For each prompt index (CLIP prompts only): its class and the classes it must beat.
+    compare: Vec<Option<(usize, Vec<usize>)>>,
+}
+
+struct OpenEvent {
+    id: String,
+    started: SystemTime,
+    bbox: Option<[f32; 4]>,
+}
+
+struct PromptState {
+    config: PromptConfig,
+    decider: Decider,
+    open: Option<OpenEvent>,
+}
+
+/// One camera as the inference thread sees it.
+pub struct Camera {
+    pub config: CameraConfig,
+    slot: FrameSlot,
+    pub stats: Arc<SourceStats>,
+    motion: Option<MotionGate>,
+    clip: Option<CameraClip>,
+    owl: Option<OwlVit>,
+    prompts: Vec<PromptState>,
+}
+
+/// Loads every camera's models; `promptcam check` stops here.
+pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
+    let mut cameras = vec![];
+    for cam in &config.cameras {
+        let clip_prompts: Vec<(usize, &PromptConfig)> =
+            cam.prompts.iter().enumerate().filter(|(_, p)| p.model == ModelKind::Clip).collect();
+        let clip = if clip_prompts.is_empty() {
+            None
+        } else {
+            let m = config.clip.as_ref().context("CLIP prompts need [models.clip]")?;
+            let dir = ModelDir::open(&m.dir)?;
+            let mut classes: Vec<Vec<String>> = vec![];
+            let mut class_of = |texts: Vec<String>| -> usize {
+                match classes.iter().position(|c| c[0] == texts[0]) {
+                    Some(i) => i,
+                    None => {
+                        classes.push(texts);
+                        classes.len() - 1
+                    }
+                }
+            };
+            let mut own = vec![None; cam.prompts.len()];
+            for (i, p) in &clip_prompts {
+                let texts = if p.ensemble.is_empty() {
+                    vec![p.text.clone()]
+                } else {
+                    p.ensemble.iter().map(|t| t.replace("{}", &p.text)).collect()
+                };
+                own[*i] = Some(class_of(texts));
+            }
+            let mut compare = vec![None; cam.prompts.len()];
+            for (i, p) in &clip_prompts {
+                let negatives: Vec<usize> = if p.negatives.is_empty() {
+                    clip_prompts.iter().filter(|(j, _)| j != i).filter_map(|(j, _)| own[*j]).collect()
+                } else {
+                    p.negatives.iter().map(|n| class_of(vec![n.clone()])).collect()
+                };
+                compare[*i] = own[*i].map(|c| (c, negatives));
+            }
+            let clip = Clip::load_classes(&dir, m.precision, &classes)
+                .with_context(|| format!("unable to load CLIP for camera {:?}", cam.name))?;
+            Some(CameraClip { clip, compare })
+        };
+        let owl_texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::OwlVit).map(|p| p.text.clone()).collect();
+        let owl = if owl_texts.is_empty() {
+            None
+        } else {
+            let m = config.owlvit.as_ref().context("OWL-ViT prompts need [models.owlvit]")?;
+            Some(OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts).with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?)
+        };
+        let motion = config.motion.clone().map(|m| {
+            let mut g = MotionGate::new(m);
+            g.set_roi(cam.roi);
+            g
+        });
+        let prompts = cam.prompts.iter().map(|p| PromptState { config: p.clone(), decider: Decider::new(p.decide.clone()), open: None }).collect();
+        cameras.push(Camera { config: cam.clone(), slot: FrameSlot::new(), stats: Arc::default(), motion, clip, owl, prompts });
+    }
+    Ok(cameras)
+}
+
+/// Shared between the threads: shutdown and reload requests, and the inference heartbeat.
+#[derive(Default)]
+pub struct Control {
+    pub shutdown: AtomicBool,
+    pub reload: AtomicBool,
+    /// Milliseconds since `started` at the inference thread's last loop.
+    pub heartbeat_ms: AtomicU64,
+    pub analysed: AtomicU64,
+    pub inference_us: AtomicU64,
+}
+
+/// Runs the daemon until every source has ended or a stop signal arrives.
+pub fn run(config: Config) -> Result<()> {
+    if config.mqtt.is_some() {
+        bail!(
+            "unable to publish to MQTT: this build prints events on stdout only; remove the [mqtt] table from {} to run",
+            config.path.display()
+        );
+    }
+    if config.inference_threads > 0 {
+        tracing::info!("inference_threads = {} (tract runs matrix products on one thread in this build)", config.inference_threads);
+    }
+    let cameras = prepare(&config)?;
+    let control = Arc::new(Control::default());
+    let started = Instant::now();
+    crate::signals::install(control.clone())?;
+
+    let mut capture = vec![];
+    for cam in &cameras {
+        let source = crate::source::open(&cam.config.source, cam.config.fps, cam.config.looped)
+            .with_context(|| format!("unable to open the source of camera {:?}", cam.config.name))?;
+        tracing::info!("camera {}: {}", cam.config.id, source.describe());
+        let (slot, stats, shutdown) = (cam.slot.clone(), cam.stats.clone(), Arc::new(AtomicBool::new(false)));
+        let fps = cam.config.fps;
+        let stop = shutdown.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("capture-{}", cam.config.id))
+            .spawn(move || crate::source::capture_loop(source, fps, slot, stats, shutdown))
+            .context("unable to start a capture thread")?;
+        capture.push((stop, handle));
+    }
+
+    let (tx, rx) = sync_channel::<Event>(256);
+    let printer = std::thread::Builder::new().name("events".into()).spawn(move || print_events(rx)).context("unable to start the event thread")?;
+    let infer_control = control.clone();
+    let config_path = config.path.clone();
+    let inference = std::thread::Builder::new()
+        .name("promptcam-infer".into())
+        .spawn(move || inference_loop(cameras, tx, infer_control, started, config_path))
+        .context("unable to start the inference thread")?;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut last_status = Instant::now();
+    while !inference.is_finished() {
+        std::thread::sleep(Duration::from_millis(200));
+        let beat = Duration::from_millis(control.heartbeat_ms.load(Ordering::Relaxed));
+        if started.elapsed().saturating_sub(beat) < Duration::from_secs(10) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if last_status.elapsed() >= Duration::from_secs(10) {
+            let n = control.analysed.load(Ordering::Relaxed).max(1);
+            let status = format!(
+                "analysed {} frames, inference {:.1} ms per frame",
+                control.analysed.load(Ordering::Relaxed),
+                control.inference_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+            );
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = Instant::now();
+        }
+        if control.shutdown.load(Ordering::Relaxed) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    for (stop, _) in &capture {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let result = inference.join().map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
+    let _ = printer.join();
+    for (_, h) in capture {
+        let _ = h.join();
+    }
+    result
+}
+
+fn print_events(rx: Receiver<Event>) {
+    let stdout = std::io::stdout();
+    for e in rx {
+        let mut out = stdout.lock();
+        match serde_json::to_string(&e) {
+            Ok(line) => {
+                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    return;
+                }
+            }
+            Err(err) => tracing::error!("unable to serialize event {}: {err}", e.id),
+        }
+    }
+}
+
+fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<Control>, started: Instant, config_path: std::path::PathBuf) -> Result<()> {
+    loop {
+        control.heartbeat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if control.reload.swap(false, Ordering::Relaxed) {
+            reload(&mut cameras, &config_path);
+        }
+        let mut worked = false;
+        for cam in cameras.iter_mut() {
+            if let Some(frame) = cam.slot.take() {
+                let t = Instant::now();
+                if analyse(cam, &frame, &tx)? {
+                    control.analysed.fetch_add(1, Ordering::Relaxed);
+                    control.inference_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+                worked = true;
+            }
+        }
+        let now = Instant::now();
+        for cam in cameras.iter_mut() {
+            for i in 0..cam.prompts.len() {
+                let d = cam.prompts[i].decider.tick(now);
+                emit(cam, i, d.transition, d.smoothed, &tx)?;
+            }
+        }
+        let all_ended = cameras.iter().all(|c| c.slot.is_closed());
+        if control.shutdown.load(Ordering::Relaxed) || (all_ended && !worked) {
+            for cam in cameras.iter_mut() {
+                for i in 0..cam.prompts.len() {
+                    if cam.prompts[i].open.is_some() {
+                        let score = cam.prompts[i].decider.best().unwrap_or(0.0);
+                        emit(cam, i, Transition::Ended, score, &tx)?;
+                    }
+                }
+                let s = cam.stats.snapshot();
+                tracing::info!(
+                    "camera {}: {} frames captured, {} dropped, {} undecodable",
+                    cam.config.id,
+                    s.captured,
+                    cam.slot.dropped(),
+                    s.undecodable
+                );
+            }
+            return Ok(());
+        }
+        if !worked {
+            match cameras.as_slice() {
+                [one] => {
+                    // sleep until a frame arrives (or the source closes): idle CPU stays near zero
+                    if let Some(frame) = one.slot.wait_take(Duration::from_millis(500)) {
+                        one.slot.put(frame);
+                    }
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// Runs the models on a frame if the motion gate lets it through; returns whether it did.
+fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bool> {
+    if let Some(gate) = cam.motion.as_mut() {
+        if !gate.check(&frame.image, frame.monotonic).analyse {
+            cam.stats.skipped_no_motion.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+    }
+    cam.stats.analysed.fetch_add(1, Ordering::Relaxed);
+    let image = match cam.config.roi {
+        // CLIP classifies the region of interest, not the whole frame
+        Some(r) => crop(&frame.image, r),
+        None => frame.image.clone(),
+    };
+    let mut scores: Vec<(Option<f32>, Option<[f32; 4]>)> = vec![(None, None); cam.prompts.len()];
+    if let Some(c) = cam.clip.as_mut() {
+        let emb = c.clip.image_embedding(&image)?;
+        let sims: Vec<f32> = c.clip.scores(&emb).iter().map(|s| s.similarity).collect();
+        for (i, cmp) in c.compare.iter().enumerate() {
+            if let Some((own, negatives)) = cmp {
+                let mut logits = vec![sims[*own] * c.clip.logit_scale];
+                logits.extend(negatives.iter().map(|n| sims[*n] * c.clip.logit_scale));
+                scores[i].0 = Some(crate::model::clip::softmax(&logits)[0]);
+            }
+        }
+    }
+    if let Some(owl) = cam.owl.as_mut() {
+        let dets = owl.detect(&frame.image, 0.0)?;
+        let mut q = 0;
+        for (i, p) in cam.prompts.iter().enumerate() {
+            if p.config.model != ModelKind::OwlVit {
+                continue;
+            }
+            // the best detection of this prompt whose center is inside the region of interest
+            let best = dets.iter().find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
+            scores[i] = (Some(best.map(|d| d.score).unwrap_or(0.0)), best.map(|d| d.bbox));
+            q += 1;
+        }
+    }
+    for (i, (score, bbox)) in scores.into_iter().enumerate() {
+        let d = cam.prompts[i].decider.observe(score, frame.monotonic);
+        if let (Some(open), Some(b)) = (cam.prompts[i].open.as_mut(), bbox) {
+            if d.transition == Transition::Updated {
+                open.bbox = Some(b);
+            }
+        }
+        if d.transition == Transition::Started {
+            cam.prompts[i].open = Some(OpenEvent {
+                id: event_id(frame.captured_at, &cam.config.id, &cam.prompts[i].config.id),
+                started: frame.captured_at,
+                bbox,
+            });
+        }
+        emit(cam, i, d.transition, d.smoothed, tx)?;
+    }
+    Ok(true)
+}
+
+fn inside(roi: Option<[u32; 4]>, b: &[f32; 4]) -> bool {
+    match roi {
+        None => true,
+        Some(r) => {
+            let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+            cx >= r[0] as f32 && cx < r[2] as f32 && cy >= r[1] as f32 && cy < r[3] as f32
+        }
+    }
+}
+
+fn crop(image: &RgbImage, r: [u32; 4]) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let (x0, y0) = (r[0].min(w.saturating_sub(1)), r[1].min(h.saturating_sub(1)));
+    let (x1, y1) = (r[2].min(w).max(x0 + 1), r[3].min(h).max(y0 + 1));
+    image::imageops::crop_imm(image, x0, y0, x1 - x0, y1 - y0).to_image()
+}
+
+fn emit(cam: &mut Camera, i: usize, t: Transition, score: f32, tx: &SyncSender<Event>) -> Result<()> {
+    let kind = match t {
+        Transition::Started => EventKind::Start,
+        Transition::Updated => EventKind::Update,
+        Transition::Ended => EventKind::End,
+        Transition::None => return Ok(()),
+    };
+    let p = &mut cam.prompts[i];
+    let Some(open) = p.open.as_ref() else { return Ok(()) };
+    let event = Event {
+        kind,
+        camera: cam.config.id.clone(),
+        prompt: p.config.id.clone(),
+        score,
+        bbox: open.bbox,
+        started_at: rfc3339(open.started),
+        ended_at: (kind == EventKind::End).then(|| rfc3339(SystemTime::now())),
+        id: open.id.clone(),
+    };
+    if kind == EventKind::End {
+        p.open = None;
+    }
+    // a bounded channel: if the event thread is gone the daemon is stopping anyway
+    tx.send(event).map_err(|_| anyhow::anyhow!("the event thread stopped"))
+}
+
+/// SIGHUP: re-read the config; thresholds of prompts that still exist change at once, an
+/// invalid file is rejected and the running config kept.
+fn reload(cameras: &mut [Camera], path: &std::path::Path) {
+    match crate::config::load(path) {
+        Err(e) => tracing::error!("reload rejected, keeping the running config: {e:#}"),
+        Ok(new) => {
+            let mut changed = 0;
+            for cam in cameras.iter_mut() {
+                let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else { continue };
+                for p in cam.prompts.iter_mut() {
+                    if let Some(np) = nc.prompts.iter().find(|n| n.id == p.config.id) {
+                        p.decider.set_thresholds(np.decide.threshold, np.decide.off_threshold);
+                        p.config.decide.threshold = np.decide.threshold;
+                        p.config.decide.off_threshold = np.decide.off_threshold;
+                        changed += 1;
+                    }
+                }
+            }
+            tracing::info!("reloaded {}: thresholds of {changed} prompt(s) applied; new prompts, sources and models take a restart", path.display());
+        }
+    }
+}

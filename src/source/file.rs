@@ -1,0 +1,71 @@
+//! File source: a single image, a directory of images, or a glob — sorted, paced at the
+//! camera's fps, optionally looped. For demos, tests and replaying incidents.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+
+use super::FrameSource;
+
+pub struct FileSource {
+    spec: String,
+    files: Vec<PathBuf>,
+    next: usize,
+    looped: bool,
+    gap: Duration,
+    due: Option<Instant>,
+}
+
+const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "ppm"];
+
+impl FileSource {
+    pub fn open(spec: &str, fps: f64, looped: bool) -> Result<FileSource> {
+        let path = Path::new(spec);
+        let mut files: Vec<PathBuf> = if path.is_dir() {
+            std::fs::read_dir(path)
+                .with_context(|| format!("unable to list {spec}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+                .collect()
+        } else if path.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            glob::glob(spec)
+                .with_context(|| format!("unable to use source {spec:?}: not a file, a directory or a valid glob"))?
+                .filter_map(|p| p.ok())
+                .collect()
+        };
+        files.sort();
+        if files.is_empty() {
+            bail!("unable to open source {spec:?}: no image files found there (looked for {})", EXTENSIONS.join(", "));
+        }
+        Ok(FileSource { spec: spec.to_string(), files, next: 0, looped, gap: Duration::from_secs_f64(1.0 / fps.max(0.001)), due: None })
+    }
+}
+
+impl FrameSource for FileSource {
+    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+        if self.next >= self.files.len() {
+            if !self.looped {
+                return Ok(None);
+            }
+            self.next = 0;
+        }
+        if let Some(due) = self.due {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        self.due = Some(Instant::now() + self.gap);
+        let path = &self.files[self.next];
+        self.next += 1;
+        crate::cli::vision::read_image(path).map(Some)
+    }
+
+    fn describe(&self) -> String {
+        format!("files {} ({} images)", self.spec, self.files.len())
+    }
+}

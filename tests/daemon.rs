@@ -1,0 +1,229 @@
+//! The daemon end to end: `promptcam run` on a file source with the tiny fixture models and no
+//! broker (events on stdout), its signals, its systemd notifications, `check`, and the unit file.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fixture::{self, TempDir};
+
+/// A running daemon, killed if the test ends early.
+struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Daemon {
+    fn start(config: &Path, notify: Option<&Path>) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptcam"));
+        cmd.args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.current_dir(fixture::repo());
+        match notify {
+            Some(p) => cmd.env("NOTIFY_SOCKET", p),
+            None => cmd.env_remove("NOTIFY_SOCKET"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Daemon { child, lines }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn next_event(&self, timeout: Duration) -> Option<Value> {
+        self.lines.recv_timeout(timeout).ok().map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
+    }
+
+    fn wait(&mut self, timeout: Duration) -> i32 {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < end, "daemon did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A replay of `frames` fixture images (in order) in `dir/frames`, and a config running the CLIP
+/// prompt "a rocket on the launch pad" against "a photo of a cat" on it.
+fn replay(dir: &Path, frames: &[&str], looped: bool, threshold: f32) -> std::path::PathBuf {
+    let frames_dir = dir.join("frames");
+    std::fs::create_dir_all(&frames_dir).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        std::fs::copy(fixture::image(f), frames_dir.join(format!("{i:03}.png"))).unwrap();
+    }
+    let config = dir.join("promptcam.toml");
+    write_config(&config, &frames_dir, looped, threshold);
+    config
+}
+
+fn write_config(path: &Path, frames: &Path, looped: bool, threshold: f32) {
+    let text = format!(
+        r#"
+[models.clip]
+dir = "{clip}"
+
+[motion]
+enabled = false
+
+[[cameras]]
+name = "Launch pad"
+source = "{frames}"
+fps = 10
+loop = {looped}
+
+[[cameras.prompts]]
+text = "a rocket on the launch pad"
+model = "clip"
+negatives = ["a photo of a cat"]
+threshold = {threshold}
+window = 1
+min_frames = 2
+off_delay = 0
+"#,
+        clip = fixture::path("models/tiny/clip").display(),
+        frames = frames.display(),
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn run_without_a_broker_prints_start_and_end_events_in_order() {
+    let tmp = TempDir::new("daemon-replay");
+    // the tiny CLIP model scores the rocket photo as a rocket and the cat photo as a cat
+    let frames = ["chelsea.png", "chelsea.png", "rocket.png", "rocket.png", "rocket.png", "chelsea.png", "chelsea.png"];
+    let config = replay(tmp.path(), &frames, false, 0.6);
+    let mut d = Daemon::start(&config, None);
+    assert_eq!(d.wait(Duration::from_secs(60)), 0, "the daemon exits 0 when its only source ends");
+    let events: Vec<Value> = d.lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"), "{events:?}");
+    assert_eq!(kinds.last(), Some(&"end"), "{events:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "start").count(), 1, "one event: {events:?}");
+    let id = &events[0]["id"];
+    assert!(events.iter().all(|e| &e["id"] == id && e["camera"] == "launch_pad" && e["prompt"] == "a_rocket_on_the_launch_pad"));
+    assert!(events[0]["score"].as_f64().unwrap() >= 0.6);
+    assert!(events.last().unwrap()["ended_at"].is_string() && events[0].get("ended_at").is_none());
+    // the event ends on the cat frames, not at end of stream: the end score is below threshold
+    assert!(events.last().unwrap()["score"].as_f64().unwrap() < 0.6, "{events:?}");
+}
+
+fn read_notifications(sock: &UnixDatagram, until: &str, timeout: Duration) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let end = Instant::now() + timeout;
+    let mut seen = vec![];
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = msg.lines().any(|l| l == until);
+            seen.push(msg);
+            if done {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn sigterm_stops_gracefully_after_ready_and_notifies_stopping() {
+    let tmp = TempDir::new("daemon-sigterm");
+    let config = replay(tmp.path(), &["rocket.png", "chelsea.png"], true, 0.6);
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut d = Daemon::start(&config, Some(&sock_path));
+    let ready = read_notifications(&sock, "READY=1", Duration::from_secs(30));
+    assert!(ready.iter().any(|m| m.contains("READY=1")), "{ready:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal("-TERM");
+    assert_eq!(d.wait(Duration::from_secs(15)), 0, "SIGTERM exits 0");
+    let after = read_notifications(&sock, "STOPPING=1", Duration::from_secs(2));
+    assert!(after.iter().any(|m| m.contains("STOPPING=1")), "{after:?}");
+}
+
+#[test]
+fn sighup_applies_a_changed_threshold_and_rejects_a_broken_config() {
+    let tmp = TempDir::new("daemon-sighup");
+    // threshold 1.0: the rocket never reaches it
+    let config = replay(tmp.path(), &["rocket.png", "rocket.png"], true, 1.0);
+    let d = Daemon::start(&config, None);
+    assert!(d.next_event(Duration::from_secs(6)).is_none(), "no event at threshold 1.0");
+
+    // a broken file is rejected and the daemon keeps running on the old config
+    std::fs::write(&config, "[[cameras]]\nname = 3\n").unwrap();
+    d.signal("-HUP");
+    assert!(d.next_event(Duration::from_secs(2)).is_none());
+
+    write_config(&config, &tmp.path().join("frames"), true, 0.6);
+    d.signal("-HUP");
+    let e = d.next_event(Duration::from_secs(15)).expect("an event after lowering the threshold");
+    assert_eq!(e["type"], "start");
+    assert!(e["score"].as_f64().unwrap() >= 0.6);
+}
+
+#[test]
+fn check_validates_config_and_models_and_names_bad_keys() {
+    let demo = fixture::path("config/demo.toml");
+    let (code, out, err) = fixture::promptcam(&["check", "--config", demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid") && out.contains("camera demo"), "{out}");
+
+    let tmp = TempDir::new("check-bad");
+    let bad = tmp.path().join("bad.toml");
+    let text = std::fs::read_to_string(&demo).unwrap().replace("threshold = 0.6\nmin_frames", "threshold = 6\nmin_frames");
+    std::fs::write(&bad, text).unwrap();
+    let (code, _, err) = fixture::promptcam(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cameras.prompts.threshold") && err.contains("line 21") && err.contains("0..=1"), "{err}");
+
+    // a config whose model directory is missing fails at check, naming the directory
+    let missing = tmp.path().join("missing.toml");
+    std::fs::write(&missing, std::fs::read_to_string(&demo).unwrap().replace("models/tiny/owlvit", "models/nowhere")).unwrap();
+    let (code, _, err) = fixture::promptcam(&["check", "--config", missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("models/nowhere") && err.contains("models/fetch.sh"), "{err}");
+}
+
+#[test]
+fn the_systemd_unit_verifies_without_warnings() {
+    let unit = std::fs::read_to_string(fixture::path("systemd/promptcam.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec=") && unit.contains("DeviceAllow=char-video4linux"));
+    let tmp = TempDir::new("unit");
+    // the packaged binary lives in /usr/bin; verify the unit against the one just built
+    let path = tmp.path().join("promptcam.service");
+    std::fs::write(&path, unit.replace("/usr/bin/promptcam", env!("CARGO_BIN_EXE_promptcam"))).unwrap();
+    let out = Command::new("systemd-analyze").args(["verify", path.to_str().unwrap()]).output();
+    let Ok(out) = out else {
+        panic!("systemd-analyze is needed for this test (Debian package systemd)");
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+    let sec = Command::new("systemd-analyze").args(["security", "--offline=true", path.to_str().unwrap()]).output().unwrap();
+    let report = String::from_utf8_lossy(&sec.stdout);
+    let exposure = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("no exposure line");
+    eprintln!("systemd-analyze security: {exposure}");
+    assert!(exposure.contains("OK") || exposure.contains("MEDIUM"), "{report}");
+}
