@@ -16,6 +16,7 @@ pub struct FileSource {
     looped: bool,
     gap: Duration,
     due: Option<Instant>,
+    undecodable: u64,
 }
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "ppm"];
@@ -41,28 +42,52 @@ impl FileSource {
         if files.is_empty() {
             bail!("unable to open source {spec:?}: no image files found there (looked for {})", EXTENSIONS.join(", "));
         }
-        Ok(FileSource { spec: spec.to_string(), files, next: 0, looped, gap: Duration::from_secs_f64(1.0 / fps.max(0.001)), due: None })
+        Ok(FileSource {
+            spec: spec.to_string(),
+            files,
+            next: 0,
+            looped,
+            gap: Duration::from_secs_f64(1.0 / fps.max(0.001)),
+            due: None,
+            undecodable: 0,
+        })
     }
 }
 
 impl FrameSource for FileSource {
+    /// The next image, paced; an unreadable or corrupt file is skipped and counted.
     fn next_frame(&mut self) -> Result<Option<RgbImage>> {
-        if self.next >= self.files.len() {
-            if !self.looped {
-                return Ok(None);
+        for _ in 0..self.files.len() {
+            if self.next >= self.files.len() {
+                if !self.looped {
+                    return Ok(None);
+                }
+                self.next = 0;
             }
-            self.next = 0;
-        }
-        if let Some(due) = self.due {
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            let path = &self.files[self.next];
+            self.next += 1;
+            match crate::cli::vision::read_image(path) {
+                Ok(img) => {
+                    if let Some(due) = self.due {
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                    }
+                    self.due = Some(Instant::now() + self.gap);
+                    return Ok(Some(img));
+                }
+                Err(e) => {
+                    self.undecodable += 1;
+                    tracing::warn!("skipping {}: {e:#}", path.display());
+                }
             }
         }
-        self.due = Some(Instant::now() + self.gap);
-        let path = &self.files[self.next];
-        self.next += 1;
-        crate::cli::vision::read_image(path).map(Some)
+        anyhow::bail!("unable to read any image of source {:?}: every file failed to decode", self.spec)
+    }
+
+    fn undecodable(&self) -> u64 {
+        self.undecodable
     }
 
     fn describe(&self) -> String {

@@ -12,6 +12,8 @@ use image::RgbImage;
 use crate::frame::{Frame, FrameSlot, SourceStats};
 
 pub mod file;
+pub mod pixel;
+pub mod v4l2;
 pub mod http;
 pub mod multipart;
 
@@ -21,30 +23,47 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<RgbImage>>;
     /// A description for logs, with any credentials removed.
     fn describe(&self) -> String;
+    /// Frames the source received but could not decode and skipped, so far.
+    fn undecodable(&self) -> u64 {
+        0
+    }
 }
 
-/// Opens a source from its config spec: an image file, a directory of images, or a glob.
+/// Opens a source from its config spec: an MJPEG stream (`http://...`), a JPEG URL polled at
+/// `fps` (`snapshot+http://...`), a V4L2 camera (`/dev/videoN[@WxH]`), an image file, a
+/// directory of images, or a glob.
 pub fn open(spec: &str, fps: f64, looped: bool) -> Result<Box<dyn FrameSource>> {
     let lower = spec.to_ascii_lowercase();
-    if lower.starts_with("rtsp://") || lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("/dev/video") {
+    if lower.starts_with(http::SNAPSHOT_PREFIX) {
+        return Ok(Box::new(http::SnapshotSource::open(spec, fps)?));
+    }
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(Box::new(http::MjpegSource::open(spec)?));
+    }
+    if lower.starts_with("/dev/video") {
+        return Ok(Box::new(v4l2::V4l2Source::open(spec, fps)?));
+    }
+    if lower.starts_with("rtsp://") {
         bail!(
-            "unable to open source {}: network and V4L2 cameras are not supported by this build yet; use an image file, a directory or a glob",
+            "unable to open source {}: RTSP cameras are not supported by this build yet; use the camera's MJPEG (http://) or snapshot (snapshot+http://) URL, a V4L2 device, an image file, a directory or a glob",
             redact(spec)
         );
     }
     Ok(Box::new(file::FileSource::open(spec, fps, looped)?))
 }
 
-/// Removes `user:password@` from URLs so credentials never reach logs or errors.
+/// Removes `user:password@` from URLs so credentials never reach logs or errors. Everything up
+/// to the last `@` counts as credentials, so a password with `@` or `/` in it is hidden whole.
 pub fn redact(spec: &str) -> String {
-    match (spec.find("://"), spec.find('@')) {
+    match (spec.find("://"), spec.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &spec[..s], &spec[at + 1..]),
         _ => spec.to_string(),
     }
 }
 
 /// Runs a source until it ends or `shutdown` is set, handing frames to `slot` at most `fps` per
-/// second. Errors are counted and retried after a capped backoff (never a hot loop).
+/// second. Errors are counted as reconnects and retried after a capped exponential backoff
+/// (never a hot loop); frames a source skipped as undecodable are counted from the source.
 pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot, stats: Arc<SourceStats>, shutdown: Arc<AtomicBool>) {
     let min_gap = Duration::from_secs_f64(1.0 / fps.max(0.001));
     let mut last: Option<Instant> = None;
@@ -55,6 +74,7 @@ pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot,
             Ok(Some(image)) => {
                 backoff = Duration::from_millis(500);
                 stats.captured.fetch_add(1, Ordering::Relaxed);
+                stats.undecodable.store(source.undecodable(), Ordering::Relaxed);
                 let now = Instant::now();
                 if last.is_some_and(|l| now.duration_since(l) < min_gap) {
                     continue;
@@ -65,7 +85,8 @@ pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot,
             }
             Ok(None) => break,
             Err(e) => {
-                stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                stats.undecodable.store(source.undecodable(), Ordering::Relaxed);
                 tracing::warn!("source {}: {e:#}; retrying in {:.1} s", source.describe(), backoff.as_secs_f64());
                 sleep_unless(&shutdown, backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -97,5 +118,6 @@ mod tests {
         assert_eq!(redact("tests/fixtures/images"), "tests/fixtures/images");
         let e = format!("{:#}", open("rtsp://admin:hunter2@cam/s", 1.0, false).err().unwrap());
         assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(redact("http://u:p@ss@cam/s"), "http://***@cam/s");
     }
 }
