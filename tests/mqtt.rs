@@ -1,0 +1,522 @@
+//! The MQTT stage against a real broker: a mosquitto started per test on a free loopback port
+//! (killed by a Drop guard), a rumqttc subscriber, and the `Publisher`: discovery payloads and
+//! their snapshot, availability with the last will, events spooled through a broker outage and
+//! a publisher restart, re-announcement on Home Assistant's birth message, and a wrong password.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::{Duration, Instant};
+
+use promptcam::config::CameraConfig;
+use promptcam::event::{Event, EventKind};
+use promptcam::mqtt::{discovery, parse_config, MqttConfig, Publisher};
+use rumqttc::{Client, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+use crate::fixture::{self, TempDir};
+
+// ------------------------------------------------------------------------------------ broker
+
+/// A mosquitto process on 127.0.0.1:`port`, with persistence in its directory.
+struct Broker {
+    port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Broker {
+    fn start(dir: &Path, extra: &str) -> Broker {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let log = dir.join("mosquitto.log");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest file {}\nlog_type all\nuser root\n{extra}\n",
+            dir.display(),
+            log.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let mut b = Broker { port, conf, log, child: None };
+        b.restart();
+        b
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new("/usr/sbin/mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(5), "mosquitto did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (mosquitto saves its sessions), then waits for the exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let t = Instant::now();
+            while c.try_wait().ok().flatten().is_none() {
+                if t.elapsed() > Duration::from_secs(5) {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.wait();
+        }
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------- subscriber
+
+#[derive(Clone, Debug)]
+struct Msg {
+    topic: String,
+    payload: String,
+    retain: bool,
+}
+
+/// A rumqttc subscriber on its own thread; re-subscribes on every connect, waits 200 ms between
+/// reconnects, and ends when dropped.
+struct Sub {
+    client: Client,
+    rx: Receiver<Msg>,
+}
+
+impl Sub {
+    fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = Client::new(opts, 100);
+        let (tx, rx) = sync_channel(10_000);
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let c = client.clone();
+        let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = subscribed.clone();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in &filters {
+                            let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into_owned(), retain: p.retain };
+                        if tx.try_send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        // the subscription must be in place before anything is published
+        assert!(wait_until(SECS(5), || subscribed.load(std::sync::atomic::Ordering::SeqCst)), "the subscriber never subscribed");
+        Sub { client, rx }
+    }
+
+    /// Waits for a message matching `f`, skipping the others.
+    fn wait_for(&self, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Option<Msg> {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) if f(&m) => return Some(m),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Event payloads (parsed) on `topic` until `n` distinct (type, id) have arrived.
+    fn events(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let mut seen = HashSet::new();
+        let mut out = vec![];
+        while seen.len() < n {
+            let Some(m) = self.wait_for(timeout, |m| m.topic == topic) else { break };
+            let v: Value = serde_json::from_str(&m.payload).unwrap();
+            // at least once: a consumer dedupes on (id, type)
+            if seen.insert((v["id"].as_str().unwrap().to_string(), v["type"].as_str().unwrap().to_string())) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn publish(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).unwrap();
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.client.try_disconnect();
+    }
+}
+
+// ----------------------------------------------------------------------------------- helpers
+
+const CONFIG: &str = r#"
+[daemon]
+device_id = "garage_pi"
+
+[models.clip]
+dir = "models/tiny/clip"
+
+[[cameras]]
+name = "Driveway"
+source = "tests/fixtures/images"
+
+[[cameras.prompts]]
+text = "a delivery van"
+model = "clip"
+negatives = ["an empty driveway"]
+device_class = "occupancy"
+
+[[cameras.prompts]]
+text = "the garage door is open"
+name = "Garage door"
+model = "clip"
+negatives = ["the garage door is closed"]
+device_class = "garage_door"
+"#;
+
+fn cameras() -> Vec<CameraConfig> {
+    promptcam::config::parse(CONFIG, Path::new("t.toml")).unwrap().cameras
+}
+
+fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
+    let text = format!("host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}", spool.display());
+    parse_config(&toml::from_str(&text).unwrap(), Path::new("/etc/promptcam/promptcam.toml")).unwrap()
+}
+
+fn event(kind: EventKind, n: usize) -> Event {
+    Event {
+        kind,
+        camera: "driveway".into(),
+        prompt: "a_delivery_van".into(),
+        score: 0.5 + n as f32 / 100.0,
+        bbox: None,
+        started_at: "2025-01-01T00:00:00.000Z".into(),
+        ended_at: (kind == EventKind::End).then(|| "2025-01-01T00:01:00.000Z".to_string()),
+        id: format!("evt-{n}"),
+    }
+}
+
+fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+const AVAIL: &str = "promptcam/garage_pi/availability";
+const EVENTS: &str = "promptcam/garage_pi/events";
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+// ------------------------------------------------------------------------------------- tests
+
+/// The discovery payloads carry what Home Assistant requires, and their shape is pinned by
+/// `tests/fixtures/mqtt/discovery.json` (regenerate with PROMPTCAM_UPDATE_SNAPSHOTS=1).
+#[test]
+fn discovery_payloads_match_the_snapshot() {
+    let topics = discovery::Topics { prefix: "promptcam".into(), device_id: "garage_pi".into(), discovery_prefix: "homeassistant".into() };
+    let msgs = discovery::messages(&topics, &cameras()).unwrap();
+    assert_eq!(msgs.len(), 5, "a connectivity sensor, then a binary_sensor and a score sensor per prompt");
+    let mut snapshot = vec![];
+    for m in &msgs {
+        let v: Value = serde_json::from_str(&m.payload).unwrap();
+        for key in ["name", "unique_id", "state_topic", "default_entity_id", "object_id"] {
+            assert!(v[key].is_string(), "{key} missing in {}", m.topic);
+        }
+        let uid = v["unique_id"].as_str().unwrap();
+        assert!(m.topic.ends_with(&format!("/{uid}/config")), "{}", m.topic);
+        assert!(v["default_entity_id"].as_str().unwrap().ends_with(&format!(".{uid}")));
+        assert!(!v["dev"]["identifiers"].as_array().unwrap().is_empty());
+        assert_eq!(v["o"]["name"], "promptcam");
+        if m.topic.contains("/binary_sensor/garage_pi_driveway_") {
+            assert_eq!(v["availability_topic"], AVAIL);
+            assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF")));
+            assert_eq!(v["dev"]["via_device"], "garage_pi");
+        }
+        if m.topic.contains("/sensor/") {
+            assert_eq!(v["state_class"], "measurement");
+        }
+        let mut v = v;
+        // the version changes with every release; the shape must not
+        for block in ["dev", "o"] {
+            v[block]["sw_version"] = Value::String("<version>".into());
+        }
+        snapshot.push(serde_json::json!({"topic": m.topic, "payload": v}));
+    }
+    let path = fixture::path("tests/fixtures/mqtt/discovery.json");
+    let got = Value::Array(snapshot);
+    if std::env::var_os("PROMPTCAM_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "discovery changed: review, then PROMPTCAM_UPDATE_SNAPSHOTS=1 to accept");
+}
+
+/// Over a real broker: retained discovery, `online`, an event with its retained state and
+/// score, and `offline` retained after `stop()`.
+#[test]
+fn publishes_discovery_availability_events_and_states() {
+    let dir = TempDir::new("mqtt-basic");
+    let broker = Broker::start(dir.path(), "");
+    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras()).unwrap();
+    let sub = Sub::new(broker.port, "t-basic", &["promptcam/#", "homeassistant/#"], true);
+    assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some(), "no online");
+    publisher.publish(&event(EventKind::Start, 1)).unwrap();
+    // the state and the event travel on different topics: either may arrive first
+    let (mut event_msg, mut on) = (None, false);
+    while event_msg.is_none() || !on {
+        let m = sub.wait_for(SECS(5), |m| m.topic == EVENTS || m.topic.ends_with("/a_delivery_van/state")).expect("no event or state");
+        on |= m.payload == "ON";
+        if m.topic == EVENTS {
+            event_msg = Some(m);
+        }
+    }
+    let e = event_msg.unwrap();
+    assert!(!e.retain);
+    let v: Value = serde_json::from_str(&e.payload).unwrap();
+    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("start"), Some("evt-1")));
+    publisher.publish(&event(EventKind::End, 1)).unwrap();
+    assert!(sub.wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/a_delivery_van/state" && m.payload == "OFF").is_some());
+    let t = Instant::now();
+    publisher.stop();
+    assert!(t.elapsed() < SECS(4), "stop took {:?}", t.elapsed());
+    assert!(sub.wait_for(SECS(5), |m| m.topic == AVAIL && m.payload == "offline").is_some(), "no offline after stop");
+
+    // a newcomer sees the retained picture: discovery, offline, last state and score
+    let late = Sub::new(broker.port, "t-late", &["promptcam/#", "homeassistant/#"], true);
+    let mut got = std::collections::BTreeMap::new();
+    while let Some(m) = late.wait_for(Duration::from_millis(1500), |_| true) {
+        assert!(m.retain, "{m:?}");
+        got.insert(m.topic, m.payload);
+    }
+    assert_eq!(got.get(AVAIL).map(String::as_str), Some("offline"));
+    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/state").map(String::as_str), Some("OFF"));
+    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/score").map(String::as_str), Some("0.510"));
+    assert_eq!(got.get("promptcam/garage_pi/driveway/the_garage_door_is_open/state").map(String::as_str), Some("OFF"));
+    assert!(!got.contains_key(EVENTS), "events must not be retained");
+    let configs: Vec<&String> = got.keys().filter(|t| t.starts_with("homeassistant/") && t.ends_with("/config")).collect();
+    assert_eq!(configs.len(), 5, "{configs:?}");
+    for t in configs {
+        let v: Value = serde_json::from_str(&got[t]).unwrap();
+        assert!(v["unique_id"].is_string() && v["state_topic"].is_string() && v["dev"]["identifiers"].is_array(), "{t}");
+    }
+}
+
+/// Run only by `last_will_is_published_when_the_process_dies`, in a child process.
+#[test]
+#[ignore = "helper: a child process for the last-will test"]
+fn will_child() {
+    let Ok(port) = std::env::var("PROMPTCAM_TEST_MQTT_PORT") else { return };
+    let spool = PathBuf::from(std::env::var("PROMPTCAM_TEST_MQTT_SPOOL").unwrap());
+    let p = Publisher::start(mqtt_config(port.parse().unwrap(), &spool, ""), "garage_pi", &cameras()).unwrap();
+    std::thread::sleep(SECS(30));
+    drop(p);
+}
+
+/// A publisher killed with SIGKILL leaves `offline` behind through its last will.
+#[test]
+fn last_will_is_published_when_the_process_dies() {
+    let dir = TempDir::new("mqtt-will");
+    let broker = Broker::start(dir.path(), "");
+    let sub = Sub::new(broker.port, "t-will", &[AVAIL], true);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "mqtt::will_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("PROMPTCAM_TEST_MQTT_PORT", broker.port.to_string())
+        .env("PROMPTCAM_TEST_MQTT_SPOOL", dir.path().join("spool"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    assert!(sub.wait_for(SECS(15), |m| m.payload == "online").is_some(), "the child never came online");
+    drop(guard); // SIGKILL: no graceful stop, so only the will can say offline
+    assert!(sub.wait_for(SECS(5), |m| m.payload == "offline").is_some(), "no last will");
+}
+
+/// Events published while the broker is down are spooled and all delivered, in order, after it
+/// comes back, also across a publisher restart with the same spool directory.
+#[test]
+fn events_survive_a_broker_outage_and_a_publisher_restart() {
+    let dir = TempDir::new("mqtt-spool");
+    let mut broker = Broker::start(dir.path(), "");
+    let spool = dir.path().join("spool");
+    // a persistent session: the broker keeps what arrives while this subscriber reconnects
+    let sub = Sub::new(broker.port, "t-spool", &[EVENTS], false);
+    let publisher = Publisher::start(mqtt_config(broker.port, &spool, ""), "garage_pi", &cameras()).unwrap();
+    assert!(wait_until(SECS(10), || publisher.stats().connected));
+    publisher.publish(&event(EventKind::Start, 0)).unwrap();
+    assert_eq!(sub.events(EVENTS, 1, SECS(5)).len(), 1);
+    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0), "acknowledged events leave the spool");
+
+    broker.stop();
+    assert!(wait_until(SECS(5), || !publisher.stats().connected));
+    let kinds = [EventKind::Start, EventKind::Update, EventKind::Update, EventKind::Update, EventKind::End];
+    for (i, k) in kinds.iter().enumerate() {
+        let t = Instant::now();
+        publisher.publish(&event(*k, i + 1)).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(500), "publish blocked for {:?}", t.elapsed());
+    }
+    assert_eq!(publisher.stats().spooled, 5);
+    broker.restart();
+    let got = sub.events(EVENTS, 5, SECS(15));
+    let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]);
+    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0));
+
+    // down again: stop the publisher with events spooled, start a new one on the same spool
+    broker.stop();
+    assert!(wait_until(SECS(5), || !publisher.stats().connected));
+    for i in 6..9 {
+        publisher.publish(&event(EventKind::Update, i)).unwrap();
+    }
+    let t = Instant::now();
+    publisher.stop();
+    assert!(t.elapsed() < SECS(4), "stop took {:?} without a broker", t.elapsed());
+    let publisher = Publisher::start(mqtt_config(broker.port, &spool, ""), "garage_pi", &cameras()).unwrap();
+    assert_eq!(publisher.stats().spooled, 3, "the spool survives a restart");
+    broker.restart();
+    let got = sub.events(EVENTS, 3, SECS(15));
+    let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["evt-6", "evt-7", "evt-8"]);
+    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0));
+    publisher.stop();
+}
+
+/// Home Assistant's birth message (`online` on `homeassistant/status`) makes the publisher send
+/// discovery, `online` and the states again.
+#[test]
+fn home_assistant_birth_triggers_reannouncement() {
+    let dir = TempDir::new("mqtt-birth");
+    let broker = Broker::start(dir.path(), "");
+    let sub = Sub::new(broker.port, "t-birth", &["homeassistant/+/+/config", AVAIL], true);
+    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras()).unwrap();
+    assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some());
+    while sub.wait_for(Duration::from_millis(300), |_| true).is_some() {}
+    assert_eq!(publisher.stats().announcements, 1);
+    let t = Instant::now();
+    sub.publish("homeassistant/status", "online");
+    let mut configs = HashSet::new();
+    while configs.len() < 5 {
+        let m = sub.wait_for(SECS(6), |m| m.topic.ends_with("/config")).expect("discovery was not sent again");
+        configs.insert(m.topic);
+    }
+    let delay = t.elapsed();
+    assert!(delay >= Duration::from_millis(400) && delay < SECS(5), "re-announced after {delay:?}");
+    assert!(sub.wait_for(SECS(3), |m| m.topic == AVAIL && m.payload == "online").is_some());
+    assert_eq!(publisher.stats().announcements, 2);
+    publisher.stop();
+}
+
+/// A wrong password gives a clear error (without the password) and reconnects back off.
+#[test]
+fn a_wrong_password_is_reported_and_retries_back_off() {
+    let dir = TempDir::new("mqtt-auth");
+    let pwfile = dir.path().join("passwd");
+    let ok = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pwfile).args(["cam", "right-horse"]).status().unwrap();
+    assert!(ok.success());
+    let broker = Broker::start(dir.path(), &format!("password_file {}\nallow_anonymous false", pwfile.display()));
+    let base = broker.log_count("New connection from");
+    let spool = dir.path().join("spool");
+    let publisher = Publisher::start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"battery-staple\""), "garage_pi", &cameras()).unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    let err = publisher.last_error().expect("an error");
+    assert!(err.contains("127.0.0.1") && err.contains("mqtt.username") && (err.contains("NotAuthorized") || err.contains("BadUserNamePassword")), "{err}");
+    assert!(!err.contains("battery-staple"), "the password leaked: {err}");
+    let attempts = publisher.stats().connection_attempts;
+    let seen = broker.log_count("New connection from") - base;
+    assert!((2..=6).contains(&attempts), "{attempts} connection attempts in 5.5 s");
+    assert!(seen <= 6, "the broker saw {seen} connections in 5.5 s");
+    assert!(!publisher.stats().connected);
+    publisher.stop();
+
+    // the right password connects
+    let publisher = Publisher::start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"right-horse\""), "garage_pi", &cameras()).unwrap();
+    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    assert_eq!(publisher.last_error(), None);
+    publisher.stop();
+}
+
+#[test]
+fn the_daemon_publishes_discovery_availability_and_events_in_order() {
+    // a file source replaying photos -> the tiny CLIP model -> real mosquitto -> a subscriber
+    let tmp = TempDir::new("daemon-mqtt");
+    let broker = Broker::start(tmp.path(), "");
+    let sub = Sub::new(broker.port, "e2e-sub", &["promptcam/#", "homeassistant/#"], true);
+    let frames = ["chelsea.png", "chelsea.png", "rocket.png", "rocket.png", "rocket.png", "chelsea.png", "chelsea.png"];
+    let config = crate::daemon::replay(tmp.path(), &frames, false, 0.6);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    std::fs::write(&config, text).unwrap();
+    let mut d = crate::daemon::Daemon::start(&config, None);
+    assert_eq!(d.wait(SECS(60)), 0, "the daemon exits 0 when its source ends");
+
+    let mut seen: Vec<Msg> = vec![];
+    while let Some(m) = sub.wait_for(SECS(3), |_| true) {
+        seen.push(m);
+    }
+    let pos = |f: &dyn Fn(&Msg) -> bool| seen.iter().position(|m| f(m));
+    let discovery = pos(&|m| m.topic == "homeassistant/binary_sensor/promptcam_launch_pad_a_rocket_on_the_launch_pad/config");
+    let online = pos(&|m| m.topic == "promptcam/promptcam/availability" && m.payload == "online");
+    let offline = seen.iter().rposition(|m| m.topic == "promptcam/promptcam/availability" && m.payload == "offline");
+    let events: Vec<Value> = seen.iter().filter(|m| m.topic == "promptcam/promptcam/events").map(|m| serde_json::from_str(&m.payload).unwrap()).collect();
+    let topics: Vec<&str> = seen.iter().map(|m| m.topic.as_str()).collect();
+    let (Some(discovery), Some(online), Some(offline)) = (discovery, online, offline) else {
+        panic!("discovery, online and offline expected in {topics:?}");
+    };
+    assert!(discovery < online && online < offline, "{topics:?}");
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
+    assert!(events.iter().all(|e| e["id"] == events[0]["id"]), "one occurrence: {events:?}");
+    let state = seen.iter().rev().find(|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/state").expect("a state");
+    assert_eq!(state.payload, "OFF");
+    assert!(seen.iter().any(|m| m.topic.ends_with("/state") && m.payload == "ON"), "{topics:?}");
+    // states are retained: a late subscriber gets the last one
+    let late = Sub::new(broker.port, "e2e-late", &["promptcam/promptcam/launch_pad/#"], true);
+    let m = late.wait_for(SECS(5), |m| m.topic.ends_with("/state")).expect("a retained state");
+    assert!(m.retain && m.payload == "OFF", "{m:?}");
+}
