@@ -66,7 +66,7 @@ impl OnnxGraph {
                 super::dir::FETCH_HINT
             );
         }
-        let proto = tract_onnx::onnx()
+        let mut proto = tract_onnx::onnx()
             .proto_model_for_path(path)
             .with_context(|| format!("unable to parse {} as ONNX; is the file complete? re-download it", path.display()))?;
         let graph = proto.graph.as_ref().with_context(|| format!("unable to use {}: it holds no graph", path.display()))?;
@@ -84,7 +84,13 @@ impl OnnxGraph {
                  quantize_dynamic (see models/README.md)",
                 path.display()
             ),
-            _ => {}
+            QuantFormat::DynamicInt8 => {
+                if let Some(g) = proto.graph.as_mut() {
+                    let n = super::quant::decompose_dynamic_quantize(g);
+                    tracing::debug!("{}: {n} DynamicQuantizeLinear decomposed", path.display());
+                }
+            }
+            QuantFormat::Float => {}
         }
         Ok(OnnxGraph { path: path.to_path_buf(), proto, format })
     }
@@ -181,7 +187,12 @@ impl OnnxGraph {
             .map(|n| kept.iter().copied().find(|o| typed.node(o.node).name == *n).context("input lost while folding"))
             .collect::<Result<_>>()?;
         typed.set_input_outlets(&by_name)?;
-        typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))
+        let mut optimized = typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))?;
+        if self.format == QuantFormat::DynamicInt8 {
+            let n = super::quant::fold_constants(&mut optimized).with_context(|| format!("unable to fold the constants of {file}"))?;
+            tracing::debug!("{file}: {n} constant folds");
+        }
+        Ok(optimized)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod dir;
 pub mod graph;
 pub mod owlvit;
+pub mod quant;
 pub mod tokenize;
 
 pub use clip::{Clip, ClipScore};

@@ -1,0 +1,143 @@
+//! Bench: `promptcam bench` — per-stage timings of one model on one image (decode, preprocess,
+//! model, post-process) as median and p90 over N frames after warm-up, load + optimize time and
+//! peak RSS. Benchmarks print figures; tests don't time things.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::model::{owlvit, Clip, Family, ModelDir, OwlVit, Precision};
+use crate::preprocess::to_rgb;
+
+#[derive(Serialize)]
+pub struct Stage {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub model: String,
+    pub family: &'static str,
+    pub quantized: bool,
+    pub threads: usize,
+    pub frames: usize,
+    pub image: String,
+    pub image_size: [u32; 2],
+    pub load_ms: f64,
+    pub decode: Stage,
+    pub preprocess: Stage,
+    pub model_run: Stage,
+    pub postprocess: Stage,
+    pub peak_rss_mb: f64,
+}
+
+fn stage(mut v: Vec<Duration>) -> Stage {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
+    Stage { median_ms: at(0.5), p90_ms: at(0.9) }
+}
+
+/// Peak resident set size of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Sets tract's matrix-product executor: `threads` workers (0 = all cores).
+pub fn set_threads(threads: usize) -> usize {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    let n = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
+    set_default_executor(if n > 1 { Executor::multithread(n) } else { Executor::SingleThread });
+    n
+}
+
+pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize, image: &std::path::Path) -> Result<Report> {
+    let threads = set_threads(threads);
+    let precision = if quantized { Precision::Quantized } else { Precision::Fp32 };
+    let bytes = std::fs::read(image).with_context(|| format!("unable to read {}", image.display()))?;
+    let decode = || -> Result<image::RgbImage> { Ok(to_rgb(image::load_from_memory(&bytes).context("unable to decode the bench image")?)) };
+    let first = decode()?;
+    let model = ModelDir::open(dir)?;
+    let prompts = vec!["a photo of a person".to_string(), "a photo of a delivery van".to_string()];
+    let t = Instant::now();
+    enum M {
+        Clip(Box<Clip>),
+        Owl(Box<OwlVit>),
+    }
+    let mut m = match model.family {
+        Family::Clip => M::Clip(Box::new(Clip::load(&model, precision, &prompts)?)),
+        Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts)?)),
+    };
+    let load = t.elapsed();
+    let (mut d, mut p, mut r, mut q) = (vec![], vec![], vec![], vec![]);
+    let warmup = 2;
+    for i in 0..frames + warmup {
+        let t0 = Instant::now();
+        let img = decode()?;
+        let t1 = Instant::now();
+        match &mut m {
+            M::Clip(c) => {
+                let px = c.preprocessor().run(&img)?;
+                let t2 = Instant::now();
+                let emb = c.embed_pixels(px)?;
+                let t3 = Instant::now();
+                let s = c.scores(&emb);
+                let t4 = Instant::now();
+                std::hint::black_box(s);
+                if i >= warmup {
+                    d.push(t1 - t0);
+                    p.push(t2 - t1);
+                    r.push(t3 - t2);
+                    q.push(t4 - t3);
+                }
+            }
+            M::Owl(o) => {
+                let px = o.preprocessor().run(&img)?;
+                let t2 = Instant::now();
+                let patches = o.patch_scores(px)?;
+                let t3 = Instant::now();
+                let dets = owlvit::post_process(&patches, o.prompts(), 0.1, img.width(), img.height());
+                let t4 = Instant::now();
+                std::hint::black_box(dets);
+                if i >= warmup {
+                    d.push(t1 - t0);
+                    p.push(t2 - t1);
+                    r.push(t3 - t2);
+                    q.push(t4 - t3);
+                }
+            }
+        }
+    }
+    Ok(Report {
+        model: dir.display().to_string(),
+        family: model.family.name(),
+        quantized,
+        threads,
+        frames,
+        image: image.display().to_string(),
+        image_size: [first.width(), first.height()],
+        load_ms: load.as_secs_f64() * 1000.0,
+        decode: stage(d),
+        preprocess: stage(p),
+        model_run: stage(r),
+        postprocess: stage(q),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} ({}{}), {} thread(s), {} frames of {} ({}x{})", self.model, self.family, if self.quantized { ", quantized" } else { "" }, self.threads, self.frames, self.image, self.image_size[0], self.image_size[1])?;
+        writeln!(f, "  load + optimize  {:>9.1} ms", self.load_ms)?;
+        for (name, s) in [("decode", &self.decode), ("preprocess", &self.preprocess), ("model", &self.model_run), ("post-process", &self.postprocess)] {
+            writeln!(f, "  {name:<15}  median {:>8.2} ms   p90 {:>8.2} ms", s.median_ms, s.p90_ms)?;
+        }
+        write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)
+    }
+}
