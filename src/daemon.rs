@@ -1,8 +1,8 @@
 //! Daemon: `promptcam run` — wires the stages in one direction. Each camera's source runs on its
 //! own capture thread into a latest-wins slot; one named inference thread serves the cameras in
 //! turn: motion gate -> models (CLIP scores, OWL-ViT detections) -> decide -> events; the event
-//! thread prints them as JSON lines (no broker configured). The main thread handles signals and
-//! systemd notifications.
+//! thread publishes them over MQTT, or prints them as JSON lines when no broker is configured.
+//! The main thread handles signals and systemd notifications.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::config::{CameraConfig, Config, ModelKind, PromptConfig};
@@ -124,15 +124,9 @@ pub struct Control {
 
 /// Runs the daemon until every source has ended or a stop signal arrives.
 pub fn run(config: Config) -> Result<()> {
-    if config.mqtt.is_some() {
-        bail!(
-            "unable to publish to MQTT: this build prints events on stdout only; remove the [mqtt] table from {} to run",
-            config.path.display()
-        );
-    }
-    if config.inference_threads > 0 {
-        tracing::info!("inference_threads = {} (tract runs matrix products on one thread in this build)", config.inference_threads);
-    }
+    let threads = crate::bench::set_threads(config.inference_threads);
+    tracing::info!("inference on {threads} thread(s)");
+    let mqtt = config.mqtt.as_ref().map(|raw| crate::mqtt::parse_config(raw, &config.path)).transpose()?;
     let cameras = prepare(&config)?;
     let control = Arc::new(Control::default());
     let started = Instant::now();
@@ -154,7 +148,12 @@ pub fn run(config: Config) -> Result<()> {
     }
 
     let (tx, rx) = sync_channel::<Event>(256);
-    let printer = std::thread::Builder::new().name("events".into()).spawn(move || print_events(rx)).context("unable to start the event thread")?;
+    let sink = match mqtt {
+        // the publisher connects in the background and spools events while the broker is away
+        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras)?),
+        None => Sink::Stdout,
+    };
+    let printer = std::thread::Builder::new().name("events".into()).spawn(move || deliver(rx, sink)).context("unable to start the event thread")?;
     let infer_control = control.clone();
     let config_path = config.path.clone();
     let inference = std::thread::Builder::new()
@@ -196,18 +195,37 @@ pub fn run(config: Config) -> Result<()> {
     result
 }
 
-fn print_events(rx: Receiver<Event>) {
+/// Where events go: MQTT when the config has an `[mqtt]` table, else stdout as JSON lines.
+enum Sink {
+    Stdout,
+    Mqtt(crate::mqtt::Publisher),
+}
+
+fn deliver(rx: Receiver<Event>, sink: Sink) {
     let stdout = std::io::stdout();
     for e in rx {
-        let mut out = stdout.lock();
-        match serde_json::to_string(&e) {
-            Ok(line) => {
-                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                    return;
+        match &sink {
+            Sink::Mqtt(p) => {
+                if let Err(err) = p.publish(&e) {
+                    tracing::error!("unable to queue event {}: {err:#}", e.id);
                 }
             }
-            Err(err) => tracing::error!("unable to serialize event {}: {err}", e.id),
+            Sink::Stdout => {
+                let mut out = stdout.lock();
+                match serde_json::to_string(&e) {
+                    Ok(line) => {
+                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => tracing::error!("unable to serialize event {}: {err}", e.id),
+                }
+            }
         }
+    }
+    // the channel closed: the daemon is stopping; publish `offline` and flush
+    if let Sink::Mqtt(p) = sink {
+        p.stop();
     }
 }
 

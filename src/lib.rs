@@ -7,6 +7,7 @@
 //! `signals`; `cli` is the command line around them.
 
 pub mod annotate;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod logging;
 pub mod model;
 pub mod motion;
+pub mod mqtt;
 pub mod preprocess;
 pub mod signals;
 pub mod source;

@@ -13,13 +13,13 @@ use serde_json::Value;
 use crate::fixture::{self, TempDir};
 
 /// A running daemon, killed if the test ends early.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: Receiver<String>,
 }
 
 impl Daemon {
-    fn start(config: &Path, notify: Option<&Path>) -> Daemon {
+    pub(crate) fn start(config: &Path, notify: Option<&Path>) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptcam"));
         cmd.args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::null());
         cmd.current_dir(fixture::repo());
@@ -47,7 +47,7 @@ impl Daemon {
         self.lines.recv_timeout(timeout).ok().map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
     }
 
-    fn wait(&mut self, timeout: Duration) -> i32 {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> i32 {
         let end = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -68,7 +68,7 @@ impl Drop for Daemon {
 
 /// A replay of `frames` fixture images (in order) in `dir/frames`, and a config running the CLIP
 /// prompt "a rocket on the launch pad" against "a photo of a cat" on it.
-fn replay(dir: &Path, frames: &[&str], looped: bool, threshold: f32) -> std::path::PathBuf {
+pub(crate) fn replay(dir: &Path, frames: &[&str], looped: bool, threshold: f32) -> std::path::PathBuf {
     let frames_dir = dir.join("frames");
     std::fs::create_dir_all(&frames_dir).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -226,4 +226,19 @@ fn the_systemd_unit_verifies_without_warnings() {
     let exposure = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("no exposure line");
     eprintln!("systemd-analyze security: {exposure}");
     assert!(exposure.contains("OK") || exposure.contains("MEDIUM"), "{report}");
+}
+
+#[test]
+fn the_example_config_is_a_valid_file() {
+    let path = fixture::path("config/promptcam.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = promptcam::config::parse(&text, &path).unwrap();
+    assert_eq!(config.cameras[0].prompts.len(), 2);
+    assert!(config.motion.is_some() && config.clip.is_some() && config.owlvit.is_some());
+    // the password file only exists on a device; everything else in [mqtt] validates
+    let mut mqtt = config.mqtt.clone().unwrap();
+    let table = mqtt.as_table_mut().unwrap();
+    table.remove("password_file");
+    let m = promptcam::mqtt::parse_config(&mqtt, &path).unwrap();
+    assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
 }

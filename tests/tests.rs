@@ -1,6 +1,9 @@
 //! The integration tests, in one binary: each module covers one stage against real peers and
 //! the recorded reference outputs in `tests/fixtures/`.
 
+mod capture;
 mod daemon;
 mod fixture;
+mod mqtt;
+mod pixels;
 mod vision;

@@ -25,6 +25,48 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate a config file and load its models, opening nothing else; exit 0 when usable.
     Check(ConfigArgs),
+    /// List V4L2 cameras and the formats and sizes each offers.
+    Devices,
+    /// Grab frames from a source and print their size, rate and decode time.
+    Probe(ProbeArgs),
+    /// Time one model's stages (decode, preprocess, model, post-process) and its memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model directory (CLIP or OWL-ViT).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Use the dynamic int8 `*_quantized.onnx` files.
+    #[arg(long)]
+    pub quantized: bool,
+    /// Threads for matrix products (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Frames to time after two warm-up frames.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub frames: u32,
+    /// The image decoded and analysed every frame.
+    #[arg(long, value_name = "FILE", default_value = "tests/fixtures/images/coffee.png")]
+    pub image: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// A source as in the config: /dev/videoN[@WxH], http://host/stream (MJPEG),
+    /// snapshot+http://host/image.jpg, an image file, a directory or a glob.
+    #[arg(long, value_name = "URL|DEVICE|PATH")]
+    pub source: String,
+    /// How many frames to grab.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub frames: u32,
+    /// Save the frames here as PNG files.
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -93,8 +135,58 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detect(a) => vision::detect(a),
         Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
         Command::Check(a) => check(&a.config),
+        Command::Devices => {
+            let lines = crate::source::v4l2::list_devices();
+            if lines.is_empty() {
+                println!("no V4L2 cameras found (no /dev/video* device nodes); plug in a USB webcam, or enable the camera interface (Raspberry Pi) so that /dev/videoN appears");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Command::Probe(a) => probe(a),
+        Command::Bench(a) => {
+            let r = crate::bench::run(&a.model, a.quantized, a.threads, a.frames as usize, &a.image)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
     }
 }
+
+fn probe(a: ProbeArgs) -> Result<()> {
+    use anyhow::Context;
+    let mut source = crate::source::open(&a.source, 1000.0, false)?;
+    println!("{}", source.describe());
+    if let Some(dir) = &a.save {
+        std::fs::create_dir_all(dir).with_context(|| format!("unable to create {}", dir.display()))?;
+    }
+    let start = std::time::Instant::now();
+    let mut got = 0;
+    for i in 0..a.frames {
+        let t = std::time::Instant::now();
+        let Some(frame) = source.next_frame()? else {
+            println!("end of stream after {got} frame(s)");
+            break;
+        };
+        got += 1;
+        println!("frame {i}: {}x{} in {:.1} ms", frame.width(), frame.height(), t.elapsed().as_secs_f64() * 1000.0);
+        if let Some(dir) = &a.save {
+            let p = dir.join(format!("frame-{i:04}.png"));
+            frame.save(&p).with_context(|| format!("unable to write {}", p.display()))?;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if got > 1 {
+        println!("{got} frames in {secs:.2} s: {:.1} fps", got as f64 / secs);
+    }
+    Ok(())
+}
+
 
 fn check(path: &std::path::Path) -> Result<()> {
     let config = crate::config::load(path)?;
@@ -109,8 +201,12 @@ fn check(path: &std::path::Path) -> Result<()> {
         let c = &cam.config;
         println!("  camera {} ({}): {} prompt(s), source {}", c.id, c.name, c.prompts.len(), crate::source::redact(&c.source));
     }
-    if config.mqtt.is_none() {
-        println!("  no [mqtt] table: events go to stdout as JSON lines");
+    match &config.mqtt {
+        None => println!("  no [mqtt] table: events go to stdout as JSON lines"),
+        Some(raw) => {
+            let m = crate::mqtt::parse_config(raw, &config.path)?;
+            println!("  mqtt: broker {}:{} (not contacted by check)", m.host, m.port);
+        }
     }
     Ok(())
 }
