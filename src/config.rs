@@ -73,6 +73,7 @@ struct RawCamera {
     #[serde(rename = "loop", default)]
     looped: bool,
     roi: Option<Spanned<Vec<i64>>>,
+    owlvit_when: Option<Spanned<String>>,
     #[serde(default)]
     prompts: Vec<RawPrompt>,
 }
@@ -128,6 +129,16 @@ pub struct PromptConfig {
     pub decide: DecideConfig,
 }
 
+/// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion
+/// (not on the periodic refresh), or only while one of its CLIP prompts is ON (a cascade:
+/// "a delivery van" from CLIP, then "a package" boxed by OWL-ViT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwlVitWhen {
+    Always,
+    Motion,
+    ClipOn,
+}
+
 #[derive(Clone, Debug)]
 pub struct CameraConfig {
     pub name: String,
@@ -136,6 +147,7 @@ pub struct CameraConfig {
     pub fps: f64,
     pub looped: bool,
     pub roi: Option<[u32; 4]>,
+    pub owlvit_when: OwlVitWhen,
     pub prompts: Vec<PromptConfig>,
 }
 
@@ -282,6 +294,15 @@ impl Validator<'_> {
                     Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
                 }
             };
+            let owlvit_when = match c.owlvit_when.as_ref().map(|s| s.get_ref().as_str()) {
+                None | Some("always") => OwlVitWhen::Always,
+                Some("motion") => OwlVitWhen::Motion,
+                Some("clip_on") => OwlVitWhen::ClipOn,
+                Some(other) => {
+                    let span = c.owlvit_when.as_ref().map(|s| s.span()).unwrap_or(c.name.span());
+                    return self.err(span, "cameras.owlvit_when", format!("{other:?} is not allowed; use \"always\", \"motion\" or \"clip_on\""));
+                }
+            };
             if c.prompts.is_empty() {
                 return self.err(c.name.span(), "cameras.prompts", format!("camera {name:?} has no [[cameras.prompts]]"));
             }
@@ -304,7 +325,11 @@ impl Validator<'_> {
                     );
                 }
             }
-            cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, prompts });
+            if owlvit_when == OwlVitWhen::ClipOn && !prompts.iter().any(|p| p.model == ModelKind::Clip) {
+                let span = c.owlvit_when.as_ref().map(|s| s.span()).unwrap_or(c.name.span());
+                return self.err(span, "cameras.owlvit_when", "\"clip_on\" needs a CLIP prompt on this camera");
+            }
+            cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, owlvit_when, prompts });
         }
         Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, motion, cameras, mqtt: raw.mqtt })
     }
@@ -403,6 +428,7 @@ negatives = ["an empty driveway"]
             (&GOOD.replace("[models.clip]\ndir = \"models/tiny/clip\"", ""), &["[models.clip]"]),
             (&format!("{GOOD}[motion]\nwidth = 2\n"), &["motion.width", "line 14"]),
             (&GOOD.replace("source", "sorce"), &["sorce"]),
+            (&GOOD.replace("source =", "owlvit_when = \"sometimes\"\nsource ="), &["cameras.owlvit_when", "line 7", "clip_on"]),
         ];
         for (text, needles) in cases {
             let e = err(text);

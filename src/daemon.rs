@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::config::{CameraConfig, Config, ModelKind, PromptConfig};
+use crate::config::{CameraConfig, Config, ModelKind, OwlVitWhen, PromptConfig};
 use crate::decide::{Decider, Transition};
 use crate::event::{event_id, rfc3339, Event, EventKind};
 use crate::frame::{Frame, FrameSlot, SourceStats};
@@ -52,63 +52,68 @@ pub struct Camera {
 
 /// Loads every camera's models; `promptcam check` stops here.
 pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
-    let mut cameras = vec![];
-    for cam in &config.cameras {
-        let clip_prompts: Vec<(usize, &PromptConfig)> =
-            cam.prompts.iter().enumerate().filter(|(_, p)| p.model == ModelKind::Clip).collect();
-        let clip = if clip_prompts.is_empty() {
-            None
-        } else {
-            let m = config.clip.as_ref().context("CLIP prompts need [models.clip]")?;
-            let dir = ModelDir::open(&m.dir)?;
-            let mut classes: Vec<Vec<String>> = vec![];
-            let mut class_of = |texts: Vec<String>| -> usize {
-                match classes.iter().position(|c| c[0] == texts[0]) {
-                    Some(i) => i,
-                    None => {
-                        classes.push(texts);
-                        classes.len() - 1
-                    }
+    config
+        .cameras
+        .iter()
+        .map(|cam| {
+            let (clip, owl, prompts) = load_models(config, cam)?;
+            let motion = config.motion.clone().map(|m| {
+                let mut g = MotionGate::new(m);
+                g.set_roi(cam.roi);
+                g
+            });
+            Ok(Camera { config: cam.clone(), slot: FrameSlot::new(), stats: Arc::default(), motion, clip, owl, prompts })
+        })
+        .collect()
+}
+
+type Models = (Option<CameraClip>, Option<OwlVit>, Vec<PromptState>);
+
+/// A camera's models for its prompt set: one CLIP with a class per prompt (or ensemble) and per
+/// negative, one OWL-ViT with the object prompts folded in, and a decider per prompt.
+fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
+    let clip_prompts: Vec<(usize, &PromptConfig)> = cam.prompts.iter().enumerate().filter(|(_, p)| p.model == ModelKind::Clip).collect();
+    let clip = if clip_prompts.is_empty() {
+        None
+    } else {
+        let m = config.clip.as_ref().context("CLIP prompts need [models.clip]")?;
+        let dir = ModelDir::open(&m.dir)?;
+        let mut classes: Vec<Vec<String>> = vec![];
+        let mut class_of = |texts: Vec<String>| -> usize {
+            match classes.iter().position(|c| c[0] == texts[0]) {
+                Some(i) => i,
+                None => {
+                    classes.push(texts);
+                    classes.len() - 1
                 }
+            }
+        };
+        let mut own = vec![None; cam.prompts.len()];
+        for (i, p) in &clip_prompts {
+            let texts = if p.ensemble.is_empty() { vec![p.text.clone()] } else { p.ensemble.iter().map(|t| t.replace("{}", &p.text)).collect() };
+            own[*i] = Some(class_of(texts));
+        }
+        let mut compare = vec![None; cam.prompts.len()];
+        for (i, p) in &clip_prompts {
+            let negatives: Vec<usize> = if p.negatives.is_empty() {
+                clip_prompts.iter().filter(|(j, _)| j != i).filter_map(|(j, _)| own[*j]).collect()
+            } else {
+                p.negatives.iter().map(|n| class_of(vec![n.clone()])).collect()
             };
-            let mut own = vec![None; cam.prompts.len()];
-            for (i, p) in &clip_prompts {
-                let texts = if p.ensemble.is_empty() {
-                    vec![p.text.clone()]
-                } else {
-                    p.ensemble.iter().map(|t| t.replace("{}", &p.text)).collect()
-                };
-                own[*i] = Some(class_of(texts));
-            }
-            let mut compare = vec![None; cam.prompts.len()];
-            for (i, p) in &clip_prompts {
-                let negatives: Vec<usize> = if p.negatives.is_empty() {
-                    clip_prompts.iter().filter(|(j, _)| j != i).filter_map(|(j, _)| own[*j]).collect()
-                } else {
-                    p.negatives.iter().map(|n| class_of(vec![n.clone()])).collect()
-                };
-                compare[*i] = own[*i].map(|c| (c, negatives));
-            }
-            let clip = Clip::load_classes(&dir, m.precision, &classes)
-                .with_context(|| format!("unable to load CLIP for camera {:?}", cam.name))?;
-            Some(CameraClip { clip, compare })
-        };
-        let owl_texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::OwlVit).map(|p| p.text.clone()).collect();
-        let owl = if owl_texts.is_empty() {
-            None
-        } else {
-            let m = config.owlvit.as_ref().context("OWL-ViT prompts need [models.owlvit]")?;
-            Some(OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts).with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?)
-        };
-        let motion = config.motion.clone().map(|m| {
-            let mut g = MotionGate::new(m);
-            g.set_roi(cam.roi);
-            g
-        });
-        let prompts = cam.prompts.iter().map(|p| PromptState { config: p.clone(), decider: Decider::new(p.decide.clone()), open: None }).collect();
-        cameras.push(Camera { config: cam.clone(), slot: FrameSlot::new(), stats: Arc::default(), motion, clip, owl, prompts });
-    }
-    Ok(cameras)
+            compare[*i] = own[*i].map(|c| (c, negatives));
+        }
+        let clip = Clip::load_classes(&dir, m.precision, &classes).with_context(|| format!("unable to load CLIP for camera {:?}", cam.name))?;
+        Some(CameraClip { clip, compare })
+    };
+    let owl_texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::OwlVit).map(|p| p.text.clone()).collect();
+    let owl = if owl_texts.is_empty() {
+        None
+    } else {
+        let m = config.owlvit.as_ref().context("OWL-ViT prompts need [models.owlvit]")?;
+        Some(OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts).with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?)
+    };
+    let prompts = cam.prompts.iter().map(|p| PromptState { config: p.clone(), decider: Decider::new(p.decide.clone()), open: None }).collect();
+    Ok((clip, owl, prompts))
 }
 
 /// Shared between the threads: shutdown and reload requests, and the inference heartbeat.
@@ -206,6 +211,9 @@ fn deliver(rx: Receiver<Event>, sink: Sink) {
     for e in rx {
         match &sink {
             Sink::Mqtt(p) => {
+                if let Some(jpeg) = &e.snapshot {
+                    p.publish_snapshot(&e.camera, &e.prompt, jpeg.clone());
+                }
                 if let Err(err) = p.publish(&e) {
                     tracing::error!("unable to queue event {}: {err:#}", e.id);
                 }
@@ -233,7 +241,7 @@ fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<
     loop {
         control.heartbeat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if control.reload.swap(false, Ordering::Relaxed) {
-            reload(&mut cameras, &config_path);
+            reload(&mut cameras, &config_path, &tx);
         }
         let mut worked = false;
         for cam in cameras.iter_mut() {
@@ -289,19 +297,22 @@ fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<
 
 /// Runs the models on a frame if the motion gate lets it through; returns whether it did.
 fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bool> {
+    let mut moved = true;
     if let Some(gate) = cam.motion.as_mut() {
-        if !gate.check(&frame.image, frame.monotonic).analyse {
+        let verdict = gate.check(&frame.image, frame.monotonic);
+        if !verdict.analyse {
             cam.stats.skipped_no_motion.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
+        moved = matches!(verdict.reason, crate::motion::Reason::Motion | crate::motion::Reason::First);
     }
     cam.stats.analysed.fetch_add(1, Ordering::Relaxed);
+    // CLIP classifies the region of interest, not the whole frame
     let image = match cam.config.roi {
-        // CLIP classifies the region of interest, not the whole frame
-        Some(r) => crop(&frame.image, r),
-        None => frame.image.clone(),
+        Some(r) => std::borrow::Cow::Owned(crop(&frame.image, r)),
+        None => std::borrow::Cow::Borrowed(&frame.image),
     };
-    let mut scores: Vec<(Option<f32>, Option<[f32; 4]>)> = vec![(None, None); cam.prompts.len()];
+    let mut clip_scores: Vec<(usize, f32)> = vec![];
     if let Some(c) = cam.clip.as_mut() {
         let emb = c.clip.image_embedding(&image)?;
         let sims: Vec<f32> = c.clip.scores(&emb).iter().map(|s| s.similarity).collect();
@@ -309,40 +320,65 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bo
             if let Some((own, negatives)) = cmp {
                 let mut logits = vec![sims[*own] * c.clip.logit_scale];
                 logits.extend(negatives.iter().map(|n| sims[*n] * c.clip.logit_scale));
-                scores[i].0 = Some(crate::model::clip::softmax(&logits)[0]);
+                clip_scores.push((i, crate::model::clip::softmax(&logits)[0]));
             }
         }
     }
-    if let Some(owl) = cam.owl.as_mut() {
+    for (i, score) in &clip_scores {
+        observe(cam, *i, Some(*score), None, frame, tx)?;
+    }
+    // the cascade: OWL-ViT (the expensive model) only when the camera's setting says so
+    let run_owl = match cam.config.owlvit_when {
+        OwlVitWhen::Always => true,
+        OwlVitWhen::Motion => moved,
+        OwlVitWhen::ClipOn => cam.prompts.iter().any(|p| p.config.model == ModelKind::Clip && p.decider.is_on()),
+    };
+    if let (Some(owl), true) = (cam.owl.as_mut(), run_owl) {
         let dets = owl.detect(&frame.image, 0.0)?;
-        let mut q = 0;
-        for (i, p) in cam.prompts.iter().enumerate() {
-            if p.config.model != ModelKind::OwlVit {
-                continue;
-            }
+        let owl_prompts: Vec<usize> = (0..cam.prompts.len()).filter(|i| cam.prompts[*i].config.model == ModelKind::OwlVit).collect();
+        for (q, i) in owl_prompts.into_iter().enumerate() {
             // the best detection of this prompt whose center is inside the region of interest
             let best = dets.iter().find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
-            scores[i] = (Some(best.map(|d| d.score).unwrap_or(0.0)), best.map(|d| d.bbox));
-            q += 1;
+            observe(cam, i, Some(best.map(|d| d.score).unwrap_or(0.0)), best.map(|d| d.bbox), frame, tx)?;
         }
-    }
-    for (i, (score, bbox)) in scores.into_iter().enumerate() {
-        let d = cam.prompts[i].decider.observe(score, frame.monotonic);
-        if let (Some(open), Some(b)) = (cam.prompts[i].open.as_mut(), bbox) {
-            if d.transition == Transition::Updated {
-                open.bbox = Some(b);
-            }
-        }
-        if d.transition == Transition::Started {
-            cam.prompts[i].open = Some(OpenEvent {
-                id: event_id(frame.captured_at, &cam.config.id, &cam.prompts[i].config.id),
-                started: frame.captured_at,
-                bbox,
-            });
-        }
-        emit(cam, i, d.transition, d.smoothed, tx)?;
     }
     Ok(true)
+}
+
+/// One prompt's score for a frame through its decider, and the events that follow.
+fn observe(cam: &mut Camera, i: usize, score: Option<f32>, bbox: Option<[f32; 4]>, frame: &Frame, tx: &SyncSender<Event>) -> Result<()> {
+    let d = cam.prompts[i].decider.observe(score, frame.monotonic);
+    if let (Some(open), Some(b)) = (cam.prompts[i].open.as_mut(), bbox) {
+        if d.transition == Transition::Updated {
+            open.bbox = Some(b);
+        }
+    }
+    if d.transition == Transition::Started {
+        cam.prompts[i].open = Some(OpenEvent {
+            id: event_id(frame.captured_at, &cam.config.id, &cam.prompts[i].config.id),
+            started: frame.captured_at,
+            bbox,
+        });
+    }
+    let snapshot = matches!(d.transition, Transition::Started | Transition::Updated).then(|| snapshot(cam, i, frame));
+    emit_with(cam, i, d.transition, d.smoothed, snapshot.flatten(), tx)
+}
+
+/// The frame with the prompt's box (if any) and label drawn, as JPEG.
+fn snapshot(cam: &Camera, i: usize, frame: &Frame) -> Option<Arc<Vec<u8>>> {
+    let p = &cam.prompts[i];
+    let mut img = frame.image.clone();
+    let label = format!("{} {:.2}", p.config.name, p.decider.best().unwrap_or(0.0));
+    let bbox = p.open.as_ref().and_then(|o| o.bbox).unwrap_or([0.0, 0.0, img.width() as f32 - 1.0, img.height() as f32 - 1.0]);
+    crate::annotate::draw(&mut img, &[crate::annotate::Label { bbox, text: &label, colour_index: i }]);
+    let mut jpeg = vec![];
+    match image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img) {
+        Ok(()) => Some(Arc::new(jpeg)),
+        Err(e) => {
+            tracing::warn!("unable to encode the snapshot of {}/{}: {e}", cam.config.id, p.config.id);
+            None
+        }
+    }
 }
 
 fn inside(roi: Option<[u32; 4]>, b: &[f32; 4]) -> bool {
@@ -363,6 +399,10 @@ fn crop(image: &RgbImage, r: [u32; 4]) -> RgbImage {
 }
 
 fn emit(cam: &mut Camera, i: usize, t: Transition, score: f32, tx: &SyncSender<Event>) -> Result<()> {
+    emit_with(cam, i, t, score, None, tx)
+}
+
+fn emit_with(cam: &mut Camera, i: usize, t: Transition, score: f32, snapshot: Option<Arc<Vec<u8>>>, tx: &SyncSender<Event>) -> Result<()> {
     let kind = match t {
         Transition::Started => EventKind::Start,
         Transition::Updated => EventKind::Update,
@@ -380,6 +420,7 @@ fn emit(cam: &mut Camera, i: usize, t: Transition, score: f32, tx: &SyncSender<E
         started_at: rfc3339(open.started),
         ended_at: (kind == EventKind::End).then(|| rfc3339(SystemTime::now())),
         id: open.id.clone(),
+        snapshot,
     };
     if kind == EventKind::End {
         p.open = None;
@@ -388,25 +429,49 @@ fn emit(cam: &mut Camera, i: usize, t: Transition, score: f32, tx: &SyncSender<E
     tx.send(event).map_err(|_| anyhow::anyhow!("the event thread stopped"))
 }
 
-/// SIGHUP: re-read the config; thresholds of prompts that still exist change at once, an
-/// invalid file is rejected and the running config kept.
-fn reload(cameras: &mut [Camera], path: &std::path::Path) {
-    match crate::config::load(path) {
-        Err(e) => tracing::error!("reload rejected, keeping the running config: {e:#}"),
-        Ok(new) => {
-            let mut changed = 0;
-            for cam in cameras.iter_mut() {
-                let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else { continue };
-                for p in cam.prompts.iter_mut() {
-                    if let Some(np) = nc.prompts.iter().find(|n| n.id == p.config.id) {
-                        p.decider.set_thresholds(np.decide.threshold, np.decide.off_threshold);
-                        p.config.decide.threshold = np.decide.threshold;
-                        p.config.decide.off_threshold = np.decide.off_threshold;
-                        changed += 1;
+/// What defines a camera's models: its prompts without their decision settings.
+fn prompt_set(c: &CameraConfig) -> Vec<(String, ModelKind, Vec<String>, Vec<String>)> {
+    c.prompts.iter().map(|p| (p.text.clone(), p.model, p.negatives.clone(), p.ensemble.clone())).collect()
+}
+
+/// SIGHUP: re-read the config. Thresholds of prompts that still exist change at once; a camera
+/// whose prompts changed gets new models (its stream keeps running; its open events end); an
+/// invalid file, or models that fail to load, are rejected and the running config kept.
+/// New cameras and sources take a restart.
+fn reload(cameras: &mut [Camera], path: &std::path::Path, tx: &SyncSender<Event>) {
+    let new = match crate::config::load(path) {
+        Ok(new) => new,
+        Err(e) => return tracing::error!("reload rejected, keeping the running config: {e:#}"),
+    };
+    let mut changed = 0;
+    for cam in cameras.iter_mut() {
+        let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else { continue };
+        if prompt_set(nc) != prompt_set(&cam.config) {
+            match load_models(&new, nc) {
+                Err(e) => tracing::error!("reload of camera {} rejected, keeping its prompts: {e:#}", cam.config.id),
+                Ok((clip, owl, prompts)) => {
+                    for i in 0..cam.prompts.len() {
+                        let score = cam.prompts[i].decider.best().unwrap_or(0.0);
+                        if cam.prompts[i].open.is_some() && emit(cam, i, Transition::Ended, score, tx).is_err() {
+                            return;
+                        }
                     }
+                    (cam.clip, cam.owl, cam.prompts) = (clip, owl, prompts);
+                    cam.config.prompts = nc.prompts.clone();
+                    cam.config.owlvit_when = nc.owlvit_when;
+                    tracing::info!("camera {}: {} prompt(s) loaded", cam.config.id, cam.prompts.len());
                 }
             }
-            tracing::info!("reloaded {}: thresholds of {changed} prompt(s) applied; new prompts, sources and models take a restart", path.display());
+            continue;
+        }
+        for p in cam.prompts.iter_mut() {
+            if let Some(np) = nc.prompts.iter().find(|n| n.id == p.config.id) {
+                p.decider.set_thresholds(np.decide.threshold, np.decide.off_threshold);
+                p.config.decide.threshold = np.decide.threshold;
+                p.config.decide.off_threshold = np.decide.off_threshold;
+                changed += 1;
+            }
         }
     }
+    tracing::info!("reloaded {}: thresholds of {changed} prompt(s) applied", path.display());
 }

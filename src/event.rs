@@ -31,6 +31,10 @@ pub struct Event {
     pub ended_at: Option<String>,
     /// Stable across the start/update/end of one event, unique across events and restarts.
     pub id: String,
+    /// start/update: the frame with the prompt's box drawn, as JPEG (published on the prompt's
+    /// snapshot topic, not in the event JSON).
+    #[serde(skip)]
+    pub snapshot: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -61,12 +65,13 @@ mod tests {
             started_at: rfc3339(t),
             ended_at: None,
             id: event_id(t, "driveway", "a_person"),
+            snapshot: Some(std::sync::Arc::new(vec![0xff, 0xd8])),
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "start");
         assert_eq!(v["box"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
         assert_eq!(v["started_at"], "2023-11-14T22:13:20.123Z");
-        assert!(v.get("ended_at").is_none());
+        assert!(v.get("ended_at").is_none() && v.get("snapshot").is_none());
         assert_eq!(v["id"], "1700000000123-driveway-a_person");
     }
 }

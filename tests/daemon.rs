@@ -165,7 +165,7 @@ fn sigterm_stops_gracefully_after_ready_and_notifies_stopping() {
 }
 
 #[test]
-fn sighup_applies_a_changed_threshold_and_rejects_a_broken_config() {
+fn sighup_applies_changed_thresholds_and_prompts_and_rejects_a_broken_config() {
     let tmp = TempDir::new("daemon-sighup");
     // threshold 1.0: the rocket never reaches it
     let config = replay(tmp.path(), &["rocket.png", "rocket.png"], true, 1.0);
@@ -182,6 +182,21 @@ fn sighup_applies_a_changed_threshold_and_rejects_a_broken_config() {
     let e = d.next_event(Duration::from_secs(15)).expect("an event after lowering the threshold");
     assert_eq!(e["type"], "start");
     assert!(e["score"].as_f64().unwrap() >= 0.6);
+
+    // a changed prompt: the old occurrence ends, the new prompt's models load, the stream goes on
+    let text = std::fs::read_to_string(&config).unwrap().replace("text = \"a rocket on the launch pad\"", "text = \"a rocket\"");
+    std::fs::write(&config, text).unwrap();
+    d.signal("-HUP");
+    let mut seen = vec![];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !seen.iter().any(|e: &Value| e["prompt"] == "a_rocket" && e["type"] == "start") {
+        if let Some(e) = d.next_event(Duration::from_millis(500)) {
+            seen.push(e);
+        }
+    }
+    let end_old = seen.iter().position(|e| e["prompt"] == "a_rocket_on_the_launch_pad" && e["type"] == "end");
+    let start_new = seen.iter().position(|e| e["prompt"] == "a_rocket" && e["type"] == "start");
+    assert!(matches!((end_old, start_new), (Some(a), Some(b)) if a < b), "{seen:?}");
 }
 
 #[test]
@@ -241,4 +256,51 @@ fn the_example_config_is_a_valid_file() {
     table.remove("password_file");
     let m = promptcam::mqtt::parse_config(&mqtt, &path).unwrap();
     assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
+}
+
+/// Runs a finite replay of `frames` with a CLIP and an OWL-ViT prompt and returns its events.
+fn cascade_events(tag: &str, frames: &[&str], owlvit_when: &str) -> Vec<Value> {
+    let tmp = TempDir::new(tag);
+    let config = replay(tmp.path(), frames, false, 0.6);
+    let text = std::fs::read_to_string(&config).unwrap().replace("loop = false", &format!("loop = false\nowlvit_when = \"{owlvit_when}\""));
+    let text = format!(
+        "{text}\n[[cameras.prompts]]\ntext = \"a rocket\"\nmodel = \"owlvit\"\nthreshold = 0.3\nwindow = 1\nmin_frames = 1\n\n[models.owlvit]\ndir = \"{}\"\n",
+        fixture::path("models/tiny/owlvit").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut d = Daemon::start(&config, None);
+    assert_eq!(d.wait(Duration::from_secs(60)), 0);
+    d.lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()).collect()
+}
+
+#[test]
+fn the_cascade_runs_owlvit_only_while_a_clip_prompt_is_on() {
+    let cats = ["chelsea.png"; 4];
+    let prompts = |events: &[Value]| events.iter().map(|e| e["prompt"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    // OWL-ViT finds "a rocket" in the cat photo when it runs on every frame...
+    let always = cascade_events("cascade-always", &cats, "always");
+    assert!(prompts(&always).iter().any(|p| p == "a_rocket"), "{always:?}");
+    // ...but the cascade never runs it while the CLIP prompt stays OFF
+    let gated = cascade_events("cascade-clip-on", &cats, "clip_on");
+    assert!(gated.is_empty(), "{gated:?}");
+    // and runs it once the CLIP prompt is ON
+    let on = cascade_events("cascade-on", &["rocket.png"; 4], "clip_on");
+    assert!(prompts(&on).iter().any(|p| p == "a_rocket"), "{on:?}");
+}
+
+#[test]
+fn under_journald_log_lines_carry_syslog_priorities_and_no_timestamps() {
+    let tmp = TempDir::new("journald");
+    let config = replay(tmp.path(), &["rocket.png"], false, 0.6);
+    let out = Command::new(env!("CARGO_BIN_EXE_promptcam"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")), "{stderr}");
+    assert!(!stderr.contains("T2"), "no timestamps: {stderr}");
 }

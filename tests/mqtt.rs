@@ -95,6 +95,7 @@ impl Drop for Broker {
 struct Msg {
     topic: String,
     payload: String,
+    raw: Vec<u8>,
     retain: bool,
 }
 
@@ -108,7 +109,8 @@ struct Sub {
 impl Sub {
     fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(5));
+        // snapshots are JPEGs of whole frames: well over rumqttc's 10 KiB default
+        opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(5)).set_max_packet_size(8 << 20, 1 << 20);
         let (client, mut conn) = Client::new(opts, 100);
         let (tx, rx) = sync_channel(10_000);
         let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
@@ -124,7 +126,7 @@ impl Sub {
                         }
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
-                        let m = Msg { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into_owned(), retain: p.retain };
+                        let m = Msg { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into_owned(), raw: p.payload.to_vec(), retain: p.retain };
                         if tx.try_send(m).is_err() {
                             return;
                         }
@@ -226,6 +228,7 @@ fn event(kind: EventKind, n: usize) -> Event {
         started_at: "2025-01-01T00:00:00.000Z".into(),
         ended_at: (kind == EventKind::End).then(|| "2025-01-01T00:01:00.000Z".to_string()),
         id: format!("evt-{n}"),
+        snapshot: None,
     }
 }
 
@@ -495,8 +498,10 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     assert_eq!(d.wait(SECS(60)), 0, "the daemon exits 0 when its source ends");
 
     let mut seen: Vec<Msg> = vec![];
+    let deadline = Instant::now() + SECS(30);
     while let Some(m) = sub.wait_for(SECS(3), |_| true) {
         seen.push(m);
+        assert!(Instant::now() < deadline, "messages keep coming: {:?}", seen.iter().rev().take(5).map(|m| &m.topic).collect::<Vec<_>>());
     }
     let pos = |f: &dyn Fn(&Msg) -> bool| seen.iter().position(|m| f(m));
     let discovery = pos(&|m| m.topic == "homeassistant/binary_sensor/promptcam_launch_pad_a_rocket_on_the_launch_pad/config");
@@ -515,6 +520,10 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     let state = seen.iter().rev().find(|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/state").expect("a state");
     assert_eq!(state.payload, "OFF");
     assert!(seen.iter().any(|m| m.topic.ends_with("/state") && m.payload == "ON"), "{topics:?}");
+    // the annotated frame of the event, retained on the prompt's snapshot topic
+    let snap = pos(&|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/snapshot").expect("a snapshot");
+    let jpeg = image::load_from_memory(&seen[snap].raw).expect("a JPEG snapshot");
+    assert_eq!((jpeg.width(), jpeg.height()), (640, 427), "the rocket frame");
     // states are retained: a late subscriber gets the last one
     let late = Sub::new(broker.port, "e2e-late", &["promptcam/promptcam/launch_pad/#"], true);
     let m = late.wait_for(SECS(5), |m| m.topic.ends_with("/state")).expect("a retained state");

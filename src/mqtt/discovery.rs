@@ -36,6 +36,10 @@ impl Topics {
     pub fn score(&self, camera: &str, prompt: &str) -> String {
         format!("{}/{}/{camera}/{prompt}/score", self.prefix, self.device_id)
     }
+    /// The annotated JPEG of the frame that started (or best updated) the prompt's event.
+    pub fn snapshot(&self, camera: &str, prompt: &str) -> String {
+        format!("{}/{}/{camera}/{prompt}/snapshot", self.prefix, self.device_id)
+    }
     /// Home Assistant's birth/last-will topic.
     pub fn ha_status(&self) -> String {
         format!("{}/status", self.discovery_prefix)

@@ -7,6 +7,7 @@
 //! - `<prefix>/<device_id>/availability`: `online` / `offline`, retained, with a last will;
 //! - `<prefix>/<device_id>/events`: event JSON, QoS 1, not retained;
 //! - `<prefix>/<device_id>/<camera>/<prompt>/state` and `.../score`: retained, latest wins;
+//! - `<prefix>/<device_id>/<camera>/<prompt>/snapshot`: annotated JPEG of the event, retained;
 //! - `<discovery_prefix>/{binary_sensor,sensor}/<unique_id>/config`: retained discovery.
 
 pub mod discovery;
@@ -216,6 +217,13 @@ impl Publisher {
         // a full channel already holds a wake-up for the worker
         let _ = self.tx.try_send(worker::Msg::Wake);
         Ok(())
+    }
+
+    /// Publishes the annotated JPEG of a prompt's event, retained on
+    /// `<prefix>/<device_id>/<camera>/<prompt>/snapshot` (latest wins, not spooled).
+    pub fn publish_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
+        self.shared.set_snapshot(camera, prompt, jpeg);
+        let _ = self.tx.try_send(worker::Msg::Wake);
     }
 
     /// Why the publisher is not connected now (secrets never appear here), if it is not.

@@ -65,6 +65,8 @@ pub struct Shared {
     /// it sends can slip into a connection it has not seen come up.
     link: Mutex<bool>,
     states: Mutex<BTreeMap<(String, String), PromptState>>,
+    /// The latest snapshot per prompt, and whether it still has to be sent (latest wins).
+    snapshots: Mutex<BTreeMap<(String, String), (Arc<Vec<u8>>, bool)>>,
 }
 
 impl Shared {
@@ -81,6 +83,14 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             link: Mutex::new(false),
             states: Mutex::new(states),
+            snapshots: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records a prompt's latest snapshot; it is sent retained, and only the newest is kept.
+    pub fn set_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
+        if let Ok(mut s) = self.snapshots.lock() {
+            s.insert((camera.to_string(), prompt.to_string()), (jpeg, true));
         }
     }
 
@@ -134,7 +144,7 @@ pub fn spawn(
         // our spool, not the broker session, carries unacknowledged events across reconnects
         .set_clean_session(true)
         .set_inflight(INFLIGHT)
-        .set_max_packet_size(256 * 1024, 256 * 1024)
+        .set_max_packet_size(256 * 1024, 8 * 1024 * 1024)
         .set_last_will(LastWill::new(topics.availability(), OFFLINE, QoS::AtLeastOnce, true));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.expose().to_string());
@@ -421,6 +431,22 @@ impl Worker {
                     // a newer event may have changed it meanwhile: then it stays dirty
                     if v.on == st.on && v.score == st.score {
                         v.dirty = false;
+                    }
+                }
+            }
+        }
+        let snapshots: Vec<((String, String), Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
+            Ok(s) => s.iter().filter(|(_, v)| v.1).map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            Err(_) => vec![],
+        };
+        for ((cam, prompt), jpeg) in snapshots {
+            if !self.send(&self.topics.snapshot(&cam, &prompt), jpeg.to_vec(), true, None) {
+                return false;
+            }
+            if let Ok(mut s) = self.shared.snapshots.lock() {
+                if let Some(v) = s.get_mut(&(cam, prompt)) {
+                    if Arc::ptr_eq(&v.0, &jpeg) {
+                        v.1 = false;
                     }
                 }
             }
