@@ -529,3 +529,21 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     let m = late.wait_for(SECS(5), |m| m.topic.ends_with("/state")).expect("a retained state");
     assert!(m.retain && m.payload == "OFF", "{m:?}");
 }
+
+#[test]
+fn sigterm_publishes_offline_and_exits_0() {
+    let tmp = TempDir::new("daemon-mqtt-term");
+    let broker = Broker::start(tmp.path(), "");
+    let sub = Sub::new(broker.port, "term-sub", &["promptcam/promptcam/availability"], true);
+    let config = crate::daemon::replay(tmp.path(), &["rocket.png", "chelsea.png"], true, 0.6);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    std::fs::write(&config, text).unwrap();
+    let mut d = crate::daemon::Daemon::start(&config, None);
+    assert!(sub.wait_for(SECS(20), |m| m.payload == "online").is_some(), "online");
+    let ok = Command::new("kill").args(["-TERM", &d.pid().to_string()]).status().unwrap().success();
+    assert!(ok);
+    assert_eq!(d.wait(SECS(15)), 0, "SIGTERM exits 0");
+    let m = sub.wait_for(SECS(5), |m| m.payload == "offline").expect("offline published on SIGTERM");
+    assert_eq!(m.topic, "promptcam/promptcam/availability");
+}
