@@ -81,37 +81,30 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
         let t0 = Instant::now();
         let img = decode()?;
         let t1 = Instant::now();
-        match &mut m {
+        // each arm returns the instants after preprocess, model and post-process
+        let (t2, t3, t4) = match &mut m {
             M::Clip(c) => {
                 let px = c.preprocessor().run(&img)?;
                 let t2 = Instant::now();
                 let emb = c.embed_pixels(px)?;
                 let t3 = Instant::now();
-                let s = c.scores(&emb);
-                let t4 = Instant::now();
-                std::hint::black_box(s);
-                if i >= warmup {
-                    d.push(t1 - t0);
-                    p.push(t2 - t1);
-                    r.push(t3 - t2);
-                    q.push(t4 - t3);
-                }
+                std::hint::black_box(c.scores(&emb));
+                (t2, t3, Instant::now())
             }
             M::Owl(o) => {
                 let px = o.preprocessor().run(&img)?;
                 let t2 = Instant::now();
                 let patches = o.patch_scores(px)?;
                 let t3 = Instant::now();
-                let dets = owlvit::post_process(&patches, o.prompts(), 0.1, img.width(), img.height());
-                let t4 = Instant::now();
-                std::hint::black_box(dets);
-                if i >= warmup {
-                    d.push(t1 - t0);
-                    p.push(t2 - t1);
-                    r.push(t3 - t2);
-                    q.push(t4 - t3);
-                }
+                std::hint::black_box(owlvit::post_process(&patches, o.prompts(), 0.1, img.width(), img.height()));
+                (t2, t3, Instant::now())
             }
+        };
+        if i >= warmup {
+            d.push(t1 - t0);
+            p.push(t2 - t1);
+            r.push(t3 - t2);
+            q.push(t4 - t3);
         }
     }
     Ok(Report {
