@@ -71,9 +71,24 @@ pub fn copy_model(src: &Path, dst: &Path, keep: impl Fn(&str) -> bool) {
     }
 }
 
+/// The promptcam binary as a command; under a cross-build's emulator (`PROMPTCAM_TEST_RUNNER`,
+/// e.g. "qemu-aarch64-static -L /usr/aarch64-linux-gnu", set by scripts/aarch64-check.sh) the
+/// binary runs through it.
+pub fn promptcam_command() -> std::process::Command {
+    match std::env::var("PROMPTCAM_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = std::process::Command::new(words.next().unwrap_or_default());
+            cmd.args(words).arg(env!("CARGO_BIN_EXE_promptcam"));
+            cmd
+        }
+        _ => std::process::Command::new(env!("CARGO_BIN_EXE_promptcam")),
+    }
+}
+
 /// Runs the promptcam binary, returning (status code, stdout, stderr).
 pub fn promptcam(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptcam")).args(args).output().unwrap();
+    let out = promptcam_command().args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Cross-builds promptcam for aarch64 (Raspberry Pi OS bookworm, Jetson's Ubuntu) and runs the
+# tiny-model parity tests and a bench under qemu-user: a correctness check of tract's ARM
+# kernels (qemu times are not real timings).
+#
+#   scripts/aarch64-check.sh            # build + vision parity tests + bench under qemu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v apt-get >/dev/null && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev >/dev/null
+fi
+rustup target add aarch64-unknown-linux-gnu
+
+T=aarch64-unknown-linux-gnu
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+# bindgen (for the v4l crate) must read the target's kernel headers
+export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+
+cargo build --release --target $T
+file target/$T/release/promptcam
+# the runner in .cargo/config.toml runs the test binary under qemu-aarch64-static; the CLI
+# tests run the promptcam binary through the same emulator
+export PROMPTCAM_TEST_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+cargo test --target $T --test tests -- vision::
+qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/clip --quantized --frames 3
