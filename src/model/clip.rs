@@ -54,7 +54,6 @@ impl Clip {
         }
         let prompts: Vec<String> = classes.iter().map(|c| c[0].clone()).collect();
         let texts: Vec<String> = classes.iter().flatten().cloned().collect();
-        let prompts = &prompts[..];
         if dir.family != Family::Clip {
             bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.name());
         }
@@ -88,14 +87,7 @@ impl Clip {
                 &["image_embeds"],
             )?
         } else {
-            bail!(
-                "unable to find a CLIP image tower in {}: expected onnx/vision_model{}.onnx or onnx/model{}.onnx, found {}; {}",
-                dir.root.display(),
-                suffix(precision),
-                suffix(precision),
-                dir.onnx_listing(),
-                super::dir::FETCH_HINT
-            );
+            return Err(missing_tower(dir, precision, "image", "vision_model"));
         };
 
         let per_text = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
@@ -126,7 +118,7 @@ impl Clip {
         Ok(Clip {
             image_tower: runnable(image_tower)?,
             preprocess: Preprocessor::new(processor),
-            prompts: prompts.to_vec(),
+            prompts,
             text_embeds,
             logit_scale,
             files,
@@ -172,6 +164,17 @@ impl Clip {
     }
 }
 
+/// Neither the single tower nor model.onnx is there: say which files were looked for.
+fn missing_tower(dir: &ModelDir, precision: Precision, side: &str, stem: &str) -> anyhow::Error {
+    let s = suffix(precision);
+    anyhow::anyhow!(
+        "unable to find a CLIP {side} tower in {}: expected onnx/{stem}{s}.onnx or onnx/model{s}.onnx, found {}; {}",
+        dir.root.display(),
+        dir.onnx_listing(),
+        super::dir::FETCH_HINT
+    )
+}
+
 fn suffix(p: Precision) -> &'static str {
     match p {
         Precision::Fp32 => "",
@@ -203,14 +206,7 @@ fn text_embeddings(
         )?;
         (m, g.path.clone())
     } else {
-        bail!(
-            "unable to find a CLIP text tower in {}: expected onnx/text_model{}.onnx or onnx/model{}.onnx, found {}; {}",
-            dir.root.display(),
-            suffix(precision),
-            suffix(precision),
-            dir.onnx_listing(),
-            super::dir::FETCH_HINT
-        );
+        return Err(missing_tower(dir, precision, "text", "text_model"));
     };
     files.push(graph_path);
     let out = runnable(model)?.run(tvec![]).context("unable to run the CLIP text tower")?;

@@ -179,8 +179,7 @@ impl OnnxGraph {
                 _ => kept.push(outlet),
             }
         }
-        typed.set_input_outlets(&kept)?;
-        // keep the fed inputs in the caller's order
+        // the fed inputs, in the caller's order
         let fed: Vec<&str> = inputs.iter().filter(|(_, s)| matches!(s, Input::Fed(..))).map(|(n, _)| *n).collect();
         let by_name: Vec<OutletId> = fed
             .iter()
