@@ -19,6 +19,7 @@ use crate::event::{event_id, rfc3339, Event, EventKind};
 use crate::frame::{Frame, FrameSlot, SourceStats};
 use crate::model::{Clip, ModelDir, OwlVit};
 use crate::motion::MotionGate;
+use crate::status::{CameraStatus, PromptStatus, Status};
 
 /// A camera's CLIP model and, per prompt, which classes its score compares.
 struct CameraClip {
@@ -44,6 +45,8 @@ pub struct Camera {
     pub config: CameraConfig,
     slot: FrameSlot,
     pub stats: Arc<SourceStats>,
+    /// What the MQTT and HTTP edges read (counts, prompt states) and steer (pause, thresholds).
+    pub status: Arc<CameraStatus>,
     motion: Option<MotionGate>,
     clip: Option<CameraClip>,
     owl: Option<OwlVit>,
@@ -62,12 +65,32 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
                 g.set_roi(cam.roi);
                 g
             });
-            Ok(Camera { config: cam.clone(), slot: FrameSlot::new(), stats: Arc::default(), motion, clip, owl, prompts })
+            let (slot, stats) = (FrameSlot::new(), Arc::<SourceStats>::default());
+            let status = Arc::new(CameraStatus::new(&cam.id, &cam.name, stats.clone(), slot.clone(), prompt_statuses(&prompts)));
+            Ok(Camera { config: cam.clone(), slot, stats, status, motion, clip, owl, prompts })
         })
         .collect()
 }
 
 type Models = (Option<CameraClip>, Option<OwlVit>, Vec<PromptState>);
+
+fn prompt_statuses(prompts: &[PromptState]) -> Vec<PromptStatus> {
+    prompts
+        .iter()
+        .map(|p| PromptStatus {
+            id: p.config.id.clone(),
+            name: p.config.name.clone(),
+            threshold: p.config.decide.threshold,
+            score: p.decider.best().unwrap_or(0.0),
+            on: p.decider.is_on(),
+        })
+        .collect()
+}
+
+/// Every camera's shared status, for the MQTT and HTTP edges.
+pub fn status_of(cameras: &[Camera]) -> Status {
+    Status { cameras: cameras.iter().map(|c| c.status.clone()).collect() }
+}
 
 /// A camera's models for its prompt set: one CLIP with a class per prompt (or ensemble) and per
 /// negative, one OWL-ViT with the object prompts folded in, and a decider per prompt.
@@ -245,13 +268,21 @@ fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<
         }
         let mut worked = false;
         for cam in cameras.iter_mut() {
+            apply_threshold_requests(cam);
             if let Some(frame) = cam.slot.take() {
-                let t = Instant::now();
-                if analyse(cam, &frame, &tx)? {
-                    control.analysed.fetch_add(1, Ordering::Relaxed);
-                    control.inference_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-                }
                 worked = true;
+                if cam.status.is_paused() {
+                    cam.status.paused_frames.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let frame = Arc::new(frame);
+                let t = Instant::now();
+                if let Some(labels) = analyse(cam, &frame, &tx)? {
+                    let took = t.elapsed();
+                    control.analysed.fetch_add(1, Ordering::Relaxed);
+                    control.inference_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                    cam.status.record_frame(Instant::now(), took, frame, labels);
+                }
             }
         }
         let now = Instant::now();
@@ -259,6 +290,8 @@ fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<
             for i in 0..cam.prompts.len() {
                 let d = cam.prompts[i].decider.tick(now);
                 emit(cam, i, d.transition, d.smoothed, &tx)?;
+                let p = &cam.prompts[i];
+                cam.status.update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
             }
         }
         let all_ended = cameras.iter().all(|c| c.slot.is_closed());
@@ -295,14 +328,31 @@ fn inference_loop(mut cameras: Vec<Camera>, tx: SyncSender<Event>, control: Arc<
     }
 }
 
-/// Runs the models on a frame if the motion gate lets it through; returns whether it did.
-fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bool> {
+/// MQTT `number` commands: new `on` thresholds, applied between frames. The `off` threshold
+/// keeps its distance below `on` (hysteresis) and never goes below zero.
+fn apply_threshold_requests(cam: &mut Camera) {
+    for (id, threshold) in cam.status.take_threshold_requests() {
+        let Some(p) = cam.prompts.iter_mut().find(|p| p.config.id == id) else { continue };
+        let gap = p.config.decide.threshold - p.config.decide.off_threshold;
+        let off = (threshold - gap.max(0.0)).max(0.0);
+        p.decider.set_thresholds(threshold, off);
+        (p.config.decide.threshold, p.config.decide.off_threshold) = (threshold, off);
+        tracing::info!("camera {}: prompt {} threshold set to {threshold} (off below {off})", cam.config.id, id);
+    }
+}
+
+/// A label per prompt for the latest-frame view: its best box this frame (if any) and score.
+type Labels = Vec<(Option<[f32; 4]>, String)>;
+
+/// Runs the models on a frame if the motion gate lets it through; returns the frame's labels
+/// if it did.
+fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Option<Labels>> {
     let mut moved = true;
     if let Some(gate) = cam.motion.as_mut() {
         let verdict = gate.check(&frame.image, frame.monotonic);
         if !verdict.analyse {
             cam.stats.skipped_no_motion.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return Ok(None);
         }
         moved = matches!(verdict.reason, crate::motion::Reason::Motion | crate::motion::Reason::First);
     }
@@ -324,8 +374,10 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bo
             }
         }
     }
+    let mut labels: Labels = vec![];
     for (i, score) in &clip_scores {
         observe(cam, *i, Some(*score), None, frame, tx)?;
+        labels.push((None, format!("{} {score:.2}", cam.prompts[*i].config.name)));
     }
     // the cascade: OWL-ViT (the expensive model) only when the camera's setting says so
     let run_owl = match cam.config.owlvit_when {
@@ -339,21 +391,26 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<bo
         for (q, i) in owl_prompts.into_iter().enumerate() {
             // the best detection of this prompt whose center is inside the region of interest
             let best = dets.iter().find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
-            observe(cam, i, Some(best.map(|d| d.score).unwrap_or(0.0)), best.map(|d| d.bbox), frame, tx)?;
+            let score = best.map(|d| d.score).unwrap_or(0.0);
+            observe(cam, i, Some(score), best.map(|d| d.bbox), frame, tx)?;
+            labels.push((best.map(|d| d.bbox), format!("{} {score:.2}", cam.prompts[i].config.name)));
         }
     }
-    Ok(true)
+    Ok(Some(labels))
 }
 
 /// One prompt's score for a frame through its decider, and the events that follow.
 fn observe(cam: &mut Camera, i: usize, score: Option<f32>, bbox: Option<[f32; 4]>, frame: &Frame, tx: &SyncSender<Event>) -> Result<()> {
     let d = cam.prompts[i].decider.observe(score, frame.monotonic);
+    let p = &cam.prompts[i];
+    cam.status.update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
     if let (Some(open), Some(b)) = (cam.prompts[i].open.as_mut(), bbox) {
         if d.transition == Transition::Updated {
             open.bbox = Some(b);
         }
     }
     if d.transition == Transition::Started {
+        cam.status.events.fetch_add(1, Ordering::Relaxed);
         cam.prompts[i].open = Some(OpenEvent {
             id: event_id(frame.captured_at, &cam.config.id, &cam.prompts[i].config.id),
             started: frame.captured_at,
@@ -456,6 +513,7 @@ fn reload(cameras: &mut [Camera], path: &std::path::Path, tx: &SyncSender<Event>
                             return;
                         }
                     }
+                    cam.status.set_prompts(prompt_statuses(&prompts));
                     (cam.clip, cam.owl, cam.prompts) = (clip, owl, prompts);
                     cam.config.prompts = nc.prompts.clone();
                     cam.config.owlvit_when = nc.owlvit_when;
@@ -472,6 +530,7 @@ fn reload(cameras: &mut [Camera], path: &std::path::Path, tx: &SyncSender<Event>
                 changed += 1;
             }
         }
+        cam.status.set_prompts(prompt_statuses(&cam.prompts));
     }
     tracing::info!("reloaded {}: thresholds of {changed} prompt(s) applied", path.display());
 }

@@ -3,7 +3,7 @@
 //! Data flows one way through the modules: `source` (cameras and files -> `frame::Frame` in a
 //! latest-wins slot) -> `motion` (gate) -> `preprocess` (frame -> pixel tensor) -> `model` (CLIP
 //! scores, OWL-ViT detections) -> `decide` (smoothing, hysteresis) -> `event` (start/update/end).
-//! `annotate` draws boxes for people; `config` validates the TOML; `daemon` wires the stages with
+//! `status` is the live state the edges (MQTT, HTTP) read and steer; `annotate` draws boxes for people; `config` validates the TOML; `daemon` wires the stages with
 //! `signals`; `cli` is the command line around them.
 
 pub mod annotate;
@@ -21,3 +21,4 @@ pub mod mqtt;
 pub mod preprocess;
 pub mod signals;
 pub mod source;
+pub mod status;
