@@ -178,7 +178,9 @@ pub fn run(config: Config) -> Result<()> {
     let (tx, rx) = sync_channel::<Event>(256);
     let sink = match mqtt {
         // the publisher connects in the background and spools events while the broker is away
-        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras)?),
+        // commands (pause, thresholds) steer the cameras' shared status; the inference thread
+        // applies them between frames
+        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras, status_of(&cameras))?),
         None => Sink::Stdout,
     };
     let printer = std::thread::Builder::new().name("events".into()).spawn(move || deliver(rx, sink)).context("unable to start the event thread")?;

@@ -1,17 +1,23 @@
 //! The MQTT stage against a real broker: a mosquitto started per test on a free loopback port
 //! (killed by a Drop guard), a rumqttc subscriber, and the `Publisher`: discovery payloads and
 //! their snapshot, availability with the last will, events spooled through a broker outage and
-//! a publisher restart, re-announcement on Home Assistant's birth message, and a wrong password.
+//! a publisher restart, re-announcement on Home Assistant's birth message, a wrong password,
+//! commands (pause switch, threshold number) checked and applied, diagnostics, stream status
+//! and the event entity's stream, and TLS (right CA, wrong CA, mutual TLS) with certificates
+//! made by `openssl` in the test's directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promptcam::config::CameraConfig;
 use promptcam::event::{Event, EventKind};
+use promptcam::frame::FrameSlot;
 use promptcam::mqtt::{discovery, parse_config, MqttConfig, Publisher};
+use promptcam::status::{CameraStatus, PromptStatus, Status};
 use rumqttc::{Client, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -213,6 +219,26 @@ fn cameras() -> Vec<CameraConfig> {
     promptcam::config::parse(CONFIG, Path::new("t.toml")).unwrap().cameras
 }
 
+/// A live status for `cameras()`, as the daemon's `status_of` builds it.
+fn status() -> Status {
+    let cameras = cameras()
+        .iter()
+        .map(|c| {
+            let prompts = c
+                .prompts
+                .iter()
+                .map(|p| PromptStatus { id: p.id.clone(), name: p.name.clone(), threshold: p.decide.threshold, score: 0.0, on: false })
+                .collect();
+            Arc::new(CameraStatus::new(&c.id, &c.name, Arc::default(), FrameSlot::new(), prompts))
+        })
+        .collect();
+    Status { cameras }
+}
+
+fn start(cfg: MqttConfig) -> Publisher {
+    Publisher::start(cfg, "garage_pi", &cameras(), status()).unwrap()
+}
+
 fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
     let text = format!("host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}", spool.display());
     parse_config(&toml::from_str(&text).unwrap(), Path::new("/etc/promptcam/promptcam.toml")).unwrap()
@@ -244,6 +270,8 @@ fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
 }
 
 const AVAIL: &str = "promptcam/garage_pi/availability";
+/// Discovery messages of `cameras()`: 1 + 6 per camera + 4 per prompt.
+const DISCOVERED: usize = 1 + 6 + 2 * 4;
 const EVENTS: &str = "promptcam/garage_pi/events";
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -255,25 +283,66 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 fn discovery_payloads_match_the_snapshot() {
     let topics = discovery::Topics { prefix: "promptcam".into(), device_id: "garage_pi".into(), discovery_prefix: "homeassistant".into() };
     let msgs = discovery::messages(&topics, &cameras()).unwrap();
-    assert_eq!(msgs.len(), 5, "a connectivity sensor, then a binary_sensor and a score sensor per prompt");
+    assert_eq!(msgs.len(), DISCOVERED, "the daemon's status; per camera 6 entities; per prompt 4");
+    let mut unique = HashSet::new();
+    let mut components = std::collections::BTreeMap::new();
     let mut snapshot = vec![];
     for m in &msgs {
         let v: Value = serde_json::from_str(&m.payload).unwrap();
-        for key in ["name", "unique_id", "state_topic", "default_entity_id", "object_id"] {
+        let component = m.topic.split('/').nth(1).unwrap().to_string();
+        *components.entry(component.clone()).or_insert(0) += 1;
+        for key in ["name", "unique_id", "default_entity_id", "object_id"] {
             assert!(v[key].is_string(), "{key} missing in {}", m.topic);
         }
         let uid = v["unique_id"].as_str().unwrap();
+        assert!(unique.insert(format!("{component}.{uid}")), "unique_id {uid} twice");
         assert!(m.topic.ends_with(&format!("/{uid}/config")), "{}", m.topic);
-        assert!(v["default_entity_id"].as_str().unwrap().ends_with(&format!(".{uid}")));
+        assert_eq!(v["default_entity_id"].as_str().unwrap(), format!("{component}.{uid}"));
         assert!(!v["dev"]["identifiers"].as_array().unwrap().is_empty());
         assert_eq!(v["o"]["name"], "promptcam");
-        if m.topic.contains("/binary_sensor/garage_pi_driveway_") {
-            assert_eq!(v["availability_topic"], AVAIL);
-            assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF")));
-            assert_eq!(v["dev"]["via_device"], "garage_pi");
+        if uid != "garage_pi_status" {
+            assert_eq!(v["availability_topic"], AVAIL, "{}", m.topic);
+            assert_eq!(v["dev"]["via_device"], "garage_pi", "every camera entity is on a camera device: {}", m.topic);
         }
-        if m.topic.contains("/sensor/") {
-            assert_eq!(v["state_class"], "measurement");
+        // what Home Assistant requires of each platform
+        let required: &[&str] = match component.as_str() {
+            "binary_sensor" | "sensor" => &["state_topic"],
+            "image" => &["image_topic", "content_type"],
+            "event" => &["state_topic", "event_types"],
+            "switch" | "number" => &["state_topic", "command_topic"],
+            other => panic!("unexpected component {other}"),
+        };
+        for key in required {
+            assert!(!v[key].is_null(), "{key} missing in {}", m.topic);
+        }
+        match component.as_str() {
+            "binary_sensor" if uid.ends_with("_stream") || uid == "garage_pi_status" => {
+                assert_eq!((v["payload_on"].as_str(), v["device_class"].as_str()), (Some("online"), Some("connectivity")));
+            }
+            "binary_sensor" => assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF"))),
+            "sensor" if uid.ends_with("_score") => assert_eq!(v["state_class"], "measurement"),
+            "sensor" => {
+                assert_eq!(v["entity_category"], "diagnostic");
+                assert_eq!(v["state_topic"], "promptcam/garage_pi/driveway/diagnostics");
+                assert!(v["value_template"].as_str().unwrap().starts_with("{{ value_json."), "{}", m.topic);
+            }
+            "image" => {
+                assert_eq!(v["content_type"], "image/jpeg");
+                assert!(v["image_topic"].as_str().unwrap().ends_with("/snapshot"));
+            }
+            "event" => {
+                assert_eq!(v["event_types"], serde_json::json!(["start", "update", "end"]));
+                assert_eq!(v["state_topic"], "promptcam/garage_pi/driveway/event");
+            }
+            "switch" => {
+                assert_eq!(v["command_topic"], format!("{}/set", v["state_topic"].as_str().unwrap()));
+                assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF")));
+            }
+            "number" => {
+                assert_eq!(v["command_topic"], format!("{}/set", v["state_topic"].as_str().unwrap()));
+                assert_eq!((v["min"].as_f64(), v["max"].as_f64(), v["step"].as_f64()), (Some(0.0), Some(1.0), Some(0.01)));
+            }
+            _ => {}
         }
         let mut v = v;
         // the version changes with every release; the shape must not
@@ -282,6 +351,9 @@ fn discovery_payloads_match_the_snapshot() {
         }
         snapshot.push(serde_json::json!({"topic": m.topic, "payload": v}));
     }
+    let want_components: std::collections::BTreeMap<String, i32> =
+        [("binary_sensor", 4), ("event", 1), ("image", 2), ("number", 2), ("sensor", 5), ("switch", 1)].into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    assert_eq!(components, want_components);
     let path = fixture::path("tests/fixtures/mqtt/discovery.json");
     let got = Value::Array(snapshot);
     if std::env::var_os("PROMPTCAM_UPDATE_SNAPSHOTS").is_some() {
@@ -298,7 +370,7 @@ fn discovery_payloads_match_the_snapshot() {
 fn publishes_discovery_availability_events_and_states() {
     let dir = TempDir::new("mqtt-basic");
     let broker = Broker::start(dir.path(), "");
-    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &dir.path().join("spool"), ""));
     let sub = Sub::new(broker.port, "t-basic", &["promptcam/#", "homeassistant/#"], true);
     assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some(), "no online");
     publisher.publish(&event(EventKind::Start, 1)).unwrap();
@@ -335,11 +407,17 @@ fn publishes_discovery_availability_events_and_states() {
     assert_eq!(got.get("promptcam/garage_pi/driveway/the_garage_door_is_open/state").map(String::as_str), Some("OFF"));
     assert!(!got.contains_key(EVENTS), "events must not be retained");
     let configs: Vec<&String> = got.keys().filter(|t| t.starts_with("homeassistant/") && t.ends_with("/config")).collect();
-    assert_eq!(configs.len(), 5, "{configs:?}");
+    assert_eq!(configs.len(), DISCOVERED, "{configs:?}");
     for t in configs {
         let v: Value = serde_json::from_str(&got[t]).unwrap();
-        assert!(v["unique_id"].is_string() && v["state_topic"].is_string() && v["dev"]["identifiers"].is_array(), "{t}");
+        assert!(v["unique_id"].is_string() && (v["state_topic"].is_string() || v["image_topic"].is_string()) && v["dev"]["identifiers"].is_array(), "{t}");
     }
+    // the controls' and diagnostics' states are retained too
+    assert_eq!(got.get("promptcam/garage_pi/driveway/paused").map(String::as_str), Some("OFF"));
+    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/threshold").map(String::as_str), Some("0.5"));
+    assert_eq!(got.get("promptcam/garage_pi/driveway/stream").map(String::as_str), Some("offline"), "no frame was ever captured");
+    let diag: Value = serde_json::from_str(got.get("promptcam/garage_pi/driveway/diagnostics").expect("diagnostics")).unwrap();
+    assert!(diag["inference_ms"].is_null() && diag["dropped_frames"] == 0, "{diag}");
 }
 
 /// Run only by `last_will_is_published_when_the_process_dies`, in a child process.
@@ -348,7 +426,7 @@ fn publishes_discovery_availability_events_and_states() {
 fn will_child() {
     let Ok(port) = std::env::var("PROMPTCAM_TEST_MQTT_PORT") else { return };
     let spool = PathBuf::from(std::env::var("PROMPTCAM_TEST_MQTT_SPOOL").unwrap());
-    let p = Publisher::start(mqtt_config(port.parse().unwrap(), &spool, ""), "garage_pi", &cameras()).unwrap();
+    let p = start(mqtt_config(port.parse().unwrap(), &spool, ""));
     std::thread::sleep(SECS(30));
     drop(p);
 }
@@ -389,7 +467,7 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
     let spool = dir.path().join("spool");
     // a persistent session: the broker keeps what arrives while this subscriber reconnects
     let sub = Sub::new(broker.port, "t-spool", &[EVENTS], false);
-    let publisher = Publisher::start(mqtt_config(broker.port, &spool, ""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &spool, ""));
     assert!(wait_until(SECS(10), || publisher.stats().connected));
     publisher.publish(&event(EventKind::Start, 0)).unwrap();
     assert_eq!(sub.events(EVENTS, 1, SECS(5)).len(), 1);
@@ -419,7 +497,7 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
     let t = Instant::now();
     publisher.stop();
     assert!(t.elapsed() < SECS(4), "stop took {:?} without a broker", t.elapsed());
-    let publisher = Publisher::start(mqtt_config(broker.port, &spool, ""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &spool, ""));
     assert_eq!(publisher.stats().spooled, 3, "the spool survives a restart");
     broker.restart();
     let got = sub.events(EVENTS, 3, SECS(15));
@@ -436,14 +514,14 @@ fn home_assistant_birth_triggers_reannouncement() {
     let dir = TempDir::new("mqtt-birth");
     let broker = Broker::start(dir.path(), "");
     let sub = Sub::new(broker.port, "t-birth", &["homeassistant/+/+/config", AVAIL], true);
-    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &dir.path().join("spool"), ""));
     assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some());
     while sub.wait_for(Duration::from_millis(300), |_| true).is_some() {}
     assert_eq!(publisher.stats().announcements, 1);
     let t = Instant::now();
     sub.publish("homeassistant/status", "online");
     let mut configs = HashSet::new();
-    while configs.len() < 5 {
+    while configs.len() < DISCOVERED {
         let m = sub.wait_for(SECS(6), |m| m.topic.ends_with("/config")).expect("discovery was not sent again");
         configs.insert(m.topic);
     }
@@ -464,7 +542,7 @@ fn a_wrong_password_is_reported_and_retries_back_off() {
     let broker = Broker::start(dir.path(), &format!("password_file {}\nallow_anonymous false", pwfile.display()));
     let base = broker.log_count("New connection from");
     let spool = dir.path().join("spool");
-    let publisher = Publisher::start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"battery-staple\""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"battery-staple\""));
     std::thread::sleep(Duration::from_millis(5500));
     let err = publisher.last_error().expect("an error");
     assert!(err.contains("127.0.0.1") && err.contains("mqtt.username") && (err.contains("NotAuthorized") || err.contains("BadUserNamePassword")), "{err}");
@@ -477,7 +555,7 @@ fn a_wrong_password_is_reported_and_retries_back_off() {
     publisher.stop();
 
     // the right password connects
-    let publisher = Publisher::start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"right-horse\""), "garage_pi", &cameras()).unwrap();
+    let publisher = start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"right-horse\""));
     assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
     assert_eq!(publisher.last_error(), None);
     publisher.stop();
@@ -503,7 +581,7 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
         seen.push(m);
         assert!(Instant::now() < deadline, "messages keep coming: {:?}", seen.iter().rev().take(5).map(|m| &m.topic).collect::<Vec<_>>());
     }
-    let pos = |f: &dyn Fn(&Msg) -> bool| seen.iter().position(|m| f(m));
+    let pos = |f: &dyn Fn(&Msg) -> bool| seen.iter().position(f);
     let discovery = pos(&|m| m.topic == "homeassistant/binary_sensor/promptcam_launch_pad_a_rocket_on_the_launch_pad/config");
     let online = pos(&|m| m.topic == "promptcam/promptcam/availability" && m.payload == "online");
     let offline = seen.iter().rposition(|m| m.topic == "promptcam/promptcam/availability" && m.payload == "offline");
@@ -546,4 +624,228 @@ fn sigterm_publishes_offline_and_exits_0() {
     assert_eq!(d.wait(SECS(15)), 0, "SIGTERM exits 0");
     let m = sub.wait_for(SECS(5), |m| m.payload == "offline").expect("offline published on SIGTERM");
     assert_eq!(m.topic, "promptcam/promptcam/availability");
+}
+
+const PAUSED: &str = "promptcam/garage_pi/driveway/paused";
+const THRESHOLD: &str = "promptcam/garage_pi/driveway/a_delivery_van/threshold";
+
+/// Commands: malformed and out-of-range payloads are rejected and change nothing (neither the
+/// live status nor the published state); valid ones are applied and the new state published.
+#[test]
+fn commands_are_checked_then_applied_and_echoed() {
+    let dir = TempDir::new("mqtt-commands");
+    let broker = Broker::start(dir.path(), "");
+    let sub = Sub::new(broker.port, "t-cmd", &["promptcam/garage_pi/driveway/#"], true);
+    let live = status();
+    let cam = live.camera("driveway").unwrap().clone();
+    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras(), live).unwrap();
+    // the initial states, in either order
+    let (mut paused, mut threshold) = (false, false);
+    while !(paused && threshold) {
+        let m = sub.wait_for(SECS(10), |m| m.topic == PAUSED || m.topic == THRESHOLD).expect("no paused or threshold state");
+        paused |= m.topic == PAUSED && m.payload == "OFF";
+        threshold |= m.topic == THRESHOLD && m.payload == "0.5";
+    }
+
+    let long = "0.".to_string() + &"5".repeat(100);
+    let bad: &[(&str, &str)] = &[
+        ("promptcam/garage_pi/driveway/paused/set", "on"),
+        ("promptcam/garage_pi/driveway/paused/set", "1"),
+        ("promptcam/garage_pi/driveway/paused/set", "ON "),
+        ("promptcam/garage_pi/driveway/paused/set", "true"),
+        ("promptcam/garage_pi/nowhere/paused/set", "ON"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "1.5"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "-0.1"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "NaN"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "inf"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "half"),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", ""),
+        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", &long),
+        ("promptcam/garage_pi/driveway/a_cat/threshold/set", "0.3"),
+    ];
+    for (topic, payload) in bad {
+        sub.publish(topic, payload);
+    }
+    assert!(wait_until(SECS(5), || publisher.stats().commands_rejected == bad.len() as u64), "{:?}", publisher.stats());
+    assert_eq!(publisher.stats().commands_applied, 0);
+    assert!(!cam.is_paused(), "a rejected command paused the camera");
+    assert!(cam.take_threshold_requests().is_empty(), "a rejected threshold reached the inference thread");
+    assert!(
+        sub.wait_for(Duration::from_millis(1500), |m| m.topic == PAUSED || m.topic == THRESHOLD).is_none(),
+        "a rejected command changed a published state"
+    );
+
+    // valid: the switch pauses at once and says so; the threshold goes to the inference thread
+    sub.publish("promptcam/garage_pi/driveway/paused/set", "ON");
+    assert!(sub.wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "ON").is_some(), "no ON after pausing");
+    assert!(cam.is_paused());
+    sub.publish("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "0.42");
+    assert!(wait_until(SECS(5), || publisher.stats().commands_applied == 2));
+    assert_eq!(cam.take_threshold_requests(), vec![("a_delivery_van".to_string(), 0.42)]);
+    // once the inference thread applied it (here: by hand), the state follows
+    cam.update_prompt(0, 0.0, false, 0.42);
+    assert!(sub.wait_for(SECS(5), |m| m.topic == THRESHOLD && m.payload == "0.42").is_some(), "the threshold state did not follow");
+    sub.publish("promptcam/garage_pi/driveway/paused/set", "OFF");
+    assert!(sub.wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "OFF").is_some());
+    assert!(!cam.is_paused());
+    publisher.stop();
+}
+
+/// Diagnostics every `diagnostics_interval`, the stream status from the capture counter, and the
+/// camera's `event_type` stream for Home Assistant's event entity.
+#[test]
+fn diagnostics_stream_status_and_event_entity() {
+    let dir = TempDir::new("mqtt-diag");
+    let broker = Broker::start(dir.path(), "");
+    let sub = Sub::new(broker.port, "t-diag", &["promptcam/garage_pi/driveway/#"], true);
+    let live = status();
+    let cam = live.camera("driveway").unwrap().clone();
+    let cfg = mqtt_config(broker.port, &dir.path().join("spool"), "diagnostics_interval = 1");
+    let publisher = Publisher::start(cfg, "garage_pi", &cameras(), live).unwrap();
+    let stream = "promptcam/garage_pi/driveway/stream";
+    assert!(sub.wait_for(SECS(10), |m| m.topic == stream && m.payload == "offline").is_some(), "no frames yet: offline");
+    cam.source.captured.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+    assert!(sub.wait_for(SECS(5), |m| m.topic == stream && m.payload == "online").is_some(), "frames arrive: online");
+    let diag = sub
+        .wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/diagnostics" && m.payload.contains("\"captured_frames\":5"))
+        .expect("diagnostics with the new count");
+    let d: Value = serde_json::from_str(&diag.payload).unwrap();
+    for key in ["inference_ms", "analysed_fps", "dropped_frames"] {
+        assert!(d.get(key).is_some(), "{key} missing in {d}");
+    }
+    assert_eq!(d["stream"], "online");
+    // reported again after the interval even when nothing changed
+    let t = Instant::now();
+    assert!(sub.wait_for(SECS(3), |m| m.topic.ends_with("/diagnostics")).is_some());
+    assert!(t.elapsed() < Duration::from_millis(2500));
+
+    publisher.publish(&event(EventKind::Start, 7)).unwrap();
+    let m = sub.wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/event").expect("an event for the event entity");
+    assert!(!m.retain, "momentary events are not retained");
+    let v: Value = serde_json::from_str(&m.payload).unwrap();
+    assert_eq!((v["event_type"].as_str(), v["prompt"].as_str(), v["id"].as_str()), (Some("start"), Some("a_delivery_van"), Some("evt-7")));
+    assert!(v.get("type").is_none(), "{v}");
+    publisher.stop();
+}
+
+// --------------------------------------------------------------------------------------- TLS
+
+/// A CA, a broker certificate for 127.0.0.1 and a client certificate it signed, plus a second,
+/// unrelated CA; made with Debian's `openssl` in `dir`.
+fn make_certs(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl) is needed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=promptcam test {ca}"));
+        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]].concat());
+    }
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let (key, csr, pem, ext, subj) = (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"), format!("/CN={who}"));
+        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
+        openssl(&["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &ext]);
+    }
+    // mosquitto drops to its own user only when not root; make the keys readable either way
+    for f in ["server.key", "client.key"] {
+        let _ = Command::new("chmod").arg("644").arg(dir.join(f)).status();
+    }
+}
+
+fn tls_listener(dir: &Path, require_certificate: bool) -> String {
+    let d = dir.display();
+    format!("cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate {require_certificate}")
+}
+
+/// TLS with the CA made by the test: connects; with mutual TLS only when the client presents
+/// its certificate, and without it the error says what to do.
+#[test]
+fn tls_with_the_right_ca_and_mutual_tls() {
+    let dir = TempDir::new("mqtt-tls");
+    make_certs(dir.path());
+    let d = dir.path().display();
+    let broker = Broker::start(dir.path(), &tls_listener(dir.path(), true));
+    let spool = dir.path().join("spool");
+    let mtls = format!("[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"");
+    let publisher = start(mqtt_config(broker.port, &spool, &mtls));
+    assert!(wait_until(SECS(10), || publisher.stats().connected), "mutual TLS: {:?}", publisher.last_error());
+    assert_eq!(publisher.last_error(), None);
+    publisher.publish(&event(EventKind::Start, 1)).unwrap();
+    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0), "the event was not acknowledged over TLS");
+    publisher.stop();
+
+    // the right CA but no client certificate: refused, and the error names the keys to set
+    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/ca.pem\"")));
+    assert!(wait_until(SECS(5), || publisher.last_error().is_some()), "no error without a client certificate");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!publisher.stats().connected);
+    let err = publisher.last_error().unwrap();
+    eprintln!("no client certificate: {err}");
+    assert!(err.contains("127.0.0.1") && err.contains("mqtt.tls.cert_file"), "{err}");
+    publisher.stop();
+}
+
+/// A broker certificate from another CA: a clear error (not trusted, set mqtt.tls.ca_file) and
+/// reconnects that back off instead of spinning.
+#[test]
+fn tls_with_a_wrong_ca_is_reported_and_retries_back_off() {
+    let dir = TempDir::new("mqtt-tls-wrong");
+    make_certs(dir.path());
+    let d = dir.path().display();
+    let broker = Broker::start(dir.path(), &tls_listener(dir.path(), false));
+    let spool = dir.path().join("spool");
+    let base = broker.log_count("New connection from");
+    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/other-ca.pem\"")));
+    std::thread::sleep(Duration::from_millis(5500));
+    let err = publisher.last_error().expect("an error");
+    eprintln!("wrong CA: {err}");
+    assert!(err.contains("127.0.0.1") && err.contains("not trusted") && err.contains("mqtt.tls.ca_file"), "{err}");
+    let attempts = publisher.stats().connection_attempts;
+    assert!((2..=6).contains(&attempts), "{attempts} connection attempts in 5.5 s");
+    let seen = broker.log_count("New connection from") - base;
+    assert!(seen <= 6, "the broker saw {seen} connections in 5.5 s");
+    assert!(!publisher.stats().connected);
+    publisher.stop();
+
+    // the same broker with the right CA (server authentication only)
+    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/ca.pem\"")));
+    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    publisher.stop();
+
+    // insecure: connects to the untrusted certificate, only because the config says so
+    let publisher = start(mqtt_config(broker.port, &spool, "[tls]\ninsecure = true"));
+    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    publisher.stop();
+}
+
+/// The daemon end to end: a threshold command reaches the inference thread, which applies it
+/// between frames, and the published threshold state follows; the pause switch pauses.
+#[test]
+fn the_daemon_applies_threshold_and_pause_commands() {
+    let tmp = TempDir::new("daemon-mqtt-cmd");
+    let broker = Broker::start(tmp.path(), "");
+    let base = "promptcam/promptcam/launch_pad";
+    let sub = Sub::new(broker.port, "cmd-sub", &[&format!("{base}/#")], true);
+    let config = crate::daemon::replay(tmp.path(), &["rocket.png", "chelsea.png"], true, 0.6);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    std::fs::write(&config, text).unwrap();
+    let mut d = crate::daemon::Daemon::start(&config, None);
+    let threshold = format!("{base}/a_rocket_on_the_launch_pad/threshold");
+    assert!(sub.wait_for(SECS(20), |m| m.topic == threshold && m.payload == "0.6").is_some(), "the configured threshold");
+    sub.publish(&format!("{threshold}/set"), "2");
+    sub.publish(&format!("{threshold}/set"), "0.35");
+    let m = sub.wait_for(SECS(10), |m| m.topic == threshold).expect("the applied threshold");
+    assert_eq!(m.payload, "0.35", "the rejected value must not appear");
+    sub.publish(&format!("{base}/paused/set"), "ON");
+    assert!(sub.wait_for(SECS(5), |m| m.topic == format!("{base}/paused") && m.payload == "ON").is_some());
+    // retained: a new subscriber gets the stream status at once
+    let late = Sub::new(broker.port, "cmd-late", &[&format!("{base}/stream")], true);
+    assert!(late.wait_for(SECS(5), |m| m.payload == "online").is_some(), "frames keep coming while paused");
+    let ok = Command::new("kill").args(["-TERM", &d.pid().to_string()]).status().unwrap().success();
+    assert!(ok);
+    assert_eq!(d.wait(SECS(15)), 0);
 }

@@ -1,8 +1,9 @@
 //! Discovery: the topics this daemon publishes on and the Home Assistant MQTT discovery payloads
-//! (per-entity topics, which every Home Assistant version accepts), as typed serde structs. Per
-//! camera and prompt: a `binary_sensor` (the ON/OFF state) and a `sensor` (the smoothed score),
-//! both on a device per camera linked `via_device` to the daemon's device, which carries one
-//! connectivity `binary_sensor` fed by the availability topic.
+//! (per-entity topics, which every Home Assistant version accepts), as typed serde structs. The
+//! daemon's device carries one connectivity `binary_sensor` fed by the availability topic; each
+//! camera is a device linked `via_device` to it, with a detection `event`, a pause `switch`, a
+//! stream `binary_sensor` and diagnostic `sensor`s, and per prompt a `binary_sensor` (ON/OFF),
+//! a score `sensor`, a snapshot `image` and a threshold `number`.
 
 use serde::Serialize;
 
@@ -40,6 +41,34 @@ impl Topics {
     pub fn snapshot(&self, camera: &str, prompt: &str) -> String {
         format!("{}/{}/{camera}/{prompt}/snapshot", self.prefix, self.device_id)
     }
+    /// A prompt's `on` threshold in force (retained); commands go to `.../threshold/set`.
+    pub fn threshold(&self, camera: &str, prompt: &str) -> String {
+        format!("{}/{}/{camera}/{prompt}/threshold", self.prefix, self.device_id)
+    }
+    /// `ON` while the camera's detection is paused (retained); commands go to `.../paused/set`.
+    pub fn paused(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/paused", self.prefix, self.device_id)
+    }
+    /// The command topic of a state topic.
+    pub fn set(&self, state_topic: &str) -> String {
+        format!("{state_topic}/set")
+    }
+    /// The filters that match every command topic of this daemon.
+    pub fn command_filters(&self) -> [String; 2] {
+        [format!("{}/{}/+/paused/set", self.prefix, self.device_id), format!("{}/{}/+/+/threshold/set", self.prefix, self.device_id)]
+    }
+    /// Home Assistant's event entity of a camera: `{"event_type": ..., ...}`, not retained.
+    pub fn camera_event(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/event", self.prefix, self.device_id)
+    }
+    /// `online` while the camera delivers frames, else `offline` (retained).
+    pub fn stream(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/stream", self.prefix, self.device_id)
+    }
+    /// The camera's counters as JSON (retained).
+    pub fn diagnostics(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/diagnostics", self.prefix, self.device_id)
+    }
     /// Home Assistant's birth/last-will topic.
     pub fn ha_status(&self) -> String {
         format!("{}/status", self.discovery_prefix)
@@ -68,26 +97,22 @@ pub struct Origin {
     pub sw_version: String,
 }
 
-/// A `binary_sensor` discovery payload.
+/// What every discovery payload carries: names, ids, availability, device and origin.
 #[derive(Clone, Debug, Serialize)]
-pub struct BinarySensor {
+pub struct Common {
     pub name: String,
     pub unique_id: String,
-    /// `binary_sensor.<object_id>`: Home Assistant 2025.10 and later.
+    /// `<component>.<object_id>`: Home Assistant 2025.10 and later.
     pub default_entity_id: String,
     /// Deprecated in Home Assistant 2025.10, still sent for older installations.
     pub object_id: String,
-    pub state_topic: String,
-    pub payload_on: String,
-    pub payload_off: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_class: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability_topic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_available: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_not_available: Option<String>,
+    /// `diagnostic` or `config`; None for primary entities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entity_category: Option<String>,
     pub qos: u8,
@@ -95,22 +120,80 @@ pub struct BinarySensor {
     pub o: Origin,
 }
 
-/// A `sensor` discovery payload (the score).
+/// A `binary_sensor` discovery payload.
+#[derive(Clone, Debug, Serialize)]
+pub struct BinarySensor {
+    #[serde(flatten)]
+    pub common: Common,
+    pub state_topic: String,
+    pub payload_on: String,
+    pub payload_off: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<String>,
+}
+
+/// A `sensor` discovery payload (a prompt's score, or a camera's diagnostic counter).
 #[derive(Clone, Debug, Serialize)]
 pub struct Sensor {
-    pub name: String,
-    pub unique_id: String,
-    pub default_entity_id: String,
-    pub object_id: String,
+    #[serde(flatten)]
+    pub common: Common,
     pub state_topic: String,
+    /// Extracts the value from a JSON payload (the diagnostics topic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_template: Option<String>,
     pub state_class: String,
-    pub suggested_display_precision: u8,
-    pub availability_topic: String,
-    pub payload_available: String,
-    pub payload_not_available: String,
-    pub qos: u8,
-    pub dev: Device,
-    pub o: Origin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_of_measurement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_display_precision: Option<u8>,
+}
+
+/// An `image` discovery payload: the JPEG published on `image_topic`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Image {
+    #[serde(flatten)]
+    pub common: Common,
+    pub image_topic: String,
+    pub content_type: String,
+}
+
+/// An `event` discovery payload: JSON with an `event_type` key on `state_topic`; the other keys
+/// become the event's attributes.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventEntity {
+    #[serde(flatten)]
+    pub common: Common,
+    pub state_topic: String,
+    pub event_types: Vec<String>,
+}
+
+/// A `switch` discovery payload: Home Assistant sends `ON`/`OFF` on `command_topic`, the daemon
+/// confirms on `state_topic`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Switch {
+    #[serde(flatten)]
+    pub common: Common,
+    pub state_topic: String,
+    pub command_topic: String,
+    pub payload_on: String,
+    pub payload_off: String,
+    pub icon: String,
+}
+
+/// A `number` discovery payload: Home Assistant sends the value on `command_topic`, the daemon
+/// confirms the value in force on `state_topic`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Number {
+    #[serde(flatten)]
+    pub common: Common,
+    pub state_topic: String,
+    pub command_topic: String,
+    pub min: f32,
+    pub max: f32,
+    pub step: f32,
+    pub mode: String,
 }
 
 /// One retained discovery message: topic and JSON payload.
@@ -149,68 +232,137 @@ fn camera_device(device_id: &str, camera: &CameraConfig) -> Device {
     }
 }
 
-/// Every discovery message of this daemon, in a stable order: the daemon's connectivity sensor,
-/// then per camera and prompt the state `binary_sensor` and the score `sensor`.
+/// The event types of the per-camera `event` entity (the `type` of the events).
+pub const EVENT_TYPES: [&str; 3] = ["start", "update", "end"];
+/// One per-camera diagnostic sensor, read from the diagnostics JSON.
+struct Diagnostic {
+    /// Unique id suffix and JSON key.
+    key: &'static str,
+    name: &'static str,
+    unit: Option<&'static str>,
+    device_class: Option<&'static str>,
+    state_class: &'static str,
+    precision: Option<u8>,
+}
+
+const DIAGNOSTICS: [Diagnostic; 3] = [
+    Diagnostic { key: "inference_ms", name: "Inference time", unit: Some("ms"), device_class: Some("duration"), state_class: "measurement", precision: Some(1) },
+    Diagnostic { key: "analysed_fps", name: "Analysed fps", unit: Some("fps"), device_class: None, state_class: "measurement", precision: Some(2) },
+    Diagnostic { key: "dropped_frames", name: "Dropped frames", unit: None, device_class: None, state_class: "total_increasing", precision: None },
+];
+
+/// Every discovery message of this daemon, in a stable order: the daemon's connectivity sensor;
+/// per camera its detection `event`, pause `switch`, stream `binary_sensor` and diagnostic
+/// sensors; per prompt its state `binary_sensor`, score `sensor`, snapshot `image` and
+/// threshold `number`.
 pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message>, serde_json::Error> {
     let dev_id = &topics.device_id;
     let mut out = vec![];
+    let common = |component: &str, id: &str, name: String, dev: Device, available: bool, category: Option<&str>| Common {
+        name,
+        unique_id: id.to_string(),
+        default_entity_id: format!("{component}.{id}"),
+        object_id: id.to_string(),
+        availability_topic: available.then(|| topics.availability()),
+        payload_available: available.then(|| ONLINE.to_string()),
+        payload_not_available: available.then(|| OFFLINE.to_string()),
+        entity_category: category.map(str::to_string),
+        qos: 1,
+        dev,
+        o: origin(),
+    };
+    let mut push = |component: &str, id: &str, payload: String| out.push(Message { topic: topics.config(component, id), payload });
     let status_id = format!("{dev_id}_status");
     let status = BinarySensor {
-        name: "Status".into(),
-        unique_id: status_id.clone(),
-        default_entity_id: format!("binary_sensor.{status_id}"),
-        object_id: status_id.clone(),
+        // the availability topic itself: no availability of its own, it shows `offline`
+        common: common("binary_sensor", &status_id, "Status".into(), daemon_device(dev_id), false, Some("diagnostic")),
         state_topic: topics.availability(),
         payload_on: ONLINE.into(),
         payload_off: OFFLINE.into(),
         device_class: Some("connectivity".into()),
-        availability_topic: None,
-        payload_available: None,
-        payload_not_available: None,
-        entity_category: Some("diagnostic".into()),
-        qos: 1,
-        dev: daemon_device(dev_id),
-        o: origin(),
     };
-    out.push(Message { topic: topics.config("binary_sensor", &status_id), payload: serde_json::to_string(&status)? });
+    push("binary_sensor", &status_id, serde_json::to_string(&status)?);
     for cam in cameras {
+        let dev = || camera_device(dev_id, cam);
+        let cam_id = format!("{dev_id}_{}", cam.id);
+        let id = format!("{cam_id}_detection");
+        let event = EventEntity {
+            common: common("event", &id, "Detection".into(), dev(), true, None),
+            state_topic: topics.camera_event(&cam.id),
+            event_types: EVENT_TYPES.iter().map(|t| t.to_string()).collect(),
+        };
+        push("event", &id, serde_json::to_string(&event)?);
+        let id = format!("{cam_id}_paused");
+        let pause = Switch {
+            common: common("switch", &id, "Pause detection".into(), dev(), true, Some("config")),
+            state_topic: topics.paused(&cam.id),
+            command_topic: topics.set(&topics.paused(&cam.id)),
+            payload_on: ON.into(),
+            payload_off: OFF.into(),
+            icon: "mdi:pause-circle-outline".into(),
+        };
+        push("switch", &id, serde_json::to_string(&pause)?);
+        let id = format!("{cam_id}_stream");
+        let stream = BinarySensor {
+            common: common("binary_sensor", &id, "Stream".into(), dev(), true, Some("diagnostic")),
+            state_topic: topics.stream(&cam.id),
+            payload_on: ONLINE.into(),
+            payload_off: OFFLINE.into(),
+            device_class: Some("connectivity".into()),
+        };
+        push("binary_sensor", &id, serde_json::to_string(&stream)?);
+        for d in &DIAGNOSTICS {
+            let id = format!("{cam_id}_{}", d.key);
+            let sensor = Sensor {
+                common: common("sensor", &id, d.name.into(), dev(), true, Some("diagnostic")),
+                state_topic: topics.diagnostics(&cam.id),
+                value_template: Some(format!("{{{{ value_json.{} }}}}", d.key)),
+                state_class: d.state_class.into(),
+                device_class: d.device_class.map(str::to_string),
+                unit_of_measurement: d.unit.map(str::to_string),
+                suggested_display_precision: d.precision,
+            };
+            push("sensor", &id, serde_json::to_string(&sensor)?);
+        }
         for p in &cam.prompts {
-            let id = format!("{dev_id}_{}_{}", cam.id, p.id);
+            let id = format!("{cam_id}_{}", p.id);
             let state = BinarySensor {
-                name: p.name.clone(),
-                unique_id: id.clone(),
-                default_entity_id: format!("binary_sensor.{id}"),
-                object_id: id.clone(),
+                common: common("binary_sensor", &id, p.name.clone(), dev(), true, None),
                 state_topic: topics.state(&cam.id, &p.id),
                 payload_on: ON.into(),
                 payload_off: OFF.into(),
                 device_class: p.device_class.clone(),
-                availability_topic: Some(topics.availability()),
-                payload_available: Some(ONLINE.into()),
-                payload_not_available: Some(OFFLINE.into()),
-                entity_category: None,
-                qos: 1,
-                dev: camera_device(dev_id, cam),
-                o: origin(),
             };
-            out.push(Message { topic: topics.config("binary_sensor", &id), payload: serde_json::to_string(&state)? });
+            push("binary_sensor", &id, serde_json::to_string(&state)?);
             let score_id = format!("{id}_score");
             let score = Sensor {
-                name: format!("{} score", p.name),
-                unique_id: score_id.clone(),
-                default_entity_id: format!("sensor.{score_id}"),
-                object_id: score_id.clone(),
+                common: common("sensor", &score_id, format!("{} score", p.name), dev(), true, None),
                 state_topic: topics.score(&cam.id, &p.id),
+                value_template: None,
                 state_class: "measurement".into(),
-                suggested_display_precision: 2,
-                availability_topic: topics.availability(),
-                payload_available: ONLINE.into(),
-                payload_not_available: OFFLINE.into(),
-                qos: 1,
-                dev: camera_device(dev_id, cam),
-                o: origin(),
+                device_class: None,
+                unit_of_measurement: None,
+                suggested_display_precision: Some(2),
             };
-            out.push(Message { topic: topics.config("sensor", &score_id), payload: serde_json::to_string(&score)? });
+            push("sensor", &score_id, serde_json::to_string(&score)?);
+            let image_id = format!("{id}_snapshot");
+            let image = Image {
+                common: common("image", &image_id, format!("{} snapshot", p.name), dev(), true, None),
+                image_topic: topics.snapshot(&cam.id, &p.id),
+                content_type: "image/jpeg".into(),
+            };
+            push("image", &image_id, serde_json::to_string(&image)?);
+            let threshold_id = format!("{id}_threshold");
+            let threshold = Number {
+                common: common("number", &threshold_id, format!("{} threshold", p.name), dev(), true, Some("config")),
+                state_topic: topics.threshold(&cam.id, &p.id),
+                command_topic: topics.set(&topics.threshold(&cam.id, &p.id)),
+                min: 0.0,
+                max: 1.0,
+                step: 0.01,
+                mode: "slider".into(),
+            };
+            push("number", &threshold_id, serde_json::to_string(&threshold)?);
         }
     }
     Ok(out)

@@ -8,11 +8,24 @@
 //! - `<prefix>/<device_id>/events`: event JSON, QoS 1, not retained;
 //! - `<prefix>/<device_id>/<camera>/<prompt>/state` and `.../score`: retained, latest wins;
 //! - `<prefix>/<device_id>/<camera>/<prompt>/snapshot`: annotated JPEG of the event, retained;
-//! - `<discovery_prefix>/{binary_sensor,sensor}/<unique_id>/config`: retained discovery.
+//! - `<prefix>/<device_id>/<camera>/<prompt>/threshold` (+ `/set`): the prompt's `on` threshold;
+//! - `<prefix>/<device_id>/<camera>/paused` (+ `/set`): `ON` while detection is paused;
+//! - `<prefix>/<device_id>/<camera>/event`: `{"event_type": "start", ...}` for Home Assistant;
+//! - `<prefix>/<device_id>/<camera>/stream`: `online` / `offline`, retained;
+//! - `<prefix>/<device_id>/<camera>/diagnostics`: JSON counters every `diagnostics_interval`;
+//! - `<discovery_prefix>/<component>/<unique_id>/config`: retained discovery.
+//!
+//! Commands (`.../set`) are checked in `commands`, TLS settings become a rustls config in `tls`.
 
+mod commands;
 pub mod discovery;
+mod live;
+mod net;
 pub mod spool;
+mod tls;
 mod worker;
+
+pub use tls::TlsConfig;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -25,6 +38,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::CameraConfig;
 use crate::event::Event;
+use crate::status::Status;
 
 const SEE: &str = "see config/promptcam.example.toml";
 /// Environment variable read for the broker password when the config names none.
@@ -68,8 +82,12 @@ pub struct MqttConfig {
     pub spool_dir: PathBuf,
     /// Default 10000.
     pub spool_max_events: usize,
-    /// TLS with the system's root certificates (rustls); default false.
-    pub tls: bool,
+    /// TLS (rustls): `tls = true` trusts the system's root certificates, a `[mqtt.tls]` table
+    /// names a CA file, a client certificate and key, or `insecure`; default none.
+    pub tls: Option<TlsConfig>,
+    /// How often per-camera diagnostics (inference ms, analysed fps, dropped frames) are
+    /// published; default 15 s.
+    pub diagnostics_interval: Duration,
 }
 
 const KEYS: &[&str] = &[
@@ -84,6 +102,7 @@ const KEYS: &[&str] = &[
     "spool_dir",
     "spool_max_events",
     "tls",
+    "diagnostics_interval",
 ];
 
 /// Validates the raw `[mqtt]` table; `config_path` names the file in messages and anchors
@@ -120,14 +139,21 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
         }
         Ok(p)
     };
+    let base = config_path.parent().unwrap_or(Path::new("."));
     let tls = match table.get("tls") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(v) => return Err(bad("tls", &format!("expected true or false, found a {}", v.type_str()))),
+        None => None,
+        Some(v) => tls::parse(v, base, &file.to_string())?,
     };
     let host = string("host")?.ok_or_else(|| bad("host", "missing: name the broker, e.g. host = \"localhost\""))?;
-    let port = int("port", 1, 65535)?.map(|p| p as u16).unwrap_or(if tls { 8883 } else { 1883 });
-    let base = config_path.parent().unwrap_or(Path::new("."));
+    let port = int("port", 1, 65535)?.map(|p| p as u16).unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    let diagnostics_interval = match table.get("diagnostics_interval") {
+        None => Duration::from_secs(15),
+        Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+            Some(s) if (1.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+            Some(s) => return Err(bad("diagnostics_interval", &format!("{s} is out of range; allowed 1..=3600 seconds"))),
+            None => return Err(bad("diagnostics_interval", &format!("expected seconds, found a {}", v.type_str()))),
+        },
+    };
     let password = match (string("password")?, string("password_file")?) {
         (Some(_), Some(_)) => return Err(bad("password_file", "set either `password` or `password_file`, not both")),
         (Some(p), None) => Some(Secret(p)),
@@ -163,6 +189,7 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
         spool_dir: string("spool_dir")?.map(|d| base.join(d)).unwrap_or_else(|| PathBuf::from("/var/lib/promptcam/spool")),
         spool_max_events: int("spool_max_events", 1, 10_000_000)?.unwrap_or(10_000) as usize,
         tls,
+        diagnostics_interval,
     })
 }
 
@@ -180,12 +207,17 @@ pub struct Stats {
     pub dropped: u64,
     /// Times discovery was (re-)sent.
     pub announcements: u64,
+    /// Commands (pause, threshold) accepted and applied.
+    pub commands_applied: u64,
+    /// Commands rejected (malformed, out of range, unknown camera or prompt).
+    pub commands_rejected: u64,
 }
 
 /// Publishes events, states and discovery to an MQTT broker from two background threads (the
 /// rumqttc connection and the worker that owns the spool).
 pub struct Publisher {
     shared: Arc<worker::Shared>,
+    topics: discovery::Topics,
     tx: SyncSender<worker::Msg>,
     worker: Option<JoinHandle<()>>,
     net: Option<JoinHandle<()>>,
@@ -196,13 +228,16 @@ impl Publisher {
     /// Reconnects back off exponentially with jitter (1 s doubling to 30 s). The last will is
     /// `offline`, retained, on `<prefix>/<device_id>/availability`; after each connect the
     /// publisher sends discovery for every camera and prompt, then `online`, then the states.
-    pub fn start(cfg: MqttConfig, device_id: &str, cameras: &[CameraConfig]) -> Result<Publisher> {
+    /// `status` is the daemon's live view: commands steer it (pause, thresholds) and the
+    /// retained pause, threshold, stream and diagnostics topics mirror it.
+    pub fn start(cfg: MqttConfig, device_id: &str, cameras: &[CameraConfig], status: Status) -> Result<Publisher> {
         let spool = spool::Spool::open(&cfg.spool_dir, cfg.spool_max_events)?;
+        let topics = discovery::Topics { prefix: cfg.topic_prefix.clone(), device_id: device_id.to_string(), discovery_prefix: cfg.discovery_prefix.clone() };
         let (tx, rx) = sync_channel(1024);
         let shared = Arc::new(worker::Shared::new(spool, cameras));
-        let (worker, net) = worker::spawn(cfg, device_id, cameras, shared.clone(), tx.clone(), rx)
+        let (worker, net) = worker::spawn(cfg, device_id, cameras, status, shared.clone(), tx.clone(), rx)
             .context("unable to start the MQTT threads")?;
-        Ok(Publisher { shared, tx, worker: Some(worker), net: Some(net) })
+        Ok(Publisher { shared, topics, tx, worker: Some(worker), net: Some(net) })
     }
 
     /// Spools one event (written to disk before this returns) and updates its prompt's state;
@@ -214,6 +249,7 @@ impl Publisher {
             spool.push(payload)?;
         }
         self.shared.set_state(event);
+        self.shared.push_camera_event(self.topics.camera_event(&event.camera), event);
         // a full channel already holds a wake-up for the worker
         let _ = self.tx.try_send(worker::Msg::Wake);
         Ok(())

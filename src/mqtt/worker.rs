@@ -1,20 +1,24 @@
-//! Worker: the two threads behind a [`super::Publisher`]. `mqtt-net` polls the rumqttc connection
-//! (reconnecting with capped exponential backoff and jitter, since rumqttc alone retries at once)
-//! and forwards what happens; `mqtt` owns the client and sends discovery, availability, states
+//! Worker: the two threads behind a [`super::Publisher`]. `mqtt-net` (in `net`) polls the rumqttc
+//! connection (reconnecting with capped exponential backoff and jitter, since rumqttc alone
+//! retries at once) and forwards what happens; `mqtt` owns the client and sends discovery, availability, states
 //! and spooled events, matching each PUBACK to its spool entry so that an event leaves the spool
-//! only once the broker has it. Both watch the shutdown flag; every wait has a timeout.
+//! only once the broker has it. It also applies commands (`commands`) and keeps the retained
+//! topics that mirror the live status (`live`) current. Both watch the shutdown flag; every
+//! wait has a timeout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rumqttc::{Client, ConnectReturnCode, ConnectionError, Connection, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{Client, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
 
+use super::commands;
 use super::discovery::{self, Topics, OFF, OFFLINE, ON, ONLINE};
+use super::live::Live;
 use super::spool::Spool;
 use super::{MqttConfig, Stats};
 use crate::config::CameraConfig;
@@ -24,11 +28,13 @@ use crate::event::{Event, EventKind};
 /// that its packet ids never collide and PUBACKs map back to our messages.
 const WINDOW: usize = 50;
 const INFLIGHT: u16 = 100;
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT_S: u64 = 3;
 const STOP_FLUSH: Duration = Duration::from_millis(2500);
 const STOP_TOTAL: Duration = Duration::from_secs(3);
+/// How often pause, stream and threshold states are compared with the live status.
+const REFRESH: Duration = Duration::from_secs(1);
+/// Messages for Home Assistant's event entities kept while they cannot be sent (oldest dropped).
+const CAMERA_EVENTS_MAX: usize = 256;
 
 /// What the worker thread is told.
 pub enum Msg {
@@ -56,6 +62,11 @@ struct PromptState {
     dirty: bool,
 }
 
+/// (camera id, prompt id).
+type PromptKey = (String, String);
+/// A prompt's latest JPEG and whether it still has to be sent.
+type Snapshot = (Arc<Vec<u8>>, bool);
+
 /// State shared by the publisher handle and its threads.
 pub struct Shared {
     pub spool: Mutex<Spool>,
@@ -63,10 +74,13 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Whether the connection is up; the worker sends only while holding it true, so nothing
     /// it sends can slip into a connection it has not seen come up.
-    link: Mutex<bool>,
+    pub(super) link: Mutex<bool>,
     states: Mutex<BTreeMap<(String, String), PromptState>>,
     /// The latest snapshot per prompt, and whether it still has to be sent (latest wins).
-    snapshots: Mutex<BTreeMap<(String, String), (Arc<Vec<u8>>, bool)>>,
+    snapshots: Mutex<BTreeMap<PromptKey, Snapshot>>,
+    /// `{"event_type": ...}` messages for the cameras' event entities: live only, so dropped
+    /// while disconnected (the spooled events topic is the lossless record).
+    camera_events: Mutex<VecDeque<(String, Vec<u8>)>>,
 }
 
 impl Shared {
@@ -84,6 +98,27 @@ impl Shared {
             link: Mutex::new(false),
             states: Mutex::new(states),
             snapshots: Mutex::new(BTreeMap::new()),
+            camera_events: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Queues an event for its camera's Home Assistant event entity (`type` becomes `event_type`).
+    pub fn push_camera_event(&self, topic: String, e: &Event) {
+        let mut v = match serde_json::to_value(e) {
+            Ok(v) => v,
+            Err(err) => return tracing::warn!("unable to serialize event {}: {err}", e.id),
+        };
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(t) = obj.remove("type") {
+                obj.insert("event_type".into(), t);
+            }
+        }
+        let connected = self.link.lock().map(|l| *l).unwrap_or(false);
+        if let (true, Ok(mut q)) = (connected, self.camera_events.lock()) {
+            if q.len() >= CAMERA_EVENTS_MAX {
+                q.pop_front();
+            }
+            q.push_back((topic, v.to_string().into_bytes()));
         }
     }
 
@@ -104,27 +139,10 @@ impl Shared {
         }
     }
 
-    fn status(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn status(&self, f: impl FnOnce(&mut Status)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
-    }
-}
-
-/// A small xorshift generator for jitter (no cryptographic use).
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-        Rng(t ^ ((std::process::id() as u64) << 32) | 1)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -133,6 +151,7 @@ pub fn spawn(
     cfg: MqttConfig,
     device_id: &str,
     cameras: &[CameraConfig],
+    status: crate::status::Status,
     shared: Arc<Shared>,
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
@@ -151,8 +170,9 @@ pub fn spawn(
     } else if let Some(u) = &cfg.username {
         opts.set_credentials(u.clone(), String::new());
     }
-    if cfg.tls {
-        opts.set_transport(Transport::tls_with_default_config());
+    if let Some(tls) = &cfg.tls {
+        let config = tls.client_config().context("unable to set up TLS for MQTT")?;
+        opts.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
     }
     let (client, mut connection) = Client::new(opts, 512);
     let mut net_opts = connection.eventloop.network_options();
@@ -163,12 +183,17 @@ pub fn spawn(
     let net_shared = shared.clone();
     let net = std::thread::Builder::new()
         .name("mqtt-net".into())
-        .spawn(move || net_loop(connection, tx, net_shared, broker))
+        .spawn(move || super::net::net_loop(connection, tx, net_shared, broker))
         .context("unable to start the MQTT connection thread")?;
+    let now = Instant::now();
     let mut w = Worker {
         shared,
         client,
         rx,
+        live: Live::new(topics.clone(), status, now),
+        next_refresh: now,
+        next_diagnostics: now,
+        diagnostics_interval: cfg.diagnostics_interval,
         topics,
         discovery,
         connected: false,
@@ -178,91 +203,10 @@ pub fn spawn(
         window: 0,
         cursor: 0,
         reannounce_at: None,
-        rng: Rng::new(),
+        rng: super::net::Rng::new(),
     };
     let worker = std::thread::Builder::new().name("mqtt".into()).spawn(move || w.run()).context("unable to start the MQTT worker thread")?;
     Ok((worker, net))
-}
-
-fn explain(e: &ConnectionError, broker: &str) -> String {
-    let hint = match e {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized) => {
-            "check mqtt.username and the password (mqtt.password, mqtt.password_file or PROMPTCAM_MQTT_PASSWORD)"
-        }
-        ConnectionError::ConnectionRefused(_) => "check mqtt.client_id and the broker's configuration",
-        ConnectionError::Io(_) | ConnectionError::NetworkTimeout => "check that the broker runs and mqtt.host and mqtt.port; retrying with backoff",
-        _ => "retrying with backoff",
-    };
-    format!("unable to connect to the MQTT broker {broker}: {e}; {hint}")
-}
-
-/// Polls the connection; after a failure waits the backoff before polling (= reconnecting) again.
-fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, broker: String) {
-    let mut rng = Rng::new();
-    let mut backoff = BACKOFF_MIN;
-    let mut up = false;
-    let mut last_logged = String::new();
-    loop {
-        if !up {
-            if shared.shutdown.load(Ordering::SeqCst) {
-                break;
-            }
-            // requests queued for the dead link would be matched to the wrong acks: drop them
-            // (events stay in the spool and are resent; states are resent on connect)
-            conn.eventloop.clean();
-            conn.eventloop.pending.clear();
-            shared.status(|s| s.stats.connection_attempts += 1);
-        }
-        let r = match conn.recv() {
-            Ok(r) => r,
-            Err(_) => break, // every client is gone: the worker stopped
-        };
-        match r {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                up = true;
-                backoff = BACKOFF_MIN;
-                if let Ok(mut l) = shared.link.lock() {
-                    *l = true;
-                }
-                tracing::info!("connected to the MQTT broker {broker}");
-                last_logged.clear();
-                if tx.send(Msg::Up).is_err() {
-                    break;
-                }
-            }
-            Ok(ev) => {
-                let disconnect = matches!(ev, MqttEvent::Outgoing(Outgoing::Disconnect));
-                if tx.send(Msg::Mqtt(ev)).is_err() || disconnect {
-                    break;
-                }
-            }
-            Err(e) => {
-                up = false;
-                if let Ok(mut l) = shared.link.lock() {
-                    *l = false;
-                }
-                let msg = explain(&e, &broker);
-                let delay = backoff.mul_f64(0.5 + 0.5 * rng.unit());
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                if msg != last_logged {
-                    tracing::warn!("{msg} (next try in {:.1} s)", delay.as_secs_f64());
-                    last_logged = msg.clone();
-                } else {
-                    tracing::debug!("{msg} (next try in {:.1} s)", delay.as_secs_f64());
-                }
-                if tx.send(Msg::Down(msg)).is_err() {
-                    break;
-                }
-                let until = Instant::now() + delay;
-                while Instant::now() < until && !shared.shutdown.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
-                }
-            }
-        }
-    }
-    if let Ok(mut l) = shared.link.lock() {
-        *l = false;
-    }
 }
 
 struct Worker {
@@ -283,14 +227,20 @@ struct Worker {
     /// Next spool sequence number to send on this connection.
     cursor: u64,
     reannounce_at: Option<Instant>,
-    rng: Rng,
+    rng: super::net::Rng,
+    /// The retained topics that mirror the live status, and the controls' targets.
+    live: Live,
+    next_refresh: Instant,
+    next_diagnostics: Instant,
+    diagnostics_interval: Duration,
 }
 
 impl Worker {
     fn run(&mut self) {
         loop {
-            let wait = self.reannounce_at.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(1));
-            match self.rx.recv_timeout(wait.min(Duration::from_secs(1))) {
+            let next = [self.reannounce_at, Some(self.next_refresh), Some(self.next_diagnostics)].into_iter().flatten().min();
+            let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(REFRESH);
+            match self.rx.recv_timeout(wait.min(REFRESH)) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -299,6 +249,15 @@ impl Worker {
                 self.reannounce_at = None;
                 if self.connected {
                     self.announce();
+                }
+            }
+            let now = Instant::now();
+            let diagnostics = now >= self.next_diagnostics;
+            if diagnostics || now >= self.next_refresh {
+                self.live.refresh(now, diagnostics);
+                self.next_refresh = now + REFRESH;
+                if diagnostics {
+                    self.next_diagnostics = now + self.diagnostics_interval;
                 }
             }
             self.pump(true);
@@ -321,11 +280,19 @@ impl Worker {
                 if self.with_link(|c| c.try_subscribe(status, QoS::AtLeastOnce).is_ok()) != Some(true) {
                     tracing::warn!("unable to subscribe to {}: Home Assistant restarts will not trigger re-announcement", self.topics.ha_status());
                 }
+                for filter in self.topics.command_filters() {
+                    if self.with_link(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_ok()) != Some(true) {
+                        tracing::warn!("unable to subscribe to {filter}: its commands will be ignored until the next connect");
+                    }
+                }
                 self.announce();
             }
             Msg::Down(why) => {
                 self.connected = false;
                 self.reset();
+                if let Ok(mut q) = self.shared.camera_events.lock() {
+                    q.clear();
+                }
                 self.shared.status(|s| {
                     s.last_error = Some(why);
                     s.stats.connected = false;
@@ -349,9 +316,30 @@ impl Worker {
                     let delay = Duration::from_secs_f64(0.5 + 2.5 * self.rng.unit());
                     tracing::info!("Home Assistant is online: re-announcing in {:.1} s", delay.as_secs_f64());
                     self.reannounce_at = Some(Instant::now() + delay);
+                } else if p.topic != self.topics.ha_status() {
+                    self.command(&p.topic, &p.payload);
                 }
             }
             Msg::Mqtt(_) | Msg::Wake | Msg::Stop => {}
+        }
+    }
+
+    /// A message on a command topic: checked, applied, then the new state is published
+    /// (a threshold once the inference thread applied it); a rejected one changes nothing.
+    fn command(&mut self, topic: &str, payload: &[u8]) {
+        let result = commands::parse(&self.topics, topic, payload).and_then(|c| commands::apply(self.live.status(), &c).map(|()| c));
+        match result {
+            Ok(c) => {
+                tracing::info!("MQTT command on {topic}: {c:?}");
+                self.shared.status(|s| s.stats.commands_applied += 1);
+                // publish pause at once; look for the applied threshold again shortly
+                self.live.refresh(Instant::now(), false);
+                self.next_refresh = Instant::now() + Duration::from_millis(200);
+            }
+            Err(why) => {
+                tracing::warn!("MQTT command on {topic} rejected, nothing changed: {why}");
+                self.shared.status(|s| s.stats.commands_rejected += 1);
+            }
         }
     }
 
@@ -373,6 +361,8 @@ impl Worker {
         if let Ok(mut states) = self.shared.states.lock() {
             states.values_mut().for_each(|s| s.dirty = true);
         }
+        self.live.refresh(Instant::now(), false);
+        self.live.mark_all();
         self.shared.status(|s| s.stats.announcements += 1);
     }
 
@@ -435,7 +425,13 @@ impl Worker {
                 }
             }
         }
-        let snapshots: Vec<((String, String), Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
+        for (topic, payload) in self.live.pending() {
+            if !self.send(&topic, payload, true, None) {
+                return false;
+            }
+            self.live.sent(&topic);
+        }
+        let snapshots: Vec<(PromptKey, Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
             Ok(s) => s.iter().filter(|(_, v)| v.1).map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             Err(_) => vec![],
         };
@@ -449,6 +445,16 @@ impl Worker {
                         v.1 = false;
                     }
                 }
+            }
+        }
+        loop {
+            let next = self.shared.camera_events.lock().ok().and_then(|q| q.front().cloned());
+            let Some((topic, payload)) = next else { break };
+            if !self.send(&topic, payload, false, None) {
+                return false;
+            }
+            if let Ok(mut q) = self.shared.camera_events.lock() {
+                q.pop_front();
             }
         }
         if !events {
