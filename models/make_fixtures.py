@@ -637,15 +637,264 @@ def static_quantized_fixtures(out):
     fp.unlink()
 
 
+# ------------------------------------------------------------------------------------------ CLIPSeg
+
+CLIPSEG_PROMPTS = ["a cat", "the sky", "a person in a space suit"]
+CLIPSEG_IMAGES = ["chelsea.png", "astronaut_portrait.png", "camera_gray.png"]
+CLIPSEG_THRESHOLDS = [0.5, 0.3]
+# a region of interest [x0, y0, x1, y1] for one image, to check coverage within it
+CLIPSEG_ROI = ("chelsea.png", [100, 50, 400, 250])
+
+
+class ClipSegFull(torch.nn.Module):
+    """The stock graph, as the published export: one (image, prompt) pair per batch row."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, pixel_values, attention_mask):
+        o = self.m(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        return o.logits, o.conditional_embeddings, o.pooled_output
+
+
+class ClipSegText(torch.nn.Module):
+    """Text side: prompt tokens -> conditional embeddings (run once per prompt set)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, attention_mask):
+        return self.m.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+
+class ClipSegVision(torch.nn.Module):
+    """Image side: pixels -> the CLIP activations the decoder reads, stacked [layers, batch, tokens, width]."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, pixel_values):
+        o = self.m.clip.get_image_features(pixel_values=pixel_values, output_hidden_states=True)
+        return torch.stack([o.hidden_states[i + 1] for i in self.m.extract_layers])
+
+
+class ClipSegDecoder(torch.nn.Module):
+    """Decoder: one image's activations (batch 1) x P conditional embeddings -> P logit maps. The
+    activations broadcast against the prompts in the FiLM step, so the image side is not repeated."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, activations, conditional_embeddings):
+        acts = tuple(activations[i] for i in range(activations.shape[0]))
+        return self.m.decoder(acts, conditional_embeddings).logits
+
+
+def clipseg_config(full):
+    from transformers import CLIPSegConfig
+
+    if full:
+        # clipseg-rd64-refined: CLIP ViT-B/16 vision (224, position embeddings interpolated to 352), text 512,
+        # projection 512, decoder reduce_dim 64 on layers 3, 6, 9, complex transposed convolution
+        cfg = CLIPSegConfig(
+            vision_config=dict(patch_size=16, image_size=224),
+            extract_layers=[3, 6, 9], reduce_dim=64, use_complex_transposed_convolution=True,
+        )
+    else:
+        cfg = CLIPSegConfig(
+            text_config=dict(hidden_size=4, intermediate_size=16, num_hidden_layers=2, num_attention_heads=1,
+                             max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
+                             pad_token_id=1),
+            # image_size 224 with 16 px patches as rd64-refined: 352 px inputs interpolate the position embeddings
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                               image_size=224, patch_size=16),
+            projection_dim=8, extract_layers=[0, 2], reduce_dim=16, decoder_num_attention_heads=2,
+            decoder_intermediate_size=32, use_complex_transposed_convolution=True,
+        )
+    cfg.text_config.eos_token_id = 49407
+    cfg.text_config.bos_token_id = 49406
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def clipseg_processor_flat():
+    """preprocessor_config.json of clipseg-rd64-refined: ViT processor, 352x352 without crop, bilinear, ImageNet mean/std."""
+    return {
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_processor_type": "ViTImageProcessor",
+        "image_std": [0.229, 0.224, 0.225],
+        "processor_class": "CLIPSegProcessor",
+        "resample": 2,
+        "rescale_factor": 1 / 255,
+        "size": {"height": 352, "width": 352},
+    }
+
+
+def build_clipseg(out, full):
+    """models/tiny/clipseg (or the full-size rd64-refined shape): the stock whole-model graph plus the split
+    text / vision / decoder graphs promptcam prefers (the image side once per frame, the text side once)."""
+    from transformers import CLIPSegForImageSegmentation
+
+    torch.manual_seed(SEED + 2)
+    cfg = clipseg_config(full)
+    model = CLIPSegForImageSegmentation(cfg).eval()
+    tok = clip_tokenizer("<|endoftext|>", 77)
+    if not full:
+        # Random weights give the same saturated mask for every image and prompt: a 16x16 tile pattern from
+        # the transposed convolutions, and near-identical tiny text embeddings. Damp the vision attention
+        # (patches keep their own features), make the transposed convolutions plain block upsampling (the
+        # mask follows the 22x22 decoder map), and centre the FiLM conditioning on the mean embedding of a
+        # set of prompts, scaled up, so masks differ across images and prompts around probability 0.5.
+        with torch.no_grad():
+            for layer in model.clip.vision_model.encoder.layers:
+                layer.self_attn.out_proj.weight.mul_(0.1)
+            model.clip.text_projection.weight.mul_(10.0)
+            model.decoder.film_mul.weight.mul_(12.0)
+            model.decoder.film_add.weight.mul_(5.0)
+            tc = model.decoder.transposed_convolution
+            for m in tc:
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+            for m in (tc[2], tc[4]):
+                m.weight.copy_(m.weight.mean(dim=(2, 3), keepdim=True).expand_as(m.weight))
+            ids = tok(CLIP_PROMPTS + OWL_PROMPTS + CLIPSEG_PROMPTS, padding="max_length", max_length=77,
+                      return_tensors="pt")
+            mean = model.clip.get_text_features(input_ids=ids["input_ids"],
+                                                attention_mask=ids["attention_mask"]).pooler_output.mean(0)
+            for f in (model.decoder.film_mul, model.decoder.film_add):
+                f.bias.copy_(-f.weight @ mean)
+    round_params(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "preprocessor_config.json").write_text(json.dumps(clipseg_processor_flat(), indent=2))
+    save_tokenizer(tok, out)
+    ids = tok(CLIPSEG_PROMPTS[:2], padding="max_length", max_length=77, return_tensors="pt")
+    px = torch.randn(2, 3, 352, 352)
+    onnx_dir = out / "onnx"
+    export(ClipSegFull(model), (ids["input_ids"], px, ids["attention_mask"]), onnx_dir / "model.onnx",
+           ["input_ids", "pixel_values", "attention_mask"], ["logits", "conditional_embeddings", "pooled_output"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "sequence_length"},
+            "pixel_values": {0: "batch_size"}, "logits": {0: "batch_size"},
+            "conditional_embeddings": {0: "batch_size"}, "pooled_output": {0: "batch_size"}})
+    export(ClipSegText(model), (ids["input_ids"], ids["attention_mask"]), onnx_dir / "text_model.onnx",
+           ["input_ids", "attention_mask"], ["conditional_embeddings"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "sequence_length"}, "conditional_embeddings": {0: "batch_size"}})
+    export(ClipSegVision(model), (px[:1],), onnx_dir / "vision_model.onnx", ["pixel_values"], ["activations"],
+           {"pixel_values": {0: "batch_size"}, "activations": {1: "batch_size"}})
+    with torch.no_grad():
+        acts = ClipSegVision(model)(px[:1])
+        cond = ClipSegText(model)(ids["input_ids"], ids["attention_mask"])
+    export(ClipSegDecoder(model), (acts, cond), onnx_dir / "decoder_model.onnx",
+           ["activations", "conditional_embeddings"], ["logits"],
+           {"conditional_embeddings": {0: "num_prompts"}, "logits": {0: "num_prompts"}})
+    # dynamic int8 for the per-frame graphs; the text side runs once per prompt set (its fp32 file serves
+    # both precisions) and the tiny whole model's int8 copy would only repeat the token embedding table
+    for name in ["vision_model.onnx", "decoder_model.onnx"] + (["model.onnx", "text_model.onnx"] if full else []):
+        quantize(onnx_dir / name)
+    # the split graphs must reproduce the stock graph (the decoder broadcasts one image over the prompts)
+    with torch.no_grad():
+        whole = model(input_ids=ids["input_ids"], pixel_values=px[:1].repeat(2, 1, 1, 1),
+                      attention_mask=ids["attention_mask"]).logits
+        split = ClipSegDecoder(model)(acts, cond)
+    assert (whole - split).abs().max() < 1e-4, (whole - split).abs().max()
+    return model, tok
+
+
+def sample(flat, n, seed):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(flat.size, size=min(n, flat.size), replace=False))
+
+
+def clipseg_reference(model, tok, images_dir):
+    """Per image and prompt: the sigmoid mask at the model resolution (a fixed sample of pixels, plus whole-mask
+    statistics) and, on the mask resized to the original image (bilinear upsampling of the logits,
+    align_corners=False, no antialias, then sigmoid), the coverage at each threshold and the maximum."""
+    from transformers import CLIPSegProcessor, ViTImageProcessorPil
+
+    ip = ViTImageProcessorPil(**{k: v for k, v in clipseg_processor_flat().items()
+                                 if k not in ("image_processor_type", "processor_class")},
+                              do_convert_rgb=True)  # as promptcam: grayscale and RGBA frames become RGB
+    proc = CLIPSegProcessor(image_processor=ip, tokenizer=tok)
+    results = []
+    for name in CLIPSEG_IMAGES:
+        im = load_image(images_dir / name)
+        inputs = proc(text=CLIPSEG_PROMPTS, images=[im] * len(CLIPSEG_PROMPTS), padding="max_length",
+                      max_length=77, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits  # [prompts, 352, 352]
+        up = torch.nn.functional.interpolate(logits[:, None], size=(im.height, im.width), mode="bilinear",
+                                             align_corners=False)[:, 0]
+        probs, up_probs = torch.sigmoid(logits).numpy(), torch.sigmoid(up).numpy()
+        per_prompt = []
+        for q, prompt in enumerate(CLIPSEG_PROMPTS):
+            flat = probs[q].reshape(-1).astype(np.float64)
+            idx = sample(flat, 1000, 11 + q)
+            p = up_probs[q]
+            entry = {
+                "prompt": prompt,
+                "mask_shape": list(probs[q].shape),
+                "mask_indices": idx.tolist(),
+                "mask_values": [round(float(v), 6) for v in flat[idx]],
+                "mask_mean": float(flat.mean()),
+                "mask_max": float(flat.max()),
+                "max": float(p.max()),
+                "coverage": {str(t): float((p > t).mean()) for t in CLIPSEG_THRESHOLDS},
+                # pixels whose probability sits within 0.002 of a threshold: a resampling difference may flip them
+                "near_threshold": {str(t): float((np.abs(p - t) < 0.002).mean()) for t in CLIPSEG_THRESHOLDS},
+            }
+            if name == CLIPSEG_ROI[0]:
+                x0, y0, x1, y1 = CLIPSEG_ROI[1]
+                r = p[y0:y1, x0:x1]
+                entry["roi"] = {"box": CLIPSEG_ROI[1], "max": float(r.max()),
+                                "coverage": {str(t): float((r > t).mean()) for t in CLIPSEG_THRESHOLDS}}
+            per_prompt.append(entry)
+        cov = [r["coverage"]["0.5"] for r in per_prompt]
+        print(f"clipseg {name}: coverage at 0.5 {['%.3f' % c for c in cov]}, "
+              f"mask mean {['%.3f' % r['mask_mean'] for r in per_prompt]}")
+        results.append({"image": name, "size": [im.width, im.height],
+                        "pixel_values": pixel_sample(inputs["pixel_values"][:1].numpy(), 1024), "results": per_prompt})
+    covs = [r["coverage"]["0.5"] for im in results for r in im["results"]]
+    # the tests must check something: coverages neither all empty nor all full, and differing across prompts
+    assert 0.05 < np.mean(covs) < 0.95 and np.std(covs) > 0.02, f"coverages {covs}: rescale the decoder"
+    return {
+        "generated_by": f"models/make_fixtures.py with transformers {transformers.__version__}, torch {torch.__version__}",
+        "prompts": CLIPSEG_PROMPTS,
+        "thresholds": CLIPSEG_THRESHOLDS,
+        "resize": "bilinear interpolation of the logits to the image size (align_corners=False, no antialias), then sigmoid",
+        "input_ids": inputs["input_ids"].tolist(),
+        "images": results,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="full-size random-weight ViT-B/32 models for benchmarks")
     ap.add_argument("--out", type=Path, help="output directory for --full (default target/full-models)")
     ap.add_argument("--threshold", type=float, help="detection threshold recorded in the reference "
                     "(default: the middle of the widest score gap in 0.5..0.8)")
+    ap.add_argument("--clipseg", action="store_true", help="only the CLIPSeg model (and, tiny, its reference)")
     args = ap.parse_args()
+    if args.clipseg:
+        out = args.out or REPO / "target" / "full-models"
+        if args.full:
+            build_clipseg(out / "clipseg-rd64-refined", True)
+            return
+        model, tok = build_clipseg(REPO / "models" / "tiny" / "clipseg", False)
+        ref = clipseg_reference(model, tok, REPO / "tests" / "fixtures" / "images")
+        (REPO / "tests" / "fixtures" / "reference" / "clipseg.json").write_text(json.dumps(ref) + "\n")
+        return
     if args.full:
         out = args.out or REPO / "target" / "full-models"
+        build_clipseg(out / "clipseg-rd64-refined", True)
         build_clip(out / "clip-vit-base-patch32", True)
         build_owlvit(out / "owlvit-base-patch32", True)
         print(f"full-size random-weight models in {out}")
@@ -664,6 +913,8 @@ def main():
     dump("owlvit.json", owl_reference(owl_model, owl_tok, owl_dir, images, args.threshold))
     dump("preprocess.json", preprocess_reference(images))
     static_quantized_fixtures(REPO / "tests" / "fixtures" / "onnx")
+    seg_model, seg_tok = build_clipseg(REPO / "models" / "tiny" / "clipseg", False)
+    (refs / "clipseg.json").write_text(json.dumps(clipseg_reference(seg_model, seg_tok, images)) + "\n")
     for d in [clip_dir, owl_dir]:
         total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         print(f"{d.relative_to(REPO)}: {total / 1e6:.1f} MB")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::model::{owlvit, Clip, Family, ModelDir, OwlVit, Precision};
+use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Precision};
 use crate::preprocess::to_rgb;
 
 #[derive(Serialize)]
@@ -69,10 +69,12 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
     enum M {
         Clip(Box<Clip>),
         Owl(Box<OwlVit>),
+        Seg(Box<ClipSeg>),
     }
     let mut m = match model.family {
         Family::Clip => M::Clip(Box::new(Clip::load(&model, precision, &prompts)?)),
         Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts)?)),
+        Family::ClipSeg => M::Seg(Box::new(ClipSeg::load(&model, precision, &prompts)?)),
     };
     let load = t.elapsed();
     let (mut d, mut p, mut r, mut q) = (vec![], vec![], vec![], vec![]);
@@ -97,6 +99,16 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
                 let patches = o.patch_scores(px)?;
                 let t3 = Instant::now();
                 std::hint::black_box(owlvit::post_process(&patches, o.prompts(), 0.1, img.width(), img.height()));
+                (t2, t3, Instant::now())
+            }
+            M::Seg(s) => {
+                let px = s.preprocessor().run(&img)?;
+                let t2 = Instant::now();
+                let masks = s.run_pixels(px)?;
+                let t3 = Instant::now();
+                for q in 0..masks.prompts {
+                    std::hint::black_box(masks.coverage(q, img.width(), img.height(), None, 0.5));
+                }
                 (t2, t3, Instant::now())
             }
         };

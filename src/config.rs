@@ -44,6 +44,7 @@ struct RawDaemon {
 struct RawModels {
     clip: Option<RawModel>,
     owlvit: Option<RawModel>,
+    clipseg: Option<RawModel>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +96,7 @@ struct RawPrompt {
     min_frames: Option<Spanned<i64>>,
     off_delay: Option<Spanned<f64>>,
     cooldown: Option<Spanned<f64>>,
+    mask_threshold: Option<Spanned<f64>>,
 }
 
 // ------------------------------------------------------------------------------------------ runtime
@@ -106,6 +108,8 @@ pub enum ModelKind {
     Clip,
     /// Boxed objects ("a person").
     OwlVit,
+    /// Coverage of a masked stuff ("water on the floor"): score = covered fraction of the frame.
+    ClipSeg,
 }
 
 #[derive(Clone, Debug)]
@@ -127,6 +131,8 @@ pub struct PromptConfig {
     pub ensemble: Vec<String>,
     pub device_class: Option<String>,
     pub decide: DecideConfig,
+    /// CLIPSeg only: a pixel is covered when its mask probability exceeds this.
+    pub mask_threshold: f32,
 }
 
 /// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion
@@ -158,6 +164,7 @@ pub struct Config {
     pub inference_threads: usize,
     pub clip: Option<ModelConfig>,
     pub owlvit: Option<ModelConfig>,
+    pub clipseg: Option<ModelConfig>,
     pub motion: Option<MotionConfig>,
     pub cameras: Vec<CameraConfig>,
     /// The raw `[mqtt]` table, validated by the MQTT stage; None prints events on stdout.
@@ -259,6 +266,7 @@ impl Validator<'_> {
         };
         let clip = model(&raw.models.clip);
         let owlvit = model(&raw.models.owlvit);
+        let clipseg = model(&raw.models.clipseg);
         let m = &raw.motion;
         let motion = if m.enabled.unwrap_or(true) {
             Some(MotionConfig {
@@ -308,7 +316,7 @@ impl Validator<'_> {
             }
             let mut prompts: Vec<PromptConfig> = vec![];
             for p in &c.prompts {
-                prompts.push(self.prompt(p, clip.is_some(), owlvit.is_some())?);
+                prompts.push(self.prompt(p, clip.is_some(), owlvit.is_some(), clipseg.is_some())?);
             }
             for (i, p) in prompts.iter().enumerate() {
                 if prompts[..i].iter().any(|o| o.id == p.id) {
@@ -331,10 +339,10 @@ impl Validator<'_> {
             }
             cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, owlvit_when, prompts });
         }
-        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, motion, cameras, mqtt: raw.mqtt })
+        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, clipseg, motion, cameras, mqtt: raw.mqtt })
     }
 
-    fn prompt(&self, p: &RawPrompt, have_clip: bool, have_owl: bool) -> Result<PromptConfig> {
+    fn prompt(&self, p: &RawPrompt, have_clip: bool, have_owl: bool, have_seg: bool) -> Result<PromptConfig> {
         let text = p.text.get_ref().trim().to_string();
         if text.is_empty() {
             return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
@@ -342,12 +350,13 @@ impl Validator<'_> {
         let model = match p.model.get_ref().as_str() {
             "clip" if have_clip => ModelKind::Clip,
             "owlvit" if have_owl => ModelKind::OwlVit,
-            m @ ("clip" | "owlvit") => {
+            "clipseg" if have_seg => ModelKind::ClipSeg,
+            m @ ("clip" | "owlvit" | "clipseg") => {
                 return self.err(p.model.span(), "cameras.prompts.model", format!("{m:?} needs a [models.{m}] table with its `dir`"))
             }
-            other => return self.err(p.model.span(), "cameras.prompts.model", format!("{other:?} is not a model; use \"clip\" or \"owlvit\"")),
+            other => return self.err(p.model.span(), "cameras.prompts.model", format!("{other:?} is not a model; use \"clip\", \"owlvit\" or \"clipseg\"")),
         };
-        if model == ModelKind::OwlVit && !p.negatives.is_empty() {
+        if model != ModelKind::Clip && !p.negatives.is_empty() {
             return self.err(p.model.span(), "cameras.prompts.negatives", "negatives apply to CLIP prompts only");
         }
         for e in &p.ensemble {
@@ -378,6 +387,10 @@ impl Validator<'_> {
             ensemble: p.ensemble.iter().map(|e| e.get_ref().clone()).collect(),
             device_class: p.device_class.clone(),
             decide,
+            mask_threshold: match (&p.mask_threshold, model) {
+                (Some(s), m) if m != ModelKind::ClipSeg => return self.err(s.span(), "cameras.prompts.mask_threshold", "mask_threshold applies to CLIPSeg prompts only"),
+                (v, _) => self.float(v, "cameras.prompts.mask_threshold", 0.5, 0.0, 1.0)? as f32,
+            },
         })
     }
 }

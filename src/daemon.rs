@@ -17,7 +17,7 @@ use crate::config::{CameraConfig, Config, ModelKind, OwlVitWhen, PromptConfig};
 use crate::decide::{Decider, Transition};
 use crate::event::{event_id, rfc3339, Event, EventKind};
 use crate::frame::{Frame, FrameSlot, SourceStats};
-use crate::model::{Clip, ModelDir, OwlVit};
+use crate::model::{Clip, ClipSeg, ModelDir, OwlVit};
 use crate::motion::MotionGate;
 use crate::status::{CameraStatus, PromptStatus, Status};
 
@@ -50,6 +50,7 @@ pub struct Camera {
     motion: Option<MotionGate>,
     clip: Option<CameraClip>,
     owl: Option<OwlVit>,
+    seg: Option<ClipSeg>,
     prompts: Vec<PromptState>,
 }
 
@@ -60,6 +61,7 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
         .iter()
         .map(|cam| {
             let (clip, owl, prompts) = load_models(config, cam)?;
+            let seg = load_seg(config, cam)?;
             let motion = config.motion.clone().map(|m| {
                 let mut g = MotionGate::new(m);
                 g.set_roi(cam.roi);
@@ -67,12 +69,23 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
             });
             let (slot, stats) = (FrameSlot::new(), Arc::<SourceStats>::default());
             let status = Arc::new(CameraStatus::new(&cam.id, &cam.name, stats.clone(), slot.clone(), prompt_statuses(&prompts)));
-            Ok(Camera { config: cam.clone(), slot, stats, status, motion, clip, owl, prompts })
+            Ok(Camera { config: cam.clone(), slot, stats, status, motion, clip, owl, seg, prompts })
         })
         .collect()
 }
 
 type Models = (Option<CameraClip>, Option<OwlVit>, Vec<PromptState>);
+
+/// A camera's CLIPSeg model with its segmentation prompts, in the camera's prompt order.
+fn load_seg(config: &Config, cam: &CameraConfig) -> Result<Option<ClipSeg>> {
+    let texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::ClipSeg).map(|p| p.text.clone()).collect();
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let m = config.clipseg.as_ref().context("CLIPSeg prompts need [models.clipseg]")?;
+    let seg = ClipSeg::load(&ModelDir::open(&m.dir)?, m.precision, &texts).with_context(|| format!("unable to load CLIPSeg for camera {:?}", cam.name))?;
+    Ok(Some(seg))
+}
 
 fn prompt_statuses(prompts: &[PromptState]) -> Vec<PromptStatus> {
     prompts
@@ -398,6 +411,18 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
             labels.push((best.map(|d| d.bbox), format!("{} {score:.2}", cam.prompts[i].config.name)));
         }
     }
+    // CLIPSeg: a prompt's score is the fraction of the region of interest its mask covers
+    if let Some(seg) = cam.seg.as_mut() {
+        let masks = seg.masks(&frame.image)?;
+        let (w, h) = frame.image.dimensions();
+        let seg_prompts = cam.prompts.iter().enumerate().filter(|(_, p)| p.config.model == ModelKind::ClipSeg);
+        let scores: Vec<(usize, f32)> =
+            seg_prompts.enumerate().map(|(q, (i, p))| (i, masks.coverage(q, w, h, cam.config.roi, p.config.mask_threshold).0)).collect();
+        for (i, score) in scores {
+            observe(cam, i, Some(score), None, frame, tx)?;
+            labels.push((None, format!("{} {:.1}%", cam.prompts[i].config.name, score * 100.0)));
+        }
+    }
     Ok(Some(labels))
 }
 
@@ -429,7 +454,15 @@ fn snapshot(cam: &Camera, i: usize, frame: &Frame) -> Option<Arc<Vec<u8>>> {
     let mut img = frame.image.clone();
     let label = format!("{} {:.2}", p.config.name, p.decider.best().unwrap_or(0.0));
     let bbox = p.open.as_ref().and_then(|o| o.bbox).unwrap_or([0.0, 0.0, img.width() as f32 - 1.0, img.height() as f32 - 1.0]);
-    crate::annotate::draw(&mut img, &[crate::annotate::Label { bbox, text: &label, colour_index: i }]);
+    match (p.config.model, cam.seg.as_ref().and_then(|s| s.last_masks())) {
+        // CLIPSeg: the prompt's mask overlaid instead of a box
+        (ModelKind::ClipSeg, Some(masks)) => {
+            let q = cam.prompts[..i].iter().filter(|o| o.config.model == ModelKind::ClipSeg).count();
+            let layer = crate::model::clipseg::Layer { prompt: q, threshold: p.config.mask_threshold, label: &label, colour_index: i };
+            crate::model::clipseg::overlay(&mut img, masks, &[layer]);
+        }
+        _ => crate::annotate::draw(&mut img, &[crate::annotate::Label { bbox, text: &label, colour_index: i }]),
+    }
     let mut jpeg = vec![];
     match image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img) {
         Ok(()) => Some(Arc::new(jpeg)),
@@ -506,9 +539,9 @@ fn reload(cameras: &mut [Camera], path: &std::path::Path, tx: &SyncSender<Event>
     for cam in cameras.iter_mut() {
         let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else { continue };
         if prompt_set(nc) != prompt_set(&cam.config) {
-            match load_models(&new, nc) {
+            match load_models(&new, nc).and_then(|m| Ok((m, load_seg(&new, nc)?))) {
                 Err(e) => tracing::error!("reload of camera {} rejected, keeping its prompts: {e:#}", cam.config.id),
-                Ok((clip, owl, prompts)) => {
+                Ok(((clip, owl, prompts), seg)) => {
                     for i in 0..cam.prompts.len() {
                         let score = cam.prompts[i].decider.best().unwrap_or(0.0);
                         if cam.prompts[i].open.is_some() && emit(cam, i, Transition::Ended, score, tx).is_err() {
@@ -516,7 +549,7 @@ fn reload(cameras: &mut [Camera], path: &std::path::Path, tx: &SyncSender<Event>
                         }
                     }
                     cam.status.set_prompts(prompt_statuses(&prompts));
-                    (cam.clip, cam.owl, cam.prompts) = (clip, owl, prompts);
+                    (cam.clip, cam.owl, cam.seg, cam.prompts) = (clip, owl, seg, prompts);
                     cam.config.prompts = nc.prompts.clone();
                     cam.config.owlvit_when = nc.owlvit_when;
                     tracing::info!("camera {}: {} prompt(s) loaded", cam.config.id, cam.prompts.len());

@@ -6,4 +6,5 @@ mod daemon;
 mod fixture;
 mod mqtt;
 mod pixels;
+mod segment;
 mod vision;

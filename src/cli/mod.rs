@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+pub mod segment;
 pub mod vision;
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,8 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Find and box prompted objects in images with OWL-ViT (open-vocabulary).
     Detect(DetectArgs),
+    /// Measure how much of images prompted things cover, with CLIPSeg masks (zero-shot).
+    Segment(SegmentArgs),
     /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
     Run(ConfigArgs),
     /// Validate a config file and load its models, opening nothing else; exit 0 when usable.
@@ -120,6 +123,31 @@ pub struct DetectArgs {
     pub images: Vec<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    /// CLIPSeg model directory (config.json, tokenizer.json, processor config, onnx/*.onnx).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// A text prompt; repeat for several.
+    #[arg(long = "prompt", value_name = "TEXT", required = true)]
+    pub prompts: Vec<String>,
+    /// A pixel counts towards a prompt's coverage when its probability exceeds this (0..1).
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    pub threshold: f32,
+    /// Use the dynamic int8 `*_quantized.onnx` files.
+    #[arg(long)]
+    pub quantized: bool,
+    /// Print one JSON object per image instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the image with the masks overlaid and labelled here (a directory when several images are given).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Images to segment (JPEG or PNG).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+}
+
 fn unit_interval(s: &str) -> std::result::Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&v) {
@@ -133,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Classify(a) => vision::classify(a),
         Command::Detect(a) => vision::detect(a),
+        Command::Segment(a) => segment::segment(a),
         Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
         Command::Check(a) => check(&a.config),
         Command::Devices => {
@@ -192,7 +221,7 @@ fn check(path: &std::path::Path) -> Result<()> {
     let config = crate::config::load(path)?;
     let cameras = crate::daemon::prepare(&config)?;
     println!("{}: valid", path.display());
-    for m in [("clip", &config.clip), ("owlvit", &config.owlvit)] {
+    for m in [("clip", &config.clip), ("owlvit", &config.owlvit), ("clipseg", &config.clipseg)] {
         if let (name, Some(mc)) = m {
             println!("  model {name}: {} ({:?}) loads", mc.dir.display(), mc.precision);
         }

@@ -15,6 +15,7 @@ use crate::preprocess::ProcessorConfig;
 pub enum Family {
     Clip,
     OwlVit,
+    ClipSeg,
 }
 
 impl Family {
@@ -22,6 +23,7 @@ impl Family {
         match self {
             Family::Clip => "CLIP",
             Family::OwlVit => "OWL-ViT",
+            Family::ClipSeg => "CLIPSeg",
         }
     }
 }
@@ -52,8 +54,9 @@ impl ModelDir {
         let family = match model_type {
             "clip" => Family::Clip,
             "owlvit" => Family::OwlVit,
+            "clipseg" => Family::ClipSeg,
             other => bail!(
-                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\" and \"owlvit\" exports",
+                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\", \"owlvit\" and \"clipseg\" exports",
                 root.display()
             ),
         };
@@ -86,7 +89,7 @@ impl ModelDir {
             .and_then(Value::as_u64)
             .map(|n| n as usize)
             .unwrap_or(match self.family {
-                Family::Clip => 77,
+                Family::Clip | Family::ClipSeg => 77,
                 Family::OwlVit => 16,
             })
     }
@@ -106,7 +109,7 @@ impl ModelDir {
                 _ => None,
             });
         let pad = from_config.unwrap_or_else(|| match self.family {
-            Family::Clip => "<|endoftext|>".into(),
+            Family::Clip | Family::ClipSeg => "<|endoftext|>".into(),
             Family::OwlVit => "!".into(),
         });
         PromptTokenizer::load(&path, &pad, self.text_max_length())

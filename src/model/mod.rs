@@ -1,9 +1,11 @@
 //! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
-//! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects), plus the
+//! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects, `clipseg` for
+//! masks and coverage), plus the
 //! pieces they share: the model directory layout (`dir`), ONNX loading and graph folding
 //! (`graph`) and prompt tokenization (`tokenize`).
 
 pub mod clip;
+pub mod clipseg;
 pub mod dir;
 pub mod graph;
 pub mod owlvit;
@@ -11,5 +13,6 @@ pub mod quant;
 pub mod tokenize;
 
 pub use clip::{Clip, ClipScore};
+pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use dir::{Family, ModelDir, Precision};
 pub use owlvit::{Detection, OwlVit};

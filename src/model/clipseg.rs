@@ -1,0 +1,433 @@
+//! CLIPSeg: zero-shot segmentation — per prompt, a probability mask over the frame, summarised as
+//! the fraction of the frame (or of its region of interest) the prompt covers.
+//!
+//! Two layouts load. The split export (`models/make_fixtures.py`: `text_model.onnx` ->
+//! conditional embeddings, `vision_model.onnx` -> the CLIP activations the decoder reads,
+//! `decoder_model.onnx` -> logits) runs the text side once at load, folds its embeddings into the
+//! decoder as constants, and per frame runs the image side once for all prompts. The published
+//! whole-model export (`model.onnx`: `input_ids`, `pixel_values`, `attention_mask` -> `logits`)
+//! gets the prompt tokens folded in; it is fed one image, which its decoder broadcasts over the
+//! prompts, or, for an export that does not broadcast, the image repeated once per prompt.
+//!
+//! Post-processing: the logits `[prompts, 352, 352]` are resized to the original image by
+//! bilinear interpolation (PyTorch's `interpolate(mode="bilinear", align_corners=False)`, no
+//! antialias), then a pixel counts when its sigmoid probability exceeds the threshold. Coverage is
+//! the fraction of counted pixels (inside the region of interest when one is given); `max` is the
+//! highest probability there.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use image::{Rgb, RgbImage};
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use super::dir::{Family, ModelDir, Precision, FETCH_HINT};
+use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use crate::preprocess::Preprocessor;
+
+/// One prompt's result on one image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Coverage {
+    pub prompt: String,
+    /// Fraction of pixels (of the region of interest) whose probability exceeds the threshold.
+    pub coverage: f32,
+    /// The highest pixel probability (in the region of interest).
+    pub max: f32,
+}
+
+/// Which graphs serve a loaded model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `vision_model` once per frame, then `decoder_model` with the prompt embeddings folded in.
+    Split,
+    /// `model.onnx` with the tokens folded in, fed the image once (its decoder broadcasts).
+    Whole,
+    /// `model.onnx` fed the image once per prompt, as the stock graph is meant to be fed.
+    WholeRepeated,
+}
+
+/// The logits of one frame, `[prompts, height, width]` at the model's resolution.
+#[derive(Clone, Debug)]
+pub struct Masks {
+    pub prompts: usize,
+    pub width: usize,
+    pub height: usize,
+    logits: Vec<f32>,
+}
+
+enum Graphs {
+    Split { vision: Runnable, decoder: Runnable },
+    Whole { model: Runnable, repeat: bool },
+}
+
+pub struct ClipSeg {
+    graphs: Graphs,
+    preprocess: Preprocessor,
+    prompts: Vec<String>,
+    size: (usize, usize),
+    last: Option<Masks>,
+    /// The files that serve the model, for `check` and logs.
+    pub files: Vec<PathBuf>,
+}
+
+fn suffix(p: Precision) -> &'static str {
+    match p {
+        Precision::Fp32 => "",
+        Precision::Quantized => "_quantized",
+    }
+}
+
+impl ClipSeg {
+    /// Loads the split graphs when the directory has them, else the whole model.
+    pub fn load(dir: &ModelDir, precision: Precision, prompts: &[String]) -> Result<ClipSeg> {
+        ClipSeg::load_layout(dir, precision, prompts, None)
+    }
+
+    /// Like [`ClipSeg::load`], forcing a layout (for benchmarks and tests).
+    pub fn load_layout(dir: &ModelDir, precision: Precision, prompts: &[String], layout: Option<Layout>) -> Result<ClipSeg> {
+        if dir.family != Family::ClipSeg {
+            bail!(
+                "unable to segment with {}: it is a {} model; segmentation needs a CLIPSeg model directory",
+                dir.root.display(),
+                dir.family.name()
+            );
+        }
+        if prompts.is_empty() {
+            bail!("unable to segment without prompts; give at least one");
+        }
+        let processor = dir.processor()?;
+        let (w, h) = processor.output_size().with_context(|| {
+            format!("unable to use {}: its processor config has no fixed output size (CLIPSeg resizes to 352x352)", dir.root.display())
+        })?;
+        let (w, h) = (w as usize, h as usize);
+        let tokens = dir.tokenizer()?.encode(prompts)?;
+        let sfx = suffix(precision);
+        let split_files = ["vision_model", "decoder_model"].iter().all(|s| dir.has_onnx(s, precision))
+            && (dir.has_onnx("text_model", precision) || dir.has_onnx("text_model", Precision::Fp32));
+        let layout = match layout {
+            Some(l) => l,
+            None if split_files => Layout::Split,
+            None if dir.has_onnx("model", precision) => Layout::Whole,
+            None => bail!(
+                "unable to find the CLIPSeg graphs in {}: it needs onnx/vision_model{sfx}.onnx, onnx/decoder_model{sfx}.onnx and \
+                 onnx/text_model.onnx (the split export of models/make_fixtures.py) or onnx/model{sfx}.onnx (the published \
+                 export); found {}; {FETCH_HINT}",
+                dir.root.display(),
+                dir.onnx_listing()
+            ),
+        };
+        let n = prompts.len();
+        let mut files = vec![];
+        let graphs = match layout {
+            Layout::Split => {
+                let text_precision = if dir.has_onnx("text_model", precision) { precision } else { Precision::Fp32 };
+                let text = OnnxGraph::read(&dir.onnx_path("text_model", text_precision))?;
+                let vision = OnnxGraph::read(&dir.onnx_path("vision_model", precision))?;
+                let decoder = OnnxGraph::read(&dir.onnx_path("decoder_model", precision))?;
+                files.extend([text.path.clone(), vision.path.clone(), decoder.path.clone()]);
+                let embeddings = text_embeddings(&text, &tokens)?;
+                let vision = vision.optimized(&[("pixel_values", Input::Fed(f32::datum_type(), vec![1, 3, h, w]))], &["activations"])?;
+                let acts = vision
+                    .output_fact(0)?
+                    .shape
+                    .as_concrete()
+                    .map(<[usize]>::to_vec)
+                    .with_context(|| format!("unable to use {}: its activations have no fixed shape", dir.onnx_path("vision_model", precision).display()))?;
+                let decoder = decoder.optimized(
+                    &[("activations", Input::Fed(f32::datum_type(), acts)), ("conditional_embeddings", Input::Const(embeddings))],
+                    &["logits"],
+                )?;
+                Graphs::Split { vision: runnable(vision)?, decoder: runnable(decoder)? }
+            }
+            Layout::Whole | Layout::WholeRepeated => {
+                let graph = OnnxGraph::read(&dir.onnx_path("model", precision))?;
+                files.push(graph.path.clone());
+                let inputs = |batch: usize| -> Result<Vec<(&'static str, Input)>> {
+                    Ok(vec![
+                        ("input_ids", Input::Const(tokens.ids_tensor()?)),
+                        ("pixel_values", Input::Fed(f32::datum_type(), vec![batch, 3, h, w])),
+                        ("attention_mask", Input::Const(tokens.mask_tensor()?)),
+                    ])
+                };
+                let once = if layout == Layout::Whole && n > 1 {
+                    match graph.optimized(&inputs(1)?, &["logits"]) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            tracing::debug!("{}: one image for {n} prompts does not broadcast ({e:#}); feeding it once per prompt", graph.path.display());
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                match once {
+                    Some(m) => Graphs::Whole { model: runnable(m)?, repeat: false },
+                    None => Graphs::Whole { model: runnable(graph.optimized(&inputs(n)?, &["logits"])?)?, repeat: n > 1 },
+                }
+            }
+        };
+        Ok(ClipSeg { graphs, preprocess: Preprocessor::new(processor), prompts: prompts.to_vec(), size: (w, h), last: None, files })
+    }
+
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
+    pub fn layout(&self) -> Layout {
+        match &self.graphs {
+            Graphs::Split { .. } => Layout::Split,
+            Graphs::Whole { repeat: false, .. } => Layout::Whole,
+            Graphs::Whole { repeat: true, .. } => Layout::WholeRepeated,
+        }
+    }
+
+    pub fn preprocessor(&mut self) -> &mut Preprocessor {
+        &mut self.preprocess
+    }
+
+    /// The masks of the last frame [`ClipSeg::masks`] ran on (for event snapshots).
+    pub fn last_masks(&self) -> Option<&Masks> {
+        self.last.as_ref()
+    }
+
+    /// Runs the model on a preprocessed pixel tensor `[1, 3, H, W]`.
+    pub fn run_pixels(&self, pixels: TValue) -> Result<Masks> {
+        let out = match &self.graphs {
+            Graphs::Split { vision, decoder } => {
+                let acts = vision.run(tvec![pixels]).context("unable to run the CLIPSeg image side")?;
+                decoder.run(acts).context("unable to run the CLIPSeg decoder")?
+            }
+            Graphs::Whole { model, repeat } => {
+                let input = if *repeat { repeat_batch(&pixels, self.prompts.len())? } else { pixels };
+                model.run(tvec![input]).context("unable to run the CLIPSeg model")?
+            }
+        };
+        let (shape, logits) = f32_output(&out[0])?;
+        let n = self.prompts.len();
+        let (hh, ww) = match shape[..] {
+            [p, hh, ww] if p == n => (hh, ww),
+            [p, 1, hh, ww] if p == n => (hh, ww),
+            [hh, ww] if n == 1 => (hh, ww),
+            _ => bail!("unable to read CLIPSeg logits of shape {shape:?}; expected [{n}, H, W] for {n} prompt(s)"),
+        };
+        if (ww, hh) != self.size {
+            tracing::debug!("CLIPSeg logits are {ww}x{hh} for {}x{} pixels", self.size.0, self.size.1);
+        }
+        Ok(Masks { prompts: n, width: ww, height: hh, logits })
+    }
+
+    /// The masks of an image; also kept as the last masks.
+    pub fn masks(&mut self, image: &RgbImage) -> Result<&Masks> {
+        let pixels = self.preprocess.run(image)?;
+        let masks = self.run_pixels(pixels)?;
+        Ok(self.last.insert(masks))
+    }
+
+    /// Per prompt, the coverage above `threshold` and the maximum probability, on the image (or
+    /// its region of interest `[x0, y0, x1, y1]`).
+    pub fn segment(&mut self, image: &RgbImage, threshold: f32, roi: Option<[u32; 4]>) -> Result<Vec<Coverage>> {
+        let (w, h) = image.dimensions();
+        let masks = self.masks(image)?;
+        let stats: Vec<(f32, f32)> = (0..masks.prompts).map(|q| masks.coverage(q, w, h, roi, threshold)).collect();
+        Ok(self.prompts.iter().zip(stats).map(|(p, (coverage, max))| Coverage { prompt: p.clone(), coverage, max }).collect())
+    }
+}
+
+/// Runs the text graph once: the conditional embeddings `[prompts, dim]` of the prompt set.
+fn text_embeddings(graph: &OnnxGraph, tokens: &super::tokenize::Tokens) -> Result<Tensor> {
+    let ids = tokens.ids_tensor()?;
+    let mask = tokens.mask_tensor()?;
+    let shape = ids.shape().to_vec();
+    let model = graph.optimized(
+        &[("input_ids", Input::Fed(i64::datum_type(), shape.clone())), ("attention_mask", Input::Fed(i64::datum_type(), shape))],
+        &["conditional_embeddings"],
+    )?;
+    let out = runnable(model)?
+        .run(tvec![ids.into(), mask.into()])
+        .with_context(|| format!("unable to run the CLIPSeg text side {}", graph.path.display()))?;
+    let (shape, v) = f32_output(&out[0])?;
+    if shape.len() != 2 || shape[0] != tokens.input_ids.len() {
+        bail!("unable to use {}: conditional embeddings of shape {shape:?}, expected [{}, D]", graph.path.display(), tokens.input_ids.len());
+    }
+    Ok(tract_ndarray::Array2::from_shape_vec((shape[0], shape[1]), v)?.into_tensor())
+}
+
+/// The pixel tensor `[1, 3, H, W]` repeated `n` times along the batch.
+fn repeat_batch(pixels: &TValue, n: usize) -> Result<TValue> {
+    let one = pixels.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let mut shape = pixels.shape().to_vec();
+    shape[0] = n;
+    let mut t = Tensor::zero::<f32>(&shape)?;
+    {
+        let mut view = t.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        for chunk in out.chunks_mut(one.len()) {
+            chunk.copy_from_slice(&one);
+        }
+    }
+    Ok(t.into())
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The logit above which a pixel's probability exceeds `threshold` (`p > t` <=> `x > ln(t / (1 - t))`).
+fn logit(threshold: f32) -> f32 {
+    if threshold <= 0.0 {
+        f32::NEG_INFINITY
+    } else if threshold >= 1.0 {
+        f32::INFINITY
+    } else {
+        (threshold / (1.0 - threshold)).ln()
+    }
+}
+
+/// PyTorch's bilinear source index (align_corners=False) for output positions `from..to` of an
+/// axis resized from `input` to `output`: the two source indices and the weight of the second.
+fn axis(input: usize, output: usize, from: usize, to: usize) -> Vec<(usize, usize, f32)> {
+    let scale = input as f32 / output as f32;
+    (from..to)
+        .map(|d| {
+            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src as usize).min(input - 1);
+            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+            (i0, i1, src - i0 as f32)
+        })
+        .collect()
+}
+
+impl Masks {
+    /// Prompt `q`'s logits at the model resolution, row-major.
+    pub fn logits(&self, q: usize) -> &[f32] {
+        let n = self.width * self.height;
+        &self.logits[q * n..(q + 1) * n]
+    }
+
+    /// Prompt `q`'s sigmoid probabilities at the model resolution, row-major.
+    pub fn probabilities(&self, q: usize) -> Vec<f32> {
+        self.logits(q).iter().map(|x| sigmoid(*x)).collect()
+    }
+
+    /// Calls `f(x, y, logit)` for every pixel of `[x0, x1) x [y0, y1)` of the mask resized to
+    /// `width` x `height`.
+    fn resized(&self, q: usize, width: u32, height: u32, rect: [u32; 4], mut f: impl FnMut(u32, u32, f32)) {
+        let src = self.logits(q);
+        let xs = axis(self.width, width as usize, rect[0] as usize, rect[2] as usize);
+        let ys = axis(self.height, height as usize, rect[1] as usize, rect[3] as usize);
+        for (y, &(r0, r1, ly)) in (rect[1]..).zip(&ys) {
+            let (row0, row1) = (&src[r0 * self.width..(r0 + 1) * self.width], &src[r1 * self.width..(r1 + 1) * self.width]);
+            for (x, &(c0, c1, lx)) in (rect[0]..).zip(&xs) {
+                let top = (1.0 - lx) * row0[c0] + lx * row0[c1];
+                let bottom = (1.0 - lx) * row1[c0] + lx * row1[c1];
+                f(x, y, (1.0 - ly) * top + ly * bottom);
+            }
+        }
+    }
+
+    /// Coverage above `threshold` and the maximum probability of prompt `q` on a `width` x
+    /// `height` image, within `roi` `[x0, y0, x1, y1]` (clamped to the image) when given.
+    pub fn coverage(&self, q: usize, width: u32, height: u32, roi: Option<[u32; 4]>, threshold: f32) -> (f32, f32) {
+        let rect = clamp_roi(roi, width, height);
+        let total = (rect[2] - rect[0]) as u64 * (rect[3] - rect[1]) as u64;
+        if total == 0 {
+            return (0.0, 0.0);
+        }
+        let cut = logit(threshold);
+        let (mut above, mut best) = (0u64, f32::NEG_INFINITY);
+        self.resized(q, width, height, rect, |_, _, v| {
+            above += (v > cut) as u64;
+            best = best.max(v);
+        });
+        (above as f32 / total as f32, sigmoid(best))
+    }
+}
+
+fn clamp_roi(roi: Option<[u32; 4]>, width: u32, height: u32) -> [u32; 4] {
+    let r = roi.unwrap_or([0, 0, width, height]);
+    let (x1, y1) = (r[2].min(width), r[3].min(height));
+    [r[0].min(x1), r[1].min(y1), x1, y1]
+}
+
+/// One prompt's mask to draw: its index in the masks, the probability above which a pixel is
+/// tinted, its label and the index that picks its colour (`annotate::colour`).
+pub struct Layer<'a> {
+    pub prompt: usize,
+    pub threshold: f32,
+    pub label: &'a str,
+    pub colour_index: usize,
+}
+
+/// Tints the pixels of each layer's mask above its threshold in its colour (half and half with
+/// the image) and writes the labels in a stack at the top left.
+pub fn overlay(image: &mut RgbImage, masks: &Masks, layers: &[Layer]) {
+    let (w, h) = image.dimensions();
+    for l in layers.iter().filter(|l| l.prompt < masks.prompts) {
+        let Rgb(c) = crate::annotate::colour(l.colour_index);
+        let cut = logit(l.threshold);
+        masks.resized(l.prompt, w, h, [0, 0, w, h], |x, y, v| {
+            if v > cut {
+                let p = image.get_pixel_mut(x, y);
+                for (o, c) in p.0.iter_mut().zip(c) {
+                    *o = ((*o as u16 + c as u16) / 2) as u8;
+                }
+            }
+        });
+    }
+    let scale = ((w.min(h) / 400) + 1).clamp(1, 4);
+    let line = 8 * scale as i64 + 6;
+    for (i, l) in layers.iter().enumerate() {
+        crate::annotate::text(image, 2, 2 + i as i64 * line, l.label, scale, crate::annotate::colour(l.colour_index));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masks(width: usize, height: usize, logits: Vec<f32>) -> Masks {
+        Masks { prompts: logits.len() / (width * height), width, height, logits }
+    }
+
+    #[test]
+    fn bilinear_axis_matches_torch_align_corners_false() {
+        // torch: upsampling 2 -> 4 samples at src = (d + 0.5) / 2 - 0.5, clamped at 0
+        let a = axis(2, 4, 0, 4);
+        assert_eq!(a[0], (0, 1, 0.0));
+        assert_eq!(a[1], (0, 1, 0.25));
+        assert_eq!(a[2], (0, 1, 0.75));
+        assert_eq!(a[3], (1, 1, 0.25)); // past the last sample: both indices clamp to it
+        // downsampling 4 -> 2 samples at 0.5 and 2.5 (no antialias)
+        let d = axis(4, 2, 0, 2);
+        assert_eq!(d, vec![(0, 1, 0.5), (2, 3, 0.5)]);
+    }
+
+    #[test]
+    fn coverage_counts_pixels_above_the_threshold_within_the_roi() {
+        // left column very likely, right column very unlikely, upsampled 2x2 -> 4x4
+        let m = masks(2, 2, vec![5.0, -5.0, 5.0, -5.0]);
+        let (cov, max) = m.coverage(0, 4, 4, None, 0.5);
+        assert_eq!(cov, 0.5);
+        assert!((max - sigmoid(5.0)).abs() < 1e-6);
+        let (cov, _) = m.coverage(0, 4, 4, Some([0, 0, 1, 4]), 0.5);
+        assert_eq!(cov, 1.0);
+        let (cov, max) = m.coverage(0, 4, 4, Some([3, 0, 4, 4]), 0.5);
+        assert_eq!(cov, 0.0);
+        assert!(max < 0.01);
+        // an ROI outside the image covers nothing
+        assert_eq!(m.coverage(0, 4, 4, Some([10, 10, 20, 20]), 0.5), (0.0, 0.0));
+        assert_eq!(m.coverage(0, 4, 4, None, 1.0).0, 0.0);
+        assert_eq!(m.coverage(0, 4, 4, None, 0.0).0, 1.0);
+    }
+
+    #[test]
+    fn overlay_tints_only_masked_pixels() {
+        let m = masks(2, 1, vec![4.0, -4.0]);
+        let mut img = RgbImage::from_pixel(40, 20, Rgb([0, 0, 0]));
+        overlay(&mut img, &m, &[Layer { prompt: 0, threshold: 0.5, label: "", colour_index: 2 }]);
+        let Rgb(c) = crate::annotate::colour(2);
+        assert_eq!(img.get_pixel(0, 10).0, c.map(|v| v / 2));
+        assert_eq!(img.get_pixel(39, 10).0, [0, 0, 0]);
+    }
+}
