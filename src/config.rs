@@ -30,6 +30,16 @@ struct RawConfig {
     #[serde(default)]
     cameras: Vec<RawCamera>,
     mqtt: Option<toml::Value>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    stale_after: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +179,18 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// The raw `[mqtt]` table, validated by the MQTT stage; None prints events on stdout.
     pub mqtt: Option<toml::Value>,
+    /// The local HTTP endpoint (`[http]`); None when `enabled = false` (the default).
+    pub http: Option<HttpConfig>,
+}
+
+/// The `[http]` table: `/healthz`, `/metrics` and `/snapshot/<camera>.jpg` (src/endpoint.rs).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Default 127.0.0.1:9464.
+    pub listen: std::net::SocketAddr,
+    /// `/healthz` fails when a running camera made no progress for this long (or three frame
+    /// intervals, if longer). Default 30 s.
+    pub stale_after: Duration,
 }
 
 /// Reads and validates a config file.
@@ -339,7 +361,20 @@ impl Validator<'_> {
             }
             cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, owlvit_when, prompts });
         }
-        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, clipseg, motion, cameras, mqtt: raw.mqtt })
+        let http = self.http(&raw.http)?;
+        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, clipseg, motion, cameras, mqtt: raw.mqtt, http })
+    }
+
+    fn http(&self, h: &RawHttp) -> Result<Option<HttpConfig>> {
+        let listen = match &h.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+            Some(s) => match s.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => return self.err(s.span(), "http.listen", format!("{:?} is not an address and port; use e.g. \"127.0.0.1:9464\"", s.get_ref())),
+            },
+        };
+        let stale_after = Duration::from_secs_f64(self.float(&h.stale_after, "http.stale_after", 30.0, 0.5, 86400.0)?);
+        Ok(h.enabled.unwrap_or(false).then_some(HttpConfig { listen, stale_after }))
     }
 
     fn prompt(&self, p: &RawPrompt, have_clip: bool, have_owl: bool, have_seg: bool) -> Result<PromptConfig> {
@@ -427,6 +462,10 @@ negatives = ["an empty driveway"]
         assert_eq!(p.id, "a_delivery_van");
         assert_eq!((p.decide.threshold, p.decide.off_threshold), (0.5, 0.4));
         assert!(c.mqtt.is_none() && c.motion.is_some());
+        assert!(c.http.is_none(), "the HTTP endpoint is off by default");
+        let c = parse(&format!("{GOOD}[http]\nenabled = true\n"), Path::new("t.toml")).unwrap();
+        let h = c.http.expect("enabled");
+        assert_eq!((h.listen.to_string(), h.stale_after), ("127.0.0.1:9464".to_string(), Duration::from_secs(30)));
     }
 
     #[test]
@@ -442,6 +481,10 @@ negatives = ["an empty driveway"]
             (&format!("{GOOD}[motion]\nwidth = 2\n"), &["motion.width", "line 14"]),
             (&GOOD.replace("source", "sorce"), &["sorce"]),
             (&GOOD.replace("source =", "owlvit_when = \"sometimes\"\nsource ="), &["cameras.owlvit_when", "line 7", "clip_on"]),
+            (&format!("{GOOD}[http]\nenabled = true\nlisten = \"localhost\"\n"), &["http.listen", "line 15", "127.0.0.1:9464"]),
+            (&format!("{GOOD}[http]\nlisten = 9464\n"), &["line 14", "listen"]),
+            (&format!("{GOOD}[http]\nstale_after = 0\n"), &["http.stale_after", "line 14"]),
+            (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
         ];
         for (text, needles) in cases {
             let e = err(text);

@@ -169,6 +169,8 @@ pub fn run(config: Config) -> Result<()> {
     tracing::info!("inference on {threads} thread(s)");
     let mqtt = config.mqtt.as_ref().map(|raw| crate::mqtt::parse_config(raw, &config.path)).transpose()?;
     let cameras = prepare(&config)?;
+    // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
+    let http = config.http.as_ref().map(crate::endpoint::bind).transpose()?;
     let control = Arc::new(Control::default());
     let started = Instant::now();
     crate::signals::install(control.clone())?;
@@ -195,6 +197,17 @@ pub fn run(config: Config) -> Result<()> {
         // applies them between frames
         Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras, status_of(&cameras))?),
         None => Sink::Stdout,
+    };
+    let endpoint = match http {
+        Some(listener) => {
+            let mqtt_stats = match &sink {
+                Sink::Mqtt(p) => Some(p.stats_handle()),
+                Sink::Stdout => None,
+            };
+            let fps: Vec<f64> = cameras.iter().map(|c| c.config.fps).collect();
+            Some(crate::endpoint::Endpoint::start(listener, status_of(&cameras), &fps, mqtt_stats)?)
+        }
+        None => None,
     };
     let printer = std::thread::Builder::new().name("events".into()).spawn(move || deliver(rx, sink)).context("unable to start the event thread")?;
     let infer_control = control.clone();
@@ -231,6 +244,9 @@ pub fn run(config: Config) -> Result<()> {
         stop.store(true, Ordering::Relaxed);
     }
     let result = inference.join().map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
+    if let Some(e) = endpoint {
+        e.stop();
+    }
     let _ = printer.join();
     for (_, h) in capture {
         let _ = h.join();

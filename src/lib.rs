@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod endpoint;
 pub mod event;
 pub mod frame;
 pub mod logging;

@@ -164,6 +164,11 @@ impl CameraStatus {
         }
     }
 
+    /// The source ended (a finite file replay) and its capture thread stopped.
+    pub fn source_ended(&self) -> bool {
+        self.slot.is_closed()
+    }
+
     pub fn latest(&self) -> Option<Latest> {
         self.live().latest.clone()
     }

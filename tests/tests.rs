@@ -3,6 +3,7 @@
 
 mod capture;
 mod daemon;
+mod endpoint;
 mod fixture;
 mod mqtt;
 mod pixels;

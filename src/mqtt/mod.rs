@@ -213,6 +213,20 @@ pub struct Stats {
     pub commands_rejected: u64,
 }
 
+/// The publisher's counters, readable from any thread while the publisher runs.
+#[derive(Clone)]
+pub struct StatsHandle(Arc<worker::Shared>);
+
+impl StatsHandle {
+    pub fn stats(&self) -> Stats {
+        let mut s = self.0.status.lock().map(|s| s.stats.clone()).unwrap_or_default();
+        if let Ok(spool) = self.0.spool.lock() {
+            (s.spooled, s.dropped) = (spool.len(), spool.dropped());
+        }
+        s
+    }
+}
+
 /// Publishes events, states and discovery to an MQTT broker from two background threads (the
 /// rumqttc connection and the worker that owns the spool).
 pub struct Publisher {
@@ -274,6 +288,11 @@ impl Publisher {
             s.dropped = spool.dropped();
         }
         s
+    }
+
+    /// A clonable handle on [`Publisher::stats`] for other threads (the HTTP endpoint's `/metrics`).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.shared.clone())
     }
 
     /// Graceful stop: flushes what it can, publishes `offline` retained (brokers send no will on
