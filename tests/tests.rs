@@ -7,5 +7,6 @@ mod endpoint;
 mod fixture;
 mod mqtt;
 mod pixels;
+mod rtsp;
 mod segment;
 mod vision;

@@ -61,7 +61,8 @@ pub struct BenchArgs {
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
     /// A source as in the config: /dev/videoN[@WxH], http://host/stream (MJPEG),
-    /// snapshot+http://host/image.jpg, an image file, a directory or a glob.
+    /// snapshot+http://host/image.jpg, rtsp://host/stream (H.264), an image file, a directory
+    /// or a glob.
     #[arg(long, value_name = "URL|DEVICE|PATH")]
     pub source: String,
     /// How many frames to grab.
