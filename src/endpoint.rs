@@ -10,12 +10,14 @@
 //! axum serves it on a current-thread tokio runtime on its own named thread; it only reads the
 //! shared [`Status`], so a slow client never slows capture or inference.
 //!
-//! Health: a camera makes progress when its source delivers frames *and* those frames are taken
-//! by the inference thread, analysed or held back by the motion gate (a quiet, motion-gated
-//! camera is healthy: its frames are still captured and checked). A monitor task samples the
-//! counters every 250 ms; a camera fails when either count stood still for longer than its
-//! window, `stale_after` (default 30 s) or three frame intervals at its `fps`, whichever is
-//! longer. Paused cameras and sources that ended (a finite replay) are reported but never fail.
+//! Health: a camera makes progress when frames from its source reach the inference thread and
+//! are dealt with, analysed or held back by the motion gate (a quiet, motion-gated camera is
+//! healthy: its frames are still captured and checked). A monitor task samples the counters every
+//! 250 ms; a camera fails when that count stood still for longer than its window, `stale_after`
+//! (default 30 s) or three frame intervals at its `fps`, whichever is longer. The reason names
+//! the stage: frames still replacing each other in the camera's slot mean inference is stalled,
+//! otherwise the source stopped delivering. Paused cameras and sources that ended (a finite
+//! replay) are reported but never fail.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -68,21 +70,22 @@ pub struct Endpoint {
 
 /// The per-camera progress monitor behind `/healthz`.
 struct Progress {
-    captured: u64,
+    /// Frames replaced in the slot: they keep rising while the source delivers and nobody takes.
+    dropped: u64,
     processed: u64,
-    captured_at: Instant,
+    dropped_at: Option<Instant>,
     processed_at: Instant,
 }
 
 impl Progress {
     fn new(now: Instant) -> Progress {
-        Progress { captured: 0, processed: 0, captured_at: now, processed_at: now }
+        Progress { dropped: 0, processed: 0, dropped_at: None, processed_at: now }
     }
 
     fn observe(&mut self, s: &CameraSnapshot, now: Instant) {
         let processed = processed(s);
-        if s.source.captured != self.captured {
-            (self.captured, self.captured_at) = (s.source.captured, now);
+        if s.dropped != self.dropped {
+            (self.dropped, self.dropped_at) = (s.dropped, Some(now));
         }
         if processed != self.processed {
             (self.processed, self.processed_at) = (processed, now);
@@ -105,18 +108,18 @@ fn verdict(id: &str, s: &CameraSnapshot, ended: bool, p: &Progress, window: Dura
     if ended {
         return Ok(format!("camera {id}: source ended after {} frame(s)", s.source.captured));
     }
-    if now.saturating_duration_since(p.captured_at) > window {
-        return Err(format!(
-            "camera {id}: no frame from its source for {:.0} s ({} reconnect(s), {} undecodable); check the camera and `promptcam probe`",
-            secs(p.captured_at),
-            s.source.reconnects,
-            s.source.undecodable
-        ));
+    if now.saturating_duration_since(p.processed_at) <= window {
+        return Ok(format!("camera {id}: {} analysed, {} held back by the motion gate", s.inference.count, s.source.skipped_no_motion));
     }
-    if now.saturating_duration_since(p.processed_at) > window {
+    if p.dropped_at.is_some_and(|t| now.saturating_duration_since(t) <= window) {
         return Err(format!("camera {id}: frames arrive but none was analysed for {:.0} s: inference is stalled", secs(p.processed_at)));
     }
-    Ok(format!("camera {id}: {} analysed, {} held back by the motion gate", s.inference.count, s.source.skipped_no_motion))
+    Err(format!(
+        "camera {id}: no frame from its source for {:.0} s ({} reconnect(s), {} undecodable); check the camera and `promptcam probe`",
+        secs(p.processed_at),
+        s.source.reconnects,
+        s.source.undecodable
+    ))
 }
 
 struct App {
@@ -374,7 +377,9 @@ mod tests {
     fn snap(captured: u64, analysed: u64, skipped: u64, paused: bool) -> CameraSnapshot {
         let source = SourceStatsSnapshot { captured, skipped_no_motion: skipped, ..SourceStatsSnapshot::default() };
         let inference = InferenceTimes { count: analysed, ..InferenceTimes::default() };
-        CameraSnapshot { source, dropped: 0, paused, paused_frames: 0, events: 0, inference, since_analysed: None, prompts: vec![] }
+        // frames the inference thread did not take were replaced in the slot
+        let dropped = captured.saturating_sub(analysed + skipped);
+        CameraSnapshot { source, dropped, paused, paused_frames: 0, events: 0, inference, since_analysed: None, prompts: vec![] }
     }
 
     #[test]

@@ -142,7 +142,7 @@ min_frames = 1
 [http]
 enabled = true
 listen = "127.0.0.1:{port}"
-stale_after = 1.5
+stale_after = 3
 
 [mqtt]
 host = "127.0.0.1"
@@ -204,14 +204,14 @@ spool_dir = "{spool}"
     let (code, _, body) = get(&agent, &format!("{base}/healthz")).unwrap();
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     // longer than stale_after: a still scene held back by the motion gate stays healthy
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(4000));
     let (code, _, body) = get(&agent, &format!("{base}/healthz")).unwrap();
     let body = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("camera porch"), "{body}");
     let (_, later) = metrics(&agent);
     let captured = |s: &BTreeMap<String, f64>| s[&format!("promptcam_frames_captured_total{cam}")];
-    assert!(captured(&later) >= captured(samples) + 5.0, "frames keep coming at 5 fps: {} -> {}", captured(samples), captured(&later));
+    assert!(captured(&later) >= captured(samples) + 8.0, "frames keep coming at 5 fps: {} -> {}", captured(samples), captured(&later));
     assert!(later[&format!("promptcam_frames_skipped_no_motion_total{cam}")] >= 1.0, "the still frames are held back");
 
     let (code, ct, jpeg) = get(&agent, &format!("{base}/snapshot/porch.jpg")).unwrap();
@@ -231,10 +231,10 @@ spool_dir = "{spool}"
             break String::from_utf8_lossy(&body).into_owned();
         }
         assert_eq!(code, 200);
-        assert!(stopped.elapsed() < Duration::from_secs(10), "/healthz still 200 10 s after the camera stopped");
+        assert!(stopped.elapsed() < Duration::from_secs(15), "/healthz still 200 15 s after the camera stopped");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(stopped.elapsed() >= Duration::from_secs(1), "not before the window: {:?}", stopped.elapsed());
+    assert!(stopped.elapsed() >= Duration::from_secs(2), "not before the window: {:?}", stopped.elapsed());
     assert!(body.starts_with("unhealthy") && body.contains("camera porch") && body.contains("no frame"), "{body}");
 
     // a graceful stop takes the endpoint down with the daemon
