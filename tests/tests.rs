@@ -4,6 +4,7 @@
 mod capture;
 mod daemon;
 mod endpoint;
+mod fetch;
 mod fixture;
 mod mqtt;
 mod pixels;

@@ -224,7 +224,11 @@ fn check(path: &std::path::Path) -> Result<()> {
     println!("{}: valid", path.display());
     for m in [("clip", &config.clip), ("owlvit", &config.owlvit), ("clipseg", &config.clipseg)] {
         if let (name, Some(mc)) = m {
-            println!("  model {name}: {} ({:?}) loads", mc.dir.display(), mc.precision);
+            let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".onnx")).collect())
+                .unwrap_or_default();
+            files.sort();
+            println!("  model {name}: {} ({:?}) present and loads; onnx/: {}", mc.dir.display(), mc.precision, files.join(", "));
         }
     }
     for cam in &cameras {

@@ -36,7 +36,7 @@ pub enum Precision {
     Quantized,
 }
 
-pub const FETCH_HINT: &str = "fetch the published export with models/fetch.sh (see models/README.md)";
+pub const FETCH_HINT: &str = "fetch the published export with models/fetch.sh (installed by the package as /usr/share/promptcam/fetch-models.sh; see models/README.md)";
 
 pub struct ModelDir {
     pub root: PathBuf,
