@@ -306,12 +306,14 @@ impl std::fmt::Debug for Metrics {
 }
 
 type Labels<'a> = [(&'static str, &'a str); 1];
+/// A per-camera counter: name (without `_total`), help, and how to read it from a snapshot.
+type CounterSpec = (&'static str, &'static str, fn(&CameraSnapshot) -> u64);
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let now = Instant::now();
         let cams: Vec<(String, CameraSnapshot)> = self.status.cameras.iter().map(|c| (c.id.clone(), c.snapshot(now))).collect();
-        let counters: [(&str, &str, fn(&CameraSnapshot) -> u64); 8] = [
+        let counters: [CounterSpec; 8] = [
             ("promptcam_frames_captured", "Frames delivered by the camera's source.", |s| s.source.captured),
             ("promptcam_frames_dropped", "Frames replaced in the latest-wins slot before inference took them.", |s| s.dropped),
             ("promptcam_frames_undecodable", "Frames the source received but could not decode.", |s| s.source.undecodable),

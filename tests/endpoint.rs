@@ -195,7 +195,7 @@ spool_dir = "{spool}"
     let cam = "{camera=\"porch\"}";
     let count = samples[&format!("promptcam_inference_duration_seconds_count{cam}")];
     assert!(count >= 1.0);
-    assert_eq!(samples[&format!("promptcam_inference_duration_seconds_bucket{{camera=\"porch\",le=\"+Inf\"}}")], count);
+    assert_eq!(samples["promptcam_inference_duration_seconds_bucket{camera=\"porch\",le=\"+Inf\"}"], count);
     let buckets: Vec<f64> = samples.iter().filter(|(k, _)| k.starts_with("promptcam_inference_duration_seconds_bucket")).map(|(_, v)| *v).collect();
     assert_eq!(buckets.len(), 13, "12 bounds and +Inf");
     assert!(samples.contains_key("promptcam_prompt_score{camera=\"porch\",prompt=\"a_rocket_on_the_launch_pad\"}"), "{samples:?}");
