@@ -263,7 +263,7 @@ model = "clipseg"
     let c = promptcam::config::parse(base, std::path::Path::new("t.toml")).unwrap();
     let p = &c.cameras[0].prompts[0];
     assert_eq!((p.model, p.mask_threshold), (promptcam::config::ModelKind::ClipSeg, 0.5));
-    let err = |text: &str| format!("{:#}", promptcam::config::parse(text, std::path::Path::new("t.toml")).err().expect("should fail"));
+    let err = |text: &str| format!("{:#}", promptcam::config::parse(text, std::path::Path::new("t.toml")).expect_err("should fail"));
     let e = err(&format!("{base}mask_threshold = 1.5\n"));
     assert!(e.contains("cameras.prompts.mask_threshold") && e.contains("line 12"), "{e}");
     let e = err(&base.replace("[models.clipseg]\ndir = \"models/tiny/clipseg\"", ""));
@@ -293,5 +293,34 @@ fn pixel_tensors_match_the_clipseg_processor() {
         assert!(off <= values.len() / 20, "{name}: {off} of {} samples a level or more off", values.len());
         let mean = ours.iter().map(|v| *v as f64).sum::<f64>() / ours.len() as f64;
         assert!((mean - want["mean"].as_f64().unwrap()).abs() < 0.002, "{name}: mean {mean} vs {}", want["mean"]);
+    }
+}
+
+/// Per-frame model time of each layout on the full-size random-weight rd64-refined
+/// (`models/make_fixtures.py --clipseg --full`), 1 and 2 threads, three prompts:
+/// `PROMPTCAM_CLIPSEG_FULL=target/full-models/clipseg-rd64-refined cargo test --test tests segment::full -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn full_size_layout_timings() {
+    let Ok(path) = std::env::var("PROMPTCAM_CLIPSEG_FULL") else { return eprintln!("PROMPTCAM_CLIPSEG_FULL not set") };
+    let dir = ModelDir::open(std::path::Path::new(&path)).unwrap();
+    let prompts: Vec<String> = ["water on the floor", "smoke", "snow"].iter().map(|s| s.to_string()).collect();
+    let img = read_image(&fixture::image("rocket.png")).unwrap();
+    for threads in [1, 2] {
+        promptcam::bench::set_threads(threads);
+        for layout in [Layout::Split, Layout::Whole, Layout::WholeRepeated] {
+            let t = std::time::Instant::now();
+            let mut seg = ClipSeg::load_layout(&dir, Precision::Fp32, &prompts, Some(layout)).unwrap();
+            let load = t.elapsed();
+            let mut times = vec![];
+            for _ in 0..4 {
+                let px = seg.preprocessor().run(&img).unwrap();
+                let t = std::time::Instant::now();
+                std::hint::black_box(seg.run_pixels(px).unwrap());
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            eprintln!("{threads} thread(s) {:?}: load {:.0} ms, model median {:.0} ms ({times:.0?})", seg.layout(), load.as_secs_f64() * 1000.0, times[times.len() / 2]);
+        }
     }
 }

@@ -311,17 +311,27 @@ impl Masks {
     }
 
     /// Calls `f(x, y, logit)` for every pixel of `[x0, x1) x [y0, y1)` of the mask resized to
-    /// `width` x `height`.
+    /// `width` x `height`. Each source row is interpolated horizontally once, then output rows
+    /// blend two of them: the same operations, in the same order, as torch's kernel.
     fn resized(&self, q: usize, width: u32, height: u32, rect: [u32; 4], mut f: impl FnMut(u32, u32, f32)) {
         let src = self.logits(q);
         let xs = axis(self.width, width as usize, rect[0] as usize, rect[2] as usize);
         let ys = axis(self.height, height as usize, rect[1] as usize, rect[3] as usize);
+        let (Some(first), Some(last)) = (ys.first(), ys.last()) else { return };
+        let (r_lo, r_hi) = (first.0, last.1);
+        let n = xs.len();
+        let mut rows = vec![0f32; (r_hi - r_lo + 1) * n];
+        for (r, out) in (r_lo..=r_hi).zip(rows.chunks_exact_mut(n.max(1))) {
+            let row = &src[r * self.width..(r + 1) * self.width];
+            for (o, &(c0, c1, lx)) in out.iter_mut().zip(&xs) {
+                *o = (1.0 - lx) * row[c0] + lx * row[c1];
+            }
+        }
         for (y, &(r0, r1, ly)) in (rect[1]..).zip(&ys) {
-            let (row0, row1) = (&src[r0 * self.width..(r0 + 1) * self.width], &src[r1 * self.width..(r1 + 1) * self.width]);
-            for (x, &(c0, c1, lx)) in (rect[0]..).zip(&xs) {
-                let top = (1.0 - lx) * row0[c0] + lx * row0[c1];
-                let bottom = (1.0 - lx) * row1[c0] + lx * row1[c1];
-                f(x, y, (1.0 - ly) * top + ly * bottom);
+            let top = &rows[(r0 - r_lo) * n..(r0 - r_lo + 1) * n];
+            let bottom = &rows[(r1 - r_lo) * n..(r1 - r_lo + 1) * n];
+            for (x, (t, b)) in (rect[0]..).zip(top.iter().zip(bottom)) {
+                f(x, y, (1.0 - ly) * t + ly * b);
             }
         }
     }
