@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use tract_onnx::prelude::tvec;
 
 use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Precision};
 use crate::preprocess::to_rgb;
@@ -31,6 +32,9 @@ pub struct Report {
     pub model_run: Stage,
     pub postprocess: Stage,
     pub peak_rss_mb: f64,
+    /// Model time by op type on one frame (with `--profile`), slowest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<crate::model::graph::OpTime>>,
 }
 
 fn stage(mut v: Vec<Duration>) -> Stage {
@@ -57,7 +61,7 @@ pub fn set_threads(threads: usize) -> usize {
     n
 }
 
-pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize, image: &std::path::Path) -> Result<Report> {
+pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize, image: &std::path::Path, profile: bool) -> Result<Report> {
     let threads = set_threads(threads);
     let precision = if quantized { Precision::Quantized } else { Precision::Fp32 };
     let bytes = std::fs::read(image).with_context(|| format!("unable to read {}", image.display()))?;
@@ -119,6 +123,22 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
             q.push(t4 - t3);
         }
     }
+    let profile = if profile {
+        let (model, pixels) = match &mut m {
+            M::Clip(c) => {
+                let px = c.preprocessor().run(&first)?;
+                (c.image_tower(), px)
+            }
+            M::Owl(o) => {
+                let px = o.preprocessor().run(&first)?;
+                (o.runnable(), px)
+            }
+            M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP and OWL-ViT; drop --profile"),
+        };
+        Some(crate::model::graph::profile(model, tvec![pixels])?)
+    } else {
+        None
+    };
     Ok(Report {
         model: dir.display().to_string(),
         family: model.family.name(),
@@ -133,6 +153,7 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
         model_run: stage(r),
         postprocess: stage(q),
         peak_rss_mb: peak_rss_mb(),
+        profile,
     })
 }
 
@@ -143,6 +164,14 @@ impl std::fmt::Display for Report {
         for (name, s) in [("decode", &self.decode), ("preprocess", &self.preprocess), ("model", &self.model_run), ("post-process", &self.postprocess)] {
             writeln!(f, "  {name:<15}  median {:>8.2} ms   p90 {:>8.2} ms", s.median_ms, s.p90_ms)?;
         }
-        write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)
+        write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)?;
+        if let Some(ops) = &self.profile {
+            let total: f64 = ops.iter().map(|o| o.ms).sum();
+            write!(f, "\n  profile of one frame, by op ({total:.1} ms in all):")?;
+            for o in ops.iter().take(15) {
+                write!(f, "\n    {:<40} {:>4} nodes {:>9.2} ms {:>5.1}%", o.op, o.nodes, o.ms, 100.0 * o.ms / total.max(1e-9))?;
+            }
+        }
+        Ok(())
     }
 }

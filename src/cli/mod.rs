@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time every node of one frame and print the model time by op type.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args, Debug)]
@@ -177,7 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Probe(a) => probe(a),
         Command::Bench(a) => {
-            let r = crate::bench::run(&a.model, a.quantized, a.threads, a.frames as usize, &a.image)?;
+            let r = crate::bench::run(&a.model, a.quantized, a.threads, a.frames as usize, &a.image, a.profile)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

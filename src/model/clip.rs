@@ -68,14 +68,22 @@ impl Clip {
         let tokens = tokenizer.encode(&texts)?;
         let pixels = Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]);
 
-        let full = dir.has_onnx("model", precision).then(|| OnnxGraph::read(&dir.onnx_path("model", precision))).transpose()?;
+        // model.onnx is parsed whole only when a tower file is missing: it holds both towers
+        let towers = dir.has_onnx("vision_model", precision) && dir.has_onnx("text_model", precision);
+        let full = (!towers && dir.has_onnx("model", precision)).then(|| OnnxGraph::read(&dir.onnx_path("model", precision))).transpose()?;
         let mut files = vec![];
+
+        if !dir.has_onnx("vision_model", precision) && full.is_none() {
+            return Err(missing_tower(dir, precision, "image", "vision_model"));
+        }
+        // the text side first: its weights are gone before the image tower's are loaded
+        let per_text = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
 
         // image side: vision_model.onnx, else model.onnx with the token inputs folded in
         let image_tower = if dir.has_onnx("vision_model", precision) {
             let g = OnnxGraph::read(&dir.onnx_path("vision_model", precision))?;
             files.push(g.path.clone());
-            g.optimized(&[("pixel_values", pixels)], &["image_embeds"])?
+            g.into_optimized(&[("pixel_values", pixels)], &["image_embeds"])?
         } else if let Some(g) = &full {
             files.push(g.path.clone());
             g.optimized(
@@ -89,8 +97,6 @@ impl Clip {
         } else {
             return Err(missing_tower(dir, precision, "image", "vision_model"));
         };
-
-        let per_text = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
         let mut text_embeds = vec![];
         let mut rows = per_text.into_iter();
         for class in classes {
@@ -104,9 +110,10 @@ impl Clip {
             normalize(&mut mean);
             text_embeds.push(mean);
         }
-        let logit_scale = match &full {
-            Some(g) => learned_logit_scale(g)?,
-            None => {
+        let logit_scale = match (&full, dir.has_onnx("model", precision)) {
+            (Some(g), _) => learned_logit_scale(g)?,
+            (None, true) => learned_logit_scale_of(&dir.onnx_path("model", precision))?,
+            (None, false) => {
                 tracing::warn!(
                     "{} has no onnx/model{}.onnx to read the learned logit scale from; using {DEFAULT_LOGIT_SCALE}",
                     dir.root.display(),
@@ -141,6 +148,11 @@ impl Clip {
         let (_, mut v) = f32_output(&out[0])?;
         normalize(&mut v);
         Ok(v)
+    }
+
+    /// The image tower, for profiling.
+    pub fn image_tower(&self) -> &Runnable {
+        &self.image_tower
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
@@ -195,9 +207,9 @@ fn text_embeddings(
     let ids = tokens.ids_tensor()?;
     let mask = tokens.mask_tensor()?;
     let (model, graph_path) = if dir.has_onnx("text_model", precision) {
-        let g = OnnxGraph::read(&dir.onnx_path("text_model", precision))?;
-        let m = g.optimized(&[("input_ids", Input::Const(ids)), ("attention_mask", Input::Const(mask))], &["text_embeds"])?;
-        (m, g.path.clone())
+        let path = dir.onnx_path("text_model", precision);
+        let m = OnnxGraph::read(&path)?.into_optimized(&[("input_ids", Input::Const(ids)), ("attention_mask", Input::Const(mask))], &["text_embeds"])?;
+        (m, path)
     } else if let Some(g) = full {
         let zeros = Tensor::zero::<f32>(&[1, 3, h as usize, w as usize])?;
         let m = g.optimized(
@@ -235,6 +247,15 @@ pub fn learned_logit_scale(graph: &OnnxGraph) -> Result<f32> {
     }
     tracing::debug!("logit scale not found by graph walk in {}; running the graph", graph.path.display());
     scale_by_running(graph)
+}
+
+/// Like [`learned_logit_scale`] for a file not loaded yet: skims its structure (no weights) and
+/// loads the whole graph only if the scale must be found by running it.
+pub fn learned_logit_scale_of(path: &std::path::Path) -> Result<f32> {
+    if let Some(s) = scale_from_graph(&super::skim::graph_skeleton(path)?) {
+        return Ok(s);
+    }
+    learned_logit_scale(&OnnxGraph::read(path)?)
 }
 
 fn scale_from_graph(g: &pb::GraphProto) -> Option<f32> {

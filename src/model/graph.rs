@@ -123,6 +123,19 @@ impl OnnxGraph {
     /// Builds an optimized tract model: every input of the file must be given in `inputs`
     /// (fed or constant), and only `outputs` are kept (so unused towers are pruned).
     pub fn optimized(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
+        self.check_io(inputs, outputs)?;
+        build(&self.path, &self.format, std::borrow::Cow::Borrowed(&self.proto), inputs, outputs)
+    }
+
+    /// Like [`OnnxGraph::optimized`] for the last model made from this file: the parsed file is
+    /// freed as soon as tract has imported it, before optimization, so the weights are not held
+    /// twice at the peak of loading.
+    pub fn into_optimized(self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
+        self.check_io(inputs, outputs)?;
+        build(&self.path, &self.format, std::borrow::Cow::Owned(self.proto), inputs, outputs)
+    }
+
+    fn check_io(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<()> {
         let file = self.path.display();
         let names = self.input_names();
         for (name, _) in inputs {
@@ -146,53 +159,59 @@ impl OnnxGraph {
                 );
             }
         }
-        let dir = self.path.parent().and_then(Path::to_str);
-        let onnx = tract_onnx::onnx().with_ignore_value_info(self.format == QuantFormat::DynamicInt8);
-        let mut model = onnx.parse(&self.proto, dir).with_context(|| format!("unable to import {file} into tract"))?.model;
-        let order: Vec<String> = model
-            .input_outlets()?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        for (ix, name) in order.iter().enumerate() {
-            let spec = inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s);
-            let fact = match spec {
-                Some(Input::Fed(dt, shape)) => InferenceFact::dt_shape(*dt, shape.clone()),
-                Some(Input::Const(t)) => InferenceFact::dt_shape(t.datum_type(), t.shape().to_vec()),
-                None => bail!("unable to use {file}: input `{name}` has no shape given"),
-            };
-            model.set_input_fact(ix, fact)?;
-        }
-        model.select_outputs_by_name(outputs)?;
-        let mut typed = model.into_typed().with_context(|| format!("unable to analyse {file} with tract"))?;
-        // fold the constant inputs into the graph
-        let mut kept = vec![];
-        for (ix, name) in order.iter().enumerate() {
-            let outlet = typed.input_outlets()?[ix];
-            match inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s) {
-                Some(Input::Const(t)) => {
-                    let mut patch = TypedModelPatch::default();
-                    let wire = patch.add_const(format!("{name}.folded"), t.clone())?;
-                    patch.shunt_outside(&typed, outlet, wire)?;
-                    patch.apply(&mut typed)?;
-                }
-                _ => kept.push(outlet),
-            }
-        }
-        // the fed inputs, in the caller's order
-        let fed: Vec<&str> = inputs.iter().filter(|(_, s)| matches!(s, Input::Fed(..))).map(|(n, _)| *n).collect();
-        let by_name: Vec<OutletId> = fed
-            .iter()
-            .map(|n| kept.iter().copied().find(|o| typed.node(o.node).name == *n).context("input lost while folding"))
-            .collect::<Result<_>>()?;
-        typed.set_input_outlets(&by_name)?;
-        let mut optimized = typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))?;
-        if self.format == QuantFormat::DynamicInt8 {
-            let n = super::quant::fold_constants(&mut optimized).with_context(|| format!("unable to fold the constants of {file}"))?;
-            tracing::debug!("{file}: {n} constant folds");
-        }
-        Ok(optimized)
+        Ok(())
     }
+}
+
+fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::ModelProto>, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
+    let file = path.display();
+    let dir = path.parent().and_then(Path::to_str);
+    let onnx = tract_onnx::onnx().with_ignore_value_info(*format == QuantFormat::DynamicInt8);
+    let mut model = onnx.parse(&proto, dir).with_context(|| format!("unable to import {file} into tract"))?.model;
+    drop(proto);
+    let order: Vec<String> = model
+        .input_outlets()?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    for (ix, name) in order.iter().enumerate() {
+        let spec = inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+        let fact = match spec {
+            Some(Input::Fed(dt, shape)) => InferenceFact::dt_shape(*dt, shape.clone()),
+            Some(Input::Const(t)) => InferenceFact::dt_shape(t.datum_type(), t.shape().to_vec()),
+            None => bail!("unable to use {file}: input `{name}` has no shape given"),
+        };
+        model.set_input_fact(ix, fact)?;
+    }
+    model.select_outputs_by_name(outputs)?;
+    let mut typed = model.into_typed().with_context(|| format!("unable to analyse {file} with tract"))?;
+    // fold the constant inputs into the graph
+    let mut kept = vec![];
+    for (ix, name) in order.iter().enumerate() {
+        let outlet = typed.input_outlets()?[ix];
+        match inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s) {
+            Some(Input::Const(t)) => {
+                let mut patch = TypedModelPatch::default();
+                let wire = patch.add_const(format!("{name}.folded"), t.clone())?;
+                patch.shunt_outside(&typed, outlet, wire)?;
+                patch.apply(&mut typed)?;
+            }
+            _ => kept.push(outlet),
+        }
+    }
+    // the fed inputs, in the caller's order
+    let fed: Vec<&str> = inputs.iter().filter(|(_, s)| matches!(s, Input::Fed(..))).map(|(n, _)| *n).collect();
+    let by_name: Vec<OutletId> = fed
+        .iter()
+        .map(|n| kept.iter().copied().find(|o| typed.node(o.node).name == *n).context("input lost while folding"))
+        .collect::<Result<_>>()?;
+    typed.set_input_outlets(&by_name)?;
+    let mut optimized = typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))?;
+    if *format == QuantFormat::DynamicInt8 {
+        let n = super::quant::fold_constants(&mut optimized).with_context(|| format!("unable to fold the constants of {file}"))?;
+        tracing::debug!("{file}: {n} constant folds");
+    }
+    Ok(optimized)
 }
 
 /// An optimized model ready to run, with the output order of the `optimized` call.
@@ -200,6 +219,35 @@ pub type Runnable = Arc<TypedRunnableModel>;
 
 pub fn runnable(model: TypedModel) -> Result<Runnable> {
     model.into_runnable().context("unable to plan the model for running")
+}
+
+/// One op type's share of a profiled run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub nodes: usize,
+    pub ms: f64,
+}
+
+/// Runs `model` once, timing every node, and sums the times by op type (slowest first): where
+/// a model loses time, for `promptcam bench --profile`.
+pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
+    use std::collections::HashMap;
+    let mut by_op: HashMap<String, (usize, std::time::Duration)> = HashMap::new();
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(model)?;
+    state
+        .run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+            let t = std::time::Instant::now();
+            let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+            let e = by_op.entry(node.op().name().to_string()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed();
+            out
+        })
+        .context("unable to profile the model")?;
+    let mut v: Vec<OpTime> = by_op.into_iter().map(|(op, (nodes, d))| OpTime { op, nodes, ms: d.as_secs_f64() * 1000.0 }).collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(v)
 }
 
 /// Copies an output tensor into a flat `Vec<f32>` and its shape.

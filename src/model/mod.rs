@@ -2,7 +2,8 @@
 //! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects, `clipseg` for
 //! masks and coverage), plus the
 //! pieces they share: the model directory layout (`dir`), ONNX loading and graph folding
-//! (`graph`) and prompt tokenization (`tokenize`).
+//! (`graph`, `skim` for a file's structure without its weights) and prompt tokenization
+//! (`tokenize`).
 
 pub mod clip;
 pub mod clipseg;
@@ -10,6 +11,7 @@ pub mod dir;
 pub mod graph;
 pub mod owlvit;
 pub mod quant;
+pub mod skim;
 pub mod tokenize;
 
 pub use clip::{Clip, ClipScore};

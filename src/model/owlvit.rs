@@ -66,8 +66,7 @@ impl OwlVit {
                 super::dir::FETCH_HINT
             );
         }
-        let graph = OnnxGraph::read(&path)?;
-        let model = graph.optimized(
+        let model = OnnxGraph::read(&path)?.into_optimized(
             &[
                 ("input_ids", Input::Const(tokens.ids_tensor()?)),
                 ("pixel_values", Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize])),
@@ -80,6 +79,11 @@ impl OwlVit {
 
     pub fn prompts(&self) -> &[String] {
         &self.prompts
+    }
+
+    /// The optimized model (prompts folded in), for profiling.
+    pub fn runnable(&self) -> &super::graph::Runnable {
+        &self.model
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
