@@ -53,6 +53,16 @@ impl Resample {
         })
     }
 
+    /// How far (in output pixels) the filter reaches on each side.
+    fn algorithm_support(self) -> f64 {
+        match self {
+            Resample::Nearest | Resample::Box => 0.5,
+            Resample::Bilinear | Resample::Hamming => 1.0,
+            Resample::Bicubic => 2.0,
+            Resample::Lanczos => 3.0,
+        }
+    }
+
     fn algorithm(self) -> fr::ResizeAlg {
         use fr::FilterType as F;
         match self {
@@ -242,41 +252,87 @@ impl Preprocessor {
         &self.config
     }
 
-    /// Resizes into `self.resized` as Pillow does: two separable passes, each rounded and clipped
-    /// to 0..=255, vertical first only when the height shrinks by more than twice as many pixels
-    /// as the width (Pillow 13's rule). fast_image_resize runs the passes on u16 samples, whose
-    /// coefficients are precise enough to round like Pillow's 22-bit fixed point (its u8 path
-    /// has ~14-bit coefficients and would go vertical first, a level off on a few % of pixels).
-    fn resize(&mut self, image: &RgbImage, rw: u32, rh: u32) -> Result<()> {
+    /// Resizes the part `region` (`[x0, y0, x1, y1]`, in resized coordinates) of the resized
+    /// image into `self.resized`, as Pillow computes those pixels when it resizes the whole
+    /// frame: two separable passes, each rounded and clipped to 0..=255, vertical first only when
+    /// the height shrinks by more than twice as many pixels as the width (Pillow 13's rule).
+    /// fast_image_resize runs the passes on u16 samples, whose coefficients are precise enough to
+    /// round like Pillow's 22-bit fixed point (its u8 path has ~14-bit coefficients and would go
+    /// vertical first, a level off on a few % of pixels).
+    ///
+    /// Only the source pixels under the region's filter support are converted and filtered: a
+    /// center crop of a 1080p frame touches little more than half of it.
+    fn resize(&mut self, image: &RgbImage, (rw, rh): (u32, u32), region: [u32; 4]) -> Result<()> {
         let (w, h) = image.dimensions();
-        let opts = fr::ResizeOptions::new().resize_alg(self.config.resample.algorithm());
+        let [cx0, cy0, cx1, cy1] = region;
+        let (cw, ch) = (cx1 - cx0, cy1 - cy0);
         let vertical_first = h > rh && (h - rh) as i64 > 2 * (w as i64 - rw as i64);
-        let (mw, mh) = if vertical_first { (w, rh) } else { (rw, h) };
+        let support = self.config.resample.algorithm_support();
+        // the source window under the region, with the filter's reach as margin (an axis that
+        // is not resized is only cut, without margin)
+        let window = |size: u32, resized: u32, c0: u32, c1: u32| -> (u32, u32, f64) {
+            let scale = size as f64 / resized as f64;
+            if size == resized {
+                return (c0, c1, scale);
+            }
+            let reach = support * scale.max(1.0) + 2.0;
+            let lo = (c0 as f64 * scale - reach).floor().max(0.0) as u32;
+            let hi = ((c1 as f64 * scale + reach).ceil() as u32).min(size);
+            (lo, hi, scale)
+        };
+        let (sx0, sx1, scale_x) = window(w, rw, cx0, cx1);
+        let (sy0, sy1, scale_y) = window(h, rh, cy0, cy1);
+        let (sw, sh) = (sx1 - sx0, sy1 - sy0);
+        // where the region lies in the window, in source pixels (kept inside the window: at the
+        // image's edge `c1 * scale` can round a hair past it)
+        let inside = |c0: u32, c: u32, scale: f64, s0: u32, size: u32| {
+            let left = (c0 as f64 * scale - s0 as f64).max(0.0);
+            (left, (c as f64 * scale).min(size as f64 - left))
+        };
+        let box_x = inside(cx0, cw, scale_x, sx0, sw);
+        let box_y = inside(cy0, ch, scale_y, sy0, sh);
 
-        fill(&mut self.src16, w, h);
-        for (d, s) in self.src16.iter_mut().zip(image.as_raw().chunks_exact(3)) {
-            *d = U16x3::new([s[0] as u16, s[1] as u16, s[2] as u16]);
+        fill(&mut self.src16, sw, sh);
+        let raw = image.as_raw();
+        let samples: &mut [u16] = bytemuck::cast_slice_mut(&mut self.src16);
+        for (y, row) in samples.chunks_exact_mut(sw as usize * 3).enumerate() {
+            let start = ((sy0 as usize + y) * w as usize + sx0 as usize) * 3;
+            for (d, s) in row.iter_mut().zip(&raw[start..start + sw as usize * 3]) {
+                *d = *s as u16;
+            }
         }
-        let src = fr::images::TypedImageRef::new(w, h, &self.src16).context("unable to view the frame for resizing")?;
-        fill(&mut self.out16, rw, rh);
-        if (mw, mh) == (w, h) || (mw, mh) == (rw, rh) {
+        let alg = self.config.resample.algorithm();
+        let src = fr::images::TypedImageRef::new(sw, sh, &self.src16).context("unable to view the frame for resizing")?;
+        fill(&mut self.out16, cw, ch);
+        let resize_x = rw != w;
+        let resize_y = rh != h;
+        if !(resize_x && resize_y) {
             // one pass is enough
-            let mut dst = fr::images::TypedImage::from_pixels_slice(rw, rh, &mut self.out16)
+            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(box_x.0, box_y.0, box_x.1, box_y.1);
+            let mut dst = fr::images::TypedImage::from_pixels_slice(cw, ch, &mut self.out16)
                 .context("unable to allocate the resize buffer")?;
             self.resizer.resize_typed(&src, &mut dst, &opts).context("unable to resize the frame")?;
         } else {
+            // first pass: one axis to its region, the other kept at the window's size
+            let (mw, mh, first, second) = if vertical_first {
+                (sw, ch, (0.0, box_y.0, sw as f64, box_y.1), (box_x.0, 0.0, box_x.1, ch as f64))
+            } else {
+                (cw, sh, (box_x.0, 0.0, box_x.1, sh as f64), (0.0, box_y.0, cw as f64, box_y.1))
+            };
             fill(&mut self.mid16, mw, mh);
             let mut mid = fr::images::TypedImage::from_pixels_slice(mw, mh, &mut self.mid16)
                 .context("unable to allocate the resize buffer")?;
+            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(first.0, first.1, first.2, first.3);
             self.resizer.resize_typed(&src, &mut mid, &opts).context("unable to resize the frame")?;
             clip8(mid.pixels_mut());
-            let mut dst = fr::images::TypedImage::from_pixels_slice(rw, rh, &mut self.out16)
+            let mut dst = fr::images::TypedImage::from_pixels_slice(cw, ch, &mut self.out16)
                 .context("unable to allocate the resize buffer")?;
+            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(second.0, second.1, second.2, second.3);
             self.resizer.resize_typed(&mid, &mut dst, &opts).context("unable to resize the frame")?;
         }
         clip8(&mut self.out16);
         self.resized.clear();
-        self.resized.extend(self.out16.iter().flat_map(|p| p.0.map(|c| c as u8)));
+        self.resized.extend(bytemuck::cast_slice::<U16x3, u16>(&self.out16).iter().map(|c| *c as u8));
         Ok(())
     }
 
@@ -288,17 +344,22 @@ impl Preprocessor {
             bail!("unable to preprocess an empty {w}x{h} image");
         }
         let (rw, rh) = self.config.resized_size(w, h);
-        let resized: &[u8] = if (rw, rh) == (w, h) {
-            image.as_raw()
-        } else {
-            self.resize(image, rw, rh)?;
-            &self.resized
-        };
         let (ow, oh) = self.config.crop.unwrap_or((rw, rh));
         // transformers' center crop: source row = dest row + floor((resized - crop) / 2); rows
         // outside the image are zero (it pads before rescaling)
         let top = (rh as i64 - oh as i64).div_euclid(2);
         let left = (rw as i64 - ow as i64).div_euclid(2);
+        // the part of the resized image the crop keeps: only that much is resized
+        let clamp = |v: i64, max: u32| v.clamp(0, max as i64) as u32;
+        let region = [clamp(left, rw), clamp(top, rh), clamp(left + ow as i64, rw), clamp(top + oh as i64, rh)];
+        let (resized, stride, [cx0, cy0, ..]): (&[u8], u32, [u32; 4]) = if (rw, rh) == (w, h) {
+            (image.as_raw(), w, [0, 0, w, h])
+        } else if region[2] > region[0] && region[3] > region[1] {
+            self.resize(image, (rw, rh), region)?;
+            (&self.resized, region[2] - region[0], region)
+        } else {
+            (&[], 0, region)
+        };
 
         let shape = [1usize, 3, oh as usize, ow as usize];
         let reuse = Arc::get_mut(&mut self.tensor).filter(|t| t.shape() == shape).is_some();
@@ -328,7 +389,7 @@ impl Preprocessor {
             for x in 0..ow as usize {
                 let sx = x as i64 + left;
                 let px = if row_in && sx >= 0 && sx < rw as i64 {
-                    let i = (sy as usize * rw as usize + sx as usize) * 3;
+                    let i = ((sy as usize - cy0 as usize) * stride as usize + sx as usize - cx0 as usize) * 3;
                     [resized[i], resized[i + 1], resized[i + 2]]
                 } else {
                     [0, 0, 0]
@@ -350,10 +411,8 @@ fn fill(buf: &mut Vec<U16x3>, w: u32, h: u32) {
 
 /// Pillow rounds every pass to u8: clip the overshoot of negative filter lobes.
 fn clip8(px: &mut [U16x3]) {
-    for p in px {
-        for c in p.0.iter_mut() {
-            *c = (*c).min(255);
-        }
+    for c in bytemuck::cast_slice_mut::<U16x3, u16>(px) {
+        *c = (*c).min(255);
     }
 }
 
@@ -444,6 +503,71 @@ mod tests {
         let plane: Vec<f32> = v[..16].to_vec();
         let ones: Vec<usize> = plane.iter().enumerate().filter(|(_, x)| **x == 1.0).map(|(i, _)| i).collect();
         assert_eq!(ones, vec![2 * 4 + 1, 2 * 4 + 2]);
+    }
+
+    /// A textured frame: resampling differences show up on it.
+    fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+        RgbImage::from_fn(w, h, |x, y| {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            let n = (state >> 24) as u8;
+            image::Rgb([n, ((x * 7 + y * 3) % 256) as u8, n.wrapping_add((x / 9) as u8)])
+        })
+    }
+
+    #[test]
+    fn resizing_only_the_cropped_region_gives_the_same_pixels() {
+        let cases = [
+            (1920, 1080, Resample::Bicubic, 224, 224),
+            (1080, 1920, Resample::Bicubic, 224, 224),
+            (400, 2000, Resample::Bicubic, 224, 224), // vertical pass first
+            (640, 480, Resample::Bilinear, 320, 300),
+            (1280, 720, Resample::Lanczos, 336, 336),
+            (50, 40, Resample::Bicubic, 224, 224), // upscaling
+            (230, 224, Resample::Bicubic, 224, 224), // only the width changes
+        ];
+        // square resizes without crop (OWL-ViT 768, CLIPSeg 352): the region is the whole image
+        for (i, (w, h, size)) in [(600u32, 400u32, 352u32), (1920, 1080, 768), (333, 517, 352)].into_iter().enumerate() {
+            let config = ProcessorConfig { resize: Some(Resize::Exact { width: size, height: size }), resample: Resample::Bilinear, crop: None, rescale: None, normalize: None };
+            let img = noise(w, h, 100 + i as u32);
+            let mut p = Preprocessor::new(config);
+            p.run(&img).unwrap_or_else(|e| panic!("{w}x{h} -> {size}: {e:#}"));
+        }
+        for (i, (w, h, resample, size, crop)) in cases.into_iter().enumerate() {
+            let config = ProcessorConfig {
+                resize: Some(Resize::ShortestEdge(size)),
+                resample,
+                crop: Some((crop, crop)),
+                rescale: None,
+                normalize: None,
+            };
+            let img = noise(w, h, i as u32);
+            let (rw, rh) = config.resized_size(w, h);
+            let mut p = Preprocessor::new(config);
+            p.resize(&img, (rw, rh), [0, 0, rw, rh]).unwrap();
+            let whole = p.resized.clone();
+            let t = p.run(&img).unwrap();
+            let got = t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+            let (top, left) = ((rh as i64 - crop as i64).div_euclid(2), (rw as i64 - crop as i64).div_euclid(2));
+            let plane = (crop * crop) as usize;
+            let mut differ = 0;
+            for y in 0..crop as i64 {
+                for x in 0..crop as i64 {
+                    let (sy, sx) = (y + top, x + left);
+                    for c in 0..3 {
+                        let want = if sy >= 0 && sy < rh as i64 && sx >= 0 && sx < rw as i64 {
+                            whole[((sy as usize * rw as usize) + sx as usize) * 3 + c] as f32
+                        } else {
+                            0.0
+                        };
+                        if got[c * plane + (y * crop as i64 + x) as usize] != want {
+                            differ += 1;
+                        }
+                    }
+                }
+            }
+            assert_eq!(differ, 0, "case {i}: {w}x{h} -> {rw}x{rh} crop {crop}: {differ} samples differ");
+        }
     }
 
     #[test]
