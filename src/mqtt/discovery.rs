@@ -3,11 +3,11 @@
 //! daemon's device carries one connectivity `binary_sensor` fed by the availability topic; each
 //! camera is a device linked `via_device` to it, with a detection `event`, a pause `switch`, a
 //! stream `binary_sensor` and diagnostic `sensor`s, and per prompt a `binary_sensor` (ON/OFF),
-//! a score `sensor`, a snapshot `image` and a threshold `number`.
+//! a score `sensor` (in percent for CLIPSeg coverage), a snapshot `image` and a threshold `number`.
 
 use serde::Serialize;
 
-use crate::config::CameraConfig;
+use crate::config::{CameraConfig, ModelKind};
 
 /// Payload of the availability topic while connected (and of the `connectivity` sensor).
 pub const ONLINE: &str = "online";
@@ -335,14 +335,16 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
             };
             push("binary_sensor", &id, serde_json::to_string(&state)?);
             let score_id = format!("{id}_score");
+            // a CLIPSeg score is the fraction of the region its mask covers: shown as percent
+            let coverage = p.model == ModelKind::ClipSeg;
             let score = Sensor {
                 common: common("sensor", &score_id, format!("{} score", p.name), dev(), true, None),
                 state_topic: topics.score(&cam.id, &p.id),
-                value_template: None,
+                value_template: coverage.then(|| "{{ (value | float * 100) | round(1) }}".to_string()),
                 state_class: "measurement".into(),
                 device_class: None,
-                unit_of_measurement: None,
-                suggested_display_precision: Some(2),
+                unit_of_measurement: coverage.then(|| "%".to_string()),
+                suggested_display_precision: Some(if coverage { 1 } else { 2 }),
             };
             push("sensor", &score_id, serde_json::to_string(&score)?);
             let image_id = format!("{id}_snapshot");
@@ -366,4 +368,50 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[models.clip]
+dir = "models/tiny/clip"
+
+[models.clipseg]
+dir = "models/tiny/clipseg"
+
+[[cameras]]
+name = "Yard"
+source = "tests/fixtures/images"
+
+[[cameras.prompts]]
+text = "a person"
+model = "clip"
+negatives = ["an empty yard"]
+
+[[cameras.prompts]]
+text = "snow"
+model = "clipseg"
+"#;
+
+    fn score_sensor(msgs: &[Message], prompt: &str) -> serde_json::Value {
+        let topic = format!("homeassistant/sensor/t_yard_{prompt}_score/config");
+        let m = msgs.iter().find(|m| m.topic == topic).unwrap_or_else(|| panic!("no {topic}"));
+        serde_json::from_str(&m.payload).expect("a JSON payload")
+    }
+
+    #[test]
+    fn a_clipseg_score_shows_percent_and_a_clip_score_a_fraction() {
+        let cameras = crate::config::parse(CONFIG, std::path::Path::new("t.toml")).expect("a valid config").cameras;
+        let topics = Topics { prefix: "promptcam".into(), device_id: "t".into(), discovery_prefix: "homeassistant".into() };
+        let msgs = messages(&topics, &cameras).expect("serializable payloads");
+        let seg = score_sensor(&msgs, "snow");
+        assert_eq!(seg["unit_of_measurement"], "%", "{seg}");
+        assert_eq!(seg["value_template"], "{{ (value | float * 100) | round(1) }}", "{seg}");
+        assert_eq!(seg["state_topic"], "promptcam/t/yard/snow/score");
+        let clip = score_sensor(&msgs, "a_person");
+        assert!(clip.get("unit_of_measurement").is_none() && clip.get("value_template").is_none(), "{clip}");
+        assert_eq!(clip["suggested_display_precision"], 2);
+    }
 }
