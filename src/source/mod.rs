@@ -62,13 +62,14 @@ pub fn redact(spec: &str) -> String {
 }
 
 /// Runs a source until it ends or `shutdown` is set, handing frames to `slot` at most `fps` per
-/// second. Errors are counted as reconnects and retried after a capped exponential backoff
-/// (never a hot loop); frames a source skipped as undecodable are counted from the source.
+/// second. Errors are counted as reconnects and retried after a capped exponential backoff with
+/// jitter (never a hot loop); frames a source skipped as undecodable are counted from the source.
 pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot, stats: Arc<SourceStats>, shutdown: Arc<AtomicBool>) {
     let min_gap = Duration::from_secs_f64(1.0 / fps.max(0.001));
     let mut last: Option<Instant> = None;
     let mut seq = 0u64;
     let mut backoff = Duration::from_millis(500);
+    let mut rng = jitter_seed();
     while !shutdown.load(Ordering::Relaxed) {
         // Every frame is decoded before the rate limit drops it: waste for MJPEG and V4L2 at a
         // high camera rate, but unavoidable for RTSP, whose H.264 frames depend on earlier ones.
@@ -89,13 +90,38 @@ pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 stats.undecodable.store(source.undecodable(), Ordering::Relaxed);
-                tracing::warn!("source {}: {e:#}; retrying in {:.1} s", source.describe(), backoff.as_secs_f64());
-                sleep_unless(&shutdown, backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let wait = jitter(backoff, &mut rng);
+                tracing::warn!("source {}: {e:#}; retrying in {:.1} s", source.describe(), wait.as_secs_f64());
+                sleep_unless(&shutdown, wait);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
     slot.close();
+}
+
+/// The longest wait between reconnects.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A random 50-100% of `backoff` (so never more than [`MAX_BACKOFF`]), drawn from the xorshift
+/// state `rng`: cameras that dropped together (a switch or an NVR restarting) spread their
+/// reconnects instead of all knocking in the same instant.
+pub fn jitter(backoff: Duration, rng: &mut u64) -> Duration {
+    // xorshift64: never leaves zero, so the seed is kept odd
+    let mut x = *rng | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *rng = x;
+    // the top 53 bits as a fraction in [0, 1)
+    let frac = (x >> 11) as f64 / (1u64 << 53) as f64;
+    backoff.min(MAX_BACKOFF).mul_f64(0.5 + 0.5 * frac)
+}
+
+/// A per-thread seed for [`jitter`]: the standard library's random hasher keys, no crate needed.
+fn jitter_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1
 }
 
 /// Sleeps up to `d`, waking early when `shutdown` is set.
@@ -121,5 +147,25 @@ mod tests {
         let e = format!("{:#}", open("rtsp://admin:hunter2@/s", 1.0, false).err().unwrap());
         assert!(!e.contains("hunter2"), "{e}");
         assert_eq!(redact("http://u:p@ss@cam/s"), "http://***@cam/s");
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_capped_backoff_and_varies() {
+        for seed in [1, 2, 0, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
+            let mut rng = seed;
+            for backoff in [Duration::from_millis(500), Duration::from_secs(8), MAX_BACKOFF, Duration::from_secs(600)] {
+                let capped = backoff.min(MAX_BACKOFF);
+                let waits: Vec<Duration> = (0..200).map(|_| jitter(backoff, &mut rng)).collect();
+                assert!(waits.iter().all(|w| *w >= capped / 2 && *w <= capped), "seed {seed}, {backoff:?}: {waits:?}");
+                let (lo, hi) = (waits.iter().min().copied(), waits.iter().max().copied());
+                // spread over the range, not stuck on one value
+                assert!(hi.zip(lo).is_some_and(|(h, l)| h - l > capped / 4), "seed {seed}, {backoff:?}: {waits:?}");
+            }
+        }
+        // two seeds (two cameras) draw different waits
+        let (mut a, mut b) = (jitter_seed(), jitter_seed() ^ 0xdead_beef);
+        let wa: Vec<Duration> = (0..8).map(|_| jitter(MAX_BACKOFF, &mut a)).collect();
+        let wb: Vec<Duration> = (0..8).map(|_| jitter(MAX_BACKOFF, &mut b)).collect();
+        assert_ne!(wa, wb);
     }
 }
