@@ -3,7 +3,9 @@
 # exports, fp32 and dynamic int8 `_quantized`) into the model directory promptcam reads, verify
 # every file against the sha256 in the manifest, and record where each file came from.
 #
-#   models/fetch.sh [--strict] [DEST]     download + verify (default DEST /var/lib/promptcam/models)
+#   models/fetch.sh [--strict] [--with-clipseg] [DEST]
+#                                         download + verify (default DEST /var/lib/promptcam/models);
+#                                         --with-clipseg adds CLIPSeg rd64-refined (model = "clipseg")
 #   models/fetch.sh --print-sha [DEST]    print manifest lines for the files already in DEST
 #   models/fetch.sh --list [DEST]         print the files and where they go, download nothing
 #
@@ -14,19 +16,20 @@
 # hash differs from a pinned one is deleted and the script stops.
 #
 # Environment: PROMPTCAM_MODELS_BASE_URL (default $HF_ENDPOINT or https://huggingface.co),
-# PROMPTCAM_MODELS_REVISION (default main), CLIP_REPO / OWLVIT_REPO (other sizes in the same
+# PROMPTCAM_MODELS_REVISION (default main), CLIP_REPO / OWLVIT_REPO / CLIPSEG_REPO (other sizes in the same
 # layout work unchanged: ViT-B/16, ViT-L/14, ViT-L/14-336, OWL-ViT B/16 and L/14 — their files
 # have other hashes, so use --strict only with a manifest made for them).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-MODE=fetch STRICT=0 DEST=
+MODE=fetch STRICT=0 CLIPSEG=0 DEST=
 for a in "$@"; do
   case $a in
     --print-sha) MODE=print ;;
     --list) MODE=list ;;
     --strict) STRICT=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-clipseg) CLIPSEG=1 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fetch.sh: unknown option $a; see --help" >&2; exit 64 ;;
     *) DEST=$a ;;
   esac
@@ -37,6 +40,7 @@ BASE=${BASE%/}
 REV=${PROMPTCAM_MODELS_REVISION:-main}
 CLIP_REPO=${CLIP_REPO:-Xenova/clip-vit-base-patch32}
 OWLVIT_REPO=${OWLVIT_REPO:-Xenova/owlvit-base-patch32}
+CLIPSEG_REPO=${CLIPSEG_REPO:-Xenova/clipseg-rd64-refined}
 
 MANIFEST=${PROMPTCAM_MODELS_MANIFEST:-}
 if [ -z "$MANIFEST" ]; then
@@ -49,6 +53,7 @@ fi
 repo_of() { # model dir -> hub repository
   case $1 in
     clip-*) echo "$CLIP_REPO" ;;
+    clipseg-*) echo "$CLIPSEG_REPO" ;;
     owlvit-*) echo "$OWLVIT_REPO" ;;
     *) echo "fetch.sh: no repository for $1 in $MANIFEST" >&2; exit 2 ;;
   esac
@@ -56,7 +61,8 @@ repo_of() { # model dir -> hub repository
 url_of() { local dir=${1%%/*} file=${1#*/}; echo "$BASE/$(repo_of "$dir")/resolve/$REV/$file"; }
 
 # the manifest's entries: "HASH PATH" per line, comments and blank lines skipped
-mapfile -t ENTRIES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$MANIFEST" | awk '{print $1, $2}')
+# (CLIPSeg only with --with-clipseg)
+mapfile -t ENTRIES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$MANIFEST" | awk -v seg=$CLIPSEG '{ if (seg || $2 !~ /^clipseg-/) print $1, $2 }')
 
 instructions() { # reason
   {

@@ -75,6 +75,11 @@ fn without_network_it_fails_with_the_copy_instructions() {
         assert!(err.contains(&format!("-> {}/{f}", dest.display())), "{f} in: {err}");
     }
     assert!(err.contains("/Xenova/owlvit-base-patch32/resolve/main/onnx/model.onnx"), "{err}");
+    assert!(!err.contains("clipseg"), "CLIPSeg only with --with-clipseg: {err}");
+    let out = fetch(&format!("http://{closed}"), &fixture::path("models/manifest.sha256"), &dest, &["--with-clipseg"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("-> {}/clipseg-rd64-refined/onnx/model.onnx", dest.display())), "{err}");
     assert!(!dest.join("clip-vit-base-patch32/config.json").exists() && !dest.join("clip-vit-base-patch32/config.json.part").exists());
 }
 
