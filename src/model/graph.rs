@@ -166,7 +166,8 @@ impl OnnxGraph {
 fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::ModelProto>, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
     let file = path.display();
     let dir = path.parent().and_then(Path::to_str);
-    let onnx = tract_onnx::onnx().with_ignore_value_info(*format == QuantFormat::DynamicInt8);
+    let mut onnx = tract_onnx::onnx().with_ignore_value_info(*format == QuantFormat::DynamicInt8);
+    super::quantize::register(&mut onnx.op_register);
     let mut model = onnx.parse(&proto, dir).with_context(|| format!("unable to import {file} into tract"))?.model;
     drop(proto);
     let order: Vec<String> = model

@@ -11,6 +11,7 @@ pub mod dir;
 pub mod graph;
 pub mod owlvit;
 pub mod quant;
+pub mod quantize;
 pub mod skim;
 pub mod tokenize;
 

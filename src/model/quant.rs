@@ -48,7 +48,8 @@ fn scalar_const(name: &str, v: f32) -> pb::NodeProto {
 /// Replaces every `DynamicQuantizeLinear(x) -> (y, y_scale, y_zero_point)` by its definition:
 /// `x_min = min(0, ReduceMin(x))`, `x_max = max(0, ReduceMax(x))`, `y_scale = (x_max - x_min) / 255`,
 /// `y_zero_point = u8(round(clip(-x_min / y_scale, 0, 255)))`,
-/// `y = u8(clip(round(x / y_scale) + y_zero_point, 0, 255))`. Returns how many were replaced.
+/// `y = u8(clip(round(x / y_scale) + y_zero_point, 0, 255))` (that last step fused into one op,
+/// `quantize::QuantizeU8`). Returns how many were replaced.
 pub fn decompose_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
     let mut out = Vec::with_capacity(graph.node.len());
     let mut count = 0;
@@ -76,11 +77,9 @@ pub fn decompose_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
         out.push(node("Clip", t("izpc"), &[&t("izp"), &zero, &c255], &t("izpc"), vec![]));
         out.push(node("Round", t("zpf"), &[&t("izpc")], &t("zpf"), vec![]));
         out.push(node("Cast", t("zp"), &[&t("zpf")], zp, vec![attr_int("to", 2)]));
-        out.push(node("Div", t("q"), &[x, scale], &t("q"), vec![]));
-        out.push(node("Round", t("qr"), &[&t("q")], &t("qr"), vec![]));
-        out.push(node("Add", t("qz"), &[&t("qr"), &t("zpf")], &t("qz"), vec![]));
-        out.push(node("Clip", t("qc"), &[&t("qz"), &zero, &c255], &t("qc"), vec![]));
-        out.push(node("Cast", t("y"), &[&t("qc")], y, vec![attr_int("to", 2)]));
+        // the per-element step: one fused pass (see quantize.rs) instead of Div, Round, Add,
+        // Clip and Cast over every activation
+        out.push(node(super::quantize::OP_TYPE, t("y"), &[x, scale, zp], y, vec![]));
     }
     graph.node = out;
     count
