@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if command -v apt-get >/dev/null && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+# g++: openh264 (the RTSP H.264 decoder) builds its bundled C++ sources for the target
+if command -v apt-get >/dev/null && ! command -v aarch64-linux-gnu-g++ >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev >/dev/null
 fi
 rustup target add aarch64-unknown-linux-gnu
 
