@@ -71,9 +71,9 @@ impl Target {
         }
         let authorization = userinfo.map(|info| {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
-            let mut pair = percent_decode(user);
+            let mut pair = super::percent_decode(user);
             pair.push(b':');
-            pair.extend(percent_decode(password));
+            pair.extend(super::percent_decode(password));
             format!("Basic {}", base64(&pair))
         });
         Ok(Target { url, authorization, shown })
@@ -299,27 +299,6 @@ impl FrameSource for SnapshotSource {
     fn describe(&self) -> String {
         format!("snapshots {}", self.target.shown)
     }
-}
-
-/// Decodes `%XX` escapes (others are kept as written).
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Standard base64 with padding, for the `Authorization: Basic` header.

@@ -61,6 +61,28 @@ pub fn redact(spec: &str) -> String {
     }
 }
 
+/// Decodes `%XX` escapes in URL credentials (others are kept as written): the HTTP and RTSP
+/// sources read `user:password@` this way.
+pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(value)) => {
+                out.push(value);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Runs a source until it ends or `shutdown` is set, handing frames to `slot` at most `fps` per
 /// second. Errors are counted as reconnects and retried after a capped exponential backoff with
 /// jitter (never a hot loop); frames a source skipped as undecodable are counted from the source.

@@ -140,7 +140,7 @@ impl RtspSource {
         let url = url::Url::parse(&format!("rtsp://{location}")).map_err(|e| anyhow!("unable to open camera {shown}: not a valid URL ({e}); write it like rtsp://user:password@192.168.1.30:554/stream2"))?;
         let credentials = userinfo.map(|info| {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
-            Credentials { username: percent_decode(user), password: percent_decode(password) }
+            Credentials { username: String::from_utf8_lossy(&super::percent_decode(user)).into_owned(), password: String::from_utf8_lossy(&super::percent_decode(password)).into_owned() }
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -303,27 +303,6 @@ fn codec_name(encoding: &str) -> String {
 /// retina's messages span lines (with connection details): one line for logs.
 fn flat(e: &retina::Error) -> String {
     e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Decodes `%XX` escapes in URL credentials (others are kept as written).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
