@@ -26,4 +26,7 @@ file target/$T/release/promptcam
 # tests run the promptcam binary through the same emulator
 export PROMPTCAM_TEST_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 cargo test --target $T --test tests -- vision::
+# the hand-vectorised pieces (the fused int8 quantize step, the cropped resize) against their
+# definitions, on the ARM build
+cargo test --target $T --lib -- quantize preprocess
 qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/clip --quantized --frames 3
