@@ -271,7 +271,7 @@ fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
 
 const AVAIL: &str = "promptcam/garage_pi/availability";
 /// Discovery messages of `cameras()`: 1 + 6 per camera + 4 per prompt.
-const DISCOVERED: usize = 1 + 6 + 2 * 4;
+const DISCOVERED: usize = 1 + 7 + 2 * 4;
 const EVENTS: &str = "promptcam/garage_pi/events";
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -283,7 +283,7 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 fn discovery_payloads_match_the_snapshot() {
     let topics = discovery::Topics { prefix: "promptcam".into(), device_id: "garage_pi".into(), discovery_prefix: "homeassistant".into() };
     let msgs = discovery::messages(&topics, &cameras()).unwrap();
-    assert_eq!(msgs.len(), DISCOVERED, "the daemon's status; per camera 6 entities; per prompt 4");
+    assert_eq!(msgs.len(), DISCOVERED, "the daemon's status; per camera 7 entities; per prompt 4");
     let mut unique = HashSet::new();
     let mut components = std::collections::BTreeMap::new();
     let mut snapshot = vec![];
@@ -352,7 +352,7 @@ fn discovery_payloads_match_the_snapshot() {
         snapshot.push(serde_json::json!({"topic": m.topic, "payload": v}));
     }
     let want_components: std::collections::BTreeMap<String, i32> =
-        [("binary_sensor", 4), ("event", 1), ("image", 2), ("number", 2), ("sensor", 5), ("switch", 1)].into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        [("binary_sensor", 4), ("event", 1), ("image", 3), ("number", 2), ("sensor", 5), ("switch", 1)].into_iter().map(|(k, n)| (k.to_string(), n)).collect();
     assert_eq!(components, want_components);
     let path = fixture::path("tests/fixtures/mqtt/discovery.json");
     let got = Value::Array(snapshot);
@@ -602,6 +602,9 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     let snap = pos(&|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/snapshot").expect("a snapshot");
     let jpeg = image::load_from_memory(&seen[snap].raw).expect("a JPEG snapshot");
     assert_eq!((jpeg.width(), jpeg.height()), (640, 427), "the rocket frame");
+    // and the same frame as the camera's last detection (its own `image` entity)
+    let last = seen.iter().rev().find(|m| m.topic == "promptcam/promptcam/launch_pad/snapshot").expect("the camera's last detection");
+    assert!(image::load_from_memory(&last.raw).is_ok(), "a JPEG last detection");
     // states are retained: a late subscriber gets the last one
     let late = Sub::new(broker.port, "e2e-late", &["promptcam/promptcam/launch_pad/#"], true);
     let m = late.wait_for(SECS(5), |m| m.topic.ends_with("/state")).expect("a retained state");

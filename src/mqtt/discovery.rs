@@ -1,8 +1,8 @@
 //! Discovery: the topics this daemon publishes on and the Home Assistant MQTT discovery payloads
 //! (per-entity topics, which every Home Assistant version accepts), as typed serde structs. The
 //! daemon's device carries one connectivity `binary_sensor` fed by the availability topic; each
-//! camera is a device linked `via_device` to it, with a detection `event`, a pause `switch`, a
-//! stream `binary_sensor` and diagnostic `sensor`s, and per prompt a `binary_sensor` (ON/OFF),
+//! camera is a device linked `via_device` to it, with a detection `event`, a last-detection
+//! `image`, a pause `switch`, a stream `binary_sensor` and diagnostic `sensor`s, and per prompt a `binary_sensor` (ON/OFF),
 //! a score `sensor` (in percent for CLIPSeg coverage), a snapshot `image` and a threshold `number`.
 
 use serde::Serialize;
@@ -40,6 +40,10 @@ impl Topics {
     /// The annotated JPEG of the frame that started (or best updated) the prompt's event.
     pub fn snapshot(&self, camera: &str, prompt: &str) -> String {
         format!("{}/{}/{camera}/{prompt}/snapshot", self.prefix, self.device_id)
+    }
+    /// The camera's last detection: the snapshot of whichever prompt's event came last (retained).
+    pub fn camera_snapshot(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/snapshot", self.prefix, self.device_id)
     }
     /// A prompt's `on` threshold in force (retained); commands go to `.../threshold/set`.
     pub fn threshold(&self, camera: &str, prompt: &str) -> String {
@@ -252,7 +256,7 @@ const DIAGNOSTICS: [Diagnostic; 3] = [
 ];
 
 /// Every discovery message of this daemon, in a stable order: the daemon's connectivity sensor;
-/// per camera its detection `event`, pause `switch`, stream `binary_sensor` and diagnostic
+/// per camera its detection `event`, last-detection `image`, pause `switch`, stream `binary_sensor` and diagnostic
 /// sensors; per prompt its state `binary_sensor`, score `sensor`, snapshot `image` and
 /// threshold `number`.
 pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message>, serde_json::Error> {
@@ -292,6 +296,13 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
             event_types: EVENT_TYPES.iter().map(|t| t.to_string()).collect(),
         };
         push("event", &id, serde_json::to_string(&event)?);
+        let id = format!("{cam_id}_last_detection");
+        let image = Image {
+            common: common("image", &id, "Last detection".into(), dev(), true, None),
+            image_topic: topics.camera_snapshot(&cam.id),
+            content_type: "image/jpeg".into(),
+        };
+        push("image", &id, serde_json::to_string(&image)?);
         let id = format!("{cam_id}_paused");
         let pause = Switch {
             common: common("switch", &id, "Pause detection".into(), dev(), true, Some("config")),

@@ -63,7 +63,6 @@ struct PromptState {
 }
 
 /// (camera id, prompt id).
-type PromptKey = (String, String);
 /// A prompt's latest JPEG and whether it still has to be sent.
 type Snapshot = (Arc<Vec<u8>>, bool);
 
@@ -76,8 +75,9 @@ pub struct Shared {
     /// it sends can slip into a connection it has not seen come up.
     pub(super) link: Mutex<bool>,
     states: Mutex<BTreeMap<(String, String), PromptState>>,
-    /// The latest snapshot per prompt, and whether it still has to be sent (latest wins).
-    snapshots: Mutex<BTreeMap<PromptKey, Snapshot>>,
+    /// The latest snapshot per prompt, and per camera (prompt `None`: its last detection),
+    /// and whether it still has to be sent (latest wins).
+    snapshots: Mutex<BTreeMap<(String, Option<String>), Snapshot>>,
     /// `{"event_type": ...}` messages for the cameras' event entities: live only, so dropped
     /// while disconnected (the spooled events topic is the lossless record).
     camera_events: Mutex<VecDeque<(String, Vec<u8>)>>,
@@ -122,10 +122,12 @@ impl Shared {
         }
     }
 
-    /// Records a prompt's latest snapshot; it is sent retained, and only the newest is kept.
+    /// Records a prompt's latest snapshot, which is also its camera's last detection; both are
+    /// sent retained, and only the newest of each is kept.
     pub fn set_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
         if let Ok(mut s) = self.snapshots.lock() {
-            s.insert((camera.to_string(), prompt.to_string()), (jpeg, true));
+            s.insert((camera.to_string(), Some(prompt.to_string())), (jpeg.clone(), true));
+            s.insert((camera.to_string(), None), (jpeg, true));
         }
     }
 
@@ -431,12 +433,16 @@ impl Worker {
             }
             self.live.sent(&topic);
         }
-        let snapshots: Vec<(PromptKey, Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
+        let snapshots: Vec<((String, Option<String>), Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
             Ok(s) => s.iter().filter(|(_, v)| v.1).map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             Err(_) => vec![],
         };
         for ((cam, prompt), jpeg) in snapshots {
-            if !self.send(&self.topics.snapshot(&cam, &prompt), jpeg.to_vec(), true, None) {
+            let topic = match &prompt {
+                Some(p) => self.topics.snapshot(&cam, p),
+                None => self.topics.camera_snapshot(&cam),
+            };
+            if !self.send(&topic, jpeg.to_vec(), true, None) {
                 return false;
             }
             if let Ok(mut s) = self.shared.snapshots.lock() {
