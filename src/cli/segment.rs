@@ -3,12 +3,11 @@
 //! with the masks overlaid in colour and labelled.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::vision::read_image;
+use super::vision::{output_path, prepare_out, read_image};
 use super::SegmentArgs;
 use crate::model::{clipseg, ClipSeg, Coverage, ModelDir, Precision};
 
@@ -25,11 +24,7 @@ pub fn segment(args: SegmentArgs) -> Result<()> {
     let precision = if args.quantized { Precision::Quantized } else { Precision::Fp32 };
     let mut seg = ClipSeg::load(&dir, precision, &args.prompts)?;
     let several = args.images.len() > 1;
-    if let Some(out) = &args.out {
-        if several || out.is_dir() {
-            std::fs::create_dir_all(out).with_context(|| format!("unable to create output directory {}; choose another --out", out.display()))?;
-        }
-    }
+    prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();
     for path in &args.images {
         let mut image = read_image(path)?;
@@ -61,17 +56,3 @@ pub fn segment(args: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
-fn output_path(out: &Path, input: &Path, several: bool) -> Result<PathBuf> {
-    if !(several || out.is_dir()) {
-        return Ok(out.to_path_buf());
-    }
-    let name = input.file_name().with_context(|| format!("unable to name the output for {}: it has no file name", input.display()))?;
-    let mut p = out.join(name);
-    if p.extension().is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png"))) {
-        p.set_extension("png");
-    }
-    if p == input {
-        bail!("unable to write {}: it would overwrite the input; choose another --out", p.display());
-    }
-    Ok(p)
-}

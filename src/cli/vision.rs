@@ -73,11 +73,7 @@ pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
     let mut owl = OwlVit::load(&dir, precision(&args.model), &args.model.prompts)?;
     let several = args.images.len() > 1;
-    if let Some(out) = &args.out {
-        if several || out.is_dir() {
-            std::fs::create_dir_all(out).with_context(|| format!("unable to create output directory {}", out.display()))?;
-        }
-    }
+    prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();
     for path in &args.images {
         let mut image = read_image(path)?;
@@ -119,18 +115,29 @@ pub fn detect(args: DetectArgs) -> Result<()> {
     Ok(())
 }
 
-fn output_path(out: &Path, input: &Path, several: bool) -> Result<PathBuf> {
-    if several || out.is_dir() {
-        let name = input.file_name().with_context(|| format!("{} has no file name", input.display()))?;
-        let mut p = out.join(name);
-        if p.extension().is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png"))) {
-            p.set_extension("png");
+/// Creates `--out` as a directory when it names one (several images, or an existing directory).
+pub(super) fn prepare_out(out: Option<&Path>, several: bool) -> Result<()> {
+    if let Some(out) = out {
+        if several || out.is_dir() {
+            std::fs::create_dir_all(out).with_context(|| format!("unable to create output directory {}; choose another --out", out.display()))?;
         }
-        if p == input {
-            bail!("unable to write {}: it would overwrite the input; choose another --out", p.display());
-        }
-        Ok(p)
-    } else {
-        Ok(out.to_path_buf())
     }
+    Ok(())
+}
+
+/// Where the drawn copy of `input` goes: `--out` itself for one image, else a file of the same
+/// name (as .png unless it is a JPEG or PNG) inside the `--out` directory, never the input.
+pub(super) fn output_path(out: &Path, input: &Path, several: bool) -> Result<PathBuf> {
+    if !(several || out.is_dir()) {
+        return Ok(out.to_path_buf());
+    }
+    let name = input.file_name().with_context(|| format!("unable to name the output for {}: it has no file name", input.display()))?;
+    let mut p = out.join(name);
+    if p.extension().is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png"))) {
+        p.set_extension("png");
+    }
+    if p == input {
+        bail!("unable to write {}: it would overwrite the input; choose another --out", p.display());
+    }
+    Ok(p)
 }
