@@ -2,7 +2,7 @@
 //! restarted mid-stream), and small Rust servers that send corrupt parts, hang, or demand basic
 //! auth for snapshots. Every wait is bounded and every child process is killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use promptcam::source::http::{MjpegSource, SnapshotSource};
 use promptcam::source::{self, FrameSource};
+
+use crate::fixture::read_request;
 
 /// A JPEG of a textured picture (so most of the file is scan data).
 fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
@@ -140,21 +142,6 @@ impl Drop for Server {
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-        }
-    }
-}
-
-/// Reads one request head; `None` when the client closed the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            return Some(head);
         }
     }
 }

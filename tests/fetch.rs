@@ -2,7 +2,7 @@
 //! where; a file whose sha256 differs from the pinned one is refused and deleted; a file with the
 //! pinned hash is accepted and its source recorded. A local HTTP server stands in for the hub.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::sync::mpsc::{channel, Receiver};
@@ -19,15 +19,8 @@ fn hub(body: &'static [u8]) -> (String, Receiver<String>) {
         for s in listener.incoming() {
             let Ok(mut s) = s else { continue };
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut req = vec![];
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_string();
+            let req = fixture::read_request(&mut std::io::BufReader::new(s.try_clone().unwrap())).unwrap_or_default();
+            let line = req.lines().next().unwrap_or("").to_string();
             let _ = tx.send(line.split(' ').nth(1).unwrap_or("").to_string());
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));

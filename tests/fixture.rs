@@ -95,3 +95,19 @@ pub fn promptcam(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Reads one request head; `None` when the client closed the connection.
+pub fn read_request(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Option<String> {
+    use std::io::BufRead;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
