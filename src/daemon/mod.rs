@@ -165,8 +165,6 @@ pub struct Control {
     pub reload: AtomicBool,
     /// Milliseconds since `started` at the inference thread's last loop.
     pub heartbeat_ms: AtomicU64,
-    pub analysed: AtomicU64,
-    pub inference_us: AtomicU64,
 }
 
 /// Runs the daemon until every source has ended or a stop signal arrives.
@@ -175,6 +173,7 @@ pub fn run(config: Config) -> Result<()> {
     tracing::info!("inference on {threads} thread(s)");
     let mqtt = config.mqtt.as_ref().map(|raw| crate::mqtt::parse_config(raw, &config.path)).transpose()?;
     let cameras = prepare(&config)?;
+    let status = status_of(&cameras);
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
     let http = config.http.as_ref().map(crate::endpoint::bind).transpose()?;
     let control = Arc::new(Control::default());
@@ -201,7 +200,7 @@ pub fn run(config: Config) -> Result<()> {
         // the publisher connects in the background and spools events while the broker is away
         // commands (pause, thresholds) steer the cameras' shared status; the inference thread
         // applies them between frames
-        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras, status_of(&cameras))?),
+        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras, status.clone())?),
         None => Sink::Stdout,
     };
     let endpoint = match http {
@@ -211,7 +210,7 @@ pub fn run(config: Config) -> Result<()> {
                 Sink::Stdout => None,
             };
             let fps: Vec<f64> = cameras.iter().map(|c| c.config.fps).collect();
-            Some(crate::endpoint::Endpoint::start(listener, status_of(&cameras), &fps, mqtt_stats)?)
+            Some(crate::endpoint::Endpoint::start(listener, status.clone(), &fps, mqtt_stats)?)
         }
         None => None,
     };
@@ -232,13 +231,13 @@ pub fn run(config: Config) -> Result<()> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
         if last_status.elapsed() >= Duration::from_secs(10) {
-            let n = control.analysed.load(Ordering::Relaxed).max(1);
-            let status = format!(
-                "analysed {} frames, inference {:.1} ms per frame",
-                control.analysed.load(Ordering::Relaxed),
-                control.inference_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
-            );
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            // the cameras' inference time histograms, summed
+            let (frames, ms) = status.cameras.iter().fold((0u64, 0f64), |(n, ms), c| {
+                let t = c.snapshot(Instant::now()).inference;
+                (n + t.count, ms + t.sum_ms)
+            });
+            let line = format!("analysed {frames} frames, inference {:.1} ms per frame", ms / frames.max(1) as f64);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
             last_status = Instant::now();
         }
         if control.shutdown.load(Ordering::Relaxed) {
@@ -327,10 +326,7 @@ fn inference_loop(
                 let frame = Arc::new(frame);
                 let t = Instant::now();
                 if let Some(labels) = analyse(cam, &frame, &tx)? {
-                    let took = t.elapsed();
-                    control.analysed.fetch_add(1, Ordering::Relaxed);
-                    control.inference_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                    cam.status.record_frame(Instant::now(), took, frame, labels);
+                    cam.status.record_frame(Instant::now(), t.elapsed(), frame, labels);
                 }
             }
         }
