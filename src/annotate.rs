@@ -74,7 +74,11 @@ fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
 /// Characters outside the font print as `?`.
 pub fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, scale: u32, bg: Rgb<u8>) {
     let luma = 0.299 * bg[0] as f32 + 0.587 * bg[1] as f32 + 0.114 * bg[2] as f32;
-    let fg = if luma > 140.0 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) };
+    let fg = if luma > 140.0 {
+        Rgb([0, 0, 0])
+    } else {
+        Rgb([255, 255, 255])
+    };
     let sc = scale.max(1) as i64;
     let pad = 2;
     let n = s.chars().count() as i64;
@@ -117,20 +121,39 @@ mod tests {
     #[test]
     fn draws_box_edges_in_the_prompt_colour_and_leaves_the_inside() {
         let mut img = RgbImage::new(100, 100);
-        draw(&mut img, &[Label { bbox: [20.0, 30.0, 80.0, 90.0], text: "a cat", colour_index: 1 }]);
+        draw(
+            &mut img,
+            &[Label {
+                bbox: [20.0, 30.0, 80.0, 90.0],
+                text: "a cat",
+                colour_index: 1,
+            }],
+        );
         assert_eq!(*img.get_pixel(50, 90), colour(1));
         assert_eq!(*img.get_pixel(20, 60), colour(1));
         assert_eq!(*img.get_pixel(50, 60), Rgb([0, 0, 0]));
         // the label sits above the box, on the box colour, with some text pixels
-        let label_px: Vec<Rgb<u8>> = (20..60).flat_map(|x| (18..30).map(move |y| (x, y))).map(|(x, y)| *img.get_pixel(x, y)).collect();
+        let label_px: Vec<Rgb<u8>> = (20..60)
+            .flat_map(|x| (18..30).map(move |y| (x, y)))
+            .map(|(x, y)| *img.get_pixel(x, y))
+            .collect();
         assert!(label_px.iter().any(|p| *p == colour(1)));
-        assert!(label_px.iter().any(|p| *p == Rgb([0, 0, 0]) || *p == Rgb([255, 255, 255])));
+        assert!(label_px
+            .iter()
+            .any(|p| *p == Rgb([0, 0, 0]) || *p == Rgb([255, 255, 255])));
     }
 
     #[test]
     fn boxes_outside_the_image_are_clipped() {
         let mut img = RgbImage::new(10, 10);
-        draw(&mut img, &[Label { bbox: [-50.0, -50.0, 500.0, 500.0], text: "x", colour_index: 0 }]);
+        draw(
+            &mut img,
+            &[Label {
+                bbox: [-50.0, -50.0, 500.0, 500.0],
+                text: "x",
+                colour_index: 0,
+            }],
+        );
         assert_eq!(*img.get_pixel(9, 9), colour(0));
     }
 }

@@ -41,14 +41,21 @@ fn stage(mut v: Vec<Duration>) -> Stage {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let at = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
-    Stage { median_ms: at(0.5), p90_ms: at(0.9) }
+    Stage {
+        median_ms: at(0.5),
+        p90_ms: at(0.9),
+    }
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -56,19 +63,48 @@ pub fn peak_rss_mb() -> f64 {
 /// Sets tract's matrix-product executor: `threads` workers (0 = all cores).
 pub fn set_threads(threads: usize) -> usize {
     use tract_linalg::multithread::{set_default_executor, Executor};
-    let n = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-    set_default_executor(if n > 1 { Executor::multithread(n) } else { Executor::SingleThread });
+    let n = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    set_default_executor(if n > 1 {
+        Executor::multithread(n)
+    } else {
+        Executor::SingleThread
+    });
     n
 }
 
-pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize, image: &std::path::Path, profile: bool) -> Result<Report> {
+pub fn run(
+    dir: &std::path::Path,
+    quantized: bool,
+    threads: usize,
+    frames: usize,
+    image: &std::path::Path,
+    profile: bool,
+) -> Result<Report> {
     let threads = set_threads(threads);
-    let precision = if quantized { Precision::Quantized } else { Precision::Fp32 };
-    let bytes = std::fs::read(image).with_context(|| format!("unable to read {}", image.display()))?;
-    let decode = || -> Result<image::RgbImage> { Ok(to_rgb(image::load_from_memory(&bytes).context("unable to decode the bench image")?)) };
+    let precision = if quantized {
+        Precision::Quantized
+    } else {
+        Precision::Fp32
+    };
+    let bytes =
+        std::fs::read(image).with_context(|| format!("unable to read {}", image.display()))?;
+    let decode = || -> Result<image::RgbImage> {
+        Ok(to_rgb(
+            image::load_from_memory(&bytes).context("unable to decode the bench image")?,
+        ))
+    };
     let first = decode()?;
     let model = ModelDir::open(dir)?;
-    let prompts = vec!["a photo of a person".to_string(), "a photo of a delivery van".to_string()];
+    let prompts = vec![
+        "a photo of a person".to_string(),
+        "a photo of a delivery van".to_string(),
+    ];
     let t = Instant::now();
     enum M {
         Clip(Box<Clip>),
@@ -102,7 +138,13 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
                 let t2 = Instant::now();
                 let patches = o.patch_scores(px)?;
                 let t3 = Instant::now();
-                std::hint::black_box(owlvit::post_process(&patches, o.prompts(), 0.1, img.width(), img.height()));
+                std::hint::black_box(owlvit::post_process(
+                    &patches,
+                    o.prompts(),
+                    0.1,
+                    img.width(),
+                    img.height(),
+                ));
                 (t2, t3, Instant::now())
             }
             M::Seg(s) => {
@@ -159,17 +201,44 @@ pub fn run(dir: &std::path::Path, quantized: bool, threads: usize, frames: usize
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} ({}{}), {} thread(s), {} frames of {} ({}x{})", self.model, self.family, if self.quantized { ", quantized" } else { "" }, self.threads, self.frames, self.image, self.image_size[0], self.image_size[1])?;
+        writeln!(
+            f,
+            "{} ({}{}), {} thread(s), {} frames of {} ({}x{})",
+            self.model,
+            self.family,
+            if self.quantized { ", quantized" } else { "" },
+            self.threads,
+            self.frames,
+            self.image,
+            self.image_size[0],
+            self.image_size[1]
+        )?;
         writeln!(f, "  load + optimize  {:>9.1} ms", self.load_ms)?;
-        for (name, s) in [("decode", &self.decode), ("preprocess", &self.preprocess), ("model", &self.model_run), ("post-process", &self.postprocess)] {
-            writeln!(f, "  {name:<15}  median {:>8.2} ms   p90 {:>8.2} ms", s.median_ms, s.p90_ms)?;
+        for (name, s) in [
+            ("decode", &self.decode),
+            ("preprocess", &self.preprocess),
+            ("model", &self.model_run),
+            ("post-process", &self.postprocess),
+        ] {
+            writeln!(
+                f,
+                "  {name:<15}  median {:>8.2} ms   p90 {:>8.2} ms",
+                s.median_ms, s.p90_ms
+            )?;
         }
         write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)?;
         if let Some(ops) = &self.profile {
             let total: f64 = ops.iter().map(|o| o.ms).sum();
             write!(f, "\n  profile of one frame, by op ({total:.1} ms in all):")?;
             for o in ops.iter().take(15) {
-                write!(f, "\n    {:<40} {:>4} nodes {:>9.2} ms {:>5.1}%", o.op, o.nodes, o.ms, 100.0 * o.ms / total.max(1e-9))?;
+                write!(
+                    f,
+                    "\n    {:<40} {:>4} nodes {:>9.2} ms {:>5.1}%",
+                    o.op,
+                    o.nodes,
+                    o.ms,
+                    100.0 * o.ms / total.max(1e-9)
+                )?;
             }
         }
         Ok(())

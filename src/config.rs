@@ -195,8 +195,12 @@ pub struct HttpConfig {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("unable to read config {}; {SEE} for a starting point", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "unable to read config {}; {SEE} for a starting point",
+            path.display()
+        )
+    })?;
     parse(&text, path)
 }
 
@@ -206,8 +210,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         // quote the offending line: serde's type errors do not name the key
-        let quoted = text.lines().nth(line.saturating_sub(1)).map(str::trim).unwrap_or("");
-        anyhow::anyhow!("unable to parse config {} at line {line}, column {col} (`{quoted}`): {}; {SEE}", path.display(), e.message())
+        let quoted = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .map(str::trim)
+            .unwrap_or("");
+        anyhow::anyhow!(
+            "unable to parse config {} at line {line}, column {col} (`{quoted}`): {}; {SEE}",
+            path.display(),
+            e.message()
+        )
     })?;
     let v = Validator { text, path };
     v.validate(raw)
@@ -239,24 +251,54 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, msg: impl std::fmt::Display) -> Result<T> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        msg: impl std::fmt::Display,
+    ) -> Result<T> {
         let (line, col) = line_col(self.text, span.start);
-        bail!("invalid `{key}` in {} at line {line}, column {col}: {msg}; {SEE}", self.path.display())
+        bail!(
+            "invalid `{key}` in {} at line {line}, column {col}: {msg}; {SEE}",
+            self.path.display()
+        )
     }
 
-    fn float(&self, v: &Option<Spanned<f64>>, key: &str, default: f64, lo: f64, hi: f64) -> Result<f64> {
+    fn float(
+        &self,
+        v: &Option<Spanned<f64>>,
+        key: &str,
+        default: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<f64> {
         match v {
             None => Ok(default),
             Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-            Some(s) => self.err(s.span(), key, format!("{} is out of range; allowed {lo}..={hi}", s.get_ref())),
+            Some(s) => self.err(
+                s.span(),
+                key,
+                format!("{} is out of range; allowed {lo}..={hi}", s.get_ref()),
+            ),
         }
     }
 
-    fn int(&self, v: &Option<Spanned<i64>>, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64> {
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        default: i64,
+        lo: i64,
+        hi: i64,
+    ) -> Result<i64> {
         match v {
             None => Ok(default),
             Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-            Some(s) => self.err(s.span(), key, format!("{} is out of range; allowed {lo}..={hi}", s.get_ref())),
+            Some(s) => self.err(
+                s.span(),
+                key,
+                format!("{} is out of range; allowed {lo}..={hi}", s.get_ref()),
+            ),
         }
     }
 
@@ -276,14 +318,32 @@ impl Validator<'_> {
     fn validate(&self, raw: RawConfig) -> Result<Config> {
         let device_id = match &raw.daemon.device_id {
             None => "promptcam".to_string(),
-            Some(s) if !slug(s.get_ref()).is_empty() && slug(s.get_ref()) == *s.get_ref() => s.get_ref().clone(),
-            Some(s) => return self.err(s.span(), "daemon.device_id", "use lower-case letters, digits and underscores"),
+            Some(s) if !slug(s.get_ref()).is_empty() && slug(s.get_ref()) == *s.get_ref() => {
+                s.get_ref().clone()
+            }
+            Some(s) => {
+                return self.err(
+                    s.span(),
+                    "daemon.device_id",
+                    "use lower-case letters, digits and underscores",
+                )
+            }
         };
-        let inference_threads = self.int(&raw.daemon.inference_threads, "daemon.inference_threads", 0, 0, 256)? as usize;
+        let inference_threads = self.int(
+            &raw.daemon.inference_threads,
+            "daemon.inference_threads",
+            0,
+            0,
+            256,
+        )? as usize;
         let model = |m: &Option<RawModel>| {
             m.as_ref().map(|m| ModelConfig {
                 dir: self.relative(&m.dir),
-                precision: if m.quantized { Precision::Quantized } else { Precision::Fp32 },
+                precision: if m.quantized {
+                    Precision::Quantized
+                } else {
+                    Precision::Fp32
+                },
             })
         };
         let clip = model(&raw.models.clip);
@@ -294,8 +354,15 @@ impl Validator<'_> {
             Some(MotionConfig {
                 width: self.int(&m.width, "motion.width", 64, 8, 1024)? as u32,
                 pixel_delta: self.int(&m.pixel_delta, "motion.pixel_delta", 25, 0, 255)? as u8,
-                min_changed: self.float(&m.min_changed, "motion.min_changed", 0.01, 0.0, 1.0)? as f32,
-                refresh: Duration::from_secs_f64(self.float(&m.refresh, "motion.refresh", 30.0, 0.0, 86400.0)?),
+                min_changed: self.float(&m.min_changed, "motion.min_changed", 0.01, 0.0, 1.0)?
+                    as f32,
+                refresh: Duration::from_secs_f64(self.float(
+                    &m.refresh,
+                    "motion.refresh",
+                    30.0,
+                    0.0,
+                    86400.0,
+                )?),
             })
         } else {
             None
@@ -308,10 +375,18 @@ impl Validator<'_> {
             let name = c.name.get_ref().trim().to_string();
             let id = slug(&name);
             if id.is_empty() {
-                return self.err(c.name.span(), "cameras.name", "a camera needs a name with letters or digits");
+                return self.err(
+                    c.name.span(),
+                    "cameras.name",
+                    "a camera needs a name with letters or digits",
+                );
             }
             if cameras.iter().any(|o| o.id == id) {
-                return self.err(c.name.span(), "cameras.name", format!("camera {name:?} is defined twice"));
+                return self.err(
+                    c.name.span(),
+                    "cameras.name",
+                    format!("camera {name:?} is defined twice"),
+                );
             }
             let fps = self.float(&c.fps, "cameras.fps", 2.0, 0.01, 120.0)?;
             let roi = match &c.roi {
@@ -319,7 +394,11 @@ impl Validator<'_> {
                 Some(r) => {
                     let v = r.get_ref();
                     if v.len() != 4 || v.iter().any(|x| *x < 0) || v[0] >= v[2] || v[1] >= v[3] {
-                        return self.err(r.span(), "cameras.roi", "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1");
+                        return self.err(
+                            r.span(),
+                            "cameras.roi",
+                            "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1",
+                        );
                     }
                     Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
                 }
@@ -329,23 +408,49 @@ impl Validator<'_> {
                 Some("motion") => OwlVitWhen::Motion,
                 Some("clip_on") => OwlVitWhen::ClipOn,
                 Some(other) => {
-                    let span = c.owlvit_when.as_ref().map(|s| s.span()).unwrap_or(c.name.span());
-                    return self.err(span, "cameras.owlvit_when", format!("{other:?} is not allowed; use \"always\", \"motion\" or \"clip_on\""));
+                    let span = c
+                        .owlvit_when
+                        .as_ref()
+                        .map(|s| s.span())
+                        .unwrap_or(c.name.span());
+                    return self.err(
+                        span,
+                        "cameras.owlvit_when",
+                        format!(
+                            "{other:?} is not allowed; use \"always\", \"motion\" or \"clip_on\""
+                        ),
+                    );
                 }
             };
             if c.prompts.is_empty() {
-                return self.err(c.name.span(), "cameras.prompts", format!("camera {name:?} has no [[cameras.prompts]]"));
+                return self.err(
+                    c.name.span(),
+                    "cameras.prompts",
+                    format!("camera {name:?} has no [[cameras.prompts]]"),
+                );
             }
             let mut prompts: Vec<PromptConfig> = vec![];
             for p in &c.prompts {
-                prompts.push(self.prompt(p, clip.is_some(), owlvit.is_some(), clipseg.is_some())?);
+                prompts.push(self.prompt(
+                    p,
+                    clip.is_some(),
+                    owlvit.is_some(),
+                    clipseg.is_some(),
+                )?);
             }
             for (i, p) in prompts.iter().enumerate() {
                 if prompts[..i].iter().any(|o| o.id == p.id) {
-                    return self.err(c.prompts[i].text.span(), "cameras.prompts.text", format!("prompt {:?} appears twice on camera {name:?}", p.text));
+                    return self.err(
+                        c.prompts[i].text.span(),
+                        "cameras.prompts.text",
+                        format!("prompt {:?} appears twice on camera {name:?}", p.text),
+                    );
                 }
             }
-            let clip_prompts: Vec<&PromptConfig> = prompts.iter().filter(|p| p.model == ModelKind::Clip).collect();
+            let clip_prompts: Vec<&PromptConfig> = prompts
+                .iter()
+                .filter(|p| p.model == ModelKind::Clip)
+                .collect();
             for (i, p) in prompts.iter().enumerate() {
                 if p.model == ModelKind::Clip && p.negatives.is_empty() && clip_prompts.len() < 2 {
                     return self.err(
@@ -355,14 +460,44 @@ impl Validator<'_> {
                     );
                 }
             }
-            if owlvit_when == OwlVitWhen::ClipOn && !prompts.iter().any(|p| p.model == ModelKind::Clip) {
-                let span = c.owlvit_when.as_ref().map(|s| s.span()).unwrap_or(c.name.span());
-                return self.err(span, "cameras.owlvit_when", "\"clip_on\" needs a CLIP prompt on this camera");
+            if owlvit_when == OwlVitWhen::ClipOn
+                && !prompts.iter().any(|p| p.model == ModelKind::Clip)
+            {
+                let span = c
+                    .owlvit_when
+                    .as_ref()
+                    .map(|s| s.span())
+                    .unwrap_or(c.name.span());
+                return self.err(
+                    span,
+                    "cameras.owlvit_when",
+                    "\"clip_on\" needs a CLIP prompt on this camera",
+                );
             }
-            cameras.push(CameraConfig { name, id, source: c.source.clone(), fps, looped: c.looped, roi, owlvit_when, prompts });
+            cameras.push(CameraConfig {
+                name,
+                id,
+                source: c.source.clone(),
+                fps,
+                looped: c.looped,
+                roi,
+                owlvit_when,
+                prompts,
+            });
         }
         let http = self.http(&raw.http)?;
-        Ok(Config { path: self.path.to_path_buf(), device_id, inference_threads, clip, owlvit, clipseg, motion, cameras, mqtt: raw.mqtt, http })
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            device_id,
+            inference_threads,
+            clip,
+            owlvit,
+            clipseg,
+            motion,
+            cameras,
+            mqtt: raw.mqtt,
+            http,
+        })
     }
 
     fn http(&self, h: &RawHttp) -> Result<Option<HttpConfig>> {
@@ -370,14 +505,38 @@ impl Validator<'_> {
             None => std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
             Some(s) => match s.get_ref().parse() {
                 Ok(a) => a,
-                Err(_) => return self.err(s.span(), "http.listen", format!("{:?} is not an address and port; use e.g. \"127.0.0.1:9464\"", s.get_ref())),
+                Err(_) => {
+                    return self.err(
+                        s.span(),
+                        "http.listen",
+                        format!(
+                            "{:?} is not an address and port; use e.g. \"127.0.0.1:9464\"",
+                            s.get_ref()
+                        ),
+                    )
+                }
             },
         };
-        let stale_after = Duration::from_secs_f64(self.float(&h.stale_after, "http.stale_after", 30.0, 0.5, 86400.0)?);
-        Ok(h.enabled.unwrap_or(false).then_some(HttpConfig { listen, stale_after }))
+        let stale_after = Duration::from_secs_f64(self.float(
+            &h.stale_after,
+            "http.stale_after",
+            30.0,
+            0.5,
+            86400.0,
+        )?);
+        Ok(h.enabled.unwrap_or(false).then_some(HttpConfig {
+            listen,
+            stale_after,
+        }))
     }
 
-    fn prompt(&self, p: &RawPrompt, have_clip: bool, have_owl: bool, have_seg: bool) -> Result<PromptConfig> {
+    fn prompt(
+        &self,
+        p: &RawPrompt,
+        have_clip: bool,
+        have_owl: bool,
+        have_seg: bool,
+    ) -> Result<PromptConfig> {
         let text = p.text.get_ref().trim().to_string();
         if text.is_empty() {
             return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
@@ -387,22 +546,51 @@ impl Validator<'_> {
             "owlvit" if have_owl => ModelKind::OwlVit,
             "clipseg" if have_seg => ModelKind::ClipSeg,
             m @ ("clip" | "owlvit" | "clipseg") => {
-                return self.err(p.model.span(), "cameras.prompts.model", format!("{m:?} needs a [models.{m}] table with its `dir`"))
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.model",
+                    format!("{m:?} needs a [models.{m}] table with its `dir`"),
+                )
             }
-            other => return self.err(p.model.span(), "cameras.prompts.model", format!("{other:?} is not a model; use \"clip\", \"owlvit\" or \"clipseg\"")),
+            other => {
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.model",
+                    format!("{other:?} is not a model; use \"clip\", \"owlvit\" or \"clipseg\""),
+                )
+            }
         };
         if model != ModelKind::Clip && !p.negatives.is_empty() {
-            return self.err(p.model.span(), "cameras.prompts.negatives", "negatives apply to CLIP prompts only");
+            return self.err(
+                p.model.span(),
+                "cameras.prompts.negatives",
+                "negatives apply to CLIP prompts only",
+            );
         }
         for e in &p.ensemble {
             if !e.get_ref().contains("{}") {
-                return self.err(e.span(), "cameras.prompts.ensemble", format!("template {:?} has no {{}} for the prompt text", e.get_ref()));
+                return self.err(
+                    e.span(),
+                    "cameras.prompts.ensemble",
+                    format!("template {:?} has no {{}} for the prompt text", e.get_ref()),
+                );
             }
         }
-        let threshold = self.float(&p.threshold, "cameras.prompts.threshold", 0.5, 0.0, 1.0)? as f32;
-        let off_threshold = self.float(&p.off_threshold, "cameras.prompts.off_threshold", threshold as f64 * 0.8, 0.0, 1.0)? as f32;
+        let threshold =
+            self.float(&p.threshold, "cameras.prompts.threshold", 0.5, 0.0, 1.0)? as f32;
+        let off_threshold = self.float(
+            &p.off_threshold,
+            "cameras.prompts.off_threshold",
+            threshold as f64 * 0.8,
+            0.0,
+            1.0,
+        )? as f32;
         if off_threshold > threshold {
-            let span = p.off_threshold.as_ref().map(|s| s.span()).unwrap_or(p.text.span());
+            let span = p
+                .off_threshold
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(p.text.span());
             return self.err(span, "cameras.prompts.off_threshold", format!("{off_threshold} is above threshold {threshold}; hysteresis needs off_threshold <= threshold"));
         }
         let decide = DecideConfig {
@@ -410,8 +598,20 @@ impl Validator<'_> {
             off_threshold,
             window: self.int(&p.window, "cameras.prompts.window", 3, 1, 100)? as usize,
             min_frames: self.int(&p.min_frames, "cameras.prompts.min_frames", 2, 1, 1000)? as usize,
-            off_delay: Duration::from_secs_f64(self.float(&p.off_delay, "cameras.prompts.off_delay", 10.0, 0.0, 86400.0)?),
-            cooldown: Duration::from_secs_f64(self.float(&p.cooldown, "cameras.prompts.cooldown", 0.0, 0.0, 86400.0)?),
+            off_delay: Duration::from_secs_f64(self.float(
+                &p.off_delay,
+                "cameras.prompts.off_delay",
+                10.0,
+                0.0,
+                86400.0,
+            )?),
+            cooldown: Duration::from_secs_f64(self.float(
+                &p.cooldown,
+                "cameras.prompts.cooldown",
+                0.0,
+                0.0,
+                86400.0,
+            )?),
         };
         Ok(PromptConfig {
             name: p.name.clone().unwrap_or_else(|| text.clone()),
@@ -423,7 +623,13 @@ impl Validator<'_> {
             device_class: p.device_class.clone(),
             decide,
             mask_threshold: match (&p.mask_threshold, model) {
-                (Some(s), m) if m != ModelKind::ClipSeg => return self.err(s.span(), "cameras.prompts.mask_threshold", "mask_threshold applies to CLIPSeg prompts only"),
+                (Some(s), m) if m != ModelKind::ClipSeg => {
+                    return self.err(
+                        s.span(),
+                        "cameras.prompts.mask_threshold",
+                        "mask_threshold applies to CLIPSeg prompts only",
+                    )
+                }
                 (v, _) => self.float(v, "cameras.prompts.mask_threshold", 0.5, 0.0, 1.0)? as f32,
             },
         })
@@ -449,7 +655,10 @@ negatives = ["an empty driveway"]
 "#;
 
     fn err(text: &str) -> String {
-        format!("{:#}", parse(text, Path::new("t.toml")).err().expect("should fail"))
+        format!(
+            "{:#}",
+            parse(text, Path::new("t.toml")).err().expect("should fail")
+        )
     }
 
     #[test]
@@ -463,27 +672,70 @@ negatives = ["an empty driveway"]
         assert_eq!((p.decide.threshold, p.decide.off_threshold), (0.5, 0.4));
         assert!(c.mqtt.is_none() && c.motion.is_some());
         assert!(c.http.is_none(), "the HTTP endpoint is off by default");
-        let c = parse(&format!("{GOOD}[http]\nenabled = true\n"), Path::new("t.toml")).unwrap();
+        let c = parse(
+            &format!("{GOOD}[http]\nenabled = true\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
         let h = c.http.expect("enabled");
-        assert_eq!((h.listen.to_string(), h.stale_after), ("127.0.0.1:9464".to_string(), Duration::from_secs(30)));
+        assert_eq!(
+            (h.listen.to_string(), h.stale_after),
+            ("127.0.0.1:9464".to_string(), Duration::from_secs(30))
+        );
     }
 
     #[test]
     fn bad_configs_name_the_key_and_line() {
         let cases: &[(&str, &[&str])] = &[
-            (&GOOD.replace("negatives =", "negatvies ="), &["negatvies", "line 12"]),
-            (&GOOD.replace("model = \"clip\"", "model = \"yolo\""), &["cameras.prompts.model", "line 11", "\"yolo\""]),
-            (&format!("{GOOD}threshold = 1.5\n"), &["cameras.prompts.threshold", "line 13", "1.5", "0..=1"]),
-            (&format!("{GOOD}threshold = \"high\"\n"), &["line 13", "threshold"]),
-            (&GOOD.replace("negatives = [\"an empty driveway\"]", ""), &["negatives", "line 10"]),
-            (&format!("{GOOD}off_threshold = 0.9\nthreshold = 0.6\n"), &["off_threshold", "hysteresis"]),
-            (&GOOD.replace("[models.clip]\ndir = \"models/tiny/clip\"", ""), &["[models.clip]"]),
-            (&format!("{GOOD}[motion]\nwidth = 2\n"), &["motion.width", "line 14"]),
+            (
+                &GOOD.replace("negatives =", "negatvies ="),
+                &["negatvies", "line 12"],
+            ),
+            (
+                &GOOD.replace("model = \"clip\"", "model = \"yolo\""),
+                &["cameras.prompts.model", "line 11", "\"yolo\""],
+            ),
+            (
+                &format!("{GOOD}threshold = 1.5\n"),
+                &["cameras.prompts.threshold", "line 13", "1.5", "0..=1"],
+            ),
+            (
+                &format!("{GOOD}threshold = \"high\"\n"),
+                &["line 13", "threshold"],
+            ),
+            (
+                &GOOD.replace("negatives = [\"an empty driveway\"]", ""),
+                &["negatives", "line 10"],
+            ),
+            (
+                &format!("{GOOD}off_threshold = 0.9\nthreshold = 0.6\n"),
+                &["off_threshold", "hysteresis"],
+            ),
+            (
+                &GOOD.replace("[models.clip]\ndir = \"models/tiny/clip\"", ""),
+                &["[models.clip]"],
+            ),
+            (
+                &format!("{GOOD}[motion]\nwidth = 2\n"),
+                &["motion.width", "line 14"],
+            ),
             (&GOOD.replace("source", "sorce"), &["sorce"]),
-            (&GOOD.replace("source =", "owlvit_when = \"sometimes\"\nsource ="), &["cameras.owlvit_when", "line 7", "clip_on"]),
-            (&format!("{GOOD}[http]\nenabled = true\nlisten = \"localhost\"\n"), &["http.listen", "line 15", "127.0.0.1:9464"]),
-            (&format!("{GOOD}[http]\nlisten = 9464\n"), &["line 14", "listen"]),
-            (&format!("{GOOD}[http]\nstale_after = 0\n"), &["http.stale_after", "line 14"]),
+            (
+                &GOOD.replace("source =", "owlvit_when = \"sometimes\"\nsource ="),
+                &["cameras.owlvit_when", "line 7", "clip_on"],
+            ),
+            (
+                &format!("{GOOD}[http]\nenabled = true\nlisten = \"localhost\"\n"),
+                &["http.listen", "line 15", "127.0.0.1:9464"],
+            ),
+            (
+                &format!("{GOOD}[http]\nlisten = 9464\n"),
+                &["line 14", "listen"],
+            ),
+            (
+                &format!("{GOOD}[http]\nstale_after = 0\n"),
+                &["http.stale_after", "line 14"],
+            ),
             (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
         ];
         for (text, needles) in cases {
@@ -497,7 +749,10 @@ negatives = ["an empty driveway"]
 
     #[test]
     fn slugs_are_stable_ids() {
-        assert_eq!(slug("A package on the doorstep!"), "a_package_on_the_doorstep");
+        assert_eq!(
+            slug("A package on the doorstep!"),
+            "a_package_on_the_doorstep"
+        );
         assert_eq!(slug("  Front Door "), "front_door");
     }
 }

@@ -51,14 +51,21 @@ pub fn bind(config: &HttpConfig) -> Result<Listener> {
     let socket = std::net::TcpListener::bind(addr).with_context(|| {
         format!("unable to listen on {addr} (`http.listen` in the config); pick a free port, or set `enabled = false` in [http]")
     })?;
-    socket.set_nonblocking(true).with_context(|| format!("unable to set up the socket on {addr}"))?;
-    Ok(Listener { socket, config: config.clone() })
+    socket
+        .set_nonblocking(true)
+        .with_context(|| format!("unable to set up the socket on {addr}"))?;
+    Ok(Listener {
+        socket,
+        config: config.clone(),
+    })
 }
 
 impl Listener {
     /// The address actually bound (port 0 in the config picks a free port).
     pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
-        self.socket.local_addr().context("unable to read the endpoint's address")
+        self.socket
+            .local_addr()
+            .context("unable to read the endpoint's address")
     }
 }
 
@@ -79,7 +86,12 @@ struct Progress {
 
 impl Progress {
     fn new(now: Instant) -> Progress {
-        Progress { dropped: 0, processed: 0, dropped_at: None, processed_at: now }
+        Progress {
+            dropped: 0,
+            processed: 0,
+            dropped_at: None,
+            processed_at: now,
+        }
     }
 
     fn observe(&mut self, s: &CameraSnapshot, now: Instant) {
@@ -100,19 +112,37 @@ fn processed(s: &CameraSnapshot) -> u64 {
 }
 
 /// One camera's health line: Ok (healthy) or Err (the reason it fails).
-fn verdict(id: &str, s: &CameraSnapshot, ended: bool, p: &Progress, window: Duration, now: Instant) -> std::result::Result<String, String> {
+fn verdict(
+    id: &str,
+    s: &CameraSnapshot,
+    ended: bool,
+    p: &Progress,
+    window: Duration,
+    now: Instant,
+) -> std::result::Result<String, String> {
     let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
     if s.paused {
         return Ok(format!("camera {id}: paused"));
     }
     if ended {
-        return Ok(format!("camera {id}: source ended after {} frame(s)", s.source.captured));
+        return Ok(format!(
+            "camera {id}: source ended after {} frame(s)",
+            s.source.captured
+        ));
     }
     if now.saturating_duration_since(p.processed_at) <= window {
-        return Ok(format!("camera {id}: {} analysed, {} held back by the motion gate", s.inference.count, s.source.skipped_no_motion));
+        return Ok(format!(
+            "camera {id}: {} analysed, {} held back by the motion gate",
+            s.inference.count, s.source.skipped_no_motion
+        ));
     }
-    if p.dropped_at.is_some_and(|t| now.saturating_duration_since(t) <= window) {
-        return Err(format!("camera {id}: frames arrive but none was analysed for {:.0} s: inference is stalled", secs(p.processed_at)));
+    if p.dropped_at
+        .is_some_and(|t| now.saturating_duration_since(t) <= window)
+    {
+        return Err(format!(
+            "camera {id}: frames arrive but none was analysed for {:.0} s: inference is stalled",
+            secs(p.processed_at)
+        ));
     }
     Err(format!(
         "camera {id}: no frame from its source for {:.0} s ({} reconnect(s), {} undecodable); check the camera and `promptcam probe`",
@@ -143,15 +173,31 @@ impl App {
 impl Endpoint {
     /// Starts serving on `listener` from a thread named `http`. `fps` is each camera's frame
     /// rate, in `status` order; `mqtt` the publisher's counters when events go to a broker.
-    pub fn start(listener: Listener, status: Status, fps: &[f64], mqtt: Option<StatsHandle>) -> Result<Endpoint> {
+    pub fn start(
+        listener: Listener,
+        status: Status,
+        fps: &[f64],
+        mqtt: Option<StatsHandle>,
+    ) -> Result<Endpoint> {
         let addr = listener.local_addr()?;
         let stale = listener.config.stale_after;
-        let windows = fps.iter().map(|f| stale.max(Duration::from_secs_f64(3.0 / f.max(0.001)))).collect();
+        let windows = fps
+            .iter()
+            .map(|f| stale.max(Duration::from_secs_f64(3.0 / f.max(0.001))))
+            .collect();
         let now = Instant::now();
         let progress = Mutex::new(status.cameras.iter().map(|_| Progress::new(now)).collect());
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Metrics { status: status.clone(), mqtt }));
-        let app = Arc::new(App { status, windows, progress, registry });
+        registry.register_collector(Box::new(Metrics {
+            status: status.clone(),
+            mqtt,
+        }));
+        let app = Arc::new(App {
+            status,
+            windows,
+            progress,
+            registry,
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -162,8 +208,13 @@ impl Endpoint {
             .name("http".into())
             .spawn(move || runtime.block_on(serve(socket, app, stopped)))
             .context("unable to start the HTTP endpoint's thread")?;
-        tracing::info!("HTTP endpoint on http://{addr}/ (/healthz, /metrics, /snapshot/<camera>.jpg)");
-        Ok(Endpoint { stop: Some(stop), thread: Some(thread) })
+        tracing::info!(
+            "HTTP endpoint on http://{addr}/ (/healthz, /metrics, /snapshot/<camera>.jpg)"
+        );
+        Ok(Endpoint {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// Stops accepting, lets requests in flight finish (at most 2 s), and joins the thread.
@@ -187,10 +238,18 @@ impl Drop for Endpoint {
     }
 }
 
-async fn serve(socket: std::net::TcpListener, app: Arc<App>, stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    socket: std::net::TcpListener,
+    app: Arc<App>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let listener = match tokio::net::TcpListener::from_std(socket) {
         Ok(l) => l,
-        Err(e) => return tracing::error!("unable to serve the HTTP endpoint: {e}; the daemon runs on without it"),
+        Err(e) => {
+            return tracing::error!(
+                "unable to serve the HTTP endpoint: {e}; the daemon runs on without it"
+            )
+        }
     };
     let monitor = app.clone();
     tokio::spawn(async move {
@@ -222,7 +281,12 @@ async fn serve(socket: std::net::TcpListener, app: Arc<App>, stopped: tokio::syn
 }
 
 fn text(code: StatusCode, body: String) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
@@ -230,8 +294,21 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     let now = Instant::now();
     let progress = app.progress.lock().unwrap_or_else(PoisonError::into_inner);
     let (mut ok, mut failing) = (vec![], vec![]);
-    for ((cam, p), window) in app.status.cameras.iter().zip(progress.iter()).zip(&app.windows) {
-        match verdict(&cam.id, &cam.snapshot(now), cam.source_ended(), p, *window, now) {
+    for ((cam, p), window) in app
+        .status
+        .cameras
+        .iter()
+        .zip(progress.iter())
+        .zip(&app.windows)
+    {
+        match verdict(
+            &cam.id,
+            &cam.snapshot(now),
+            cam.source_ended(),
+            p,
+            *window,
+            now,
+        ) {
             Ok(line) => ok.push(line),
             Err(line) => failing.push(line),
         }
@@ -239,35 +316,70 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     if failing.is_empty() {
         text(StatusCode::OK, format!("ok\n{}\n", ok.join("\n")))
     } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy\n{}\n{}\n", failing.join("\n"), ok.join("\n")))
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy\n{}\n{}\n", failing.join("\n"), ok.join("\n")),
+        )
     }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::prometheus_text::encode(&mut body, &app.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body).into_response(),
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "unable to encode the metrics\n".into()),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unable to encode the metrics\n".into(),
+        ),
     }
 }
 
 async fn snapshot(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
     let Some(id) = file.strip_suffix(".jpg") else {
-        return text(StatusCode::NOT_FOUND, format!("no such snapshot {file:?}: ask for /snapshot/<camera>.jpg\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such snapshot {file:?}: ask for /snapshot/<camera>.jpg\n"),
+        );
     };
     let Some(cam) = app.status.camera(id) else {
         let ids: Vec<&str> = app.status.cameras.iter().map(|c| c.id.as_str()).collect();
-        return text(StatusCode::NOT_FOUND, format!("no camera {id:?}; cameras: {}\n", ids.join(", ")));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no camera {id:?}; cameras: {}\n", ids.join(", ")),
+        );
     };
     let Some(latest) = cam.latest() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("camera {id} has not analysed a frame yet; try again shortly\n"));
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("camera {id} has not analysed a frame yet; try again shortly\n"),
+        );
     };
     // drawing and encoding a large frame takes tens of milliseconds: off the runtime's thread
     let jpeg = tokio::task::spawn_blocking(move || annotated_jpeg(&latest)).await;
     match jpeg {
-        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response(),
-        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("unable to encode the snapshot of camera {id}: {e:#}\n")),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("unable to encode the snapshot of camera {id}: {e}\n")),
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unable to encode the snapshot of camera {id}: {e:#}\n"),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unable to encode the snapshot of camera {id}: {e}\n"),
+        ),
     }
 }
 
@@ -279,17 +391,30 @@ fn annotated_jpeg(latest: &crate::status::Latest) -> Result<Vec<u8>> {
         .labels
         .iter()
         .enumerate()
-        .filter_map(|(i, (b, t))| b.map(|bbox| crate::annotate::Label { bbox, text: t, colour_index: i }))
+        .filter_map(|(i, (b, t))| {
+            b.map(|bbox| crate::annotate::Label {
+                bbox,
+                text: t,
+                colour_index: i,
+            })
+        })
         .collect();
     crate::annotate::draw(&mut img, &boxed);
     let scale = (img.width().min(img.height()) / 400) + 1;
     let mut y = 0i64;
-    for (i, (_, t)) in latest.labels.iter().enumerate().filter(|(_, (b, _))| b.is_none()) {
+    for (i, (_, t)) in latest
+        .labels
+        .iter()
+        .enumerate()
+        .filter(|(_, (b, _))| b.is_none())
+    {
         crate::annotate::text(&mut img, 0, y, t, scale, crate::annotate::colour(i));
         y += 8 * scale as i64 + 6;
     }
     let mut jpeg = vec![];
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img).context("JPEG encoder")?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&img)
+        .context("JPEG encoder")?;
     Ok(jpeg)
 }
 
@@ -312,15 +437,48 @@ type CounterSpec = (&'static str, &'static str, fn(&CameraSnapshot) -> u64);
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let now = Instant::now();
-        let cams: Vec<(String, CameraSnapshot)> = self.status.cameras.iter().map(|c| (c.id.clone(), c.snapshot(now))).collect();
+        let cams: Vec<(String, CameraSnapshot)> = self
+            .status
+            .cameras
+            .iter()
+            .map(|c| (c.id.clone(), c.snapshot(now)))
+            .collect();
         let counters: [CounterSpec; 8] = [
-            ("promptcam_frames_captured", "Frames delivered by the camera's source.", |s| s.source.captured),
-            ("promptcam_frames_dropped", "Frames replaced in the latest-wins slot before inference took them.", |s| s.dropped),
-            ("promptcam_frames_undecodable", "Frames the source received but could not decode.", |s| s.source.undecodable),
-            ("promptcam_source_reconnects", "Source errors followed by a reconnect.", |s| s.source.reconnects),
-            ("promptcam_frames_analysed", "Frames the models ran on.", |s| s.inference.count),
-            ("promptcam_frames_skipped_no_motion", "Frames held back by the motion gate.", |s| s.source.skipped_no_motion),
-            ("promptcam_frames_paused", "Frames dropped unanalysed while the camera was paused.", |s| s.paused_frames),
+            (
+                "promptcam_frames_captured",
+                "Frames delivered by the camera's source.",
+                |s| s.source.captured,
+            ),
+            (
+                "promptcam_frames_dropped",
+                "Frames replaced in the latest-wins slot before inference took them.",
+                |s| s.dropped,
+            ),
+            (
+                "promptcam_frames_undecodable",
+                "Frames the source received but could not decode.",
+                |s| s.source.undecodable,
+            ),
+            (
+                "promptcam_source_reconnects",
+                "Source errors followed by a reconnect.",
+                |s| s.source.reconnects,
+            ),
+            (
+                "promptcam_frames_analysed",
+                "Frames the models ran on.",
+                |s| s.inference.count,
+            ),
+            (
+                "promptcam_frames_skipped_no_motion",
+                "Frames held back by the motion gate.",
+                |s| s.source.skipped_no_motion,
+            ),
+            (
+                "promptcam_frames_paused",
+                "Frames dropped unanalysed while the camera was paused.",
+                |s| s.paused_frames,
+            ),
             ("promptcam_events", "Events started.", |s| s.events),
         ];
         for (name, help, value) in counters {
@@ -330,41 +488,109 @@ impl Collector for Metrics {
                 ConstCounter::new(value(s)).encode(m.encode_family(&labels)?)?;
             }
         }
-        let mut m = enc.encode_descriptor("promptcam_camera_paused", "1 while the camera is paused.", None, MetricType::Gauge)?;
+        let mut m = enc.encode_descriptor(
+            "promptcam_camera_paused",
+            "1 while the camera is paused.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (id, s) in &cams {
-            ConstGauge::new(s.paused as i64).encode(m.encode_family(&[("camera", id.as_str())])?)?;
+            ConstGauge::new(s.paused as i64)
+                .encode(m.encode_family(&[("camera", id.as_str())])?)?;
         }
         let unit = Unit::Seconds;
-        let mut m = enc.encode_descriptor("promptcam_inference_duration", "Time the models took per analysed frame.", Some(&unit), MetricType::Histogram)?;
+        let mut m = enc.encode_descriptor(
+            "promptcam_inference_duration",
+            "Time the models took per analysed frame.",
+            Some(&unit),
+            MetricType::Histogram,
+        )?;
         for (id, s) in &cams {
             let t = &s.inference;
-            let buckets: Vec<(f64, u64)> = INFERENCE_BUCKETS_MS.iter().zip(t.buckets.iter()).map(|(b, n)| (b / 1000.0, *n)).collect();
-            m.encode_family(&[("camera", id.as_str())])?.encode_histogram::<NoLabelSet>(t.sum_ms / 1000.0, t.count, &buckets, None)?;
+            let buckets: Vec<(f64, u64)> = INFERENCE_BUCKETS_MS
+                .iter()
+                .zip(t.buckets.iter())
+                .map(|(b, n)| (b / 1000.0, *n))
+                .collect();
+            m.encode_family(&[("camera", id.as_str())])?
+                .encode_histogram::<NoLabelSet>(t.sum_ms / 1000.0, t.count, &buckets, None)?;
         }
-        let mut on = enc.encode_descriptor("promptcam_prompt_on", "1 while the prompt is ON.", None, MetricType::Gauge)?;
+        let mut on = enc.encode_descriptor(
+            "promptcam_prompt_on",
+            "1 while the prompt is ON.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (id, s) in &cams {
             for p in &s.prompts {
-                ConstGauge::new(p.on as i64).encode(on.encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?)?;
+                ConstGauge::new(p.on as i64).encode(
+                    on.encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?,
+                )?;
             }
         }
-        let mut score = enc.encode_descriptor("promptcam_prompt_score", "The prompt's smoothed score after the last analysed frame.", None, MetricType::Gauge)?;
+        let mut score = enc.encode_descriptor(
+            "promptcam_prompt_score",
+            "The prompt's smoothed score after the last analysed frame.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (id, s) in &cams {
             for p in &s.prompts {
-                ConstGauge::new(p.score as f64).encode(score.encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?)?;
+                ConstGauge::new(p.score as f64).encode(
+                    score.encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?,
+                )?;
             }
         }
         if let Some(mqtt) = &self.mqtt {
             let st = mqtt.stats();
-            let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| -> std::result::Result<(), std::fmt::Error> {
-                ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+            let gauge = |enc: &mut DescriptorEncoder,
+                         name: &str,
+                         help: &str,
+                         v: i64|
+             -> std::result::Result<(), std::fmt::Error> {
+                ConstGauge::new(v).encode(enc.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Gauge,
+                )?)
             };
-            gauge(&mut enc, "promptcam_mqtt_spool_depth", "Events spooled on disk and not yet acknowledged by the broker.", st.spooled as i64)?;
-            gauge(&mut enc, "promptcam_mqtt_connected", "1 while connected to the broker.", st.connected as i64)?;
-            let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> std::result::Result<(), std::fmt::Error> {
-                ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+            gauge(
+                &mut enc,
+                "promptcam_mqtt_spool_depth",
+                "Events spooled on disk and not yet acknowledged by the broker.",
+                st.spooled as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "promptcam_mqtt_connected",
+                "1 while connected to the broker.",
+                st.connected as i64,
+            )?;
+            let counter = |enc: &mut DescriptorEncoder,
+                           name: &str,
+                           help: &str,
+                           v: u64|
+             -> std::result::Result<(), std::fmt::Error> {
+                ConstCounter::new(v).encode(enc.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Counter,
+                )?)
             };
-            counter(&mut enc, "promptcam_mqtt_spool_dropped", "Events dropped because the spool was full.", st.dropped)?;
-            counter(&mut enc, "promptcam_mqtt_connections", "Successful connections to the broker.", st.connections)?;
+            counter(
+                &mut enc,
+                "promptcam_mqtt_spool_dropped",
+                "Events dropped because the spool was full.",
+                st.dropped,
+            )?;
+            counter(
+                &mut enc,
+                "promptcam_mqtt_connections",
+                "Successful connections to the broker.",
+                st.connections,
+            )?;
         }
         Ok(())
     }
@@ -377,11 +603,27 @@ mod tests {
     use crate::status::InferenceTimes;
 
     fn snap(captured: u64, analysed: u64, skipped: u64, paused: bool) -> CameraSnapshot {
-        let source = SourceStatsSnapshot { captured, skipped_no_motion: skipped, ..SourceStatsSnapshot::default() };
-        let inference = InferenceTimes { count: analysed, ..InferenceTimes::default() };
+        let source = SourceStatsSnapshot {
+            captured,
+            skipped_no_motion: skipped,
+            ..SourceStatsSnapshot::default()
+        };
+        let inference = InferenceTimes {
+            count: analysed,
+            ..InferenceTimes::default()
+        };
         // frames the inference thread did not take were replaced in the slot
         let dropped = captured.saturating_sub(analysed + skipped);
-        CameraSnapshot { source, dropped, paused, paused_frames: 0, events: 0, inference, since_analysed: None, prompts: vec![] }
+        CameraSnapshot {
+            source,
+            dropped,
+            paused,
+            paused_frames: 0,
+            events: 0,
+            inference,
+            since_analysed: None,
+            prompts: vec![],
+        }
     }
 
     #[test]
@@ -390,7 +632,10 @@ mod tests {
         let w = Duration::from_secs(30);
         let mut p = Progress::new(t0);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(verdict("a", &snap(0, 0, 0, false), false, &p, w, at(10)).is_ok(), "a grace window after start");
+        assert!(
+            verdict("a", &snap(0, 0, 0, false), false, &p, w, at(10)).is_ok(),
+            "a grace window after start"
+        );
         // a quiet camera: frames captured and held back by the motion gate is progress
         for i in 1..=60 {
             p.observe(&snap(i, 1, i - 1, false), at(i));

@@ -44,7 +44,10 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// An event id: start time in ms, camera and prompt ids — unique per (camera, prompt) since one
 /// prompt has at most one open event, and readable in logs.
 pub fn event_id(started: SystemTime, camera: &str, prompt: &str) -> String {
-    let ms = started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     format!("{ms}-{camera}-{prompt}")
 }
 

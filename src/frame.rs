@@ -79,7 +79,10 @@ impl FrameSlot {
     /// The slot's state; a panic on another thread while holding the lock leaves the state
     /// consistent (every update is a single assignment), so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Offers a frame without blocking. A frame still waiting in the slot is replaced and
@@ -180,17 +183,37 @@ impl SourceStats {
 /// ("unable to decode frame: ..."), never a panic.
 pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    let format = if bytes.starts_with(PNG_SIGNATURE) { image::ImageFormat::Png } else { image::ImageFormat::Jpeg };
-    if format == image::ImageFormat::Jpeg && bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_has_end_of_image(bytes) {
+    let format = if bytes.starts_with(PNG_SIGNATURE) {
+        image::ImageFormat::Png
+    } else {
+        image::ImageFormat::Jpeg
+    };
+    if format == image::ImageFormat::Jpeg
+        && bytes.starts_with(&[0xFF, 0xD8])
+        && !jpeg_has_end_of_image(bytes)
+    {
         // The JPEG decoder fills a cut-off scan with grey instead of failing; a frame cut off
         // mid-transfer would then look like sudden motion.
-        return Err(anyhow!("unable to decode frame: JPEG truncated ({} bytes, no end-of-image marker)", bytes.len()));
+        return Err(anyhow!(
+            "unable to decode frame: JPEG truncated ({} bytes, no end-of-image marker)",
+            bytes.len()
+        ));
     }
     // The decoders report bad input as errors; the unwind guard only keeps a decoder bug on
     // hostile bytes from taking the capture thread down.
     let decoded = std::panic::catch_unwind(|| image::load_from_memory_with_format(bytes, format))
-        .map_err(|_| anyhow!("unable to decode frame: {format:?} decoder panicked on {} bytes", bytes.len()))?
-        .map_err(|e| anyhow!("unable to decode frame: {e} ({format:?}, {} bytes)", bytes.len()))?;
+        .map_err(|_| {
+            anyhow!(
+                "unable to decode frame: {format:?} decoder panicked on {} bytes",
+                bytes.len()
+            )
+        })?
+        .map_err(|e| {
+            anyhow!(
+                "unable to decode frame: {e} ({format:?}, {} bytes)",
+                bytes.len()
+            )
+        })?;
     Ok(crate::preprocess::to_rgb(decoded))
 }
 
@@ -209,7 +232,12 @@ mod tests {
     use std::thread;
 
     fn frame(seq: u64) -> Frame {
-        Frame { image: RgbImage::new(4, 3), seq, captured_at: SystemTime::now(), monotonic: Instant::now() }
+        Frame {
+            image: RgbImage::new(4, 3),
+            seq,
+            captured_at: SystemTime::now(),
+            monotonic: Instant::now(),
+        }
     }
 
     #[test]
@@ -289,7 +317,14 @@ mod tests {
         stats.captured.fetch_add(3, Ordering::Relaxed);
         stats.skipped_no_motion.fetch_add(2, Ordering::Relaxed);
         let snap = stats.snapshot();
-        assert_eq!(snap, SourceStatsSnapshot { captured: 3, skipped_no_motion: 2, ..Default::default() });
+        assert_eq!(
+            snap,
+            SourceStatsSnapshot {
+                captured: 3,
+                skipped_no_motion: 2,
+                ..Default::default()
+            }
+        );
     }
 
     /// A textured picture, so that most of the JPEG is scan data.
@@ -298,7 +333,9 @@ mod tests {
             image::Rgb([((x * 7) ^ (y * 3)) as u8, (y * 5) as u8, (x ^ y) as u8])
         });
         let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&image).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&image)
+            .unwrap();
         out
     }
 
@@ -328,9 +365,19 @@ mod tests {
     fn truncated_jpeg_is_an_error() {
         // the decoder itself accepts a scan cut short, so every cut must be caught
         let bytes = jpeg_bytes(160, 120);
-        for cut in [bytes.len() / 2, bytes.len() * 3 / 4, bytes.len() - 2, 400, 100, 2] {
+        for cut in [
+            bytes.len() / 2,
+            bytes.len() * 3 / 4,
+            bytes.len() - 2,
+            400,
+            100,
+            2,
+        ] {
             let err = decode_jpeg(&bytes[..cut]).unwrap_err();
-            assert!(format!("{err:#}").contains("unable to decode frame"), "cut {cut}: {err:#}");
+            assert!(
+                format!("{err:#}").contains("unable to decode frame"),
+                "cut {cut}: {err:#}"
+            );
         }
     }
 
@@ -338,7 +385,10 @@ mod tests {
     fn garbage_is_an_error() {
         let garbage: Vec<u8> = (0..1000u32).map(|i| (i * 37 % 251) as u8).collect();
         let err = decode_jpeg(&garbage).unwrap_err();
-        assert!(format!("{err:#}").contains("unable to decode frame"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unable to decode frame"),
+            "{err:#}"
+        );
         assert!(decode_jpeg(&[]).is_err());
     }
 }

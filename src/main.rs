@@ -7,9 +7,10 @@ fn main() {
     let cli = promptcam::cli::Cli::parse();
     if let Err(e) = promptcam::cli::run(cli) {
         // a closed stdout (e.g. `| head`) is not an error worth reporting
-        let broken_pipe = e
-            .chain()
-            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
         if broken_pipe {
             std::process::exit(0);
         }

@@ -29,7 +29,12 @@ pub struct MotionConfig {
 
 impl Default for MotionConfig {
     fn default() -> Self {
-        MotionConfig { width: 64, pixel_delta: 25, min_changed: 0.01, refresh: Duration::from_secs(60) }
+        MotionConfig {
+            width: 64,
+            pixel_delta: 25,
+            min_changed: 0.01,
+            refresh: Duration::from_secs(60),
+        }
     }
 }
 
@@ -112,7 +117,11 @@ impl MotionGate {
     pub fn check(&mut self, frame: &RgbImage, now: Instant) -> MotionVerdict {
         let (width, height) = frame.dimensions();
         if width == 0 || height == 0 {
-            return MotionVerdict { analyse: false, changed_fraction: 0.0, reason: Reason::Still };
+            return MotionVerdict {
+                analyse: false,
+                changed_fraction: 0.0,
+                reason: Reason::Still,
+            };
         }
         let thumb_size = thumbnail_size(width, height, self.config.width);
         if (width, height) != self.source_size || thumb_size != self.thumb_size {
@@ -124,7 +133,11 @@ impl MotionGate {
 
         let Some(last) = self.last_analysed else {
             self.accept(now);
-            return MotionVerdict { analyse: true, changed_fraction: 0.0, reason: Reason::First };
+            return MotionVerdict {
+                analyse: true,
+                changed_fraction: 0.0,
+                reason: Reason::First,
+            };
         };
         let changed_fraction = self.changed_fraction();
         let reason = if changed_fraction > 0.0 && changed_fraction >= self.config.min_changed {
@@ -138,7 +151,11 @@ impl MotionGate {
         if analyse {
             self.accept(now);
         }
-        MotionVerdict { analyse, changed_fraction, reason }
+        MotionVerdict {
+            analyse,
+            changed_fraction,
+            reason,
+        }
     }
 
     /// Makes the current thumbnail the reference.
@@ -162,7 +179,10 @@ impl MotionGate {
             for row in raw.chunks_exact(src_w * 3).skip(y0).take(y1 - y0) {
                 for (tx, sum) in self.row_sums.iter_mut().enumerate() {
                     let (x0, x1) = cell_range(tx, tw, src_w);
-                    *sum += row[x0 * 3..x1 * 3].chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).sum::<u32>();
+                    *sum += row[x0 * 3..x1 * 3]
+                        .chunks_exact(3)
+                        .map(|p| luma(p[0], p[1], p[2]))
+                        .sum::<u32>();
                 }
             }
             for (tx, sum) in self.row_sums.iter().enumerate() {
@@ -195,7 +215,11 @@ impl MotionGate {
             let start = ty * tw;
             let cur = &self.current[start + cols.start..start + cols.end];
             let reference = &self.reference[start + cols.start..start + cols.end];
-            changed += cur.iter().zip(reference).filter(|(c, r)| c.abs_diff(**r) > delta).count();
+            changed += cur
+                .iter()
+                .zip(reference)
+                .filter(|(c, r)| c.abs_diff(**r) > delta)
+                .count();
         }
         changed as f32 / counted as f32
     }
@@ -228,8 +252,12 @@ fn overlapping_cells(start: usize, end: usize, cells: usize, len: usize) -> std:
     }
     // cell i covers [i*len/cells, (i+1)*len/cells): first cell ending after `start`, first
     // cell starting at or after `end`.
-    let first = (0..cells).find(|&i| cell_range(i, cells, len).1 > start).unwrap_or(cells);
-    let last = (first..cells).find(|&i| cell_range(i, cells, len).0 >= end).unwrap_or(cells);
+    let first = (0..cells)
+        .find(|&i| cell_range(i, cells, len).1 > start)
+        .unwrap_or(cells);
+    let last = (first..cells)
+        .find(|&i| cell_range(i, cells, len).0 >= end)
+        .unwrap_or(cells);
     first..last
 }
 
@@ -242,7 +270,12 @@ mod tests {
     const H: u32 = 240;
 
     fn config() -> MotionConfig {
-        MotionConfig { width: 64, pixel_delta: 25, min_changed: 0.01, refresh: Duration::from_secs(30) }
+        MotionConfig {
+            width: 64,
+            pixel_delta: 25,
+            min_changed: 0.01,
+            refresh: Duration::from_secs(30),
+        }
     }
 
     /// A textured background with an optional bright 40x40 square at (x, y).
@@ -270,7 +303,10 @@ mod tests {
         assert_eq!((first.analyse, first.reason), (true, Reason::First));
         for i in 1..5 {
             let v = gate.check(&frame, secs(t0, i));
-            assert_eq!((v.analyse, v.reason, v.changed_fraction), (false, Reason::Still, 0.0));
+            assert_eq!(
+                (v.analyse, v.reason, v.changed_fraction),
+                (false, Reason::Still, 0.0)
+            );
         }
     }
 
@@ -304,10 +340,15 @@ mod tests {
                 }))
             });
             let v = gate.check(&noisy, secs(t0, 1 + i as u64));
-            assert_eq!((v.analyse, v.reason, v.changed_fraction), (false, Reason::Still, 0.0));
+            assert_eq!(
+                (v.analyse, v.reason, v.changed_fraction),
+                (false, Reason::Still, 0.0)
+            );
         }
         // worst case: every pixel +3 at once
-        let shifted = RgbImage::from_fn(W, H, |x, y| Rgb(base.get_pixel(x, y).0.map(|c| c.saturating_add(3))));
+        let shifted = RgbImage::from_fn(W, H, |x, y| {
+            Rgb(base.get_pixel(x, y).0.map(|c| c.saturating_add(3)))
+        });
         assert_eq!(gate.check(&shifted, secs(t0, 9)).reason, Reason::Still);
     }
 
@@ -381,7 +422,10 @@ mod tests {
     #[test]
     fn box_average_of_a_flat_frame_is_its_luma() {
         let mut gate = MotionGate::new(config());
-        gate.check(&RgbImage::from_pixel(100, 50, Rgb([200, 100, 50])), Instant::now());
+        gate.check(
+            &RgbImage::from_pixel(100, 50, Rgb([200, 100, 50])),
+            Instant::now(),
+        );
         let expected = luma(200, 100, 50) as u8;
         assert_eq!(gate.reference.len(), 64 * 32);
         assert!(gate.reference.iter().all(|&g| g == expected));

@@ -115,22 +115,33 @@ impl ProcessorConfig {
             }
         };
         let resize = if flag("do_resize", true)? {
-            Some(parse_resize(v.get("size").context("`size` is missing while `do_resize` is true")?, square)?)
+            Some(parse_resize(
+                v.get("size")
+                    .context("`size` is missing while `do_resize` is true")?,
+                square,
+            )?)
         } else {
             None
         };
         let crop = if flag("do_center_crop", false)? {
-            let c = v.get("crop_size").context("`crop_size` is missing while `do_center_crop` is true")?;
+            let c = v
+                .get("crop_size")
+                .context("`crop_size` is missing while `do_center_crop` is true")?;
             match parse_resize(c, true).context("in `crop_size`")? {
                 Resize::Exact { width, height } => Some((width, height)),
-                Resize::ShortestEdge(_) => bail!("`crop_size` must be a number or {{height, width}}"),
+                Resize::ShortestEdge(_) => {
+                    bail!("`crop_size` must be a number or {{height, width}}")
+                }
             }
         } else {
             None
         };
         let resample = match v.get("resample") {
             None | Some(Value::Null) => Resample::Bicubic,
-            Some(r) => Resample::from_pil(r.as_i64().context("`resample` should be a PIL filter code")?)?,
+            Some(r) => Resample::from_pil(
+                r.as_i64()
+                    .context("`resample` should be a PIL filter code")?,
+            )?,
         };
         let rescale = if flag("do_rescale", true)? {
             Some(match v.get("rescale_factor") {
@@ -141,8 +152,10 @@ impl ProcessorConfig {
             None
         };
         let normalize = if flag("do_normalize", true)? {
-            let mean = triple(v.get("image_mean"), [0.48145466, 0.4578275, 0.40821073]).context("in `image_mean`")?;
-            let std = triple(v.get("image_std"), [0.26862954, 0.26130258, 0.27577711]).context("in `image_std`")?;
+            let mean = triple(v.get("image_mean"), [0.48145466, 0.4578275, 0.40821073])
+                .context("in `image_mean`")?;
+            let std = triple(v.get("image_std"), [0.26862954, 0.26130258, 0.27577711])
+                .context("in `image_std`")?;
             if std.iter().any(|s| *s == 0.0) {
                 bail!("`image_std` contains a zero");
             }
@@ -153,7 +166,13 @@ impl ProcessorConfig {
         if !flag("do_convert_rgb", true)? {
             tracing::debug!("do_convert_rgb is false; frames are RGB already");
         }
-        Ok(ProcessorConfig { resize, resample, crop, rescale, normalize })
+        Ok(ProcessorConfig {
+            resize,
+            resample,
+            crop,
+            rescale,
+            normalize,
+        })
     }
 
     /// Size `(width, height)` of the resized image for an input of `width` x `height`.
@@ -184,7 +203,9 @@ impl ProcessorConfig {
 
 fn parse_resize(v: &Value, square: bool) -> Result<Resize> {
     let dim = |x: &Value| -> Result<u32> {
-        let n = x.as_u64().with_context(|| format!("expected a positive integer, found {x}"))?;
+        let n = x
+            .as_u64()
+            .with_context(|| format!("expected a positive integer, found {x}"))?;
         if n == 0 || n > 8192 {
             bail!("size {n} is out of range 1..=8192");
         }
@@ -192,10 +213,20 @@ fn parse_resize(v: &Value, square: bool) -> Result<Resize> {
     };
     if v.is_number() {
         let n = dim(v)?;
-        return Ok(if square { Resize::Exact { width: n, height: n } } else { Resize::ShortestEdge(n) });
+        return Ok(if square {
+            Resize::Exact {
+                width: n,
+                height: n,
+            }
+        } else {
+            Resize::ShortestEdge(n)
+        });
     }
     if let (Some(h), Some(w)) = (v.get("height"), v.get("width")) {
-        return Ok(Resize::Exact { width: dim(w)?, height: dim(h)? });
+        return Ok(Resize::Exact {
+            width: dim(w)?,
+            height: dim(h)?,
+        });
     }
     if let Some(s) = v.get("shortest_edge") {
         if v.get("longest_edge").is_some_and(|l| !l.is_null()) {
@@ -302,37 +333,64 @@ impl Preprocessor {
             }
         }
         let alg = self.config.resample.algorithm();
-        let src = fr::images::TypedImageRef::new(sw, sh, &self.src16).context("unable to view the frame for resizing")?;
+        let src = fr::images::TypedImageRef::new(sw, sh, &self.src16)
+            .context("unable to view the frame for resizing")?;
         fill(&mut self.out16, cw, ch);
         let resize_x = rw != w;
         let resize_y = rh != h;
         if !(resize_x && resize_y) {
             // one pass is enough
-            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(box_x.0, box_y.0, box_x.1, box_y.1);
+            let opts = fr::ResizeOptions::new()
+                .resize_alg(alg)
+                .crop(box_x.0, box_y.0, box_x.1, box_y.1);
             let mut dst = fr::images::TypedImage::from_pixels_slice(cw, ch, &mut self.out16)
                 .context("unable to allocate the resize buffer")?;
-            self.resizer.resize_typed(&src, &mut dst, &opts).context("unable to resize the frame")?;
+            self.resizer
+                .resize_typed(&src, &mut dst, &opts)
+                .context("unable to resize the frame")?;
         } else {
             // first pass: one axis to its region, the other kept at the window's size
             let (mw, mh, first, second) = if vertical_first {
-                (sw, ch, (0.0, box_y.0, sw as f64, box_y.1), (box_x.0, 0.0, box_x.1, ch as f64))
+                (
+                    sw,
+                    ch,
+                    (0.0, box_y.0, sw as f64, box_y.1),
+                    (box_x.0, 0.0, box_x.1, ch as f64),
+                )
             } else {
-                (cw, sh, (box_x.0, 0.0, box_x.1, sh as f64), (0.0, box_y.0, cw as f64, box_y.1))
+                (
+                    cw,
+                    sh,
+                    (box_x.0, 0.0, box_x.1, sh as f64),
+                    (0.0, box_y.0, cw as f64, box_y.1),
+                )
             };
             fill(&mut self.mid16, mw, mh);
             let mut mid = fr::images::TypedImage::from_pixels_slice(mw, mh, &mut self.mid16)
                 .context("unable to allocate the resize buffer")?;
-            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(first.0, first.1, first.2, first.3);
-            self.resizer.resize_typed(&src, &mut mid, &opts).context("unable to resize the frame")?;
+            let opts = fr::ResizeOptions::new()
+                .resize_alg(alg)
+                .crop(first.0, first.1, first.2, first.3);
+            self.resizer
+                .resize_typed(&src, &mut mid, &opts)
+                .context("unable to resize the frame")?;
             clip8(mid.pixels_mut());
             let mut dst = fr::images::TypedImage::from_pixels_slice(cw, ch, &mut self.out16)
                 .context("unable to allocate the resize buffer")?;
-            let opts = fr::ResizeOptions::new().resize_alg(alg).crop(second.0, second.1, second.2, second.3);
-            self.resizer.resize_typed(&mid, &mut dst, &opts).context("unable to resize the frame")?;
+            let opts = fr::ResizeOptions::new()
+                .resize_alg(alg)
+                .crop(second.0, second.1, second.2, second.3);
+            self.resizer
+                .resize_typed(&mid, &mut dst, &opts)
+                .context("unable to resize the frame")?;
         }
         clip8(&mut self.out16);
         self.resized.clear();
-        self.resized.extend(bytemuck::cast_slice::<U16x3, u16>(&self.out16).iter().map(|c| *c as u8));
+        self.resized.extend(
+            bytemuck::cast_slice::<U16x3, u16>(&self.out16)
+                .iter()
+                .map(|c| *c as u8),
+        );
         Ok(())
     }
 
@@ -351,7 +409,12 @@ impl Preprocessor {
         let left = (rw as i64 - ow as i64).div_euclid(2);
         // the part of the resized image the crop keeps: only that much is resized
         let clamp = |v: i64, max: u32| v.clamp(0, max as i64) as u32;
-        let region = [clamp(left, rw), clamp(top, rh), clamp(left + ow as i64, rw), clamp(top + oh as i64, rh)];
+        let region = [
+            clamp(left, rw),
+            clamp(top, rh),
+            clamp(left + ow as i64, rw),
+            clamp(top + oh as i64, rh),
+        ];
         let (resized, stride, [cx0, cy0, ..]): (&[u8], u32, [u32; 4]) = if (rw, rh) == (w, h) {
             (image.as_raw(), w, [0, 0, w, h])
         } else if region[2] > region[0] && region[3] > region[1] {
@@ -362,7 +425,9 @@ impl Preprocessor {
         };
 
         let shape = [1usize, 3, oh as usize, ow as usize];
-        let reuse = Arc::get_mut(&mut self.tensor).filter(|t| t.shape() == shape).is_some();
+        let reuse = Arc::get_mut(&mut self.tensor)
+            .filter(|t| t.shape() == shape)
+            .is_some();
         if !reuse {
             self.tensor = Arc::new(Tensor::zero::<f32>(&shape)?);
         }
@@ -380,7 +445,11 @@ impl Preprocessor {
                     Some(s) => (level as f64 * s) as f32,
                     None => level as f32,
                 };
-                *v = if self.config.normalize.is_some() { (x - mean[c]) / std[c] } else { x };
+                *v = if self.config.normalize.is_some() {
+                    (x - mean[c]) / std[c]
+                } else {
+                    x
+                };
             }
         }
         for y in 0..oh as usize {
@@ -389,7 +458,9 @@ impl Preprocessor {
             for x in 0..ow as usize {
                 let sx = x as i64 + left;
                 let px = if row_in && sx >= 0 && sx < rw as i64 {
-                    let i = ((sy as usize - cy0 as usize) * stride as usize + sx as usize - cx0 as usize) * 3;
+                    let i = ((sy as usize - cy0 as usize) * stride as usize + sx as usize
+                        - cx0 as usize)
+                        * 3;
                     [resized[i], resized[i + 1], resized[i + 2]]
                 } else {
                     [0, 0, 0]
@@ -423,7 +494,11 @@ pub fn to_rgb(image: image::DynamicImage) -> RgbImage {
         image::DynamicImage::ImageRgb8(rgb) => rgb,
         image::DynamicImage::ImageRgba8(rgba) => {
             let (w, h) = rgba.dimensions();
-            let raw: Vec<u8> = rgba.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+            let raw: Vec<u8> = rgba
+                .into_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect();
             RgbImage::from_raw(w, h, raw).unwrap_or_default()
         }
         other => other.to_rgb8(),
@@ -457,7 +532,13 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(c.resize, Some(Resize::Exact { width: 768, height: 768 }));
+        assert_eq!(
+            c.resize,
+            Some(Resize::Exact {
+                width: 768,
+                height: 768
+            })
+        );
         assert_eq!(c.crop, None);
         assert_eq!(c.output_size(), Some((768, 768)));
     }
@@ -480,9 +561,11 @@ mod tests {
     fn bad_values_name_the_key() {
         let e = ProcessorConfig::from_json(&json!({"size": "big"}), false).unwrap_err();
         assert!(format!("{e:#}").contains("`size`"), "{e:#}");
-        let e = ProcessorConfig::from_json(&json!({"size": 224, "resample": 9}), false).unwrap_err();
+        let e =
+            ProcessorConfig::from_json(&json!({"size": 224, "resample": 9}), false).unwrap_err();
         assert!(format!("{e:#}").contains("resample 9"), "{e:#}");
-        let e = ProcessorConfig::from_json(&json!({"size": 224, "image_std": [1, 0, 1]}), false).unwrap_err();
+        let e = ProcessorConfig::from_json(&json!({"size": 224, "image_std": [1, 0, 1]}), false)
+            .unwrap_err();
         assert!(format!("{e:#}").contains("zero"), "{e:#}");
     }
 
@@ -498,10 +581,20 @@ mod tests {
         let mut p = Preprocessor::new(c);
         let img = RgbImage::from_pixel(2, 1, image::Rgb([255, 255, 255]));
         let t = p.run(&img).unwrap();
-        let v = t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let v = t
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
         // rows: image at row ceil((4-1)/2) = 2, columns ceil((4-2)/2) = 1..3
         let plane: Vec<f32> = v[..16].to_vec();
-        let ones: Vec<usize> = plane.iter().enumerate().filter(|(_, x)| **x == 1.0).map(|(i, _)| i).collect();
+        let ones: Vec<usize> = plane
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x == 1.0)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(ones, vec![2 * 4 + 1, 2 * 4 + 2]);
     }
 
@@ -511,7 +604,11 @@ mod tests {
         RgbImage::from_fn(w, h, |x, y| {
             state = state.wrapping_mul(1664525).wrapping_add(1013904223);
             let n = (state >> 24) as u8;
-            image::Rgb([n, ((x * 7 + y * 3) % 256) as u8, n.wrapping_add((x / 9) as u8)])
+            image::Rgb([
+                n,
+                ((x * 7 + y * 3) % 256) as u8,
+                n.wrapping_add((x / 9) as u8),
+            ])
         })
     }
 
@@ -527,11 +624,24 @@ mod tests {
             (230, 224, Resample::Bicubic, 224, 224), // only the width changes
         ];
         // square resizes without crop (OWL-ViT 768, CLIPSeg 352): the region is the whole image
-        for (i, (w, h, size)) in [(600u32, 400u32, 352u32), (1920, 1080, 768), (333, 517, 352)].into_iter().enumerate() {
-            let config = ProcessorConfig { resize: Some(Resize::Exact { width: size, height: size }), resample: Resample::Bilinear, crop: None, rescale: None, normalize: None };
+        for (i, (w, h, size)) in [(600u32, 400u32, 352u32), (1920, 1080, 768), (333, 517, 352)]
+            .into_iter()
+            .enumerate()
+        {
+            let config = ProcessorConfig {
+                resize: Some(Resize::Exact {
+                    width: size,
+                    height: size,
+                }),
+                resample: Resample::Bilinear,
+                crop: None,
+                rescale: None,
+                normalize: None,
+            };
             let img = noise(w, h, 100 + i as u32);
             let mut p = Preprocessor::new(config);
-            p.run(&img).unwrap_or_else(|e| panic!("{w}x{h} -> {size}: {e:#}"));
+            p.run(&img)
+                .unwrap_or_else(|e| panic!("{w}x{h} -> {size}: {e:#}"));
         }
         for (i, (w, h, resample, size, crop)) in cases.into_iter().enumerate() {
             let config = ProcessorConfig {
@@ -547,8 +657,16 @@ mod tests {
             p.resize(&img, (rw, rh), [0, 0, rw, rh]).unwrap();
             let whole = p.resized.clone();
             let t = p.run(&img).unwrap();
-            let got = t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
-            let (top, left) = ((rh as i64 - crop as i64).div_euclid(2), (rw as i64 - crop as i64).div_euclid(2));
+            let got = t
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            let (top, left) = (
+                (rh as i64 - crop as i64).div_euclid(2),
+                (rw as i64 - crop as i64).div_euclid(2),
+            );
             let plane = (crop * crop) as usize;
             let mut differ = 0;
             for y in 0..crop as i64 {
@@ -566,7 +684,10 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(differ, 0, "case {i}: {w}x{h} -> {rw}x{rh} crop {crop}: {differ} samples differ");
+            assert_eq!(
+                differ, 0,
+                "case {i}: {w}x{h} -> {rw}x{rh} crop {crop}: {differ} samples differ"
+            );
         }
     }
 

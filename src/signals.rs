@@ -12,7 +12,8 @@ use crate::daemon::Control;
 
 /// Starts the signal thread; it lives as long as the process.
 pub fn install(control: Arc<Control>) -> Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("unable to install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("unable to install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

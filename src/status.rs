@@ -15,7 +15,9 @@ use crate::frame::{Frame, FrameSlot, SourceStats, SourceStatsSnapshot};
 
 /// Upper bounds (milliseconds) of the inference time histogram buckets; one more bucket counts
 /// everything slower.
-pub const INFERENCE_BUCKETS_MS: [f64; 12] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0];
+pub const INFERENCE_BUCKETS_MS: [f64; 12] = [
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
 
 /// One prompt as the outside sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +49,10 @@ impl InferenceTimes {
         self.count += 1;
         self.sum_ms += ms;
         self.last_ms = ms;
-        let i = INFERENCE_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(INFERENCE_BUCKETS_MS.len());
+        let i = INFERENCE_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(INFERENCE_BUCKETS_MS.len());
         self.buckets[i] += 1;
     }
 }
@@ -99,7 +104,13 @@ pub struct CameraSnapshot {
 }
 
 impl CameraStatus {
-    pub fn new(id: &str, name: &str, source: Arc<SourceStats>, slot: FrameSlot, prompts: Vec<PromptStatus>) -> CameraStatus {
+    pub fn new(
+        id: &str,
+        name: &str,
+        source: Arc<SourceStats>,
+        slot: FrameSlot,
+        prompts: Vec<PromptStatus>,
+    ) -> CameraStatus {
         CameraStatus {
             id: id.to_string(),
             name: name.to_string(),
@@ -108,7 +119,10 @@ impl CameraStatus {
             paused: AtomicBool::new(false),
             paused_frames: AtomicU64::new(0),
             events: AtomicU64::new(0),
-            live: Mutex::new(Live { prompts, ..Live::default() }),
+            live: Mutex::new(Live {
+                prompts,
+                ..Live::default()
+            }),
         }
     }
 
@@ -135,7 +149,8 @@ impl CameraStatus {
         if !live.prompts.iter().any(|p| p.id == prompt_id) {
             return false;
         }
-        live.threshold_requests.push((prompt_id.to_string(), threshold));
+        live.threshold_requests
+            .push((prompt_id.to_string(), threshold));
         true
     }
 
@@ -145,7 +160,13 @@ impl CameraStatus {
     }
 
     /// The inference thread: after a frame, its time, the prompts' states and the labels.
-    pub fn record_frame(&self, now: Instant, took: Duration, frame: Arc<Frame>, labels: Vec<(Option<[f32; 4]>, String)>) {
+    pub fn record_frame(
+        &self,
+        now: Instant,
+        took: Duration,
+        frame: Arc<Frame>,
+        labels: Vec<(Option<[f32; 4]>, String)>,
+    ) {
         let mut live = self.live();
         live.inference.record(took);
         live.last_analysed = Some(now);
@@ -209,7 +230,13 @@ mod tests {
     use super::*;
 
     fn camera() -> CameraStatus {
-        let p = PromptStatus { id: "person".into(), name: "Person".into(), threshold: 0.5, score: 0.0, on: false };
+        let p = PromptStatus {
+            id: "person".into(),
+            name: "Person".into(),
+            threshold: 0.5,
+            score: 0.0,
+            on: false,
+        };
         CameraStatus::new("porch", "Porch", Arc::default(), FrameSlot::new(), vec![p])
     }
 
@@ -221,7 +248,10 @@ mod tests {
         assert!(!c.request_threshold("car", 0.3));
         assert!(c.request_threshold("person", 0.3));
         assert!(c.request_threshold("person", 0.4));
-        assert_eq!(c.take_threshold_requests(), vec![("person".to_string(), 0.3), ("person".to_string(), 0.4)]);
+        assert_eq!(
+            c.take_threshold_requests(),
+            vec![("person".to_string(), 0.3), ("person".to_string(), 0.4)]
+        );
         assert!(c.take_threshold_requests().is_empty());
     }
 
@@ -234,7 +264,11 @@ mod tests {
         assert_eq!(t.count, 4);
         assert_eq!(t.buckets[0], 2, "3 and 5 ms are <= 5 ms");
         assert_eq!(t.buckets[1], 1);
-        assert_eq!(t.buckets[INFERENCE_BUCKETS_MS.len()], 1, "40 s is beyond the last bound");
+        assert_eq!(
+            t.buckets[INFERENCE_BUCKETS_MS.len()],
+            1,
+            "40 s is beyond the last bound"
+        );
         assert!((t.sum_ms - 40_014.0).abs() < 1e-6);
         assert_eq!(t.last_ms, 40_000.0);
     }

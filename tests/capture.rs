@@ -18,15 +18,27 @@ use crate::fixture::read_request;
 
 /// A JPEG of a textured picture (so most of the file is scan data).
 fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    let image = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x as u8) ^ seed, (y as u8).wrapping_mul(3), ((x + y) as u8) ^ seed]));
+    let image = RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x as u8) ^ seed,
+            (y as u8).wrapping_mul(3),
+            ((x + y) as u8) ^ seed,
+        ])
+    });
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&image).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&image)
+        .unwrap();
     out
 }
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -42,8 +54,26 @@ impl Drop for Killed {
 /// ffmpeg serving a 320x240 test pattern as MJPEG at 10 fps to one client on `port`.
 fn ffmpeg_mjpeg(port: u16) -> Killed {
     let child = Command::new("/usr/bin/ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t", "30"])
-        .args(["-f", "mpjpeg", "-listen", "1", "-content_type", "multipart/x-mixed-replace;boundary=ffmpeg"])
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=10",
+            "-t",
+            "30",
+        ])
+        .args([
+            "-f",
+            "mpjpeg",
+            "-listen",
+            "1",
+            "-content_type",
+            "multipart/x-mixed-replace;boundary=ffmpeg",
+        ])
         .arg(format!("http://127.0.0.1:{port}/stream"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -55,7 +85,11 @@ fn ffmpeg_mjpeg(port: u16) -> Killed {
 
 /// Calls `next_frame` until it yields `count` frames (errors are retried after a short sleep,
 /// as the capture loop would) or `deadline` passes. Returns the frames and the errors seen.
-fn frames_until(source: &mut dyn FrameSource, count: usize, deadline: Instant) -> (Vec<RgbImage>, Vec<String>) {
+fn frames_until(
+    source: &mut dyn FrameSource,
+    count: usize,
+    deadline: Instant,
+) -> (Vec<RgbImage>, Vec<String>) {
     let (mut frames, mut errors) = (Vec::new(), Vec::new());
     while frames.len() < count && Instant::now() < deadline {
         match source.next_frame() {
@@ -76,7 +110,10 @@ fn mjpeg_from_ffmpeg_survives_a_restart() {
     let port = free_port();
     let server = ffmpeg_mjpeg(port);
     let mut source = source::open(&format!("http://127.0.0.1:{port}/stream"), 10.0, false).unwrap();
-    assert_eq!(source.describe(), format!("MJPEG http://127.0.0.1:{port}/stream"));
+    assert_eq!(
+        source.describe(),
+        format!("MJPEG http://127.0.0.1:{port}/stream")
+    );
     let (frames, _) = frames_until(source.as_mut(), 5, started + Duration::from_secs(8));
     assert_eq!(frames.len(), 5, "no stream from ffmpeg within 8 s");
     assert!(frames.iter().all(|f| f.dimensions() == (320, 240)));
@@ -96,11 +133,24 @@ fn mjpeg_from_ffmpeg_survives_a_restart() {
 
     // back on the same port: the source reconnects by itself
     let _server = ffmpeg_mjpeg(port);
-    let (frames, errors) = frames_until(source.as_mut(), 3, Instant::now() + Duration::from_secs(8));
-    assert_eq!(frames.len(), 3, "no frames after the restart; errors: {errors:?}");
+    let (frames, errors) =
+        frames_until(source.as_mut(), 3, Instant::now() + Duration::from_secs(8));
+    assert_eq!(
+        frames.len(),
+        3,
+        "no frames after the restart; errors: {errors:?}"
+    );
     assert!(frames.iter().all(|f| f.dimensions() == (320, 240)));
-    eprintln!("reconnected after {} error(s), first: {:?}", errors.len(), errors.first());
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    eprintln!(
+        "reconnected after {} error(s), first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// A loopback HTTP server running `handler` on a thread per connection; stopped on drop.
@@ -128,7 +178,11 @@ impl Server {
                 }
             }
         });
-        Server { port, stop, thread: Some(thread) }
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn url(&self, scheme: &str, credentials: &str, path: &str) -> String {
@@ -180,12 +234,22 @@ fn corrupt_part_is_skipped_and_counted() {
             let mut reader = BufReader::new(conn.try_clone().unwrap());
             read_request(&mut reader);
             let mut conn = conn;
-            let encoding = if chunked { "Transfer-Encoding: chunked" } else { "Connection: close" };
+            let encoding = if chunked {
+                "Transfer-Encoding: chunked"
+            } else {
+                "Connection: close"
+            };
             let head = format!("HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n{encoding}\r\n\r\n");
             let _ = conn.write_all(head.as_bytes());
             // small writes, so that parts and delimiters straddle reads
             for piece in body.chunks(777) {
-                let _ = if chunked { conn.write_all(&[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat()) } else { conn.write_all(piece) };
+                let _ = if chunked {
+                    conn.write_all(
+                        &[format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat(),
+                    )
+                } else {
+                    conn.write_all(piece)
+                };
                 let _ = conn.flush();
             }
             if chunked {
@@ -211,8 +275,11 @@ fn a_stream_of_only_garbage_is_dropped_and_reconnected() {
     let server = Server::start(|conn, stop| {
         read_request(&mut BufReader::new(conn.try_clone().unwrap()));
         let mut conn = conn;
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
-        let parts: Vec<Vec<u8>> = (0..12).map(|i| format!("not a picture {i}").into_bytes()).collect();
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+        let parts: Vec<Vec<u8>> = (0..12)
+            .map(|i| format!("not a picture {i}").into_bytes())
+            .collect();
         let _ = conn.write_all(&[head.as_bytes(), &multipart(&parts)].concat());
         hang(stop);
     });
@@ -239,11 +306,17 @@ fn silent_or_stalled_camera_errors_within_the_timeout() {
     let frame = jpeg(64, 48, 3);
     let stalled = Server::start(move |mut conn, stop| {
         read_request(&mut BufReader::new(conn.try_clone().unwrap()));
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=frame\r\n\r\n";
-        let _ = conn.write_all(&[head.as_bytes(), &multipart(std::slice::from_ref(&frame))].concat());
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=frame\r\n\r\n";
+        let _ =
+            conn.write_all(&[head.as_bytes(), &multipart(std::slice::from_ref(&frame))].concat());
         hang(stop);
     });
-    let urls = [silent.url("http", "", "/stream"), silent.url("snapshot+http", "", "/snap.jpg"), stalled.url("http", "", "/stream")];
+    let urls = [
+        silent.url("http", "", "/stream"),
+        silent.url("snapshot+http", "", "/snap.jpg"),
+        stalled.url("http", "", "/stream"),
+    ];
     let runs: Vec<_> = urls
         .into_iter()
         .map(|url| {
@@ -265,8 +338,14 @@ fn silent_or_stalled_camera_errors_within_the_timeout() {
         let (url, got, waited, error) = run.join().unwrap();
         eprintln!("{url}: {got} frame(s), then after {waited:?}: {error}");
         assert!(waited < Duration::from_secs(12), "{url}: waited {waited:?}");
-        assert!(waited >= Duration::from_secs(8), "{url}: gave up after only {waited:?}: {error}");
-        assert!(error.to_ascii_lowercase().contains("timeout") || error.contains("timed out"), "{url}: {error}");
+        assert!(
+            waited >= Duration::from_secs(8),
+            "{url}: gave up after only {waited:?}: {error}"
+        );
+        assert!(
+            error.to_ascii_lowercase().contains("timeout") || error.contains("timed out"),
+            "{url}: {error}"
+        );
         let expected = usize::from(url.contains(&format!(":{}/", stalled.port)));
         assert_eq!(got, expected, "{url}");
     }
@@ -280,9 +359,19 @@ fn snapshots_with_basic_auth() {
         let mut reader = BufReader::new(conn.try_clone().unwrap());
         let mut conn = conn;
         while let Some(head) = read_request(&mut reader) {
-            let authorized = head.lines().any(|l| l.eq_ignore_ascii_case("authorization: basic dXNlcjpwYXNz"));
+            let authorized = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case("authorization: basic dXNlcjpwYXNz"));
             let reply = if authorized {
-                [format!("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", picture.len()).as_bytes(), &picture].concat()
+                [
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        picture.len()
+                    )
+                    .as_bytes(),
+                    &picture,
+                ]
+                .concat()
             } else {
                 b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n".to_vec()
             };
@@ -292,24 +381,49 @@ fn snapshots_with_basic_auth() {
         }
     });
     let started = Instant::now();
-    let mut source = source::open(&server.url("snapshot+http", "user:pass@", "/snap.jpg"), 20.0, false).unwrap();
-    assert_eq!(source.describe(), server.url("snapshots snapshot+http", "***@", "/snap.jpg"));
+    let mut source = source::open(
+        &server.url("snapshot+http", "user:pass@", "/snap.jpg"),
+        20.0,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        source.describe(),
+        server.url("snapshots snapshot+http", "***@", "/snap.jpg")
+    );
     for _ in 0..3 {
-        assert_eq!(source.next_frame().unwrap().unwrap().dimensions(), (200, 150));
+        assert_eq!(
+            source.next_frame().unwrap().unwrap().dimensions(),
+            (200, 150)
+        );
     }
     // paced at 20 fps: three fetches span at least two 50 ms gaps
-    assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
 
-    let mut wrong = SnapshotSource::open(&server.url("snapshot+http", "user:hunter2-secret@", "/snap.jpg"), 20.0).unwrap();
+    let mut wrong = SnapshotSource::open(
+        &server.url("snapshot+http", "user:hunter2-secret@", "/snap.jpg"),
+        20.0,
+    )
+    .unwrap();
     let e = format!("{:#}", wrong.next_frame().unwrap_err());
     assert!(e.contains("HTTP 401") && e.contains("password"), "{e}");
-    assert!(!e.contains("hunter2") && !wrong.describe().contains("hunter2"), "{e}");
+    assert!(
+        !e.contains("hunter2") && !wrong.describe().contains("hunter2"),
+        "{e}"
+    );
     assert_eq!(wrong.undecodable(), 0);
 
     // pointing the MJPEG source at the snapshot URL says what to do instead
     let mut mjpeg = MjpegSource::open(&server.url("http", "user:pass@", "/snap.jpg")).unwrap();
     let e = format!("{:#}", mjpeg.next_frame().unwrap_err());
-    assert!(e.contains("snapshot+http://") && !e.contains("pass@"), "{e}");
+    assert!(
+        e.contains("snapshot+http://") && !e.contains("pass@"),
+        "{e}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -325,7 +439,8 @@ fn garbage_snapshot_is_an_error_and_counted() {
         }
         let _ = conn.read(&mut [0; 1]);
     });
-    let mut source = SnapshotSource::open(&server.url("snapshot+http", "", "/x.jpg"), 50.0).unwrap();
+    let mut source =
+        SnapshotSource::open(&server.url("snapshot+http", "", "/x.jpg"), 50.0).unwrap();
     let e = format!("{:#}", source.next_frame().unwrap_err());
     assert!(e.contains("unable to decode frame"), "{e}");
     assert_eq!(source.undecodable(), 1);

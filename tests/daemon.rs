@@ -21,7 +21,9 @@ pub(crate) struct Daemon {
 impl Daemon {
     pub(crate) fn start(config: &Path, notify: Option<&Path>) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptcam"));
-        cmd.args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         cmd.current_dir(fixture::repo());
         match notify {
             Some(p) => cmd.env("NOTIFY_SOCKET", p),
@@ -43,12 +45,19 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig}");
     }
 
     fn next_event(&self, timeout: Duration) -> Option<Value> {
-        self.lines.recv_timeout(timeout).ok().map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        self.lines
+            .recv_timeout(timeout)
+            .ok()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
     }
 
     pub(crate) fn wait(&mut self, timeout: Duration) -> i32 {
@@ -57,7 +66,10 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < end, "daemon did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < end,
+                "daemon did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -72,7 +84,12 @@ impl Drop for Daemon {
 
 /// A replay of `frames` fixture images (in order) in `dir/frames`, and a config running the CLIP
 /// prompt "a rocket on the launch pad" against "a photo of a cat" on it.
-pub(crate) fn replay(dir: &Path, frames: &[&str], looped: bool, threshold: f32) -> std::path::PathBuf {
+pub(crate) fn replay(
+    dir: &Path,
+    frames: &[&str],
+    looped: bool,
+    threshold: f32,
+) -> std::path::PathBuf {
     let frames_dir = dir.join("frames");
     std::fs::create_dir_all(&frames_dir).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -117,25 +134,51 @@ off_delay = 0
 fn run_without_a_broker_prints_start_and_end_events_in_order() {
     let tmp = TempDir::new("daemon-replay");
     // the tiny CLIP model scores the rocket photo as a rocket and the cat photo as a cat
-    let frames = ["chelsea.png", "chelsea.png", "rocket.png", "rocket.png", "rocket.png", "chelsea.png", "chelsea.png"];
+    let frames = [
+        "chelsea.png",
+        "chelsea.png",
+        "rocket.png",
+        "rocket.png",
+        "rocket.png",
+        "chelsea.png",
+        "chelsea.png",
+    ];
     let config = replay(tmp.path(), &frames, false, 0.6);
     let mut d = Daemon::start(&config, None);
-    assert_eq!(d.wait(Duration::from_secs(60)), 0, "the daemon exits 0 when its only source ends");
-    let events: Vec<Value> = d.lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    assert_eq!(
+        d.wait(Duration::from_secs(60)),
+        0,
+        "the daemon exits 0 when its only source ends"
+    );
+    let events: Vec<Value> = d
+        .lines
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"start"), "{events:?}");
     assert_eq!(kinds.last(), Some(&"end"), "{events:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "start").count(), 1, "one event: {events:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "start").count(),
+        1,
+        "one event: {events:?}"
+    );
     let id = &events[0]["id"];
-    assert!(events.iter().all(|e| &e["id"] == id && e["camera"] == "launch_pad" && e["prompt"] == "a_rocket_on_the_launch_pad"));
+    assert!(events.iter().all(|e| &e["id"] == id
+        && e["camera"] == "launch_pad"
+        && e["prompt"] == "a_rocket_on_the_launch_pad"));
     assert!(events[0]["score"].as_f64().unwrap() >= 0.6);
     assert!(events.last().unwrap()["ended_at"].is_string() && events[0].get("ended_at").is_none());
     // the event ends on the cat frames, not at end of stream: the end score is below threshold
-    assert!(events.last().unwrap()["score"].as_f64().unwrap() < 0.6, "{events:?}");
+    assert!(
+        events.last().unwrap()["score"].as_f64().unwrap() < 0.6,
+        "{events:?}"
+    );
 }
 
 fn read_notifications(sock: &UnixDatagram, until: &str, timeout: Duration) -> Vec<String> {
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let end = Instant::now() + timeout;
     let mut seen = vec![];
     let mut buf = [0u8; 4096];
@@ -174,7 +217,10 @@ fn sighup_applies_changed_thresholds_and_prompts_and_rejects_a_broken_config() {
     // threshold 1.0: the rocket never reaches it
     let config = replay(tmp.path(), &["rocket.png", "rocket.png"], true, 1.0);
     let d = Daemon::start(&config, None);
-    assert!(d.next_event(Duration::from_secs(6)).is_none(), "no event at threshold 1.0");
+    assert!(
+        d.next_event(Duration::from_secs(6)).is_none(),
+        "no event at threshold 1.0"
+    );
 
     // a broken file is rejected and the daemon keeps running on the old config
     std::fs::write(&config, "[[cameras]]\nname = 3\n").unwrap();
@@ -183,24 +229,40 @@ fn sighup_applies_changed_thresholds_and_prompts_and_rejects_a_broken_config() {
 
     write_config(&config, &tmp.path().join("frames"), true, 0.6);
     d.signal("-HUP");
-    let e = d.next_event(Duration::from_secs(15)).expect("an event after lowering the threshold");
+    let e = d
+        .next_event(Duration::from_secs(15))
+        .expect("an event after lowering the threshold");
     assert_eq!(e["type"], "start");
     assert!(e["score"].as_f64().unwrap() >= 0.6);
 
     // a changed prompt: the old occurrence ends, the new prompt's models load, the stream goes on
-    let text = std::fs::read_to_string(&config).unwrap().replace("text = \"a rocket on the launch pad\"", "text = \"a rocket\"");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "text = \"a rocket on the launch pad\"",
+        "text = \"a rocket\"",
+    );
     std::fs::write(&config, text).unwrap();
     d.signal("-HUP");
     let mut seen = vec![];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !seen.iter().any(|e: &Value| e["prompt"] == "a_rocket" && e["type"] == "start") {
+    while Instant::now() < deadline
+        && !seen
+            .iter()
+            .any(|e: &Value| e["prompt"] == "a_rocket" && e["type"] == "start")
+    {
         if let Some(e) = d.next_event(Duration::from_millis(500)) {
             seen.push(e);
         }
     }
-    let end_old = seen.iter().position(|e| e["prompt"] == "a_rocket_on_the_launch_pad" && e["type"] == "end");
-    let start_new = seen.iter().position(|e| e["prompt"] == "a_rocket" && e["type"] == "start");
-    assert!(matches!((end_old, start_new), (Some(a), Some(b)) if a < b), "{seen:?}");
+    let end_old = seen
+        .iter()
+        .position(|e| e["prompt"] == "a_rocket_on_the_launch_pad" && e["type"] == "end");
+    let start_new = seen
+        .iter()
+        .position(|e| e["prompt"] == "a_rocket" && e["type"] == "start");
+    assert!(
+        matches!((end_old, start_new), (Some(a), Some(b)) if a < b),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -208,43 +270,84 @@ fn check_validates_config_and_models_and_names_bad_keys() {
     let demo = fixture::path("config/demo.toml");
     let (code, out, err) = fixture::promptcam(&["check", "--config", demo.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("valid") && out.contains("camera demo"), "{out}");
+    assert!(
+        out.contains("valid") && out.contains("camera demo"),
+        "{out}"
+    );
 
     let tmp = TempDir::new("check-bad");
     let bad = tmp.path().join("bad.toml");
-    let text = std::fs::read_to_string(&demo).unwrap().replace("threshold = 0.6\nmin_frames", "threshold = 6\nmin_frames");
+    let text = std::fs::read_to_string(&demo)
+        .unwrap()
+        .replace("threshold = 0.6\nmin_frames", "threshold = 6\nmin_frames");
     std::fs::write(&bad, text).unwrap();
     let (code, _, err) = fixture::promptcam(&["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("cameras.prompts.threshold") && err.contains("line 21") && err.contains("0..=1"), "{err}");
+    assert!(
+        err.contains("cameras.prompts.threshold")
+            && err.contains("line 21")
+            && err.contains("0..=1"),
+        "{err}"
+    );
 
     // a config whose model directory is missing fails at check, naming the directory
     let missing = tmp.path().join("missing.toml");
-    std::fs::write(&missing, std::fs::read_to_string(&demo).unwrap().replace("models/tiny/owlvit", "models/nowhere")).unwrap();
+    std::fs::write(
+        &missing,
+        std::fs::read_to_string(&demo)
+            .unwrap()
+            .replace("models/tiny/owlvit", "models/nowhere"),
+    )
+    .unwrap();
     let (code, _, err) = fixture::promptcam(&["check", "--config", missing.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("models/nowhere") && err.contains("models/fetch.sh"), "{err}");
+    assert!(
+        err.contains("models/nowhere") && err.contains("models/fetch.sh"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_systemd_unit_verifies_without_warnings() {
     let unit = std::fs::read_to_string(fixture::path("systemd/promptcam.service")).unwrap();
-    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec=") && unit.contains("DeviceAllow=char-video4linux"));
+    assert!(
+        unit.contains("Type=notify")
+            && unit.contains("WatchdogSec=")
+            && unit.contains("DeviceAllow=char-video4linux")
+    );
     let tmp = TempDir::new("unit");
     // the packaged binary lives in /usr/bin; verify the unit against the one just built
     let path = tmp.path().join("promptcam.service");
-    std::fs::write(&path, unit.replace("/usr/bin/promptcam", env!("CARGO_BIN_EXE_promptcam"))).unwrap();
-    let out = Command::new("systemd-analyze").args(["verify", path.to_str().unwrap()]).output();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/promptcam", env!("CARGO_BIN_EXE_promptcam")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output();
     let Ok(out) = out else {
         panic!("systemd-analyze is needed for this test (Debian package systemd)");
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
-    let sec = Command::new("systemd-analyze").args(["security", "--offline=true", path.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+    let sec = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&sec.stdout);
-    let exposure = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("no exposure line");
+    let exposure = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("no exposure line");
     eprintln!("systemd-analyze security: {exposure}");
-    assert!(exposure.contains("OK") || exposure.contains("MEDIUM"), "{report}");
+    assert!(
+        exposure.contains("OK") || exposure.contains("MEDIUM"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -266,7 +369,10 @@ fn the_example_config_is_a_valid_file() {
 fn cascade_events(tag: &str, frames: &[&str], owlvit_when: &str) -> Vec<Value> {
     let tmp = TempDir::new(tag);
     let config = replay(tmp.path(), frames, false, 0.6);
-    let text = std::fs::read_to_string(&config).unwrap().replace("loop = false", &format!("loop = false\nowlvit_when = \"{owlvit_when}\""));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "loop = false",
+        &format!("loop = false\nowlvit_when = \"{owlvit_when}\""),
+    );
     let text = format!(
         "{text}\n[[cameras.prompts]]\ntext = \"a rocket\"\nmodel = \"owlvit\"\nthreshold = 0.3\nwindow = 1\nmin_frames = 1\n\n[models.owlvit]\ndir = \"{}\"\n",
         fixture::path("models/tiny/owlvit").display()
@@ -274,16 +380,27 @@ fn cascade_events(tag: &str, frames: &[&str], owlvit_when: &str) -> Vec<Value> {
     std::fs::write(&config, text).unwrap();
     let mut d = Daemon::start(&config, None);
     assert_eq!(d.wait(Duration::from_secs(60)), 0);
-    d.lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()).collect()
+    d.lines
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
 }
 
 #[test]
 fn the_cascade_runs_owlvit_only_while_a_clip_prompt_is_on() {
     let cats = ["chelsea.png"; 4];
-    let prompts = |events: &[Value]| events.iter().map(|e| e["prompt"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let prompts = |events: &[Value]| {
+        events
+            .iter()
+            .map(|e| e["prompt"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     // OWL-ViT finds "a rocket" in the cat photo when it runs on every frame...
     let always = cascade_events("cascade-always", &cats, "always");
-    assert!(prompts(&always).iter().any(|p| p == "a_rocket"), "{always:?}");
+    assert!(
+        prompts(&always).iter().any(|p| p == "a_rocket"),
+        "{always:?}"
+    );
     // ...but the cascade never runs it while the CLIP prompt stays OFF
     let gated = cascade_events("cascade-clip-on", &cats, "clip_on");
     assert!(gated.is_empty(), "{gated:?}");
@@ -305,6 +422,11 @@ fn under_journald_log_lines_carry_syslog_priorities_and_no_timestamps() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(!lines.is_empty());
-    assert!(lines.iter().all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("T2"), "no timestamps: {stderr}");
 }

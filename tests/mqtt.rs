@@ -49,7 +49,12 @@ impl Broker {
             log.display()
         );
         std::fs::write(&conf, text).unwrap();
-        let mut b = Broker { port, conf, log, child: None };
+        let mut b = Broker {
+            port,
+            conf,
+            log,
+            child: None,
+        };
         b.restart();
         b
     }
@@ -57,11 +62,21 @@ impl Broker {
     /// Starts (again) on the same port and waits until it accepts connections.
     fn restart(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new("/usr/sbin/mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(5), "mosquitto did not start on port {}", self.port);
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "mosquitto did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -69,7 +84,9 @@ impl Broker {
     /// SIGTERM (mosquitto saves its sessions), then waits for the exit.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let t = Instant::now();
             while c.try_wait().ok().flatten().is_none() {
                 if t.elapsed() > Duration::from_secs(5) {
@@ -82,7 +99,10 @@ impl Broker {
     }
 
     fn log_count(&self, needle: &str) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
     }
 }
 
@@ -116,7 +136,9 @@ impl Sub {
     fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         // snapshots are JPEGs of whole frames: well over rumqttc's 10 KiB default
-        opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(5)).set_max_packet_size(8 << 20, 1 << 20);
+        opts.set_clean_session(clean)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(8 << 20, 1 << 20);
         let (client, mut conn) = Client::new(opts, 100);
         let (tx, rx) = sync_channel(10_000);
         let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
@@ -132,12 +154,19 @@ impl Sub {
                         }
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
-                        let m = Msg { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into_owned(), raw: p.payload.to_vec(), retain: p.retain };
+                        let m = Msg {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            raw: p.payload.to_vec(),
+                            retain: p.retain,
+                        };
                         if tx.try_send(m).is_err() {
                             return;
                         }
                     }
-                    Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                    Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst)
+                    }
                     Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -145,7 +174,11 @@ impl Sub {
             }
         });
         // the subscription must be in place before anything is published
-        assert!(wait_until(SECS(5), || subscribed.load(std::sync::atomic::Ordering::SeqCst)), "the subscriber never subscribed");
+        assert!(
+            wait_until(SECS(5), || subscribed
+                .load(std::sync::atomic::Ordering::SeqCst)),
+            "the subscriber never subscribed"
+        );
         Sub { client, rx }
     }
 
@@ -167,10 +200,15 @@ impl Sub {
         let mut seen = HashSet::new();
         let mut out = vec![];
         while seen.len() < n {
-            let Some(m) = self.wait_for(timeout, |m| m.topic == topic) else { break };
+            let Some(m) = self.wait_for(timeout, |m| m.topic == topic) else {
+                break;
+            };
             let v: Value = serde_json::from_str(&m.payload).unwrap();
             // at least once: a consumer dedupes on (id, type)
-            if seen.insert((v["id"].as_str().unwrap().to_string(), v["type"].as_str().unwrap().to_string())) {
+            if seen.insert((
+                v["id"].as_str().unwrap().to_string(),
+                v["type"].as_str().unwrap().to_string(),
+            )) {
                 out.push(v);
             }
         }
@@ -178,7 +216,9 @@ impl Sub {
     }
 
     fn publish(&self, topic: &str, payload: &str) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .unwrap();
     }
 }
 
@@ -216,7 +256,9 @@ device_class = "garage_door"
 "#;
 
 fn cameras() -> Vec<CameraConfig> {
-    promptcam::config::parse(CONFIG, Path::new("t.toml")).unwrap().cameras
+    promptcam::config::parse(CONFIG, Path::new("t.toml"))
+        .unwrap()
+        .cameras
 }
 
 /// A live status for `cameras()`, as the daemon's `status_of` builds it.
@@ -227,9 +269,21 @@ fn status() -> Status {
             let prompts = c
                 .prompts
                 .iter()
-                .map(|p| PromptStatus { id: p.id.clone(), name: p.name.clone(), threshold: p.decide.threshold, score: 0.0, on: false })
+                .map(|p| PromptStatus {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    threshold: p.decide.threshold,
+                    score: 0.0,
+                    on: false,
+                })
                 .collect();
-            Arc::new(CameraStatus::new(&c.id, &c.name, Arc::default(), FrameSlot::new(), prompts))
+            Arc::new(CameraStatus::new(
+                &c.id,
+                &c.name,
+                Arc::default(),
+                FrameSlot::new(),
+                prompts,
+            ))
         })
         .collect();
     Status { cameras }
@@ -240,8 +294,15 @@ fn start(cfg: MqttConfig) -> Publisher {
 }
 
 fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
-    let text = format!("host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}", spool.display());
-    parse_config(&toml::from_str(&text).unwrap(), Path::new("/etc/promptcam/promptcam.toml")).unwrap()
+    let text = format!(
+        "host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}",
+        spool.display()
+    );
+    parse_config(
+        &toml::from_str(&text).unwrap(),
+        Path::new("/etc/promptcam/promptcam.toml"),
+    )
+    .unwrap()
 }
 
 fn event(kind: EventKind, n: usize) -> Event {
@@ -281,9 +342,17 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 /// `tests/fixtures/mqtt/discovery.json` (regenerate with PROMPTCAM_UPDATE_SNAPSHOTS=1).
 #[test]
 fn discovery_payloads_match_the_snapshot() {
-    let topics = discovery::Topics { prefix: "promptcam".into(), device_id: "garage_pi".into(), discovery_prefix: "homeassistant".into() };
+    let topics = discovery::Topics {
+        prefix: "promptcam".into(),
+        device_id: "garage_pi".into(),
+        discovery_prefix: "homeassistant".into(),
+    };
     let msgs = discovery::messages(&topics, &cameras()).unwrap();
-    assert_eq!(msgs.len(), DISCOVERED, "the daemon's status; per camera 7 entities; per prompt 4");
+    assert_eq!(
+        msgs.len(),
+        DISCOVERED,
+        "the daemon's status; per camera 7 entities; per prompt 4"
+    );
     let mut unique = HashSet::new();
     let mut components = std::collections::BTreeMap::new();
     let mut snapshot = vec![];
@@ -295,14 +364,24 @@ fn discovery_payloads_match_the_snapshot() {
             assert!(v[key].is_string(), "{key} missing in {}", m.topic);
         }
         let uid = v["unique_id"].as_str().unwrap();
-        assert!(unique.insert(format!("{component}.{uid}")), "unique_id {uid} twice");
+        assert!(
+            unique.insert(format!("{component}.{uid}")),
+            "unique_id {uid} twice"
+        );
         assert!(m.topic.ends_with(&format!("/{uid}/config")), "{}", m.topic);
-        assert_eq!(v["default_entity_id"].as_str().unwrap(), format!("{component}.{uid}"));
+        assert_eq!(
+            v["default_entity_id"].as_str().unwrap(),
+            format!("{component}.{uid}")
+        );
         assert!(!v["dev"]["identifiers"].as_array().unwrap().is_empty());
         assert_eq!(v["o"]["name"], "promptcam");
         if uid != "garage_pi_status" {
             assert_eq!(v["availability_topic"], AVAIL, "{}", m.topic);
-            assert_eq!(v["dev"]["via_device"], "garage_pi", "every camera entity is on a camera device: {}", m.topic);
+            assert_eq!(
+                v["dev"]["via_device"], "garage_pi",
+                "every camera entity is on a camera device: {}",
+                m.topic
+            );
         }
         // what Home Assistant requires of each platform
         let required: &[&str] = match component.as_str() {
@@ -317,30 +396,58 @@ fn discovery_payloads_match_the_snapshot() {
         }
         match component.as_str() {
             "binary_sensor" if uid.ends_with("_stream") || uid == "garage_pi_status" => {
-                assert_eq!((v["payload_on"].as_str(), v["device_class"].as_str()), (Some("online"), Some("connectivity")));
+                assert_eq!(
+                    (v["payload_on"].as_str(), v["device_class"].as_str()),
+                    (Some("online"), Some("connectivity"))
+                );
             }
-            "binary_sensor" => assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF"))),
+            "binary_sensor" => assert_eq!(
+                (v["payload_on"].as_str(), v["payload_off"].as_str()),
+                (Some("ON"), Some("OFF"))
+            ),
             "sensor" if uid.ends_with("_score") => assert_eq!(v["state_class"], "measurement"),
             "sensor" => {
                 assert_eq!(v["entity_category"], "diagnostic");
                 assert_eq!(v["state_topic"], "promptcam/garage_pi/driveway/diagnostics");
-                assert!(v["value_template"].as_str().unwrap().starts_with("{{ value_json."), "{}", m.topic);
+                assert!(
+                    v["value_template"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("{{ value_json."),
+                    "{}",
+                    m.topic
+                );
             }
             "image" => {
                 assert_eq!(v["content_type"], "image/jpeg");
                 assert!(v["image_topic"].as_str().unwrap().ends_with("/snapshot"));
             }
             "event" => {
-                assert_eq!(v["event_types"], serde_json::json!(["start", "update", "end"]));
+                assert_eq!(
+                    v["event_types"],
+                    serde_json::json!(["start", "update", "end"])
+                );
                 assert_eq!(v["state_topic"], "promptcam/garage_pi/driveway/event");
             }
             "switch" => {
-                assert_eq!(v["command_topic"], format!("{}/set", v["state_topic"].as_str().unwrap()));
-                assert_eq!((v["payload_on"].as_str(), v["payload_off"].as_str()), (Some("ON"), Some("OFF")));
+                assert_eq!(
+                    v["command_topic"],
+                    format!("{}/set", v["state_topic"].as_str().unwrap())
+                );
+                assert_eq!(
+                    (v["payload_on"].as_str(), v["payload_off"].as_str()),
+                    (Some("ON"), Some("OFF"))
+                );
             }
             "number" => {
-                assert_eq!(v["command_topic"], format!("{}/set", v["state_topic"].as_str().unwrap()));
-                assert_eq!((v["min"].as_f64(), v["max"].as_f64(), v["step"].as_f64()), (Some(0.0), Some(1.0), Some(0.01)));
+                assert_eq!(
+                    v["command_topic"],
+                    format!("{}/set", v["state_topic"].as_str().unwrap())
+                );
+                assert_eq!(
+                    (v["min"].as_f64(), v["max"].as_f64(), v["step"].as_f64()),
+                    (Some(0.0), Some(1.0), Some(0.01))
+                );
             }
             _ => {}
         }
@@ -351,8 +458,17 @@ fn discovery_payloads_match_the_snapshot() {
         }
         snapshot.push(serde_json::json!({"topic": m.topic, "payload": v}));
     }
-    let want_components: std::collections::BTreeMap<String, i32> =
-        [("binary_sensor", 4), ("event", 1), ("image", 3), ("number", 2), ("sensor", 5), ("switch", 1)].into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    let want_components: std::collections::BTreeMap<String, i32> = [
+        ("binary_sensor", 4),
+        ("event", 1),
+        ("image", 3),
+        ("number", 2),
+        ("sensor", 5),
+        ("switch", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
     assert_eq!(components, want_components);
     let path = fixture::path("tests/fixtures/mqtt/discovery.json");
     let got = Value::Array(snapshot);
@@ -361,7 +477,10 @@ fn discovery_payloads_match_the_snapshot() {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
     }
     let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(got, want, "discovery changed: review, then PROMPTCAM_UPDATE_SNAPSHOTS=1 to accept");
+    assert_eq!(
+        got, want,
+        "discovery changed: review, then PROMPTCAM_UPDATE_SNAPSHOTS=1 to accept"
+    );
 }
 
 /// Over a real broker: retained discovery, `online`, an event with its retained state and
@@ -371,13 +490,26 @@ fn publishes_discovery_availability_events_and_states() {
     let dir = TempDir::new("mqtt-basic");
     let broker = Broker::start(dir.path(), "");
     let publisher = start(mqtt_config(broker.port, &dir.path().join("spool"), ""));
-    let sub = Sub::new(broker.port, "t-basic", &["promptcam/#", "homeassistant/#"], true);
-    assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some(), "no online");
+    let sub = Sub::new(
+        broker.port,
+        "t-basic",
+        &["promptcam/#", "homeassistant/#"],
+        true,
+    );
+    assert!(
+        sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online")
+            .is_some(),
+        "no online"
+    );
     publisher.publish(&event(EventKind::Start, 1)).unwrap();
     // the state and the event travel on different topics: either may arrive first
     let (mut event_msg, mut on) = (None, false);
     while event_msg.is_none() || !on {
-        let m = sub.wait_for(SECS(5), |m| m.topic == EVENTS || m.topic.ends_with("/a_delivery_van/state")).expect("no event or state");
+        let m = sub
+            .wait_for(SECS(5), |m| {
+                m.topic == EVENTS || m.topic.ends_with("/a_delivery_van/state")
+            })
+            .expect("no event or state");
         on |= m.payload == "ON";
         if m.topic == EVENTS {
             event_msg = Some(m);
@@ -386,45 +518,103 @@ fn publishes_discovery_availability_events_and_states() {
     let e = event_msg.unwrap();
     assert!(!e.retain);
     let v: Value = serde_json::from_str(&e.payload).unwrap();
-    assert_eq!((v["type"].as_str(), v["id"].as_str()), (Some("start"), Some("evt-1")));
+    assert_eq!(
+        (v["type"].as_str(), v["id"].as_str()),
+        (Some("start"), Some("evt-1"))
+    );
     publisher.publish(&event(EventKind::End, 1)).unwrap();
-    assert!(sub.wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/a_delivery_van/state" && m.payload == "OFF").is_some());
+    assert!(sub
+        .wait_for(SECS(5), |m| m.topic
+            == "promptcam/garage_pi/driveway/a_delivery_van/state"
+            && m.payload == "OFF")
+        .is_some());
     let t = Instant::now();
     publisher.stop();
     assert!(t.elapsed() < SECS(4), "stop took {:?}", t.elapsed());
-    assert!(sub.wait_for(SECS(5), |m| m.topic == AVAIL && m.payload == "offline").is_some(), "no offline after stop");
+    assert!(
+        sub.wait_for(SECS(5), |m| m.topic == AVAIL && m.payload == "offline")
+            .is_some(),
+        "no offline after stop"
+    );
 
     // a newcomer sees the retained picture: discovery, offline, last state and score
-    let late = Sub::new(broker.port, "t-late", &["promptcam/#", "homeassistant/#"], true);
+    let late = Sub::new(
+        broker.port,
+        "t-late",
+        &["promptcam/#", "homeassistant/#"],
+        true,
+    );
     let mut got = std::collections::BTreeMap::new();
     while let Some(m) = late.wait_for(Duration::from_millis(1500), |_| true) {
         assert!(m.retain, "{m:?}");
         got.insert(m.topic, m.payload);
     }
     assert_eq!(got.get(AVAIL).map(String::as_str), Some("offline"));
-    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/state").map(String::as_str), Some("OFF"));
-    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/score").map(String::as_str), Some("0.510"));
-    assert_eq!(got.get("promptcam/garage_pi/driveway/the_garage_door_is_open/state").map(String::as_str), Some("OFF"));
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/a_delivery_van/state")
+            .map(String::as_str),
+        Some("OFF")
+    );
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/a_delivery_van/score")
+            .map(String::as_str),
+        Some("0.510")
+    );
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/the_garage_door_is_open/state")
+            .map(String::as_str),
+        Some("OFF")
+    );
     assert!(!got.contains_key(EVENTS), "events must not be retained");
-    let configs: Vec<&String> = got.keys().filter(|t| t.starts_with("homeassistant/") && t.ends_with("/config")).collect();
+    let configs: Vec<&String> = got
+        .keys()
+        .filter(|t| t.starts_with("homeassistant/") && t.ends_with("/config"))
+        .collect();
     assert_eq!(configs.len(), DISCOVERED, "{configs:?}");
     for t in configs {
         let v: Value = serde_json::from_str(&got[t]).unwrap();
-        assert!(v["unique_id"].is_string() && (v["state_topic"].is_string() || v["image_topic"].is_string()) && v["dev"]["identifiers"].is_array(), "{t}");
+        assert!(
+            v["unique_id"].is_string()
+                && (v["state_topic"].is_string() || v["image_topic"].is_string())
+                && v["dev"]["identifiers"].is_array(),
+            "{t}"
+        );
     }
     // the controls' and diagnostics' states are retained too
-    assert_eq!(got.get("promptcam/garage_pi/driveway/paused").map(String::as_str), Some("OFF"));
-    assert_eq!(got.get("promptcam/garage_pi/driveway/a_delivery_van/threshold").map(String::as_str), Some("0.5"));
-    assert_eq!(got.get("promptcam/garage_pi/driveway/stream").map(String::as_str), Some("offline"), "no frame was ever captured");
-    let diag: Value = serde_json::from_str(got.get("promptcam/garage_pi/driveway/diagnostics").expect("diagnostics")).unwrap();
-    assert!(diag["inference_ms"].is_null() && diag["dropped_frames"] == 0, "{diag}");
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/paused")
+            .map(String::as_str),
+        Some("OFF")
+    );
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/a_delivery_van/threshold")
+            .map(String::as_str),
+        Some("0.5")
+    );
+    assert_eq!(
+        got.get("promptcam/garage_pi/driveway/stream")
+            .map(String::as_str),
+        Some("offline"),
+        "no frame was ever captured"
+    );
+    let diag: Value = serde_json::from_str(
+        got.get("promptcam/garage_pi/driveway/diagnostics")
+            .expect("diagnostics"),
+    )
+    .unwrap();
+    assert!(
+        diag["inference_ms"].is_null() && diag["dropped_frames"] == 0,
+        "{diag}"
+    );
 }
 
 /// Run only by `last_will_is_published_when_the_process_dies`, in a child process.
 #[test]
 #[ignore = "helper: a child process for the last-will test"]
 fn will_child() {
-    let Ok(port) = std::env::var("PROMPTCAM_TEST_MQTT_PORT") else { return };
+    let Ok(port) = std::env::var("PROMPTCAM_TEST_MQTT_PORT") else {
+        return;
+    };
     let spool = PathBuf::from(std::env::var("PROMPTCAM_TEST_MQTT_SPOOL").unwrap());
     let p = start(mqtt_config(port.parse().unwrap(), &spool, ""));
     std::thread::sleep(SECS(30));
@@ -438,7 +628,13 @@ fn last_will_is_published_when_the_process_dies() {
     let broker = Broker::start(dir.path(), "");
     let sub = Sub::new(broker.port, "t-will", &[AVAIL], true);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "mqtt::will_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "mqtt::will_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PROMPTCAM_TEST_MQTT_PORT", broker.port.to_string())
         .env("PROMPTCAM_TEST_MQTT_SPOOL", dir.path().join("spool"))
         .stdout(Stdio::null())
@@ -453,9 +649,15 @@ fn last_will_is_published_when_the_process_dies() {
         }
     }
     let guard = Kill(&mut child);
-    assert!(sub.wait_for(SECS(15), |m| m.payload == "online").is_some(), "the child never came online");
+    assert!(
+        sub.wait_for(SECS(15), |m| m.payload == "online").is_some(),
+        "the child never came online"
+    );
     drop(guard); // SIGKILL: no graceful stop, so only the will can say offline
-    assert!(sub.wait_for(SECS(5), |m| m.payload == "offline").is_some(), "no last will");
+    assert!(
+        sub.wait_for(SECS(5), |m| m.payload == "offline").is_some(),
+        "no last will"
+    );
 }
 
 /// Events published while the broker is down are spooled and all delivered, in order, after it
@@ -471,15 +673,28 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
     assert!(wait_until(SECS(10), || publisher.stats().connected));
     publisher.publish(&event(EventKind::Start, 0)).unwrap();
     assert_eq!(sub.events(EVENTS, 1, SECS(5)).len(), 1);
-    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0), "acknowledged events leave the spool");
+    assert!(
+        wait_until(SECS(5), || publisher.stats().spooled == 0),
+        "acknowledged events leave the spool"
+    );
 
     broker.stop();
     assert!(wait_until(SECS(5), || !publisher.stats().connected));
-    let kinds = [EventKind::Start, EventKind::Update, EventKind::Update, EventKind::Update, EventKind::End];
+    let kinds = [
+        EventKind::Start,
+        EventKind::Update,
+        EventKind::Update,
+        EventKind::Update,
+        EventKind::End,
+    ];
     for (i, k) in kinds.iter().enumerate() {
         let t = Instant::now();
         publisher.publish(&event(*k, i + 1)).unwrap();
-        assert!(t.elapsed() < Duration::from_millis(500), "publish blocked for {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "publish blocked for {:?}",
+            t.elapsed()
+        );
     }
     assert_eq!(publisher.stats().spooled, 5);
     broker.restart();
@@ -496,7 +711,11 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
     }
     let t = Instant::now();
     publisher.stop();
-    assert!(t.elapsed() < SECS(4), "stop took {:?} without a broker", t.elapsed());
+    assert!(
+        t.elapsed() < SECS(4),
+        "stop took {:?} without a broker",
+        t.elapsed()
+    );
     let publisher = start(mqtt_config(broker.port, &spool, ""));
     assert_eq!(publisher.stats().spooled, 3, "the spool survives a restart");
     broker.restart();
@@ -513,21 +732,35 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
 fn home_assistant_birth_triggers_reannouncement() {
     let dir = TempDir::new("mqtt-birth");
     let broker = Broker::start(dir.path(), "");
-    let sub = Sub::new(broker.port, "t-birth", &["homeassistant/+/+/config", AVAIL], true);
+    let sub = Sub::new(
+        broker.port,
+        "t-birth",
+        &["homeassistant/+/+/config", AVAIL],
+        true,
+    );
     let publisher = start(mqtt_config(broker.port, &dir.path().join("spool"), ""));
-    assert!(sub.wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online").is_some());
+    assert!(sub
+        .wait_for(SECS(10), |m| m.topic == AVAIL && m.payload == "online")
+        .is_some());
     while sub.wait_for(Duration::from_millis(300), |_| true).is_some() {}
     assert_eq!(publisher.stats().announcements, 1);
     let t = Instant::now();
     sub.publish("homeassistant/status", "online");
     let mut configs = HashSet::new();
     while configs.len() < DISCOVERED {
-        let m = sub.wait_for(SECS(6), |m| m.topic.ends_with("/config")).expect("discovery was not sent again");
+        let m = sub
+            .wait_for(SECS(6), |m| m.topic.ends_with("/config"))
+            .expect("discovery was not sent again");
         configs.insert(m.topic);
     }
     let delay = t.elapsed();
-    assert!(delay >= Duration::from_millis(400) && delay < SECS(5), "re-announced after {delay:?}");
-    assert!(sub.wait_for(SECS(3), |m| m.topic == AVAIL && m.payload == "online").is_some());
+    assert!(
+        delay >= Duration::from_millis(400) && delay < SECS(5),
+        "re-announced after {delay:?}"
+    );
+    assert!(sub
+        .wait_for(SECS(3), |m| m.topic == AVAIL && m.payload == "online")
+        .is_some());
     assert_eq!(publisher.stats().announcements, 2);
     publisher.stop();
 }
@@ -537,26 +770,58 @@ fn home_assistant_birth_triggers_reannouncement() {
 fn a_wrong_password_is_reported_and_retries_back_off() {
     let dir = TempDir::new("mqtt-auth");
     let pwfile = dir.path().join("passwd");
-    let ok = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pwfile).args(["cam", "right-horse"]).status().unwrap();
+    let ok = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&pwfile)
+        .args(["cam", "right-horse"])
+        .status()
+        .unwrap();
     assert!(ok.success());
-    let broker = Broker::start(dir.path(), &format!("password_file {}\nallow_anonymous false", pwfile.display()));
+    let broker = Broker::start(
+        dir.path(),
+        &format!("password_file {}\nallow_anonymous false", pwfile.display()),
+    );
     let base = broker.log_count("New connection from");
     let spool = dir.path().join("spool");
-    let publisher = start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"battery-staple\""));
+    let publisher = start(mqtt_config(
+        broker.port,
+        &spool,
+        "username = \"cam\"\npassword = \"battery-staple\"",
+    ));
     std::thread::sleep(Duration::from_millis(5500));
     let err = publisher.last_error().expect("an error");
-    assert!(err.contains("127.0.0.1") && err.contains("mqtt.username") && (err.contains("NotAuthorized") || err.contains("BadUserNamePassword")), "{err}");
-    assert!(!err.contains("battery-staple"), "the password leaked: {err}");
+    assert!(
+        err.contains("127.0.0.1")
+            && err.contains("mqtt.username")
+            && (err.contains("NotAuthorized") || err.contains("BadUserNamePassword")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("battery-staple"),
+        "the password leaked: {err}"
+    );
     let attempts = publisher.stats().connection_attempts;
     let seen = broker.log_count("New connection from") - base;
-    assert!((2..=6).contains(&attempts), "{attempts} connection attempts in 5.5 s");
+    assert!(
+        (2..=6).contains(&attempts),
+        "{attempts} connection attempts in 5.5 s"
+    );
     assert!(seen <= 6, "the broker saw {seen} connections in 5.5 s");
     assert!(!publisher.stats().connected);
     publisher.stop();
 
     // the right password connects
-    let publisher = start(mqtt_config(broker.port, &spool, "username = \"cam\"\npassword = \"right-horse\""));
-    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    let publisher = start(mqtt_config(
+        broker.port,
+        &spool,
+        "username = \"cam\"\npassword = \"right-horse\"",
+    ));
+    assert!(
+        wait_until(SECS(10), || publisher.stats().connected),
+        "{:?}",
+        publisher.last_error()
+    );
     assert_eq!(publisher.last_error(), None);
     publisher.stop();
 }
@@ -566,26 +831,64 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     // a file source replaying photos -> the tiny CLIP model -> real mosquitto -> a subscriber
     let tmp = TempDir::new("daemon-mqtt");
     let broker = Broker::start(tmp.path(), "");
-    let sub = Sub::new(broker.port, "e2e-sub", &["promptcam/#", "homeassistant/#"], true);
-    let frames = ["chelsea.png", "chelsea.png", "rocket.png", "rocket.png", "rocket.png", "chelsea.png", "chelsea.png"];
+    let sub = Sub::new(
+        broker.port,
+        "e2e-sub",
+        &["promptcam/#", "homeassistant/#"],
+        true,
+    );
+    let frames = [
+        "chelsea.png",
+        "chelsea.png",
+        "rocket.png",
+        "rocket.png",
+        "rocket.png",
+        "chelsea.png",
+        "chelsea.png",
+    ];
     let config = crate::daemon::replay(tmp.path(), &frames, false, 0.6);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    text.push_str(&format!(
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n",
+        broker.port,
+        tmp.path().join("spool").display()
+    ));
     std::fs::write(&config, text).unwrap();
     let mut d = crate::daemon::Daemon::start(&config, None);
-    assert_eq!(d.wait(SECS(60)), 0, "the daemon exits 0 when its source ends");
+    assert_eq!(
+        d.wait(SECS(60)),
+        0,
+        "the daemon exits 0 when its source ends"
+    );
 
     let mut seen: Vec<Msg> = vec![];
     let deadline = Instant::now() + SECS(30);
     while let Some(m) = sub.wait_for(SECS(3), |_| true) {
         seen.push(m);
-        assert!(Instant::now() < deadline, "messages keep coming: {:?}", seen.iter().rev().take(5).map(|m| &m.topic).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "messages keep coming: {:?}",
+            seen.iter()
+                .rev()
+                .take(5)
+                .map(|m| &m.topic)
+                .collect::<Vec<_>>()
+        );
     }
     let pos = |f: &dyn Fn(&Msg) -> bool| seen.iter().position(f);
-    let discovery = pos(&|m| m.topic == "homeassistant/binary_sensor/promptcam_launch_pad_a_rocket_on_the_launch_pad/config");
+    let discovery = pos(&|m| {
+        m.topic
+            == "homeassistant/binary_sensor/promptcam_launch_pad_a_rocket_on_the_launch_pad/config"
+    });
     let online = pos(&|m| m.topic == "promptcam/promptcam/availability" && m.payload == "online");
-    let offline = seen.iter().rposition(|m| m.topic == "promptcam/promptcam/availability" && m.payload == "offline");
-    let events: Vec<Value> = seen.iter().filter(|m| m.topic == "promptcam/promptcam/events").map(|m| serde_json::from_str(&m.payload).unwrap()).collect();
+    let offline = seen
+        .iter()
+        .rposition(|m| m.topic == "promptcam/promptcam/availability" && m.payload == "offline");
+    let events: Vec<Value> = seen
+        .iter()
+        .filter(|m| m.topic == "promptcam/promptcam/events")
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
     let topics: Vec<&str> = seen.iter().map(|m| m.topic.as_str()).collect();
     let (Some(discovery), Some(online), Some(offline)) = (discovery, online, offline) else {
         panic!("discovery, online and offline expected in {topics:?}");
@@ -594,20 +897,51 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"start"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
-    assert!(events.iter().all(|e| e["id"] == events[0]["id"]), "one occurrence: {events:?}");
-    let state = seen.iter().rev().find(|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/state").expect("a state");
+    assert!(
+        events.iter().all(|e| e["id"] == events[0]["id"]),
+        "one occurrence: {events:?}"
+    );
+    let state = seen
+        .iter()
+        .rev()
+        .find(|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/state")
+        .expect("a state");
     assert_eq!(state.payload, "OFF");
-    assert!(seen.iter().any(|m| m.topic.ends_with("/state") && m.payload == "ON"), "{topics:?}");
+    assert!(
+        seen.iter()
+            .any(|m| m.topic.ends_with("/state") && m.payload == "ON"),
+        "{topics:?}"
+    );
     // the annotated frame of the event, retained on the prompt's snapshot topic
-    let snap = pos(&|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/snapshot").expect("a snapshot");
+    let snap =
+        pos(&|m| m.topic == "promptcam/promptcam/launch_pad/a_rocket_on_the_launch_pad/snapshot")
+            .expect("a snapshot");
     let jpeg = image::load_from_memory(&seen[snap].raw).expect("a JPEG snapshot");
-    assert_eq!((jpeg.width(), jpeg.height()), (640, 427), "the rocket frame");
+    assert_eq!(
+        (jpeg.width(), jpeg.height()),
+        (640, 427),
+        "the rocket frame"
+    );
     // and the same frame as the camera's last detection (its own `image` entity)
-    let last = seen.iter().rev().find(|m| m.topic == "promptcam/promptcam/launch_pad/snapshot").expect("the camera's last detection");
-    assert!(image::load_from_memory(&last.raw).is_ok(), "a JPEG last detection");
+    let last = seen
+        .iter()
+        .rev()
+        .find(|m| m.topic == "promptcam/promptcam/launch_pad/snapshot")
+        .expect("the camera's last detection");
+    assert!(
+        image::load_from_memory(&last.raw).is_ok(),
+        "a JPEG last detection"
+    );
     // states are retained: a late subscriber gets the last one
-    let late = Sub::new(broker.port, "e2e-late", &["promptcam/promptcam/launch_pad/#"], true);
-    let m = late.wait_for(SECS(5), |m| m.topic.ends_with("/state")).expect("a retained state");
+    let late = Sub::new(
+        broker.port,
+        "e2e-late",
+        &["promptcam/promptcam/launch_pad/#"],
+        true,
+    );
+    let m = late
+        .wait_for(SECS(5), |m| m.topic.ends_with("/state"))
+        .expect("a retained state");
     assert!(m.retain && m.payload == "OFF", "{m:?}");
 }
 
@@ -615,17 +949,35 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
 fn sigterm_publishes_offline_and_exits_0() {
     let tmp = TempDir::new("daemon-mqtt-term");
     let broker = Broker::start(tmp.path(), "");
-    let sub = Sub::new(broker.port, "term-sub", &["promptcam/promptcam/availability"], true);
+    let sub = Sub::new(
+        broker.port,
+        "term-sub",
+        &["promptcam/promptcam/availability"],
+        true,
+    );
     let config = crate::daemon::replay(tmp.path(), &["rocket.png", "chelsea.png"], true, 0.6);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    text.push_str(&format!(
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n",
+        broker.port,
+        tmp.path().join("spool").display()
+    ));
     std::fs::write(&config, text).unwrap();
     let mut d = crate::daemon::Daemon::start(&config, None);
-    assert!(sub.wait_for(SECS(20), |m| m.payload == "online").is_some(), "online");
-    let ok = Command::new("kill").args(["-TERM", &d.pid().to_string()]).status().unwrap().success();
+    assert!(
+        sub.wait_for(SECS(20), |m| m.payload == "online").is_some(),
+        "online"
+    );
+    let ok = Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
     assert_eq!(d.wait(SECS(15)), 0, "SIGTERM exits 0");
-    let m = sub.wait_for(SECS(5), |m| m.payload == "offline").expect("offline published on SIGTERM");
+    let m = sub
+        .wait_for(SECS(5), |m| m.payload == "offline")
+        .expect("offline published on SIGTERM");
     assert_eq!(m.topic, "promptcam/promptcam/availability");
 }
 
@@ -638,14 +990,27 @@ const THRESHOLD: &str = "promptcam/garage_pi/driveway/a_delivery_van/threshold";
 fn commands_are_checked_then_applied_and_echoed() {
     let dir = TempDir::new("mqtt-commands");
     let broker = Broker::start(dir.path(), "");
-    let sub = Sub::new(broker.port, "t-cmd", &["promptcam/garage_pi/driveway/#"], true);
+    let sub = Sub::new(
+        broker.port,
+        "t-cmd",
+        &["promptcam/garage_pi/driveway/#"],
+        true,
+    );
     let live = status();
     let cam = live.camera("driveway").unwrap().clone();
-    let publisher = Publisher::start(mqtt_config(broker.port, &dir.path().join("spool"), ""), "garage_pi", &cameras(), live).unwrap();
+    let publisher = Publisher::start(
+        mqtt_config(broker.port, &dir.path().join("spool"), ""),
+        "garage_pi",
+        &cameras(),
+        live,
+    )
+    .unwrap();
     // the initial states, in either order
     let (mut paused, mut threshold) = (false, false);
     while !(paused && threshold) {
-        let m = sub.wait_for(SECS(10), |m| m.topic == PAUSED || m.topic == THRESHOLD).expect("no paused or threshold state");
+        let m = sub
+            .wait_for(SECS(10), |m| m.topic == PAUSED || m.topic == THRESHOLD)
+            .expect("no paused or threshold state");
         paused |= m.topic == PAUSED && m.payload == "OFF";
         threshold |= m.topic == THRESHOLD && m.payload == "0.5";
     }
@@ -657,39 +1022,86 @@ fn commands_are_checked_then_applied_and_echoed() {
         ("promptcam/garage_pi/driveway/paused/set", "ON "),
         ("promptcam/garage_pi/driveway/paused/set", "true"),
         ("promptcam/garage_pi/nowhere/paused/set", "ON"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "1.5"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "-0.1"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "NaN"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "inf"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "half"),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", ""),
-        ("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", &long),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "1.5",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "-0.1",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "NaN",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "inf",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "half",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            "",
+        ),
+        (
+            "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+            &long,
+        ),
         ("promptcam/garage_pi/driveway/a_cat/threshold/set", "0.3"),
     ];
     for (topic, payload) in bad {
         sub.publish(topic, payload);
     }
-    assert!(wait_until(SECS(5), || publisher.stats().commands_rejected == bad.len() as u64), "{:?}", publisher.stats());
+    assert!(
+        wait_until(SECS(5), || publisher.stats().commands_rejected
+            == bad.len() as u64),
+        "{:?}",
+        publisher.stats()
+    );
     assert_eq!(publisher.stats().commands_applied, 0);
     assert!(!cam.is_paused(), "a rejected command paused the camera");
-    assert!(cam.take_threshold_requests().is_empty(), "a rejected threshold reached the inference thread");
     assert!(
-        sub.wait_for(Duration::from_millis(1500), |m| m.topic == PAUSED || m.topic == THRESHOLD).is_none(),
+        cam.take_threshold_requests().is_empty(),
+        "a rejected threshold reached the inference thread"
+    );
+    assert!(
+        sub.wait_for(Duration::from_millis(1500), |m| m.topic == PAUSED
+            || m.topic == THRESHOLD)
+            .is_none(),
         "a rejected command changed a published state"
     );
 
     // valid: the switch pauses at once and says so; the threshold goes to the inference thread
     sub.publish("promptcam/garage_pi/driveway/paused/set", "ON");
-    assert!(sub.wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "ON").is_some(), "no ON after pausing");
+    assert!(
+        sub.wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "ON")
+            .is_some(),
+        "no ON after pausing"
+    );
     assert!(cam.is_paused());
-    sub.publish("promptcam/garage_pi/driveway/a_delivery_van/threshold/set", "0.42");
+    sub.publish(
+        "promptcam/garage_pi/driveway/a_delivery_van/threshold/set",
+        "0.42",
+    );
     assert!(wait_until(SECS(5), || publisher.stats().commands_applied == 2));
-    assert_eq!(cam.take_threshold_requests(), vec![("a_delivery_van".to_string(), 0.42)]);
+    assert_eq!(
+        cam.take_threshold_requests(),
+        vec![("a_delivery_van".to_string(), 0.42)]
+    );
     // once the inference thread applied it (here: by hand), the state follows
     cam.update_prompt(0, 0.0, false, 0.42);
-    assert!(sub.wait_for(SECS(5), |m| m.topic == THRESHOLD && m.payload == "0.42").is_some(), "the threshold state did not follow");
+    assert!(
+        sub.wait_for(SECS(5), |m| m.topic == THRESHOLD && m.payload == "0.42")
+            .is_some(),
+        "the threshold state did not follow"
+    );
     sub.publish("promptcam/garage_pi/driveway/paused/set", "OFF");
-    assert!(sub.wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "OFF").is_some());
+    assert!(sub
+        .wait_for(SECS(5), |m| m.topic == PAUSED && m.payload == "OFF")
+        .is_some());
     assert!(!cam.is_paused());
     publisher.stop();
 }
@@ -700,17 +1112,39 @@ fn commands_are_checked_then_applied_and_echoed() {
 fn diagnostics_stream_status_and_event_entity() {
     let dir = TempDir::new("mqtt-diag");
     let broker = Broker::start(dir.path(), "");
-    let sub = Sub::new(broker.port, "t-diag", &["promptcam/garage_pi/driveway/#"], true);
+    let sub = Sub::new(
+        broker.port,
+        "t-diag",
+        &["promptcam/garage_pi/driveway/#"],
+        true,
+    );
     let live = status();
     let cam = live.camera("driveway").unwrap().clone();
-    let cfg = mqtt_config(broker.port, &dir.path().join("spool"), "diagnostics_interval = 1");
+    let cfg = mqtt_config(
+        broker.port,
+        &dir.path().join("spool"),
+        "diagnostics_interval = 1",
+    );
     let publisher = Publisher::start(cfg, "garage_pi", &cameras(), live).unwrap();
     let stream = "promptcam/garage_pi/driveway/stream";
-    assert!(sub.wait_for(SECS(10), |m| m.topic == stream && m.payload == "offline").is_some(), "no frames yet: offline");
-    cam.source.captured.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
-    assert!(sub.wait_for(SECS(5), |m| m.topic == stream && m.payload == "online").is_some(), "frames arrive: online");
+    assert!(
+        sub.wait_for(SECS(10), |m| m.topic == stream && m.payload == "offline")
+            .is_some(),
+        "no frames yet: offline"
+    );
+    cam.source
+        .captured
+        .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sub.wait_for(SECS(5), |m| m.topic == stream && m.payload == "online")
+            .is_some(),
+        "frames arrive: online"
+    );
     let diag = sub
-        .wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/diagnostics" && m.payload.contains("\"captured_frames\":5"))
+        .wait_for(SECS(5), |m| {
+            m.topic == "promptcam/garage_pi/driveway/diagnostics"
+                && m.payload.contains("\"captured_frames\":5")
+        })
         .expect("diagnostics with the new count");
     let d: Value = serde_json::from_str(&diag.payload).unwrap();
     for key in ["inference_ms", "analysed_fps", "dropped_frames"] {
@@ -719,14 +1153,25 @@ fn diagnostics_stream_status_and_event_entity() {
     assert_eq!(d["stream"], "online");
     // reported again after the interval even when nothing changed
     let t = Instant::now();
-    assert!(sub.wait_for(SECS(3), |m| m.topic.ends_with("/diagnostics")).is_some());
+    assert!(sub
+        .wait_for(SECS(3), |m| m.topic.ends_with("/diagnostics"))
+        .is_some());
     assert!(t.elapsed() < Duration::from_millis(2500));
 
     publisher.publish(&event(EventKind::Start, 7)).unwrap();
-    let m = sub.wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/event").expect("an event for the event entity");
+    let m = sub
+        .wait_for(SECS(5), |m| m.topic == "promptcam/garage_pi/driveway/event")
+        .expect("an event for the event entity");
     assert!(!m.retain, "momentary events are not retained");
     let v: Value = serde_json::from_str(&m.payload).unwrap();
-    assert_eq!((v["event_type"].as_str(), v["prompt"].as_str(), v["id"].as_str()), (Some("start"), Some("a_delivery_van"), Some("evt-7")));
+    assert_eq!(
+        (
+            v["event_type"].as_str(),
+            v["prompt"].as_str(),
+            v["id"].as_str()
+        ),
+        (Some("start"), Some("a_delivery_van"), Some("evt-7"))
+    );
     assert!(v.get("type").is_none(), "{v}");
     publisher.stop();
 }
@@ -737,20 +1182,78 @@ fn diagnostics_stream_status_and_event_entity() {
 /// unrelated CA; made with Debian's `openssl` in `dir`.
 fn make_certs(dir: &Path) {
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl) is needed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) is needed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     for ca in ["ca", "other-ca"] {
-        let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=promptcam test {ca}"));
-        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]].concat());
+        let (key, pem, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN=promptcam test {ca}"),
+        );
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj],
+            ]
+            .concat(),
+        );
     }
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for who in ["server", "client"] {
-        let (key, csr, pem, ext, subj) = (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"), format!("/CN={who}"));
-        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
-        openssl(&["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &ext]);
+        let (key, csr, pem, ext, subj) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.pem"),
+            format!("{who}.ext"),
+            format!("/CN={who}"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &subj],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
     }
     // mosquitto drops to its own user only when not root; make the keys readable either way
     for f in ["server.key", "client.key"] {
@@ -774,20 +1277,37 @@ fn tls_with_the_right_ca_and_mutual_tls() {
     let spool = dir.path().join("spool");
     let mtls = format!("[tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"");
     let publisher = start(mqtt_config(broker.port, &spool, &mtls));
-    assert!(wait_until(SECS(10), || publisher.stats().connected), "mutual TLS: {:?}", publisher.last_error());
+    assert!(
+        wait_until(SECS(10), || publisher.stats().connected),
+        "mutual TLS: {:?}",
+        publisher.last_error()
+    );
     assert_eq!(publisher.last_error(), None);
     publisher.publish(&event(EventKind::Start, 1)).unwrap();
-    assert!(wait_until(SECS(5), || publisher.stats().spooled == 0), "the event was not acknowledged over TLS");
+    assert!(
+        wait_until(SECS(5), || publisher.stats().spooled == 0),
+        "the event was not acknowledged over TLS"
+    );
     publisher.stop();
 
     // the right CA but no client certificate: refused, and the error names the keys to set
-    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/ca.pem\"")));
-    assert!(wait_until(SECS(5), || publisher.last_error().is_some()), "no error without a client certificate");
+    let publisher = start(mqtt_config(
+        broker.port,
+        &spool,
+        &format!("[tls]\nca_file = \"{d}/ca.pem\""),
+    ));
+    assert!(
+        wait_until(SECS(5), || publisher.last_error().is_some()),
+        "no error without a client certificate"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert!(!publisher.stats().connected);
     let err = publisher.last_error().unwrap();
     eprintln!("no client certificate: {err}");
-    assert!(err.contains("127.0.0.1") && err.contains("mqtt.tls.cert_file"), "{err}");
+    assert!(
+        err.contains("127.0.0.1") && err.contains("mqtt.tls.cert_file"),
+        "{err}"
+    );
     publisher.stop();
 }
 
@@ -801,26 +1321,50 @@ fn tls_with_a_wrong_ca_is_reported_and_retries_back_off() {
     let broker = Broker::start(dir.path(), &tls_listener(dir.path(), false));
     let spool = dir.path().join("spool");
     let base = broker.log_count("New connection from");
-    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/other-ca.pem\"")));
+    let publisher = start(mqtt_config(
+        broker.port,
+        &spool,
+        &format!("[tls]\nca_file = \"{d}/other-ca.pem\""),
+    ));
     std::thread::sleep(Duration::from_millis(5500));
     let err = publisher.last_error().expect("an error");
     eprintln!("wrong CA: {err}");
-    assert!(err.contains("127.0.0.1") && err.contains("not trusted") && err.contains("mqtt.tls.ca_file"), "{err}");
+    assert!(
+        err.contains("127.0.0.1")
+            && err.contains("not trusted")
+            && err.contains("mqtt.tls.ca_file"),
+        "{err}"
+    );
     let attempts = publisher.stats().connection_attempts;
-    assert!((2..=6).contains(&attempts), "{attempts} connection attempts in 5.5 s");
+    assert!(
+        (2..=6).contains(&attempts),
+        "{attempts} connection attempts in 5.5 s"
+    );
     let seen = broker.log_count("New connection from") - base;
     assert!(seen <= 6, "the broker saw {seen} connections in 5.5 s");
     assert!(!publisher.stats().connected);
     publisher.stop();
 
     // the same broker with the right CA (server authentication only)
-    let publisher = start(mqtt_config(broker.port, &spool, &format!("[tls]\nca_file = \"{d}/ca.pem\"")));
-    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    let publisher = start(mqtt_config(
+        broker.port,
+        &spool,
+        &format!("[tls]\nca_file = \"{d}/ca.pem\""),
+    ));
+    assert!(
+        wait_until(SECS(10), || publisher.stats().connected),
+        "{:?}",
+        publisher.last_error()
+    );
     publisher.stop();
 
     // insecure: connects to the untrusted certificate, only because the config says so
     let publisher = start(mqtt_config(broker.port, &spool, "[tls]\ninsecure = true"));
-    assert!(wait_until(SECS(10), || publisher.stats().connected), "{:?}", publisher.last_error());
+    assert!(
+        wait_until(SECS(10), || publisher.stats().connected),
+        "{:?}",
+        publisher.last_error()
+    );
     publisher.stop();
 }
 
@@ -834,21 +1378,41 @@ fn the_daemon_applies_threshold_and_pause_commands() {
     let sub = Sub::new(broker.port, "cmd-sub", &[&format!("{base}/#")], true);
     let config = crate::daemon::replay(tmp.path(), &["rocket.png", "chelsea.png"], true, 0.6);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n", broker.port, tmp.path().join("spool").display()));
+    text.push_str(&format!(
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n",
+        broker.port,
+        tmp.path().join("spool").display()
+    ));
     std::fs::write(&config, text).unwrap();
     let mut d = crate::daemon::Daemon::start(&config, None);
     let threshold = format!("{base}/a_rocket_on_the_launch_pad/threshold");
-    assert!(sub.wait_for(SECS(20), |m| m.topic == threshold && m.payload == "0.6").is_some(), "the configured threshold");
+    assert!(
+        sub.wait_for(SECS(20), |m| m.topic == threshold && m.payload == "0.6")
+            .is_some(),
+        "the configured threshold"
+    );
     sub.publish(&format!("{threshold}/set"), "2");
     sub.publish(&format!("{threshold}/set"), "0.35");
-    let m = sub.wait_for(SECS(10), |m| m.topic == threshold).expect("the applied threshold");
+    let m = sub
+        .wait_for(SECS(10), |m| m.topic == threshold)
+        .expect("the applied threshold");
     assert_eq!(m.payload, "0.35", "the rejected value must not appear");
     sub.publish(&format!("{base}/paused/set"), "ON");
-    assert!(sub.wait_for(SECS(5), |m| m.topic == format!("{base}/paused") && m.payload == "ON").is_some());
+    assert!(sub
+        .wait_for(SECS(5), |m| m.topic == format!("{base}/paused")
+            && m.payload == "ON")
+        .is_some());
     // retained: a new subscriber gets the stream status at once
     let late = Sub::new(broker.port, "cmd-late", &[&format!("{base}/stream")], true);
-    assert!(late.wait_for(SECS(5), |m| m.payload == "online").is_some(), "frames keep coming while paused");
-    let ok = Command::new("kill").args(["-TERM", &d.pid().to_string()]).status().unwrap().success();
+    assert!(
+        late.wait_for(SECS(5), |m| m.payload == "online").is_some(),
+        "frames keep coming while paused"
+    );
+    let ok = Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
     assert_eq!(d.wait(SECS(15)), 0);
 }

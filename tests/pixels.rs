@@ -13,8 +13,16 @@ const W: usize = 320;
 const H: usize = 240;
 
 fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-loglevel", "error", "-y"]).args(args).output().expect("ffmpeg is needed (Debian package ffmpeg)");
-    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg is needed (Debian package ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// ffmpeg's test pattern as `pix_fmt` raw bytes, and ffmpeg's own RGB24 conversion of those bytes.
@@ -22,22 +30,57 @@ fn pattern(dir: &Path, pix_fmt: &str) -> (Vec<u8>, Vec<u8>) {
     let raw = dir.join(format!("frame.{pix_fmt}"));
     let rgb = dir.join(format!("frame.{pix_fmt}.rgb"));
     let size = format!("{W}x{H}");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=1"), "-frames:v", "1", "-pix_fmt", pix_fmt, "-f", "rawvideo", raw.to_str().unwrap()]);
-    ffmpeg(&["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", &size, "-i", raw.to_str().unwrap(), "-pix_fmt", "rgb24", "-f", "rawvideo", rgb.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=1"),
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        pix_fmt,
+        "-f",
+        "rawvideo",
+        raw.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        pix_fmt,
+        "-s",
+        &size,
+        "-i",
+        raw.to_str().unwrap(),
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        rgb.to_str().unwrap(),
+    ]);
     (std::fs::read(raw).unwrap(), std::fs::read(rgb).unwrap())
 }
 
 fn mean_abs(a: &[u8], b: &[u8]) -> (f64, u8) {
     assert_eq!(a.len(), b.len());
     let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
-    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0);
     (sum as f64 / a.len() as f64, max)
 }
 
 #[test]
 fn raw_yuv_formats_convert_like_ffmpeg() {
     let tmp = TempDir::new("pixels");
-    for (fmt, pix_fmt) in [(RawFormat::Yuyv, "yuyv422"), (RawFormat::Nv12, "nv12"), (RawFormat::Yu12, "yuv420p")] {
+    for (fmt, pix_fmt) in [
+        (RawFormat::Yuyv, "yuyv422"),
+        (RawFormat::Nv12, "nv12"),
+        (RawFormat::Yu12, "yuv420p"),
+    ] {
         let (raw, want) = pattern(tmp.path(), pix_fmt);
         assert_eq!(raw.len(), fmt.frame_len(W, H), "{pix_fmt} frame size");
         let mut ours = vec![];
@@ -46,7 +89,10 @@ fn raw_yuv_formats_convert_like_ffmpeg() {
         eprintln!("{pix_fmt}: mean abs error {mean:.3}, max {max}");
         // ffmpeg interpolates chroma between samples where we take the co-sited one: edges of
         // colour bars differ by more, the bulk by rounding
-        assert!(mean < 2.0, "{pix_fmt}: mean abs error {mean:.3} (max {max})");
+        assert!(
+            mean < 2.0,
+            "{pix_fmt}: mean abs error {mean:.3} (max {max})"
+        );
     }
 }
 
@@ -55,8 +101,26 @@ fn mjpeg_frames_decode_like_ffmpeg() {
     let tmp = TempDir::new("mjpeg");
     let jpg = tmp.path().join("frame.jpg");
     let rgb = tmp.path().join("frame.rgb");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("testsrc2=size={W}x{H}:rate=1"), "-frames:v", "1", "-q:v", "3", jpg.to_str().unwrap()]);
-    ffmpeg(&["-i", jpg.to_str().unwrap(), "-pix_fmt", "rgb24", "-f", "rawvideo", rgb.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={W}x{H}:rate=1"),
+        "-frames:v",
+        "1",
+        "-q:v",
+        "3",
+        jpg.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-i",
+        jpg.to_str().unwrap(),
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        rgb.to_str().unwrap(),
+    ]);
     let ours = promptcam::frame::decode_jpeg(&std::fs::read(&jpg).unwrap()).unwrap();
     assert_eq!(ours.dimensions(), (W as u32, H as u32));
     let (mean, max) = mean_abs(ours.as_raw(), &std::fs::read(&rgb).unwrap());

@@ -23,7 +23,11 @@ const RGB: [f64; 3] = [224.0, 128.0, 32.0];
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// GStreamer's RTSP server on 127.0.0.1, killed (and reaped) when dropped.
@@ -73,7 +77,11 @@ impl Drop for RtspServer {
 
 /// Calls `next_frame` until it yields `count` frames or `deadline` passes; the first error ends
 /// the run. Returns the frames and the error, if any.
-fn frames_until(source: &mut dyn FrameSource, count: usize, deadline: Instant) -> (Vec<RgbImage>, Option<String>) {
+fn frames_until(
+    source: &mut dyn FrameSource,
+    count: usize,
+    deadline: Instant,
+) -> (Vec<RgbImage>, Option<String>) {
     let mut frames = Vec::new();
     while frames.len() < count && Instant::now() < deadline {
         match source.next_frame() {
@@ -100,7 +108,10 @@ fn assert_colour(frame: &RgbImage) {
     assert_eq!(frame.dimensions(), (320, 240));
     let mean = mean_rgb(frame);
     for c in 0..3 {
-        assert!((mean[c] - RGB[c]).abs() < 12.0, "mean RGB {mean:?}, expected about {RGB:?}");
+        assert!(
+            (mean[c] - RGB[c]).abs() < 12.0,
+            "mean RGB {mean:?}, expected about {RGB:?}"
+        );
     }
 }
 
@@ -114,13 +125,27 @@ fn h264_frames_arrive_with_the_size_and_colour() {
     assert_eq!(frames.len(), 5, "error: {error:?}");
     frames.iter().for_each(assert_colour);
     assert_eq!(source.undecodable(), 0);
-    eprintln!("5 frames in {:?}, mean RGB {:?}", started.elapsed(), mean_rgb(&frames[4]));
+    eprintln!(
+        "5 frames in {:?}, mean RGB {:?}",
+        started.elapsed(),
+        mean_rgb(&frames[4])
+    );
 }
 
 #[test]
 fn credentials_basic_and_digest_right_and_wrong() {
     for auth in ["basic", "digest"] {
-        let server = RtspServer::start(free_port(), &["--user", "viewer", "--password", "s3cret-pw", "--auth", auth]);
+        let server = RtspServer::start(
+            free_port(),
+            &[
+                "--user",
+                "viewer",
+                "--password",
+                "s3cret-pw",
+                "--auth",
+                auth,
+            ],
+        );
         let started = Instant::now();
         let mut right = source::open(&server.url("viewer:s3cret-pw@"), 10.0, false).unwrap();
         assert!(!right.describe().contains("s3cret"), "{}", right.describe());
@@ -131,13 +156,23 @@ fn credentials_basic_and_digest_right_and_wrong() {
         let mut wrong = source::open(&server.url("viewer:hunter2-wrong@"), 10.0, false).unwrap();
         let e = format!("{:#}", wrong.next_frame().unwrap_err());
         eprintln!("{auth}, wrong password: {e}");
-        assert!(e.contains("rejected the credentials") && e.contains("401"), "{auth}: {e}");
-        assert!(!e.contains("hunter2") && !e.contains("viewer:"), "{auth}: {e}");
+        assert!(
+            e.contains("rejected the credentials") && e.contains("401"),
+            "{auth}: {e}"
+        );
+        assert!(
+            !e.contains("hunter2") && !e.contains("viewer:"),
+            "{auth}: {e}"
+        );
 
         let mut none = source::open(&server.url(""), 10.0, false).unwrap();
         let e = format!("{:#}", none.next_frame().unwrap_err());
         assert!(e.contains("asks for a user and password"), "{auth}: {e}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{auth}: took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{auth}: took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -148,21 +183,44 @@ fn h265_is_refused_naming_the_codec() {
     let started = Instant::now();
     let e = format!("{:#}", source.next_frame().unwrap_err());
     eprintln!("H.265: {e}");
-    assert!(e.contains("H.265") && e.contains("only H.264") && e.contains("substream"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        e.contains("H.265") && e.contains("only H.264") && e.contains("substream"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn silent_or_stalled_camera_errors_within_the_timeout() {
     // listens (the kernel completes the connection), never answers DESCRIBE
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_url = format!("rtsp://u:hunter2@127.0.0.1:{}/cam", silent.local_addr().unwrap().port());
+    let silent_url = format!(
+        "rtsp://u:hunter2@127.0.0.1:{}/cam",
+        silent.local_addr().unwrap().port()
+    );
     // plays, then freezes (SIGSTOP) with the connection open
     let server = RtspServer::start(free_port(), &[]);
     let mut stalled = source::open(&server.url(""), 10.0, false).unwrap();
-    assert_eq!(frames_until(stalled.as_mut(), 2, Instant::now() + Duration::from_secs(15)).0.len(), 2);
+    assert_eq!(
+        frames_until(
+            stalled.as_mut(),
+            2,
+            Instant::now() + Duration::from_secs(15)
+        )
+        .0
+        .len(),
+        2
+    );
     // the shell's built-in kill: no procps needed
-    let stopped = Command::new("sh").arg("-c").arg(format!("kill -STOP {}", server.child.id())).status().unwrap();
+    let stopped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -STOP {}", server.child.id()))
+        .status()
+        .unwrap();
     assert!(stopped.success());
     let runs = [(silent_url, None), (server.url(""), Some(stalled))].map(|(url, source)| {
         thread::spawn(move || {
@@ -181,8 +239,14 @@ fn silent_or_stalled_camera_errors_within_the_timeout() {
     for run in runs {
         let (url, waited, error) = run.join().unwrap();
         eprintln!("{}: after {waited:?}: {error}", source::redact(&url));
-        assert!((Duration::from_secs(8)..Duration::from_secs(13)).contains(&waited), "{url}: waited {waited:?}: {error}");
-        assert!(error.contains("(timeout)") && !error.contains("hunter2"), "{url}: {error}");
+        assert!(
+            (Duration::from_secs(8)..Duration::from_secs(13)).contains(&waited),
+            "{url}: waited {waited:?}: {error}"
+        );
+        assert!(
+            error.contains("(timeout)") && !error.contains("hunter2"),
+            "{url}: {error}"
+        );
     }
     drop(silent);
 }
@@ -198,15 +262,31 @@ struct Capture {
 impl Capture {
     fn start(spec: &str, fps: f64) -> Capture {
         let source = source::open(spec, fps, false).unwrap();
-        let (slot, stats, shutdown) = (FrameSlot::new(), Arc::new(SourceStats::default()), Arc::new(AtomicBool::new(false)));
+        let (slot, stats, shutdown) = (
+            FrameSlot::new(),
+            Arc::new(SourceStats::default()),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (s, st, sd) = (slot.clone(), stats.clone(), shutdown.clone());
         let thread = thread::spawn(move || source::capture_loop(source, fps, s, st, sd));
-        Capture { slot, stats, shutdown, thread: Some(thread) }
+        Capture {
+            slot,
+            stats,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     /// Takes `count` frames, each within `wait`; returns how many arrived.
     fn frames(&self, count: usize, wait: Duration) -> usize {
-        (0..count).take_while(|_| self.slot.wait_take(wait).inspect(|f| assert_colour(&f.image)).is_some()).count()
+        (0..count)
+            .take_while(|_| {
+                self.slot
+                    .wait_take(wait)
+                    .inspect(|f| assert_colour(&f.image))
+                    .is_some()
+            })
+            .count()
     }
 }
 
@@ -225,7 +305,11 @@ fn capture_loop_reconnects_after_a_server_restart() {
     let port = free_port();
     let server = RtspServer::start(port, &[]);
     let capture = Capture::start(&server.url(""), 10.0);
-    assert_eq!(capture.frames(3, Duration::from_secs(10)), 3, "no frames from the RTSP server");
+    assert_eq!(
+        capture.frames(3, Duration::from_secs(10)),
+        3,
+        "no frames from the RTSP server"
+    );
     assert_eq!(capture.stats.reconnects.load(Ordering::SeqCst), 0);
 
     // kill the camera: the session fails, the loop backs off and retries
@@ -234,22 +318,40 @@ fn capture_loop_reconnects_after_a_server_restart() {
     while capture.stats.reconnects.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    assert!(capture.stats.reconnects.load(Ordering::SeqCst) >= 1, "the capture loop never noticed the server was gone");
+    assert!(
+        capture.stats.reconnects.load(Ordering::SeqCst) >= 1,
+        "the capture loop never noticed the server was gone"
+    );
     while capture.slot.take().is_some() {}
 
     // back on the same port: frames again, without help
     let _server = RtspServer::start(port, &[]);
     let restarted = Instant::now();
-    assert_eq!(capture.frames(3, Duration::from_secs(15)), 3, "no frames after the restart; stats {:?}", capture.stats.snapshot());
+    assert_eq!(
+        capture.frames(3, Duration::from_secs(15)),
+        3,
+        "no frames after the restart; stats {:?}",
+        capture.stats.snapshot()
+    );
     let stats = capture.stats.snapshot();
-    eprintln!("frames again {:?} after the restart; {stats:?}", restarted.elapsed());
+    eprintln!(
+        "frames again {:?} after the restart; {stats:?}",
+        restarted.elapsed()
+    );
     assert!(stats.reconnects >= 1 && stats.undecodable == 0, "{stats:?}");
-    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn wrong_password_backs_off_instead_of_hammering() {
-    let server = RtspServer::start(free_port(), &["--user", "viewer", "--password", "s3cret-pw"]);
+    let server = RtspServer::start(
+        free_port(),
+        &["--user", "viewer", "--password", "s3cret-pw"],
+    );
     let capture = Capture::start(&server.url("viewer:wrong@"), 10.0);
     thread::sleep(Duration::from_millis(2500));
     // backoff 0.5 s, 1 s, 2 s, each jittered to 50-100%: the waits before a fourth try add up to
@@ -262,10 +364,32 @@ fn wrong_password_backs_off_instead_of_hammering() {
 
 #[test]
 fn probe_grabs_frames_from_rtsp() {
-    let server = RtspServer::start(free_port(), &["--user", "viewer", "--password", "s3cret-pw", "--auth", "digest"]);
-    let (code, stdout, stderr) = fixture::promptcam(&["probe", "--source", &server.url("viewer:s3cret-pw@"), "--frames", "3"]);
+    let server = RtspServer::start(
+        free_port(),
+        &[
+            "--user",
+            "viewer",
+            "--password",
+            "s3cret-pw",
+            "--auth",
+            "digest",
+        ],
+    );
+    let (code, stdout, stderr) = fixture::promptcam(&[
+        "probe",
+        "--source",
+        &server.url("viewer:s3cret-pw@"),
+        "--frames",
+        "3",
+    ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.starts_with(&format!("RTSP {}", server.url("***@"))), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("RTSP {}", server.url("***@"))),
+        "{stdout}"
+    );
     assert!(stdout.contains("frame 2: 320x240"), "{stdout}");
-    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+        "{stdout}\n{stderr}"
+    );
 }

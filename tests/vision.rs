@@ -30,8 +30,18 @@ fn token_ids_match_the_reference_tokenizers_exactly() {
         let text = case["text"].as_str().unwrap().to_string();
         for (tok, key) in [(&clip, "clip"), (&owl, "owlvit")] {
             let got = tok.encode(std::slice::from_ref(&text)).unwrap();
-            let ids: Vec<i64> = case[key]["input_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-            let mask: Vec<i64> = case[key]["attention_mask"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let ids: Vec<i64> = case[key]["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            let mask: Vec<i64> = case[key]["attention_mask"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
             assert_eq!(got.input_ids[0], ids, "{key} ids for {text:?}");
             assert_eq!(got.attention_mask[0], mask, "{key} mask for {text:?}");
         }
@@ -42,14 +52,27 @@ fn token_ids_match_the_reference_tokenizers_exactly() {
 /// vs libjpeg-turbo) and resize it (fast_image_resize vs Pillow), each rounding to u8, so a few
 /// samples may be a level or two apart; the bulk must agree exactly.
 fn assert_pixels_match(config: ProcessorConfig, image: &str, reference: &Value, what: &str) {
-    let std_min = config.normalize.map(|(_, s)| s.iter().copied().fold(f32::INFINITY, f32::min)).unwrap_or(1.0);
+    let std_min = config
+        .normalize
+        .map(|(_, s)| s.iter().copied().fold(f32::INFINITY, f32::min))
+        .unwrap_or(1.0);
     let level = (config.rescale.unwrap_or(1.0) as f32) / std_min;
     let bilinear = config.resample == promptcam::preprocess::Resample::Bilinear;
     let mut p = Preprocessor::new(config);
     let t = p.run(&read_image(&fixture::image(image)).unwrap()).unwrap();
-    let shape: Vec<usize> = reference["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = reference["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(t.shape(), &shape[..], "{what} {image}: shape");
-    let ours = t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+    let ours = t
+        .try_as_plain_ram()
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec();
     let values = floats(&reference["values"]);
     let mut worst = 0f32;
     let mut off = 0;
@@ -62,12 +85,27 @@ fn assert_pixels_match(config: ProcessorConfig, image: &str, reference: &Value, 
     }
     let mean: f64 = ours.iter().map(|v| *v as f64).sum::<f64>() / ours.len() as f64;
     let ref_mean = reference["mean"].as_f64().unwrap();
-    assert!(worst <= 3.0 * level, "{what} {image}: worst sample off by {:.2} levels", worst / level);
+    assert!(
+        worst <= 3.0 * level,
+        "{what} {image}: worst sample off by {:.2} levels",
+        worst / level
+    );
     // Pillow and fast_image_resize agree on bicubic to ~0.03% of pixels; their bilinear kernels
     // round a little differently (~3% of pixels a level apart)
-    let allowed = if bilinear { values.len() / 25 } else { values.len() / 200 };
-    assert!(off <= allowed, "{what} {image}: {off} of {} samples off by a level or more", values.len());
-    assert!((mean - ref_mean).abs() < 0.002, "{what} {image}: tensor mean {mean} vs {ref_mean}");
+    let allowed = if bilinear {
+        values.len() / 25
+    } else {
+        values.len() / 200
+    };
+    assert!(
+        off <= allowed,
+        "{what} {image}: {off} of {} samples off by a level or more",
+        values.len()
+    );
+    assert!(
+        (mean - ref_mean).abs() < 0.002,
+        "{what} {image}: tensor mean {mean} vs {ref_mean}"
+    );
 }
 
 #[test]
@@ -97,7 +135,10 @@ fn pixel_tensors_match_transformers_for_other_checkpoints_settings() {
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w} (tolerance {tol})");
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: {g} vs {w} (tolerance {tol})"
+        );
     }
 }
 
@@ -115,7 +156,9 @@ fn exact_input(image: &str, width: usize, height: usize, config: &ProcessorConfi
     let out = view.as_slice_mut::<f32>().unwrap();
     for y in 0..height {
         for x in 0..width {
-            let px = img.get_pixel(((x * w) / width) as u32, ((y * h) / height) as u32).0;
+            let px = img
+                .get_pixel(((x * w) / width) as u32, ((y * h) / height) as u32)
+                .0;
             for c in 0..3 {
                 let v = (px[c] as f64 * (1.0 / 255.0)) as f32;
                 out[c * width * height + y * width + x] = (v - mean[c]) / std[c];
@@ -139,16 +182,30 @@ fn check_clip(clip: &mut Clip, key: &str, feed: Feed, prob_tol: f32, sim_tol: f3
     for im in refs["images"].as_array().unwrap() {
         let image = im["image"].as_str().unwrap();
         let scores = match feed {
-            Feed::Preprocessed => clip.classify(&read_image(&fixture::image(image)).unwrap()).unwrap(),
+            Feed::Preprocessed => clip
+                .classify(&read_image(&fixture::image(image)).unwrap())
+                .unwrap(),
             Feed::ExactInput => {
-                let emb = clip.embed_pixels(exact_input(image, 224, 224, &config)).unwrap();
+                let emb = clip
+                    .embed_pixels(exact_input(image, 224, 224, &config))
+                    .unwrap();
                 clip.scores(&emb)
             }
         };
         let probs: Vec<f32> = scores.iter().map(|s| s.score).collect();
         let sims: Vec<f32> = scores.iter().map(|s| s.similarity).collect();
-        assert_close(&probs, &floats(&im[key]["scores"]), prob_tol, &format!("{key} {image} probabilities"));
-        assert_close(&sims, &floats(&im[key]["similarities"]), sim_tol, &format!("{key} {image} similarities"));
+        assert_close(
+            &probs,
+            &floats(&im[key]["scores"]),
+            prob_tol,
+            &format!("{key} {image} probabilities"),
+        );
+        assert_close(
+            &sims,
+            &floats(&im[key]["similarities"]),
+            sim_tol,
+            &format!("{key} {image} similarities"),
+        );
     }
 }
 
@@ -157,22 +214,47 @@ fn clip_fp32_towers_match_transformers() {
     let refs = fixture::reference("clip.json");
     let prompts = strings(&refs["prompts"]);
     let mut clip = Clip::load(&clip_dir(), Precision::Fp32, &prompts).unwrap();
-    assert!(clip.files.iter().any(|f| f.ends_with("vision_model.onnx")), "{:?}", clip.files);
-    assert!(clip.files.iter().any(|f| f.ends_with("text_model.onnx")), "{:?}", clip.files);
+    assert!(
+        clip.files.iter().any(|f| f.ends_with("vision_model.onnx")),
+        "{:?}",
+        clip.files
+    );
+    assert!(
+        clip.files.iter().any(|f| f.ends_with("text_model.onnx")),
+        "{:?}",
+        clip.files
+    );
     // the learned scale from model.onnx (100), not config.json's init value (14.3)
     let want = refs["logit_scale"].as_f64().unwrap() as f32;
-    assert!((clip.logit_scale - want).abs() < 1e-3, "logit scale {} vs {want}", clip.logit_scale);
-    assert!((clip.logit_scale - refs["config_logit_scale_init"].as_f64().unwrap() as f32).abs() > 1.0);
+    assert!(
+        (clip.logit_scale - want).abs() < 1e-3,
+        "logit scale {} vs {want}",
+        clip.logit_scale
+    );
+    assert!(
+        (clip.logit_scale - refs["config_logit_scale_init"].as_f64().unwrap() as f32).abs() > 1.0
+    );
     check_clip(&mut clip, "fp32", Feed::Preprocessed, 0.01, 0.005);
 }
 
 #[test]
 fn clip_fp32_from_model_onnx_alone_matches_transformers() {
     let tmp = TempDir::new("clip-model-only");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| n == "model.onnx");
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        n == "model.onnx"
+    });
     let prompts = strings(&fixture::reference("clip.json")["prompts"]);
-    let mut clip = Clip::load(&ModelDir::open(tmp.path()).unwrap(), Precision::Fp32, &prompts).unwrap();
-    assert!(clip.files.iter().all(|f| f.ends_with("model.onnx")), "{:?}", clip.files);
+    let mut clip = Clip::load(
+        &ModelDir::open(tmp.path()).unwrap(),
+        Precision::Fp32,
+        &prompts,
+    )
+    .unwrap();
+    assert!(
+        clip.files.iter().all(|f| f.ends_with("model.onnx")),
+        "{:?}",
+        clip.files
+    );
     check_clip(&mut clip, "fp32", Feed::Preprocessed, 0.01, 0.005);
 }
 
@@ -180,17 +262,42 @@ fn clip_fp32_from_model_onnx_alone_matches_transformers() {
 fn clip_quantized_towers_match_onnxruntime_on_the_same_input() {
     let prompts = strings(&fixture::reference("clip.json")["prompts"]);
     let mut clip = Clip::load(&clip_dir(), Precision::Quantized, &prompts).unwrap();
-    assert!(clip.files.iter().all(|f| f.to_string_lossy().ends_with("_quantized.onnx")), "{:?}", clip.files);
-    check_clip(&mut clip, "quantized_towers_exact_input", Feed::ExactInput, 0.001, 0.0002);
+    assert!(
+        clip.files
+            .iter()
+            .all(|f| f.to_string_lossy().ends_with("_quantized.onnx")),
+        "{:?}",
+        clip.files
+    );
+    check_clip(
+        &mut clip,
+        "quantized_towers_exact_input",
+        Feed::ExactInput,
+        0.001,
+        0.0002,
+    );
 }
 
 #[test]
 fn clip_quantized_model_onnx_alone_matches_onnxruntime_on_the_same_input() {
     let tmp = TempDir::new("clip-qmodel-only");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| n == "model_quantized.onnx");
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        n == "model_quantized.onnx"
+    });
     let prompts = strings(&fixture::reference("clip.json")["prompts"]);
-    let mut clip = Clip::load(&ModelDir::open(tmp.path()).unwrap(), Precision::Quantized, &prompts).unwrap();
-    check_clip(&mut clip, "quantized_model_exact_input", Feed::ExactInput, 0.001, 0.0002);
+    let mut clip = Clip::load(
+        &ModelDir::open(tmp.path()).unwrap(),
+        Precision::Quantized,
+        &prompts,
+    )
+    .unwrap();
+    check_clip(
+        &mut clip,
+        "quantized_model_exact_input",
+        Feed::ExactInput,
+        0.001,
+        0.0002,
+    );
 }
 
 #[test]
@@ -199,23 +306,48 @@ fn clip_quantized_end_to_end_stays_close_to_onnxruntime() {
     // this bound is looser than the fp32 one (see exact_input)
     let prompts = strings(&fixture::reference("clip.json")["prompts"]);
     let mut clip = Clip::load(&clip_dir(), Precision::Quantized, &prompts).unwrap();
-    check_clip(&mut clip, "quantized_towers", Feed::Preprocessed, 0.03, 0.01);
+    check_clip(
+        &mut clip,
+        "quantized_towers",
+        Feed::Preprocessed,
+        0.03,
+        0.01,
+    );
 }
 
 #[test]
 fn clip_towers_without_model_onnx_use_the_openai_scale() {
     let tmp = TempDir::new("clip-towers-only");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| n.ends_with("_model.onnx"));
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        n.ends_with("_model.onnx")
+    });
     let prompts = strings(&fixture::reference("clip.json")["prompts"]);
-    let clip = Clip::load(&ModelDir::open(tmp.path()).unwrap(), Precision::Fp32, &prompts).unwrap();
+    let clip = Clip::load(
+        &ModelDir::open(tmp.path()).unwrap(),
+        Precision::Fp32,
+        &prompts,
+    )
+    .unwrap();
     assert_eq!(clip.logit_scale, 100.0);
 }
 
 /// Every reference detection is matched by one of ours with the same prompt, IoU >= 0.9 and a
 /// score within 0.01, and we have no extra ones.
-fn assert_detections_match(ours: &[Detection], reference: &Value, what: &str, min_iou: f32, score_tol: f32) {
+fn assert_detections_match(
+    ours: &[Detection],
+    reference: &Value,
+    what: &str,
+    min_iou: f32,
+    score_tol: f32,
+) {
     let want = reference.as_array().unwrap();
-    assert_eq!(ours.len(), want.len(), "{what}: {} detections, reference has {}", ours.len(), want.len());
+    assert_eq!(
+        ours.len(),
+        want.len(),
+        "{what}: {} detections, reference has {}",
+        ours.len(),
+        want.len()
+    );
     let mut used = vec![false; ours.len()];
     for w in want {
         let prompt = w["prompt"].as_str().unwrap();
@@ -228,8 +360,17 @@ fn assert_detections_match(ours: &[Detection], reference: &Value, what: &str, mi
             .filter(|(i, d)| !used[*i] && d.prompt == prompt)
             .max_by(|a, b| iou(&a.1.bbox, &wb).total_cmp(&iou(&b.1.bbox, &wb)));
         let (i, d) = best.unwrap_or_else(|| panic!("{what}: no detection of {prompt:?} for {w}"));
-        assert!(iou(&d.bbox, &wb) >= min_iou, "{what}: {prompt:?} box {:?} vs {wb:?} (IoU {})", d.bbox, iou(&d.bbox, &wb));
-        assert!((d.score - score).abs() <= score_tol, "{what}: {prompt:?} score {} vs {score}", d.score);
+        assert!(
+            iou(&d.bbox, &wb) >= min_iou,
+            "{what}: {prompt:?} box {:?} vs {wb:?} (IoU {})",
+            d.bbox,
+            iou(&d.bbox, &wb)
+        );
+        assert!(
+            (d.score - score).abs() <= score_tol,
+            "{what}: {prompt:?} score {} vs {score}",
+            d.score
+        );
         used[i] = true;
     }
 }
@@ -247,15 +388,29 @@ fn check_owl(precision: Precision, key: &str, feed: Feed, min_iou: f32, score_to
         let dets = match feed {
             Feed::Preprocessed => owl.detect(&img, threshold).unwrap(),
             Feed::ExactInput => {
-                let patches = owl.patch_scores(exact_input(image, 768, 768, &config)).unwrap();
+                let patches = owl
+                    .patch_scores(exact_input(image, 768, 768, &config))
+                    .unwrap();
                 post_process(&patches, &prompts, threshold, img.width(), img.height())
             }
         };
-        assert!(dets.windows(2).all(|w| w[0].score >= w[1].score), "sorted by score");
-        assert_detections_match(&dets, &im[key], &format!("{key} {image}"), min_iou, score_tol);
+        assert!(
+            dets.windows(2).all(|w| w[0].score >= w[1].score),
+            "sorted by score"
+        );
+        assert_detections_match(
+            &dets,
+            &im[key],
+            &format!("{key} {image}"),
+            min_iou,
+            score_tol,
+        );
         total += dets.len();
     }
-    assert!(total >= 10, "the fixture should exercise several detections, got {total}");
+    assert!(
+        total >= 10,
+        "the fixture should exercise several detections, got {total}"
+    );
 }
 
 #[test]
@@ -265,33 +420,64 @@ fn owlvit_fp32_matches_transformers_post_processing() {
 
 #[test]
 fn owlvit_quantized_matches_onnxruntime_on_the_same_input() {
-    check_owl(Precision::Quantized, "quantized_exact_input", Feed::ExactInput, 0.95, 0.005);
+    check_owl(
+        Precision::Quantized,
+        "quantized_exact_input",
+        Feed::ExactInput,
+        0.95,
+        0.005,
+    );
 }
 
 #[test]
 fn static_quantized_exports_are_refused_with_the_reason() {
     use promptcam::model::graph::OnnxGraph;
-    for (file, needle) in [("attention_block_qdq.onnx", "statically quantized (QDQ)"), ("attention_block_qoperator.onnx", "QOperator")] {
-        let err = OnnxGraph::read(&fixture::path("tests/fixtures/onnx").join(file)).err().expect(file);
+    for (file, needle) in [
+        ("attention_block_qdq.onnx", "statically quantized (QDQ)"),
+        ("attention_block_qoperator.onnx", "QOperator"),
+    ] {
+        let err = OnnxGraph::read(&fixture::path("tests/fixtures/onnx").join(file))
+            .err()
+            .expect(file);
         let msg = format!("{err:#}");
-        assert!(msg.contains(needle) && msg.contains(file) && msg.contains("quantize_dynamic"), "{msg}");
+        assert!(
+            msg.contains(needle) && msg.contains(file) && msg.contains("quantize_dynamic"),
+            "{msg}"
+        );
     }
     // and through a model directory, as a user meets it
     let tmp = TempDir::new("clip-qdq");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| n.ends_with("_quantized.onnx"));
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        n.ends_with("_quantized.onnx")
+    });
     std::fs::copy(
         fixture::path("tests/fixtures/onnx/attention_block_qdq.onnx"),
         tmp.path().join("onnx/vision_model_quantized.onnx"),
     )
     .unwrap();
-    let err = Clip::load(&ModelDir::open(tmp.path()).unwrap(), Precision::Quantized, &["a cat".into()]).err().unwrap();
+    let err = Clip::load(
+        &ModelDir::open(tmp.path()).unwrap(),
+        Precision::Quantized,
+        &["a cat".into()],
+    )
+    .err()
+    .unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("vision_model_quantized.onnx") && msg.contains("QDQ"), "{msg}");
+    assert!(
+        msg.contains("vision_model_quantized.onnx") && msg.contains("QDQ"),
+        "{msg}"
+    );
 }
 
 fn load_error(dir: &std::path::Path, precision: Precision, owl: bool) -> String {
     let prompts = vec!["a cat".to_string()];
-    let res = ModelDir::open(dir).and_then(|d| if owl { OwlVit::load(&d, precision, &prompts).map(|_| ()) } else { Clip::load(&d, precision, &prompts).map(|_| ()) });
+    let res = ModelDir::open(dir).and_then(|d| {
+        if owl {
+            OwlVit::load(&d, precision, &prompts).map(|_| ())
+        } else {
+            Clip::load(&d, precision, &prompts).map(|_| ())
+        }
+    });
     format!("{:#}", res.err().expect("load should fail"))
 }
 
@@ -299,15 +485,24 @@ fn load_error(dir: &std::path::Path, precision: Precision, owl: bool) -> String 
 fn missing_and_mismatched_model_files_say_which_file_and_what_to_do() {
     let nowhere = fixture::path("models/tiny/does-not-exist");
     let msg = load_error(&nowhere, Precision::Fp32, false);
-    assert!(msg.contains("does-not-exist") && msg.contains("models/fetch.sh"), "{msg}");
+    assert!(
+        msg.contains("does-not-exist") && msg.contains("models/fetch.sh"),
+        "{msg}"
+    );
 
     let tmp = TempDir::new("clip-no-onnx");
     fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |_| false);
     let msg = load_error(tmp.path(), Precision::Fp32, false);
-    assert!(msg.contains("onnx/vision_model.onnx or onnx/model.onnx") && msg.contains("models/fetch.sh"), "{msg}");
+    assert!(
+        msg.contains("onnx/vision_model.onnx or onnx/model.onnx")
+            && msg.contains("models/fetch.sh"),
+        "{msg}"
+    );
 
     let tmp = TempDir::new("clip-fp32-only");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| !n.contains("quantized"));
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        !n.contains("quantized")
+    });
     let msg = load_error(tmp.path(), Precision::Quantized, false);
     assert!(msg.contains("vision_model_quantized.onnx"), "{msg}");
 
@@ -317,18 +512,34 @@ fn missing_and_mismatched_model_files_say_which_file_and_what_to_do() {
     // an export with the wrong graph in it: CLIP's image tower where OWL-ViT's model belongs
     let tmp = TempDir::new("owl-wrong-graph");
     fixture::copy_model(&fixture::path("models/tiny/owlvit"), tmp.path(), |_| false);
-    std::fs::copy(fixture::path("models/tiny/clip/onnx/vision_model.onnx"), tmp.path().join("onnx/model.onnx")).unwrap();
+    std::fs::copy(
+        fixture::path("models/tiny/clip/onnx/vision_model.onnx"),
+        tmp.path().join("onnx/model.onnx"),
+    )
+    .unwrap();
     let msg = load_error(tmp.path(), Precision::Fp32, true);
-    assert!(msg.contains("model.onnx") && msg.contains("has no input `input_ids`"), "{msg}");
+    assert!(
+        msg.contains("model.onnx") && msg.contains("has no input `input_ids`"),
+        "{msg}"
+    );
 
     let tmp = TempDir::new("clip-no-tokenizer");
-    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| n == "model.onnx");
+    fixture::copy_model(&fixture::path("models/tiny/clip"), tmp.path(), |n| {
+        n == "model.onnx"
+    });
     std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
     let msg = load_error(tmp.path(), Precision::Fp32, false);
-    assert!(msg.contains("tokenizer.json") && msg.contains("models/fetch.sh"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("models/fetch.sh"),
+        "{msg}"
+    );
 }
 
-const CLIP_PROMPTS: [&str; 3] = ["a photo of a cat", "a cup of coffee", "a rocket on the launch pad"];
+const CLIP_PROMPTS: [&str; 3] = [
+    "a photo of a cat",
+    "a cup of coffee",
+    "a rocket on the launch pad",
+];
 
 #[test]
 fn classify_cli_prints_one_json_line_per_image_in_prompt_order() {
@@ -340,24 +551,46 @@ fn classify_cli_prints_one_json_line_per_image_in_prompt_order() {
     let b = fixture::image("logo_rgba.png");
     args.extend([a.to_str().unwrap(), b.to_str().unwrap()]);
     let model = fixture::path("models/tiny/clip");
-    let args: Vec<&str> = args.iter().map(|s| if *s == "models/tiny/clip" { model.to_str().unwrap() } else { s }).collect();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|s| {
+            if *s == "models/tiny/clip" {
+                model.to_str().unwrap()
+            } else {
+                s
+            }
+        })
+        .collect();
     let (code, out, err) = fixture::promptcam(&args);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[0]["image"].as_str().unwrap().ends_with("chelsea.png"));
     let results = lines[0]["results"].as_array().unwrap();
-    let prompts: Vec<&str> = results.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
+    let prompts: Vec<&str> = results
+        .iter()
+        .map(|r| r["prompt"].as_str().unwrap())
+        .collect();
     assert_eq!(prompts, CLIP_PROMPTS);
     let sum: f64 = results.iter().map(|r| r["score"].as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-4, "{sum}");
-    assert!(results.iter().all(|r| r["similarity"].as_f64().unwrap().abs() <= 1.0));
+    assert!(results
+        .iter()
+        .all(|r| r["similarity"].as_f64().unwrap().abs() <= 1.0));
 
     // and the same run as a readable table
     let args: Vec<&str> = args.into_iter().filter(|a| *a != "--json").collect();
     let (code, out, _) = fixture::promptcam(&args);
     assert_eq!(code, 0);
-    assert!(out.contains("chelsea.png") && out.contains("a cup of coffee") && out.contains("similarity"), "{out}");
+    assert!(
+        out.contains("chelsea.png")
+            && out.contains("a cup of coffee")
+            && out.contains("similarity"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -368,7 +601,16 @@ fn detect_cli_prints_sorted_boxes_in_image_pixels_and_draws_them() {
     let image = fixture::image("astronaut_portrait.png");
     let tmp = TempDir::new("detect-out");
     let out_file = tmp.path().join("boxes.png");
-    let mut args = vec!["detect", "--model", model.to_str().unwrap(), "--threshold", &threshold, "--json", "--out", out_file.to_str().unwrap()];
+    let mut args = vec![
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--threshold",
+        &threshold,
+        "--json",
+        "--out",
+        out_file.to_str().unwrap(),
+    ];
     let prompts = strings(&refs["prompts"]);
     for p in &prompts {
         args.extend(["--prompt", p.as_str()]);
@@ -377,15 +619,26 @@ fn detect_cli_prints_sorted_boxes_in_image_pixels_and_draws_them() {
     let (code, out, err) = fixture::promptcam(&args);
     assert_eq!(code, 0, "{err}");
     let line: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((line["width"].as_u64(), line["height"].as_u64()), (Some(300), Some(512)));
+    assert_eq!(
+        (line["width"].as_u64(), line["height"].as_u64()),
+        (Some(300), Some(512))
+    );
     let dets = line["detections"].as_array().unwrap();
-    let want = refs["images"].as_array().unwrap().iter().find(|i| i["image"] == "astronaut_portrait.png").unwrap();
+    let want = refs["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == "astronaut_portrait.png")
+        .unwrap();
     assert_eq!(dets.len(), want["fp32"].as_array().unwrap().len());
     let scores: Vec<f64> = dets.iter().map(|d| d["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     for d in dets {
         let b = floats(&d["box"]);
-        assert!(b[0] < b[2] && b[1] < b[3] && b[2] <= 310.0 && b[3] <= 520.0, "{b:?}");
+        assert!(
+            b[0] < b[2] && b[1] < b[3] && b[2] <= 310.0 && b[3] <= 520.0,
+            "{b:?}"
+        );
         assert!(prompts.iter().any(|p| p == d["prompt"].as_str().unwrap()));
     }
     // the picture: same size as the input, changed along the first box's edge only
@@ -394,12 +647,28 @@ fn detect_cli_prints_sorted_boxes_in_image_pixels_and_draws_them() {
     assert_eq!(drawn.dimensions(), orig.dimensions());
     let b = floats(&dets[0]["box"]);
     let (x, y) = (((b[0] + b[2]) / 2.0) as u32, b[3].min(511.0) as u32);
-    assert_ne!(drawn.get_pixel(x, y), orig.get_pixel(x, y), "box edge drawn at {x},{y}");
-    let changed = drawn.pixels().zip(orig.pixels()).filter(|(a, b)| a != b).count();
-    assert!(changed > 0 && changed < (300 * 512) / 4, "{changed} pixels changed");
+    assert_ne!(
+        drawn.get_pixel(x, y),
+        orig.get_pixel(x, y),
+        "box edge drawn at {x},{y}"
+    );
+    let changed = drawn
+        .pixels()
+        .zip(orig.pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 0 && changed < (300 * 512) / 4,
+        "{changed} pixels changed"
+    );
 
     // NMS never adds boxes
-    let nms_args: Vec<&str> = args.iter().copied().filter(|a| *a != "--out" && *a != out_file.to_str().unwrap()).chain(["--nms", "0.1"]).collect();
+    let nms_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--out" && *a != out_file.to_str().unwrap())
+        .chain(["--nms", "0.1"])
+        .collect();
     let (code, out, _) = fixture::promptcam(&nms_args);
     assert_eq!(code, 0);
     let kept: Value = serde_json::from_str(out.trim()).unwrap();
@@ -409,10 +678,26 @@ fn detect_cli_prints_sorted_boxes_in_image_pixels_and_draws_them() {
 #[test]
 fn cli_errors_name_the_file_and_exit_2() {
     let model = fixture::path("models/tiny/clip");
-    let (code, _, err) = fixture::promptcam(&["classify", "--model", model.to_str().unwrap(), "--prompt", "a cat", "/nonexistent/frame.jpg"]);
+    let (code, _, err) = fixture::promptcam(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "/nonexistent/frame.jpg",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/frame.jpg"), "{err}");
-    let (code, _, err) = fixture::promptcam(&["detect", "--model", model.to_str().unwrap(), "--prompt", "a cat", "--threshold", "1.5", "x.jpg"]);
+    let (code, _, err) = fixture::promptcam(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "--threshold",
+        "1.5",
+        "x.jpg",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("outside 0..1"), "{err}");
 }

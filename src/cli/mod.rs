@@ -10,7 +10,11 @@ pub mod segment;
 pub mod vision;
 
 #[derive(Parser, Debug)]
-#[command(name = "promptcam", version, about = "A smart camera you configure with words: CLIP and OWL-ViT on any camera, events over MQTT")]
+#[command(
+    name = "promptcam",
+    version,
+    about = "A smart camera you configure with words: CLIP and OWL-ViT on any camera, events over MQTT"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,7 +55,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub frames: u32,
     /// The image decoded and analysed every frame.
-    #[arg(long, value_name = "FILE", default_value = "tests/fixtures/images/coffee.png")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "tests/fixtures/images/coffee.png"
+    )]
     pub image: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -79,7 +87,11 @@ pub struct ProbeArgs {
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
     /// The config file (every key is documented in config/promptcam.example.toml).
-    #[arg(long, value_name = "FILE", default_value = "/etc/promptcam/promptcam.toml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/promptcam/promptcam.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -180,7 +192,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Probe(a) => probe(a),
         Command::Bench(a) => {
-            let r = crate::bench::run(&a.model, a.quantized, a.threads, a.frames as usize, &a.image, a.profile)?;
+            let r = crate::bench::run(
+                &a.model,
+                a.quantized,
+                a.threads,
+                a.frames as usize,
+                &a.image,
+                a.profile,
+            )?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -196,7 +215,8 @@ fn probe(a: ProbeArgs) -> Result<()> {
     let mut source = crate::source::open(&a.source, 1000.0, false)?;
     println!("{}", source.describe());
     if let Some(dir) = &a.save {
-        std::fs::create_dir_all(dir).with_context(|| format!("unable to create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("unable to create {}", dir.display()))?;
     }
     let start = std::time::Instant::now();
     let mut got = 0;
@@ -207,10 +227,17 @@ fn probe(a: ProbeArgs) -> Result<()> {
             break;
         };
         got += 1;
-        println!("frame {i}: {}x{} in {:.1} ms", frame.width(), frame.height(), t.elapsed().as_secs_f64() * 1000.0);
+        println!(
+            "frame {i}: {}x{} in {:.1} ms",
+            frame.width(),
+            frame.height(),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
         if let Some(dir) = &a.save {
             let p = dir.join(format!("frame-{i:04}.png"));
-            frame.save(&p).with_context(|| format!("unable to write {}", p.display()))?;
+            frame
+                .save(&p)
+                .with_context(|| format!("unable to write {}", p.display()))?;
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -220,29 +247,51 @@ fn probe(a: ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-
 fn check(path: &std::path::Path) -> Result<()> {
     let config = crate::config::load(path)?;
     let cameras = crate::daemon::prepare(&config)?;
     println!("{}: valid", path.display());
-    for m in [("clip", &config.clip), ("owlvit", &config.owlvit), ("clipseg", &config.clipseg)] {
+    for m in [
+        ("clip", &config.clip),
+        ("owlvit", &config.owlvit),
+        ("clipseg", &config.clipseg),
+    ] {
         if let (name, Some(mc)) = m {
             let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".onnx")).collect())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".onnx"))
+                        .collect()
+                })
                 .unwrap_or_default();
             files.sort();
-            println!("  model {name}: {} ({:?}) present and loads; onnx/: {}", mc.dir.display(), mc.precision, files.join(", "));
+            println!(
+                "  model {name}: {} ({:?}) present and loads; onnx/: {}",
+                mc.dir.display(),
+                mc.precision,
+                files.join(", ")
+            );
         }
     }
     for cam in &cameras {
         let c = &cam.config;
-        println!("  camera {} ({}): {} prompt(s), source {}", c.id, c.name, c.prompts.len(), crate::source::redact(&c.source));
+        println!(
+            "  camera {} ({}): {} prompt(s), source {}",
+            c.id,
+            c.name,
+            c.prompts.len(),
+            crate::source::redact(&c.source)
+        );
     }
     match &config.mqtt {
         None => println!("  no [mqtt] table: events go to stdout as JSON lines"),
         Some(raw) => {
             let m = crate::mqtt::parse_config(raw, &config.path)?;
-            println!("  mqtt: broker {}:{} (not contacted by check)", m.host, m.port);
+            println!(
+                "  mqtt: broker {}:{} (not contacted by check)",
+                m.host, m.port
+            );
         }
     }
     Ok(())

@@ -19,9 +19,12 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
         .with_context(|| format!("unable to open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("unable to read image {}", path.display()))?;
-    let img = reader
-        .decode()
-        .with_context(|| format!("unable to decode image {}; pass a JPEG or PNG file", path.display()))?;
+    let img = reader.decode().with_context(|| {
+        format!(
+            "unable to decode image {}; pass a JPEG or PNG file",
+            path.display()
+        )
+    })?;
     Ok(to_rgb(img))
 }
 
@@ -47,14 +50,36 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
         let image = read_image(path)?;
         let results = clip.classify(&image)?;
         if args.model.json {
-            let line = ClassifyLine { image: path.to_string_lossy().into_owned(), results: &results };
+            let line = ClassifyLine {
+                image: path.to_string_lossy().into_owned(),
+                results: &results,
+            };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
-            writeln!(out, "{} ({}x{})", path.display(), image.width(), image.height())?;
-            let width = results.iter().map(|r| r.prompt.chars().count()).max().unwrap_or(6).max(6);
-            writeln!(out, "  {:width$}  {:>7}  {:>10}", "prompt", "score", "similarity")?;
+            writeln!(
+                out,
+                "{} ({}x{})",
+                path.display(),
+                image.width(),
+                image.height()
+            )?;
+            let width = results
+                .iter()
+                .map(|r| r.prompt.chars().count())
+                .max()
+                .unwrap_or(6)
+                .max(6);
+            writeln!(
+                out,
+                "  {:width$}  {:>7}  {:>10}",
+                "prompt", "score", "similarity"
+            )?;
             for r in &results {
-                writeln!(out, "  {:width$}  {:>7.4}  {:>10.4}", r.prompt, r.score, r.similarity)?;
+                writeln!(
+                    out,
+                    "  {:width$}  {:>7.4}  {:>10.4}",
+                    r.prompt, r.score, r.similarity
+                )?;
             }
         }
     }
@@ -90,26 +115,59 @@ pub fn detect(args: DetectArgs) -> Result<()> {
             };
             writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
         } else {
-            writeln!(stdout, "{} ({}x{}): {} detection(s) above {}", path.display(), image.width(), image.height(), dets.len(), args.threshold)?;
-            let width = dets.iter().map(|d| d.prompt.chars().count()).max().unwrap_or(6).max(6);
+            writeln!(
+                stdout,
+                "{} ({}x{}): {} detection(s) above {}",
+                path.display(),
+                image.width(),
+                image.height(),
+                dets.len(),
+                args.threshold
+            )?;
+            let width = dets
+                .iter()
+                .map(|d| d.prompt.chars().count())
+                .max()
+                .unwrap_or(6)
+                .max(6);
             if !dets.is_empty() {
-                writeln!(stdout, "  {:width$}  {:>6}  box [x0, y0, x1, y1]", "prompt", "score")?;
+                writeln!(
+                    stdout,
+                    "  {:width$}  {:>6}  box [x0, y0, x1, y1]",
+                    "prompt", "score"
+                )?;
             }
             for d in &dets {
                 let b = d.bbox;
-                writeln!(stdout, "  {:width$}  {:>6.3}  [{:.0}, {:.0}, {:.0}, {:.0}]", d.prompt, d.score, b[0], b[1], b[2], b[3])?;
+                writeln!(
+                    stdout,
+                    "  {:width$}  {:>6.3}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+                    d.prompt, d.score, b[0], b[1], b[2], b[3]
+                )?;
             }
         }
         if let Some(out) = &args.out {
             let target = output_path(out, path, several)?;
-            let labels: Vec<String> = dets.iter().map(|d| format!("{} {:.2}", d.prompt, d.score)).collect();
+            let labels: Vec<String> = dets
+                .iter()
+                .map(|d| format!("{} {:.2}", d.prompt, d.score))
+                .collect();
             let drawn: Vec<annotate::Label> = dets
                 .iter()
                 .zip(&labels)
-                .map(|(d, text)| annotate::Label { bbox: d.bbox, text, colour_index: d.prompt_index })
+                .map(|(d, text)| annotate::Label {
+                    bbox: d.bbox,
+                    text,
+                    colour_index: d.prompt_index,
+                })
                 .collect();
             annotate::draw(&mut image, &drawn);
-            image.save(&target).with_context(|| format!("unable to write {}; use a .jpg or .png name", target.display()))?;
+            image.save(&target).with_context(|| {
+                format!(
+                    "unable to write {}; use a .jpg or .png name",
+                    target.display()
+                )
+            })?;
         }
     }
     Ok(())
@@ -119,7 +177,12 @@ pub fn detect(args: DetectArgs) -> Result<()> {
 pub(super) fn prepare_out(out: Option<&Path>, several: bool) -> Result<()> {
     if let Some(out) = out {
         if several || out.is_dir() {
-            std::fs::create_dir_all(out).with_context(|| format!("unable to create output directory {}; choose another --out", out.display()))?;
+            std::fs::create_dir_all(out).with_context(|| {
+                format!(
+                    "unable to create output directory {}; choose another --out",
+                    out.display()
+                )
+            })?;
         }
     }
     Ok(())
@@ -131,13 +194,23 @@ pub(super) fn output_path(out: &Path, input: &Path, several: bool) -> Result<Pat
     if !(several || out.is_dir()) {
         return Ok(out.to_path_buf());
     }
-    let name = input.file_name().with_context(|| format!("unable to name the output for {}: it has no file name", input.display()))?;
+    let name = input.file_name().with_context(|| {
+        format!(
+            "unable to name the output for {}: it has no file name",
+            input.display()
+        )
+    })?;
     let mut p = out.join(name);
-    if p.extension().is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png"))) {
+    if p.extension()
+        .is_none_or(|e| !matches!(e.to_str(), Some("jpg" | "jpeg" | "png")))
+    {
         p.set_extension("png");
     }
     if p == input {
-        bail!("unable to write {}: it would overwrite the input; choose another --out", p.display());
+        bail!(
+            "unable to write {}: it would overwrite the input; choose another --out",
+            p.display()
+        );
     }
     Ok(p)
 }

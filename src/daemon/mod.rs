@@ -72,8 +72,24 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
                 g
             });
             let (slot, stats) = (FrameSlot::new(), Arc::<SourceStats>::default());
-            let status = Arc::new(CameraStatus::new(&cam.id, &cam.name, stats.clone(), slot.clone(), prompt_statuses(&prompts)));
-            Ok(Camera { config: cam.clone(), slot, stats, status, motion, clip, owl, seg, prompts })
+            let status = Arc::new(CameraStatus::new(
+                &cam.id,
+                &cam.name,
+                stats.clone(),
+                slot.clone(),
+                prompt_statuses(&prompts),
+            ));
+            Ok(Camera {
+                config: cam.clone(),
+                slot,
+                stats,
+                status,
+                motion,
+                clip,
+                owl,
+                seg,
+                prompts,
+            })
         })
         .collect()
 }
@@ -82,12 +98,21 @@ type Models = (Option<CameraClip>, Option<OwlVit>, Vec<PromptState>);
 
 /// A camera's CLIPSeg model with its segmentation prompts, in the camera's prompt order.
 fn load_seg(config: &Config, cam: &CameraConfig) -> Result<Option<ClipSeg>> {
-    let texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::ClipSeg).map(|p| p.text.clone()).collect();
+    let texts: Vec<String> = cam
+        .prompts
+        .iter()
+        .filter(|p| p.model == ModelKind::ClipSeg)
+        .map(|p| p.text.clone())
+        .collect();
     if texts.is_empty() {
         return Ok(None);
     }
-    let m = config.clipseg.as_ref().context("CLIPSeg prompts need [models.clipseg]")?;
-    let seg = ClipSeg::load(&ModelDir::open(&m.dir)?, m.precision, &texts).with_context(|| format!("unable to load CLIPSeg for camera {:?}", cam.name))?;
+    let m = config
+        .clipseg
+        .as_ref()
+        .context("CLIPSeg prompts need [models.clipseg]")?;
+    let seg = ClipSeg::load(&ModelDir::open(&m.dir)?, m.precision, &texts)
+        .with_context(|| format!("unable to load CLIPSeg for camera {:?}", cam.name))?;
     Ok(Some(seg))
 }
 
@@ -106,7 +131,9 @@ fn prompt_statuses(prompts: &[PromptState]) -> Vec<PromptStatus> {
 
 /// Every camera's shared status, for the MQTT and HTTP edges.
 pub fn status_of(cameras: &[Camera]) -> Status {
-    Status { cameras: cameras.iter().map(|c| c.status.clone()).collect() }
+    Status {
+        cameras: cameras.iter().map(|c| c.status.clone()).collect(),
+    }
 }
 
 /// A camera's models for its prompt set: one CLIP with a class per prompt (or ensemble) and per
@@ -114,18 +141,37 @@ pub fn status_of(cameras: &[Camera]) -> Status {
 fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
     // the bigger model first: the smaller one's load peak then sits on its resident size, not
     // the other way round (both full-size int8 models, measured: 530 -> 470 MB peak)
-    let owl_texts: Vec<String> = cam.prompts.iter().filter(|p| p.model == ModelKind::OwlVit).map(|p| p.text.clone()).collect();
+    let owl_texts: Vec<String> = cam
+        .prompts
+        .iter()
+        .filter(|p| p.model == ModelKind::OwlVit)
+        .map(|p| p.text.clone())
+        .collect();
     let owl = if owl_texts.is_empty() {
         None
     } else {
-        let m = config.owlvit.as_ref().context("OWL-ViT prompts need [models.owlvit]")?;
-        Some(OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts).with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?)
+        let m = config
+            .owlvit
+            .as_ref()
+            .context("OWL-ViT prompts need [models.owlvit]")?;
+        Some(
+            OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts)
+                .with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?,
+        )
     };
-    let clip_prompts: Vec<(usize, &PromptConfig)> = cam.prompts.iter().enumerate().filter(|(_, p)| p.model == ModelKind::Clip).collect();
+    let clip_prompts: Vec<(usize, &PromptConfig)> = cam
+        .prompts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.model == ModelKind::Clip)
+        .collect();
     let clip = if clip_prompts.is_empty() {
         None
     } else {
-        let m = config.clip.as_ref().context("CLIP prompts need [models.clip]")?;
+        let m = config
+            .clip
+            .as_ref()
+            .context("CLIP prompts need [models.clip]")?;
         let dir = ModelDir::open(&m.dir)?;
         let mut classes: Vec<Vec<String>> = vec![];
         let mut class_of = |texts: Vec<String>| -> usize {
@@ -139,22 +185,45 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         };
         let mut own = vec![None; cam.prompts.len()];
         for (i, p) in &clip_prompts {
-            let texts = if p.ensemble.is_empty() { vec![p.text.clone()] } else { p.ensemble.iter().map(|t| t.replace("{}", &p.text)).collect() };
+            let texts = if p.ensemble.is_empty() {
+                vec![p.text.clone()]
+            } else {
+                p.ensemble
+                    .iter()
+                    .map(|t| t.replace("{}", &p.text))
+                    .collect()
+            };
             own[*i] = Some(class_of(texts));
         }
         let mut compare = vec![None; cam.prompts.len()];
         for (i, p) in &clip_prompts {
             let negatives: Vec<usize> = if p.negatives.is_empty() {
-                clip_prompts.iter().filter(|(j, _)| j != i).filter_map(|(j, _)| own[*j]).collect()
+                clip_prompts
+                    .iter()
+                    .filter(|(j, _)| j != i)
+                    .filter_map(|(j, _)| own[*j])
+                    .collect()
             } else {
-                p.negatives.iter().map(|n| class_of(vec![n.clone()])).collect()
+                p.negatives
+                    .iter()
+                    .map(|n| class_of(vec![n.clone()]))
+                    .collect()
             };
             compare[*i] = own[*i].map(|c| (c, negatives));
         }
-        let clip = Clip::load_classes(&dir, m.precision, &classes).with_context(|| format!("unable to load CLIP for camera {:?}", cam.name))?;
+        let clip = Clip::load_classes(&dir, m.precision, &classes)
+            .with_context(|| format!("unable to load CLIP for camera {:?}", cam.name))?;
         Some(CameraClip { clip, compare })
     };
-    let prompts = cam.prompts.iter().map(|p| PromptState { config: p.clone(), decider: Decider::new(p.decide.clone()), open: None }).collect();
+    let prompts = cam
+        .prompts
+        .iter()
+        .map(|p| PromptState {
+            config: p.clone(),
+            decider: Decider::new(p.decide.clone()),
+            open: None,
+        })
+        .collect();
     Ok((clip, owl, prompts))
 }
 
@@ -171,11 +240,19 @@ pub struct Control {
 pub fn run(config: Config) -> Result<()> {
     let threads = crate::bench::set_threads(config.inference_threads);
     tracing::info!("inference on {threads} thread(s)");
-    let mqtt = config.mqtt.as_ref().map(|raw| crate::mqtt::parse_config(raw, &config.path)).transpose()?;
+    let mqtt = config
+        .mqtt
+        .as_ref()
+        .map(|raw| crate::mqtt::parse_config(raw, &config.path))
+        .transpose()?;
     let cameras = prepare(&config)?;
     let status = status_of(&cameras);
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
-    let http = config.http.as_ref().map(crate::endpoint::bind).transpose()?;
+    let http = config
+        .http
+        .as_ref()
+        .map(crate::endpoint::bind)
+        .transpose()?;
     let control = Arc::new(Control::default());
     let started = Instant::now();
     crate::signals::install(control.clone())?;
@@ -183,9 +260,15 @@ pub fn run(config: Config) -> Result<()> {
     let mut capture = vec![];
     for cam in &cameras {
         let source = crate::source::open(&cam.config.source, cam.config.fps, cam.config.looped)
-            .with_context(|| format!("unable to open the source of camera {:?}", cam.config.name))?;
+            .with_context(|| {
+                format!("unable to open the source of camera {:?}", cam.config.name)
+            })?;
         tracing::info!("camera {}: {}", cam.config.id, source.describe());
-        let (slot, stats, shutdown) = (cam.slot.clone(), cam.stats.clone(), Arc::new(AtomicBool::new(false)));
+        let (slot, stats, shutdown) = (
+            cam.slot.clone(),
+            cam.stats.clone(),
+            Arc::new(AtomicBool::new(false)),
+        );
         let fps = cam.config.fps;
         let stop = shutdown.clone();
         let handle = std::thread::Builder::new()
@@ -200,7 +283,12 @@ pub fn run(config: Config) -> Result<()> {
         // the publisher connects in the background and spools events while the broker is away
         // commands (pause, thresholds) steer the cameras' shared status; the inference thread
         // applies them between frames
-        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(m, &config.device_id, &config.cameras, status.clone())?),
+        Some(m) => Sink::Mqtt(crate::mqtt::Publisher::start(
+            m,
+            &config.device_id,
+            &config.cameras,
+            status.clone(),
+        )?),
         None => Sink::Stdout,
     };
     let endpoint = match http {
@@ -210,16 +298,33 @@ pub fn run(config: Config) -> Result<()> {
                 Sink::Stdout => None,
             };
             let fps: Vec<f64> = cameras.iter().map(|c| c.config.fps).collect();
-            Some(crate::endpoint::Endpoint::start(listener, status.clone(), &fps, mqtt_stats)?)
+            Some(crate::endpoint::Endpoint::start(
+                listener,
+                status.clone(),
+                &fps,
+                mqtt_stats,
+            )?)
         }
         None => None,
     };
-    let printer = std::thread::Builder::new().name("events".into()).spawn(move || deliver(rx, sink)).context("unable to start the event thread")?;
+    let printer = std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || deliver(rx, sink))
+        .context("unable to start the event thread")?;
     let infer_control = control.clone();
     let config_path = config.path.clone();
     let inference = std::thread::Builder::new()
         .name("promptcam-infer".into())
-        .spawn(move || inference_loop(cameras, tx, infer_control, started, config_path, Reloads::new()))
+        .spawn(move || {
+            inference_loop(
+                cameras,
+                tx,
+                infer_control,
+                started,
+                config_path,
+                Reloads::new(),
+            )
+        })
         .context("unable to start the inference thread")?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -236,7 +341,10 @@ pub fn run(config: Config) -> Result<()> {
                 let t = c.snapshot(Instant::now()).inference;
                 (n + t.count, ms + t.sum_ms)
             });
-            let line = format!("analysed {frames} frames, inference {:.1} ms per frame", ms / frames.max(1) as f64);
+            let line = format!(
+                "analysed {frames} frames, inference {:.1} ms per frame",
+                ms / frames.max(1) as f64
+            );
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
             last_status = Instant::now();
         }
@@ -248,7 +356,9 @@ pub fn run(config: Config) -> Result<()> {
     for (stop, _) in &capture {
         stop.store(true, Ordering::Relaxed);
     }
-    let result = inference.join().map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
+    let result = inference
+        .join()
+        .map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
     if let Some(e) = endpoint {
         e.stop();
     }
@@ -305,7 +415,9 @@ fn inference_loop(
     mut reloads: Reloads,
 ) -> Result<()> {
     loop {
-        control.heartbeat_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        control
+            .heartbeat_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if control.reload.swap(false, Ordering::Relaxed) {
             reload(&mut cameras, &config_path, &mut reloads);
         }
@@ -326,7 +438,8 @@ fn inference_loop(
                 let frame = Arc::new(frame);
                 let t = Instant::now();
                 if let Some(labels) = analyse(cam, &frame, &tx)? {
-                    cam.status.record_frame(Instant::now(), t.elapsed(), frame, labels);
+                    cam.status
+                        .record_frame(Instant::now(), t.elapsed(), frame, labels);
                 }
             }
         }
@@ -336,7 +449,12 @@ fn inference_loop(
                 let d = cam.prompts[i].decider.tick(now);
                 emit(cam, i, d.transition, d.smoothed, &tx)?;
                 let p = &cam.prompts[i];
-                cam.status.update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
+                cam.status.update_prompt(
+                    i,
+                    d.smoothed,
+                    p.decider.is_on(),
+                    p.config.decide.threshold,
+                );
             }
         }
         let all_ended = cameras.iter().all(|c| c.slot.is_closed());
@@ -377,12 +495,18 @@ fn inference_loop(
 /// keeps its distance below `on` (hysteresis) and never goes below zero.
 fn apply_threshold_requests(cam: &mut Camera) {
     for (id, threshold) in cam.status.take_threshold_requests() {
-        let Some(p) = cam.prompts.iter_mut().find(|p| p.config.id == id) else { continue };
+        let Some(p) = cam.prompts.iter_mut().find(|p| p.config.id == id) else {
+            continue;
+        };
         let gap = p.config.decide.threshold - p.config.decide.off_threshold;
         let off = (threshold - gap.max(0.0)).max(0.0);
         p.decider.set_thresholds(threshold, off);
         (p.config.decide.threshold, p.config.decide.off_threshold) = (threshold, off);
-        tracing::info!("camera {}: prompt {} threshold set to {threshold} (off below {off})", cam.config.id, id);
+        tracing::info!(
+            "camera {}: prompt {} threshold set to {threshold} (off below {off})",
+            cam.config.id,
+            id
+        );
     }
 }
 
@@ -399,7 +523,10 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
             cam.stats.skipped_no_motion.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        moved = matches!(verdict.reason, crate::motion::Reason::Motion | crate::motion::Reason::First);
+        moved = matches!(
+            verdict.reason,
+            crate::motion::Reason::Motion | crate::motion::Reason::First
+        );
     }
     cam.stats.analysed.fetch_add(1, Ordering::Relaxed);
     // CLIP classifies the region of interest, not the whole frame
@@ -428,39 +555,73 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
     let run_owl = match cam.config.owlvit_when {
         OwlVitWhen::Always => true,
         OwlVitWhen::Motion => moved,
-        OwlVitWhen::ClipOn => cam.prompts.iter().any(|p| p.config.model == ModelKind::Clip && p.decider.is_on()),
+        OwlVitWhen::ClipOn => cam
+            .prompts
+            .iter()
+            .any(|p| p.config.model == ModelKind::Clip && p.decider.is_on()),
     };
     if let (Some(owl), true) = (cam.owl.as_mut(), run_owl) {
         let dets = owl.detect(&frame.image, 0.0)?;
-        let owl_prompts: Vec<usize> = (0..cam.prompts.len()).filter(|i| cam.prompts[*i].config.model == ModelKind::OwlVit).collect();
+        let owl_prompts: Vec<usize> = (0..cam.prompts.len())
+            .filter(|i| cam.prompts[*i].config.model == ModelKind::OwlVit)
+            .collect();
         for (q, i) in owl_prompts.into_iter().enumerate() {
             // the best detection of this prompt whose center is inside the region of interest
-            let best = dets.iter().find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
+            let best = dets
+                .iter()
+                .find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
             let score = best.map(|d| d.score).unwrap_or(0.0);
             observe(cam, i, Some(score), best.map(|d| d.bbox), frame, tx)?;
-            labels.push((best.map(|d| d.bbox), format!("{} {score:.2}", cam.prompts[i].config.name)));
+            labels.push((
+                best.map(|d| d.bbox),
+                format!("{} {score:.2}", cam.prompts[i].config.name),
+            ));
         }
     }
     // CLIPSeg: a prompt's score is the fraction of the region of interest its mask covers
     if let Some(seg) = cam.seg.as_mut() {
         let masks = seg.masks(&frame.image)?;
         let (w, h) = frame.image.dimensions();
-        let seg_prompts = cam.prompts.iter().enumerate().filter(|(_, p)| p.config.model == ModelKind::ClipSeg);
-        let scores: Vec<(usize, f32)> =
-            seg_prompts.enumerate().map(|(q, (i, p))| (i, masks.coverage(q, w, h, cam.config.roi, p.config.mask_threshold).0)).collect();
+        let seg_prompts = cam
+            .prompts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.config.model == ModelKind::ClipSeg);
+        let scores: Vec<(usize, f32)> = seg_prompts
+            .enumerate()
+            .map(|(q, (i, p))| {
+                (
+                    i,
+                    masks
+                        .coverage(q, w, h, cam.config.roi, p.config.mask_threshold)
+                        .0,
+                )
+            })
+            .collect();
         for (i, score) in scores {
             observe(cam, i, Some(score), None, frame, tx)?;
-            labels.push((None, format!("{} {:.1}%", cam.prompts[i].config.name, score * 100.0)));
+            labels.push((
+                None,
+                format!("{} {:.1}%", cam.prompts[i].config.name, score * 100.0),
+            ));
         }
     }
     Ok(Some(labels))
 }
 
 /// One prompt's score for a frame through its decider, and the events that follow.
-fn observe(cam: &mut Camera, i: usize, score: Option<f32>, bbox: Option<[f32; 4]>, frame: &Frame, tx: &SyncSender<Event>) -> Result<()> {
+fn observe(
+    cam: &mut Camera,
+    i: usize,
+    score: Option<f32>,
+    bbox: Option<[f32; 4]>,
+    frame: &Frame,
+    tx: &SyncSender<Event>,
+) -> Result<()> {
     let d = cam.prompts[i].decider.observe(score, frame.monotonic);
     let p = &cam.prompts[i];
-    cam.status.update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
+    cam.status
+        .update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
     if let (Some(open), Some(b)) = (cam.prompts[i].open.as_mut(), bbox) {
         if d.transition == Transition::Updated {
             open.bbox = Some(b);
@@ -474,7 +635,8 @@ fn observe(cam: &mut Camera, i: usize, score: Option<f32>, bbox: Option<[f32; 4]
             bbox,
         });
     }
-    let snapshot = matches!(d.transition, Transition::Started | Transition::Updated).then(|| snapshot(cam, i, frame));
+    let snapshot = matches!(d.transition, Transition::Started | Transition::Updated)
+        .then(|| snapshot(cam, i, frame));
     emit_with(cam, i, d.transition, d.smoothed, snapshot.flatten(), tx)
 }
 
@@ -483,21 +645,48 @@ fn snapshot(cam: &Camera, i: usize, frame: &Frame) -> Option<Arc<Vec<u8>>> {
     let p = &cam.prompts[i];
     let mut img = frame.image.clone();
     let label = format!("{} {:.2}", p.config.name, p.decider.best().unwrap_or(0.0));
-    let bbox = p.open.as_ref().and_then(|o| o.bbox).unwrap_or([0.0, 0.0, img.width() as f32 - 1.0, img.height() as f32 - 1.0]);
-    match (p.config.model, cam.seg.as_ref().and_then(|s| s.last_masks())) {
+    let bbox = p.open.as_ref().and_then(|o| o.bbox).unwrap_or([
+        0.0,
+        0.0,
+        img.width() as f32 - 1.0,
+        img.height() as f32 - 1.0,
+    ]);
+    match (
+        p.config.model,
+        cam.seg.as_ref().and_then(|s| s.last_masks()),
+    ) {
         // CLIPSeg: the prompt's mask overlaid instead of a box
         (ModelKind::ClipSeg, Some(masks)) => {
-            let q = cam.prompts[..i].iter().filter(|o| o.config.model == ModelKind::ClipSeg).count();
-            let layer = crate::model::clipseg::Layer { prompt: q, threshold: p.config.mask_threshold, label: &label, colour_index: i };
+            let q = cam.prompts[..i]
+                .iter()
+                .filter(|o| o.config.model == ModelKind::ClipSeg)
+                .count();
+            let layer = crate::model::clipseg::Layer {
+                prompt: q,
+                threshold: p.config.mask_threshold,
+                label: &label,
+                colour_index: i,
+            };
             crate::model::clipseg::overlay(&mut img, masks, &[layer]);
         }
-        _ => crate::annotate::draw(&mut img, &[crate::annotate::Label { bbox, text: &label, colour_index: i }]),
+        _ => crate::annotate::draw(
+            &mut img,
+            &[crate::annotate::Label {
+                bbox,
+                text: &label,
+                colour_index: i,
+            }],
+        ),
     }
     let mut jpeg = vec![];
     match image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img) {
         Ok(()) => Some(Arc::new(jpeg)),
         Err(e) => {
-            tracing::warn!("unable to encode the snapshot of {}/{}: {e}", cam.config.id, p.config.id);
+            tracing::warn!(
+                "unable to encode the snapshot of {}/{}: {e}",
+                cam.config.id,
+                p.config.id
+            );
             None
         }
     }
@@ -520,11 +709,24 @@ fn crop(image: &RgbImage, r: [u32; 4]) -> RgbImage {
     image::imageops::crop_imm(image, x0, y0, x1 - x0, y1 - y0).to_image()
 }
 
-fn emit(cam: &mut Camera, i: usize, t: Transition, score: f32, tx: &SyncSender<Event>) -> Result<()> {
+fn emit(
+    cam: &mut Camera,
+    i: usize,
+    t: Transition,
+    score: f32,
+    tx: &SyncSender<Event>,
+) -> Result<()> {
     emit_with(cam, i, t, score, None, tx)
 }
 
-fn emit_with(cam: &mut Camera, i: usize, t: Transition, score: f32, snapshot: Option<Arc<Vec<u8>>>, tx: &SyncSender<Event>) -> Result<()> {
+fn emit_with(
+    cam: &mut Camera,
+    i: usize,
+    t: Transition,
+    score: f32,
+    snapshot: Option<Arc<Vec<u8>>>,
+    tx: &SyncSender<Event>,
+) -> Result<()> {
     let kind = match t {
         Transition::Started => EventKind::Start,
         Transition::Updated => EventKind::Update,
@@ -532,7 +734,9 @@ fn emit_with(cam: &mut Camera, i: usize, t: Transition, score: f32, snapshot: Op
         Transition::None => return Ok(()),
     };
     let p = &mut cam.prompts[i];
-    let Some(open) = p.open.as_ref() else { return Ok(()) };
+    let Some(open) = p.open.as_ref() else {
+        return Ok(());
+    };
     let event = Event {
         kind,
         camera: cam.config.id.clone(),
@@ -548,5 +752,6 @@ fn emit_with(cam: &mut Camera, i: usize, t: Transition, score: f32, snapshot: Op
         p.open = None;
     }
     // a bounded channel: if the event thread is gone the daemon is stopping anyway
-    tx.send(event).map_err(|_| anyhow::anyhow!("the event thread stopped"))
+    tx.send(event)
+        .map_err(|_| anyhow::anyhow!("the event thread stopped"))
 }

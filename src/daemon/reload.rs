@@ -15,7 +15,17 @@ use crate::model::ClipSeg;
 
 /// What defines a camera's models: its prompts without their decision settings.
 fn prompt_set(c: &CameraConfig) -> Vec<(String, ModelKind, Vec<String>, Vec<String>)> {
-    c.prompts.iter().map(|p| (p.text.clone(), p.model, p.negatives.clone(), p.ensemble.clone())).collect()
+    c.prompts
+        .iter()
+        .map(|p| {
+            (
+                p.text.clone(),
+                p.model,
+                p.negatives.clone(),
+                p.ensemble.clone(),
+            )
+        })
+        .collect()
 }
 
 /// A camera's models for a new prompt set, as the reload thread builds them.
@@ -36,21 +46,27 @@ pub(super) struct Reloads {
 
 impl Reloads {
     pub(super) fn new() -> Reloads {
-        Reloads { load: Arc::new(|config, cam| Ok((load_models(config, cam)?, load_seg(config, cam)?))), in_flight: None, queued: false }
+        Reloads {
+            load: Arc::new(|config, cam| Ok((load_models(config, cam)?, load_seg(config, cam)?))),
+            in_flight: None,
+            queued: false,
+        }
     }
 
     /// Loads the models of `changed` cameras on the reload thread.
     fn start(&mut self, new: Config, changed: Vec<CameraConfig>) {
         let (done, rx) = channel();
         let load = self.load.clone();
-        let spawned = std::thread::Builder::new().name("promptcam-reload".into()).spawn(move || {
-            for nc in changed {
-                let loaded = load(&new, &nc);
-                if done.send((nc.id.clone(), nc, loaded)).is_err() {
-                    return; // the daemon is stopping
+        let spawned = std::thread::Builder::new()
+            .name("promptcam-reload".into())
+            .spawn(move || {
+                for nc in changed {
+                    let loaded = load(&new, &nc);
+                    if done.send((nc.id.clone(), nc, loaded)).is_err() {
+                        return; // the daemon is stopping
+                    }
                 }
-            }
-        });
+            });
         match spawned {
             Ok(_) => self.in_flight = Some(rx),
             Err(e) => tracing::error!("unable to start the reload thread: {e}; keeping the running prompts, send SIGHUP again to retry"),
@@ -59,13 +75,19 @@ impl Reloads {
 
     /// Swaps in the models that finished loading, without waiting; true once the load is done.
     pub(super) fn poll(&mut self, cameras: &mut [Camera], tx: &SyncSender<Event>) -> bool {
-        let Some(rx) = &self.in_flight else { return false };
+        let Some(rx) = &self.in_flight else {
+            return false;
+        };
         loop {
             match rx.try_recv() {
                 Ok((id, nc, loaded)) => {
-                    let Some(cam) = cameras.iter_mut().find(|c| c.config.id == id) else { continue };
+                    let Some(cam) = cameras.iter_mut().find(|c| c.config.id == id) else {
+                        continue;
+                    };
                     match loaded {
-                        Err(e) => tracing::error!("reload of camera {id} rejected, keeping its prompts: {e:#}"),
+                        Err(e) => tracing::error!(
+                            "reload of camera {id} rejected, keeping its prompts: {e:#}"
+                        ),
                         Ok(models) => swap_in(cam, &nc, models, tx),
                     }
                 }
@@ -81,7 +103,12 @@ impl Reloads {
 
 /// A camera's new prompts take over: its open events end, its models, deciders and the
 /// prompts its status shows are replaced.
-fn swap_in(cam: &mut Camera, nc: &CameraConfig, ((clip, owl, prompts), seg): Loaded, tx: &SyncSender<Event>) {
+fn swap_in(
+    cam: &mut Camera,
+    nc: &CameraConfig,
+    ((clip, owl, prompts), seg): Loaded,
+    tx: &SyncSender<Event>,
+) {
     for i in 0..cam.prompts.len() {
         let score = cam.prompts[i].decider.best().unwrap_or(0.0);
         if cam.prompts[i].open.is_some() && emit(cam, i, Transition::Ended, score, tx).is_err() {
@@ -92,7 +119,11 @@ fn swap_in(cam: &mut Camera, nc: &CameraConfig, ((clip, owl, prompts), seg): Loa
     (cam.clip, cam.owl, cam.seg, cam.prompts) = (clip, owl, seg, prompts);
     cam.config.prompts = nc.prompts.clone();
     cam.config.owlvit_when = nc.owlvit_when;
-    tracing::info!("camera {}: {} prompt(s) loaded", cam.config.id, cam.prompts.len());
+    tracing::info!(
+        "camera {}: {} prompt(s) loaded",
+        cam.config.id,
+        cam.prompts.len()
+    );
 }
 
 /// SIGHUP: re-read the config. Thresholds of prompts that still exist change at once; a camera
@@ -104,7 +135,10 @@ fn swap_in(cam: &mut Camera, nc: &CameraConfig, ((clip, owl, prompts), seg): Loa
 pub(super) fn reload(cameras: &mut [Camera], path: &std::path::Path, reloads: &mut Reloads) {
     if reloads.in_flight.is_some() {
         reloads.queued = true;
-        return tracing::info!("reload of {} queued until the prompts being loaded are in", path.display());
+        return tracing::info!(
+            "reload of {} queued until the prompts being loaded are in",
+            path.display()
+        );
     }
     let new = match crate::config::load(path) {
         Ok(new) => new,
@@ -113,15 +147,22 @@ pub(super) fn reload(cameras: &mut [Camera], path: &std::path::Path, reloads: &m
     let mut changed = 0;
     let mut load = vec![];
     for cam in cameras.iter_mut() {
-        let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else { continue };
+        let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else {
+            continue;
+        };
         if prompt_set(nc) != prompt_set(&cam.config) {
-            tracing::info!("camera {}: loading {} prompt(s) in the background", cam.config.id, nc.prompts.len());
+            tracing::info!(
+                "camera {}: loading {} prompt(s) in the background",
+                cam.config.id,
+                nc.prompts.len()
+            );
             load.push(nc.clone());
             continue;
         }
         for p in cam.prompts.iter_mut() {
             if let Some(np) = nc.prompts.iter().find(|n| n.id == p.config.id) {
-                p.decider.set_thresholds(np.decide.threshold, np.decide.off_threshold);
+                p.decider
+                    .set_thresholds(np.decide.threshold, np.decide.off_threshold);
                 p.config.decide.threshold = np.decide.threshold;
                 p.config.decide.off_threshold = np.decide.off_threshold;
                 changed += 1;
@@ -129,7 +170,10 @@ pub(super) fn reload(cameras: &mut [Camera], path: &std::path::Path, reloads: &m
         }
         cam.status.set_prompts(prompt_statuses(&cam.prompts));
     }
-    tracing::info!("reloaded {}: thresholds of {changed} prompt(s) applied", path.display());
+    tracing::info!(
+        "reloaded {}: thresholds of {changed} prompt(s) applied",
+        path.display()
+    );
     if !load.is_empty() {
         reloads.start(new, load);
     }
@@ -171,9 +215,17 @@ mod tests {
     }
 
     fn rocket() -> Frame {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/images/rocket.png");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/images/rocket.png"
+        );
         let image = image::open(path).expect("the rocket fixture").to_rgb8();
-        Frame { image, seq: 0, captured_at: SystemTime::now(), monotonic: Instant::now() }
+        Frame {
+            image,
+            seq: 0,
+            captured_at: SystemTime::now(),
+            monotonic: Instant::now(),
+        }
     }
 
     /// Polls until the load in flight is done (the bound only guards against a hang).
@@ -193,7 +245,8 @@ mod tests {
     fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
         let file = ConfigFile::new("reload-swap");
         file.write("a rocket on the launch pad");
-        let mut cameras = prepare(&crate::config::load(&file.0).expect("a valid config")).expect("the tiny models");
+        let mut cameras = prepare(&crate::config::load(&file.0).expect("a valid config"))
+            .expect("the tiny models");
         let (tx, rx) = sync_channel(256);
         // the new models load only when the test opens the gate
         let (open, gate) = channel::<()>();
@@ -207,33 +260,67 @@ mod tests {
 
         file.write("a rocket");
         reload(&mut cameras, &file.0, &mut reloads);
-        assert!(reloads.in_flight.is_some(), "the changed prompt loads in the background");
+        assert!(
+            reloads.in_flight.is_some(),
+            "the changed prompt loads in the background"
+        );
         // a second SIGHUP during the load is queued, not a second load racing the first
         reload(&mut cameras, &file.0, &mut reloads);
         assert!(reloads.queued);
 
         // frames are analysed with the old prompt meanwhile
         for _ in 0..3 {
-            assert!(analyse(&mut cameras[0], &rocket(), &tx).expect("analysis").is_some());
-            assert!(!reloads.poll(&mut cameras, &tx), "the load is still waiting at the gate");
+            assert!(analyse(&mut cameras[0], &rocket(), &tx)
+                .expect("analysis")
+                .is_some());
+            assert!(
+                !reloads.poll(&mut cameras, &tx),
+                "the load is still waiting at the gate"
+            );
         }
         let during: Vec<Event> = rx.try_iter().collect();
-        assert!(kinds(&during).contains(&("a_rocket_on_the_launch_pad".into(), EventKind::Start)), "{:?}", kinds(&during));
-        assert_eq!(cameras[0].prompts[0].config.id, "a_rocket_on_the_launch_pad");
+        assert!(
+            kinds(&during).contains(&("a_rocket_on_the_launch_pad".into(), EventKind::Start)),
+            "{:?}",
+            kinds(&during)
+        );
+        assert_eq!(
+            cameras[0].prompts[0].config.id,
+            "a_rocket_on_the_launch_pad"
+        );
 
         open.send(()).expect("the reload thread waits at the gate");
         finish(&mut reloads, &mut cameras, &tx);
         // the old prompt's open event ends as the new prompt takes over
         let swapped: Vec<Event> = rx.try_iter().collect();
-        assert_eq!(kinds(&swapped), vec![("a_rocket_on_the_launch_pad".into(), EventKind::End)]);
+        assert_eq!(
+            kinds(&swapped),
+            vec![("a_rocket_on_the_launch_pad".into(), EventKind::End)]
+        );
         assert_eq!(cameras[0].config.prompts[0].text, "a rocket");
-        assert_eq!(cameras[0].status.prompts().iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec!["a_rocket".to_string()]);
+        assert_eq!(
+            cameras[0]
+                .status
+                .prompts()
+                .iter()
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>(),
+            vec!["a_rocket".to_string()]
+        );
         for _ in 0..3 {
             analyse(&mut cameras[0], &rocket(), &tx).expect("analysis");
         }
         let after: Vec<Event> = rx.try_iter().collect();
-        assert!(kinds(&after).contains(&("a_rocket".into(), EventKind::Start)), "{:?}", kinds(&after));
-        assert!(after.iter().all(|e| e.prompt == "a_rocket"), "{:?}", kinds(&after));
+        assert!(
+            kinds(&after).contains(&("a_rocket".into(), EventKind::Start)),
+            "{:?}",
+            kinds(&after)
+        );
+        assert!(
+            after.iter().all(|e| e.prompt == "a_rocket"),
+            "{:?}",
+            kinds(&after)
+        );
 
         // the queued SIGHUP re-reads the file: its prompts are in already, so nothing loads again
         assert!(std::mem::take(&mut reloads.queued));
@@ -245,18 +332,26 @@ mod tests {
     fn models_that_fail_to_load_leave_the_old_prompts_serving() {
         let file = ConfigFile::new("reload-fail");
         file.write("a rocket on the launch pad");
-        let mut cameras = prepare(&crate::config::load(&file.0).expect("a valid config")).expect("the tiny models");
+        let mut cameras = prepare(&crate::config::load(&file.0).expect("a valid config"))
+            .expect("the tiny models");
         let (tx, rx) = sync_channel(256);
         let mut reloads = Reloads::new();
         reloads.load = Arc::new(|_, _| Err(anyhow::anyhow!("unable to load CLIP: out of memory")));
         file.write("a rocket");
         reload(&mut cameras, &file.0, &mut reloads);
         finish(&mut reloads, &mut cameras, &tx);
-        assert_eq!(cameras[0].config.prompts[0].text, "a rocket on the launch pad");
+        assert_eq!(
+            cameras[0].config.prompts[0].text,
+            "a rocket on the launch pad"
+        );
         for _ in 0..3 {
             analyse(&mut cameras[0], &rocket(), &tx).expect("analysis");
         }
         let events: Vec<Event> = rx.try_iter().collect();
-        assert!(kinds(&events).contains(&("a_rocket_on_the_launch_pad".into(), EventKind::Start)), "{:?}", kinds(&events));
+        assert!(
+            kinds(&events).contains(&("a_rocket_on_the_launch_pad".into(), EventKind::Start)),
+            "{:?}",
+            kinds(&events)
+        );
     }
 }

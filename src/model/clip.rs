@@ -48,7 +48,11 @@ impl Clip {
     /// Like [`Clip::load`], with each class described by several texts (a prompt ensemble such
     /// as "a photo of a {}", "a {} in the wild"): their normalized embeddings are averaged into
     /// the class embedding. Classes are reported under their first text.
-    pub fn load_classes(dir: &ModelDir, precision: Precision, classes: &[Vec<String>]) -> Result<Clip> {
+    pub fn load_classes(
+        dir: &ModelDir,
+        precision: Precision,
+        classes: &[Vec<String>],
+    ) -> Result<Clip> {
         if classes.iter().any(|c| c.is_empty()) {
             bail!("unable to classify with an empty prompt ensemble");
         }
@@ -69,8 +73,11 @@ impl Clip {
         let pixels = Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]);
 
         // model.onnx is parsed whole only when a tower file is missing: it holds both towers
-        let towers = dir.has_onnx("vision_model", precision) && dir.has_onnx("text_model", precision);
-        let full = (!towers && dir.has_onnx("model", precision)).then(|| OnnxGraph::read(&dir.onnx_path("model", precision))).transpose()?;
+        let towers =
+            dir.has_onnx("vision_model", precision) && dir.has_onnx("text_model", precision);
+        let full = (!towers && dir.has_onnx("model", precision))
+            .then(|| OnnxGraph::read(&dir.onnx_path("model", precision)))
+            .transpose()?;
         let mut files = vec![];
 
         if !dir.has_onnx("vision_model", precision) && full.is_none() {
@@ -144,7 +151,10 @@ impl Clip {
 
     /// Runs the image tower on an already preprocessed pixel tensor.
     pub fn embed_pixels(&self, pixels: TValue) -> Result<Vec<f32>> {
-        let out = self.image_tower.run(tvec![pixels]).context("unable to run the CLIP image tower")?;
+        let out = self
+            .image_tower
+            .run(tvec![pixels])
+            .context("unable to run the CLIP image tower")?;
         let (_, mut v) = f32_output(&out[0])?;
         normalize(&mut v);
         Ok(v)
@@ -166,12 +176,25 @@ impl Clip {
 
     /// Similarities and softmax scores of an image embedding against the prompt set.
     pub fn scores(&self, image_embedding: &[f32]) -> Vec<ClipScore> {
-        let sims: Vec<f32> = self.text_embeds.iter().map(|t| dot(t, image_embedding)).collect();
-        let probs = softmax(&sims.iter().map(|s| s * self.logit_scale).collect::<Vec<_>>());
+        let sims: Vec<f32> = self
+            .text_embeds
+            .iter()
+            .map(|t| dot(t, image_embedding))
+            .collect();
+        let probs = softmax(
+            &sims
+                .iter()
+                .map(|s| s * self.logit_scale)
+                .collect::<Vec<_>>(),
+        );
         self.prompts
             .iter()
             .zip(sims.iter().zip(probs))
-            .map(|(p, (s, pr))| ClipScore { prompt: p.clone(), score: pr, similarity: *s })
+            .map(|(p, (s, pr))| ClipScore {
+                prompt: p.clone(),
+                score: pr,
+                similarity: *s,
+            })
             .collect()
     }
 }
@@ -208,12 +231,22 @@ fn text_embeddings(
     let mask = tokens.mask_tensor()?;
     let (model, graph_path) = if dir.has_onnx("text_model", precision) {
         let path = dir.onnx_path("text_model", precision);
-        let m = OnnxGraph::read(&path)?.into_optimized(&[("input_ids", Input::Const(ids)), ("attention_mask", Input::Const(mask))], &["text_embeds"])?;
+        let m = OnnxGraph::read(&path)?.into_optimized(
+            &[
+                ("input_ids", Input::Const(ids)),
+                ("attention_mask", Input::Const(mask)),
+            ],
+            &["text_embeds"],
+        )?;
         (m, path)
     } else if let Some(g) = full {
         let zeros = Tensor::zero::<f32>(&[1, 3, h as usize, w as usize])?;
         let m = g.optimized(
-            &[("input_ids", Input::Const(ids)), ("attention_mask", Input::Const(mask)), ("pixel_values", Input::Const(zeros))],
+            &[
+                ("input_ids", Input::Const(ids)),
+                ("attention_mask", Input::Const(mask)),
+                ("pixel_values", Input::Const(zeros)),
+            ],
             &["text_embeds"],
         )?;
         (m, g.path.clone())
@@ -221,11 +254,16 @@ fn text_embeddings(
         return Err(missing_tower(dir, precision, "text", "text_model"));
     };
     files.push(graph_path);
-    let out = runnable(model)?.run(tvec![]).context("unable to run the CLIP text tower")?;
+    let out = runnable(model)?
+        .run(tvec![])
+        .context("unable to run the CLIP text tower")?;
     let (shape, flat) = f32_output(&out[0])?;
     let dim = *shape.last().context("text embeddings have no dimension")?;
     if shape.len() != 2 || shape[0] != tokens.input_ids.len() {
-        bail!("unable to use the CLIP text tower output: shape {shape:?}, expected [{}, D]", tokens.input_ids.len());
+        bail!(
+            "unable to use the CLIP text tower output: shape {shape:?}, expected [{}, D]",
+            tokens.input_ids.len()
+        );
     }
     Ok(flat
         .chunks(dim)
@@ -245,7 +283,10 @@ pub fn learned_logit_scale(graph: &OnnxGraph) -> Result<f32> {
     if let Some(s) = scale_from_graph(graph.proto_graph()) {
         return Ok(s);
     }
-    tracing::debug!("logit scale not found by graph walk in {}; running the graph", graph.path.display());
+    tracing::debug!(
+        "logit scale not found by graph walk in {}; running the graph",
+        graph.path.display()
+    );
     scale_by_running(graph)
 }
 
@@ -286,7 +327,12 @@ fn scalar_value(g: &pb::GraphProto, name: &str, depth: usize) -> Option<f32> {
     match node.op_type.as_str() {
         "Exp" => scalar_value(g, node.input.first()?, depth + 1).map(f32::exp),
         "Cast" | "Identity" => scalar_value(g, node.input.first()?, depth + 1),
-        "Constant" => node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()).and_then(tensor_scalar),
+        "Constant" => node
+            .attribute
+            .iter()
+            .find(|a| a.name == "value")
+            .and_then(|a| a.t.as_ref())
+            .and_then(tensor_scalar),
         _ => None,
     }
 }
@@ -312,11 +358,20 @@ fn scale_by_running(graph: &OnnxGraph) -> Result<f32> {
     // any image works: the scale is logit / similarity
     let shape = graph_pixel_shape(graph).unwrap_or(vec![1, 3, 224, 224]);
     let mut pixels = Tensor::zero::<f32>(&shape)?;
-    for (i, v) in pixels.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut().enumerate() {
+    for (i, v) in pixels
+        .try_as_plain_ram_mut()?
+        .as_slice_mut::<f32>()?
+        .iter_mut()
+        .enumerate()
+    {
         *v = ((i % 97) as f32 / 97.0) - 0.5;
     }
     let m = graph.optimized(
-        &[("input_ids", Input::Const(ids)), ("attention_mask", Input::Const(mask)), ("pixel_values", Input::Const(pixels))],
+        &[
+            ("input_ids", Input::Const(ids)),
+            ("attention_mask", Input::Const(mask)),
+            ("pixel_values", Input::Const(pixels)),
+        ],
         &["logits_per_image", "text_embeds", "image_embeds"],
     )?;
     let out = runnable(m)?.run(tvec![])?;
@@ -325,13 +380,20 @@ fn scale_by_running(graph: &OnnxGraph) -> Result<f32> {
     let (_, i) = f32_output(&out[2])?;
     let cos = dot(&t, &i) / (dot(&t, &t).sqrt() * dot(&i, &i).sqrt());
     if cos.abs() < 1e-4 {
-        bail!("unable to read the logit scale of {}: the probe similarity is zero", graph.path.display());
+        bail!(
+            "unable to read the logit scale of {}: the probe similarity is zero",
+            graph.path.display()
+        );
     }
     Ok(logit[0] / cos)
 }
 
 fn graph_pixel_shape(graph: &OnnxGraph) -> Option<Vec<usize>> {
-    let input = graph.proto_graph().input.iter().find(|i| i.name == "pixel_values")?;
+    let input = graph
+        .proto_graph()
+        .input
+        .iter()
+        .find(|i| i.name == "pixel_values")?;
     let t = match input.r#type.as_ref()?.value.as_ref()? {
         pb::type_proto::Value::TensorType(t) => t,
         #[allow(unreachable_patterns)]
@@ -341,7 +403,9 @@ fn graph_pixel_shape(graph: &OnnxGraph) -> Option<Vec<usize>> {
     let mut out = vec![];
     for (ix, d) in dims.iter().enumerate() {
         match &d.value {
-            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => out.push(*v as usize),
+            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => {
+                out.push(*v as usize)
+            }
             _ if ix == 0 => out.push(1),
             _ => return None,
         }

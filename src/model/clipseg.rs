@@ -85,7 +85,12 @@ impl ClipSeg {
     }
 
     /// Like [`ClipSeg::load`], forcing a layout (for benchmarks and tests).
-    pub fn load_layout(dir: &ModelDir, precision: Precision, prompts: &[String], layout: Option<Layout>) -> Result<ClipSeg> {
+    pub fn load_layout(
+        dir: &ModelDir,
+        precision: Precision,
+        prompts: &[String],
+        layout: Option<Layout>,
+    ) -> Result<ClipSeg> {
         if dir.family != Family::ClipSeg {
             bail!(
                 "unable to segment with {}: it is a {} model; segmentation needs a CLIPSeg model directory",
@@ -103,8 +108,11 @@ impl ClipSeg {
         let (w, h) = (w as usize, h as usize);
         let tokens = dir.tokenizer()?.encode(prompts)?;
         let sfx = suffix(precision);
-        let split_files = ["vision_model", "decoder_model"].iter().all(|s| dir.has_onnx(s, precision))
-            && (dir.has_onnx("text_model", precision) || dir.has_onnx("text_model", Precision::Fp32));
+        let split_files = ["vision_model", "decoder_model"]
+            .iter()
+            .all(|s| dir.has_onnx(s, precision))
+            && (dir.has_onnx("text_model", precision)
+                || dir.has_onnx("text_model", Precision::Fp32));
         let layout = match layout {
             Some(l) => l,
             None if split_files => Layout::Split,
@@ -121,24 +129,45 @@ impl ClipSeg {
         let mut files = vec![];
         let graphs = match layout {
             Layout::Split => {
-                let text_precision = if dir.has_onnx("text_model", precision) { precision } else { Precision::Fp32 };
+                let text_precision = if dir.has_onnx("text_model", precision) {
+                    precision
+                } else {
+                    Precision::Fp32
+                };
                 let text = OnnxGraph::read(&dir.onnx_path("text_model", text_precision))?;
                 let vision = OnnxGraph::read(&dir.onnx_path("vision_model", precision))?;
                 let decoder = OnnxGraph::read(&dir.onnx_path("decoder_model", precision))?;
                 files.extend([text.path.clone(), vision.path.clone(), decoder.path.clone()]);
                 let embeddings = text_embeddings(&text, &tokens)?;
-                let vision = vision.optimized(&[("pixel_values", Input::Fed(f32::datum_type(), vec![1, 3, h, w]))], &["activations"])?;
+                let vision = vision.optimized(
+                    &[(
+                        "pixel_values",
+                        Input::Fed(f32::datum_type(), vec![1, 3, h, w]),
+                    )],
+                    &["activations"],
+                )?;
                 let acts = vision
                     .output_fact(0)?
                     .shape
                     .as_concrete()
                     .map(<[usize]>::to_vec)
-                    .with_context(|| format!("unable to use {}: its activations have no fixed shape", dir.onnx_path("vision_model", precision).display()))?;
+                    .with_context(|| {
+                        format!(
+                            "unable to use {}: its activations have no fixed shape",
+                            dir.onnx_path("vision_model", precision).display()
+                        )
+                    })?;
                 let decoder = decoder.optimized(
-                    &[("activations", Input::Fed(f32::datum_type(), acts)), ("conditional_embeddings", Input::Const(embeddings))],
+                    &[
+                        ("activations", Input::Fed(f32::datum_type(), acts)),
+                        ("conditional_embeddings", Input::Const(embeddings)),
+                    ],
                     &["logits"],
                 )?;
-                Graphs::Split { vision: runnable(vision)?, decoder: runnable(decoder)? }
+                Graphs::Split {
+                    vision: runnable(vision)?,
+                    decoder: runnable(decoder)?,
+                }
             }
             Layout::Whole | Layout::WholeRepeated => {
                 let graph = OnnxGraph::read(&dir.onnx_path("model", precision))?;
@@ -146,7 +175,10 @@ impl ClipSeg {
                 let inputs = |batch: usize| -> Result<Vec<(&'static str, Input)>> {
                     Ok(vec![
                         ("input_ids", Input::Const(tokens.ids_tensor()?)),
-                        ("pixel_values", Input::Fed(f32::datum_type(), vec![batch, 3, h, w])),
+                        (
+                            "pixel_values",
+                            Input::Fed(f32::datum_type(), vec![batch, 3, h, w]),
+                        ),
                         ("attention_mask", Input::Const(tokens.mask_tensor()?)),
                     ])
                 };
@@ -162,12 +194,25 @@ impl ClipSeg {
                     None
                 };
                 match once {
-                    Some(m) => Graphs::Whole { model: runnable(m)?, repeat: false },
-                    None => Graphs::Whole { model: runnable(graph.optimized(&inputs(n)?, &["logits"])?)?, repeat: n > 1 },
+                    Some(m) => Graphs::Whole {
+                        model: runnable(m)?,
+                        repeat: false,
+                    },
+                    None => Graphs::Whole {
+                        model: runnable(graph.optimized(&inputs(n)?, &["logits"])?)?,
+                        repeat: n > 1,
+                    },
                 }
             }
         };
-        Ok(ClipSeg { graphs, preprocess: Preprocessor::new(processor), prompts: prompts.to_vec(), size: (w, h), last: None, files })
+        Ok(ClipSeg {
+            graphs,
+            preprocess: Preprocessor::new(processor),
+            prompts: prompts.to_vec(),
+            size: (w, h),
+            last: None,
+            files,
+        })
     }
 
     pub fn prompts(&self) -> &[String] {
@@ -195,12 +240,22 @@ impl ClipSeg {
     pub fn run_pixels(&self, pixels: TValue) -> Result<Masks> {
         let out = match &self.graphs {
             Graphs::Split { vision, decoder } => {
-                let acts = vision.run(tvec![pixels]).context("unable to run the CLIPSeg image side")?;
-                decoder.run(acts).context("unable to run the CLIPSeg decoder")?
+                let acts = vision
+                    .run(tvec![pixels])
+                    .context("unable to run the CLIPSeg image side")?;
+                decoder
+                    .run(acts)
+                    .context("unable to run the CLIPSeg decoder")?
             }
             Graphs::Whole { model, repeat } => {
-                let input = if *repeat { repeat_batch(&pixels, self.prompts.len())? } else { pixels };
-                model.run(tvec![input]).context("unable to run the CLIPSeg model")?
+                let input = if *repeat {
+                    repeat_batch(&pixels, self.prompts.len())?
+                } else {
+                    pixels
+                };
+                model
+                    .run(tvec![input])
+                    .context("unable to run the CLIPSeg model")?
             }
         };
         let (shape, logits) = f32_output(&out[0])?;
@@ -212,9 +267,18 @@ impl ClipSeg {
             _ => bail!("unable to read CLIPSeg logits of shape {shape:?}; expected [{n}, H, W] for {n} prompt(s)"),
         };
         if (ww, hh) != self.size {
-            tracing::debug!("CLIPSeg logits are {ww}x{hh} for {}x{} pixels", self.size.0, self.size.1);
+            tracing::debug!(
+                "CLIPSeg logits are {ww}x{hh} for {}x{} pixels",
+                self.size.0,
+                self.size.1
+            );
         }
-        Ok(Masks { prompts: n, width: ww, height: hh, logits })
+        Ok(Masks {
+            prompts: n,
+            width: ww,
+            height: hh,
+            logits,
+        })
     }
 
     /// The masks of an image; also kept as the last masks.
@@ -226,11 +290,27 @@ impl ClipSeg {
 
     /// Per prompt, the coverage above `threshold` and the maximum probability, on the image (or
     /// its region of interest `[x0, y0, x1, y1]`).
-    pub fn segment(&mut self, image: &RgbImage, threshold: f32, roi: Option<[u32; 4]>) -> Result<Vec<Coverage>> {
+    pub fn segment(
+        &mut self,
+        image: &RgbImage,
+        threshold: f32,
+        roi: Option<[u32; 4]>,
+    ) -> Result<Vec<Coverage>> {
         let (w, h) = image.dimensions();
         let masks = self.masks(image)?;
-        let stats: Vec<(f32, f32)> = (0..masks.prompts).map(|q| masks.coverage(q, w, h, roi, threshold)).collect();
-        Ok(self.prompts.iter().zip(stats).map(|(p, (coverage, max))| Coverage { prompt: p.clone(), coverage, max }).collect())
+        let stats: Vec<(f32, f32)> = (0..masks.prompts)
+            .map(|q| masks.coverage(q, w, h, roi, threshold))
+            .collect();
+        Ok(self
+            .prompts
+            .iter()
+            .zip(stats)
+            .map(|(p, (coverage, max))| Coverage {
+                prompt: p.clone(),
+                coverage,
+                max,
+            })
+            .collect())
     }
 }
 
@@ -240,15 +320,27 @@ fn text_embeddings(graph: &OnnxGraph, tokens: &super::tokenize::Tokens) -> Resul
     let mask = tokens.mask_tensor()?;
     let shape = ids.shape().to_vec();
     let model = graph.optimized(
-        &[("input_ids", Input::Fed(i64::datum_type(), shape.clone())), ("attention_mask", Input::Fed(i64::datum_type(), shape))],
+        &[
+            ("input_ids", Input::Fed(i64::datum_type(), shape.clone())),
+            ("attention_mask", Input::Fed(i64::datum_type(), shape)),
+        ],
         &["conditional_embeddings"],
     )?;
     let out = runnable(model)?
         .run(tvec![ids.into(), mask.into()])
-        .with_context(|| format!("unable to run the CLIPSeg text side {}", graph.path.display()))?;
+        .with_context(|| {
+            format!(
+                "unable to run the CLIPSeg text side {}",
+                graph.path.display()
+            )
+        })?;
     let (shape, v) = f32_output(&out[0])?;
     if shape.len() != 2 || shape[0] != tokens.input_ids.len() {
-        bail!("unable to use {}: conditional embeddings of shape {shape:?}, expected [{}, D]", graph.path.display(), tokens.input_ids.len());
+        bail!(
+            "unable to use {}: conditional embeddings of shape {shape:?}, expected [{}, D]",
+            graph.path.display(),
+            tokens.input_ids.len()
+        );
     }
     Ok(tract_ndarray::Array2::from_shape_vec((shape[0], shape[1]), v)?.into_tensor())
 }
@@ -313,11 +405,30 @@ impl Masks {
     /// Calls `f(x, y, logit)` for every pixel of `[x0, x1) x [y0, y1)` of the mask resized to
     /// `width` x `height`. Each source row is interpolated horizontally once, then output rows
     /// blend two of them: the same operations, in the same order, as torch's kernel.
-    fn resized(&self, q: usize, width: u32, height: u32, rect: [u32; 4], mut f: impl FnMut(u32, u32, f32)) {
+    fn resized(
+        &self,
+        q: usize,
+        width: u32,
+        height: u32,
+        rect: [u32; 4],
+        mut f: impl FnMut(u32, u32, f32),
+    ) {
         let src = self.logits(q);
-        let xs = axis(self.width, width as usize, rect[0] as usize, rect[2] as usize);
-        let ys = axis(self.height, height as usize, rect[1] as usize, rect[3] as usize);
-        let (Some(first), Some(last)) = (ys.first(), ys.last()) else { return };
+        let xs = axis(
+            self.width,
+            width as usize,
+            rect[0] as usize,
+            rect[2] as usize,
+        );
+        let ys = axis(
+            self.height,
+            height as usize,
+            rect[1] as usize,
+            rect[3] as usize,
+        );
+        let (Some(first), Some(last)) = (ys.first(), ys.last()) else {
+            return;
+        };
         let (r_lo, r_hi) = (first.0, last.1);
         let n = xs.len();
         let mut rows = vec![0f32; (r_hi - r_lo + 1) * n];
@@ -338,7 +449,14 @@ impl Masks {
 
     /// Coverage above `threshold` and the maximum probability of prompt `q` on a `width` x
     /// `height` image, within `roi` `[x0, y0, x1, y1]` (clamped to the image) when given.
-    pub fn coverage(&self, q: usize, width: u32, height: u32, roi: Option<[u32; 4]>, threshold: f32) -> (f32, f32) {
+    pub fn coverage(
+        &self,
+        q: usize,
+        width: u32,
+        height: u32,
+        roi: Option<[u32; 4]>,
+        threshold: f32,
+    ) -> (f32, f32) {
         let rect = clamp_roi(roi, width, height);
         let total = (rect[2] - rect[0]) as u64 * (rect[3] - rect[1]) as u64;
         if total == 0 {
@@ -388,7 +506,14 @@ pub fn overlay(image: &mut RgbImage, masks: &Masks, layers: &[Layer]) {
     let scale = ((w.min(h) / 400) + 1).clamp(1, 4);
     let line = 8 * scale as i64 + 6;
     for (i, l) in layers.iter().enumerate() {
-        crate::annotate::text(image, 2, 2 + i as i64 * line, l.label, scale, crate::annotate::colour(l.colour_index));
+        crate::annotate::text(
+            image,
+            2,
+            2 + i as i64 * line,
+            l.label,
+            scale,
+            crate::annotate::colour(l.colour_index),
+        );
     }
 }
 
@@ -397,7 +522,12 @@ mod tests {
     use super::*;
 
     fn masks(width: usize, height: usize, logits: Vec<f32>) -> Masks {
-        Masks { prompts: logits.len() / (width * height), width, height, logits }
+        Masks {
+            prompts: logits.len() / (width * height),
+            width,
+            height,
+            logits,
+        }
     }
 
     #[test]
@@ -408,7 +538,7 @@ mod tests {
         assert_eq!(a[1], (0, 1, 0.25));
         assert_eq!(a[2], (0, 1, 0.75));
         assert_eq!(a[3], (1, 1, 0.25)); // past the last sample: both indices clamp to it
-        // downsampling 4 -> 2 samples at 0.5 and 2.5 (no antialias)
+                                        // downsampling 4 -> 2 samples at 0.5 and 2.5 (no antialias)
         let d = axis(4, 2, 0, 2);
         assert_eq!(d, vec![(0, 1, 0.5), (2, 3, 0.5)]);
     }
@@ -435,7 +565,16 @@ mod tests {
     fn overlay_tints_only_masked_pixels() {
         let m = masks(2, 1, vec![4.0, -4.0]);
         let mut img = RgbImage::from_pixel(40, 20, Rgb([0, 0, 0]));
-        overlay(&mut img, &m, &[Layer { prompt: 0, threshold: 0.5, label: "", colour_index: 2 }]);
+        overlay(
+            &mut img,
+            &m,
+            &[Layer {
+                prompt: 0,
+                threshold: 0.5,
+                label: "",
+                colour_index: 2,
+            }],
+        );
         let Rgb(c) = crate::annotate::colour(2);
         assert_eq!(img.get_pixel(0, 10).0, c.map(|v| v / 2));
         assert_eq!(img.get_pixel(39, 10).0, [0, 0, 0]);

@@ -50,7 +50,10 @@ impl ModelDir {
             bail!("unable to open model directory {}: it does not exist or is not a directory; {FETCH_HINT}", root.display());
         }
         let config = read_json(&root.join("config.json"))?;
-        let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let family = match model_type {
             "clip" => Family::Clip,
             "owlvit" => Family::OwlVit,
@@ -60,7 +63,11 @@ impl ModelDir {
                 root.display()
             ),
         };
-        Ok(ModelDir { root: root.to_path_buf(), family, config })
+        Ok(ModelDir {
+            root: root.to_path_buf(),
+            family,
+            config,
+        })
     }
 
     /// The image processor settings, from `preprocessor_config.json` or `processor_config.json`.
@@ -78,8 +85,12 @@ impl ModelDir {
             );
         };
         let json = read_json(&path)?;
-        ProcessorConfig::from_json(&json, self.family != Family::Clip)
-            .with_context(|| format!("unable to use the image processor settings in {}", path.display()))
+        ProcessorConfig::from_json(&json, self.family != Family::Clip).with_context(|| {
+            format!(
+                "unable to use the image processor settings in {}",
+                path.display()
+            )
+        })
     }
 
     /// The text context length: `text_config.max_position_embeddings` (CLIP 77, OWL-ViT 16).
@@ -98,7 +109,10 @@ impl ModelDir {
     pub fn tokenizer(&self) -> Result<PromptTokenizer> {
         let path = self.root.join("tokenizer.json");
         if !path.is_file() {
-            bail!("unable to find {}: the model directory needs its tokenizer.json; {FETCH_HINT}", path.display());
+            bail!(
+                "unable to find {}: the model directory needs its tokenizer.json; {FETCH_HINT}",
+                path.display()
+            );
         }
         let from_config = read_json(&self.root.join("tokenizer_config.json"))
             .ok()
@@ -151,5 +165,10 @@ fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!("unable to read {}; a model directory holds config.json, tokenizer.json, a processor config and onnx/*.onnx: {FETCH_HINT}", path.display())
     })?;
-    serde_json::from_str(&text).with_context(|| format!("unable to parse {} as JSON; is the download complete?", path.display()))
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "unable to parse {} as JSON; is the download complete?",
+            path.display()
+        )
+    })
 }

@@ -29,13 +29,24 @@ pub fn classify_ops<'a>(ops: impl Iterator<Item = &'a str>) -> QuantFormat {
     let mut format = QuantFormat::Float;
     for op in ops {
         let qoperator = op.starts_with("QLinear")
-            || matches!(op, "QGemm" | "QAttention" | "QEmbedLayerNormalization" | "DynamicQuantizeMatMul" | "MatMulIntegerToFloat");
+            || matches!(
+                op,
+                "QGemm"
+                    | "QAttention"
+                    | "QEmbedLayerNormalization"
+                    | "DynamicQuantizeMatMul"
+                    | "MatMulIntegerToFloat"
+            );
         if qoperator {
             return QuantFormat::QOperator(op.to_string());
         }
         if op == "QuantizeLinear" {
             format = QuantFormat::StaticQdq;
-        } else if matches!(op, "DynamicQuantizeLinear" | "MatMulInteger" | "ConvInteger") && format == QuantFormat::Float {
+        } else if matches!(
+            op,
+            "DynamicQuantizeLinear" | "MatMulInteger" | "ConvInteger"
+        ) && format == QuantFormat::Float
+        {
             format = QuantFormat::DynamicInt8;
         }
     }
@@ -68,8 +79,16 @@ impl OnnxGraph {
         }
         let mut proto = tract_onnx::onnx()
             .proto_model_for_path(path)
-            .with_context(|| format!("unable to parse {} as ONNX; is the file complete? re-download it", path.display()))?;
-        let graph = proto.graph.as_ref().with_context(|| format!("unable to use {}: it holds no graph", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "unable to parse {} as ONNX; is the file complete? re-download it",
+                    path.display()
+                )
+            })?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .with_context(|| format!("unable to use {}: it holds no graph", path.display()))?;
         let format = classify_ops(graph.node.iter().map(|n| n.op_type.as_str()));
         match &format {
             QuantFormat::StaticQdq => bail!(
@@ -92,7 +111,11 @@ impl OnnxGraph {
             }
             QuantFormat::Float => {}
         }
-        Ok(OnnxGraph { path: path.to_path_buf(), proto, format })
+        Ok(OnnxGraph {
+            path: path.to_path_buf(),
+            proto,
+            format,
+        })
     }
 
     fn graph(&self) -> &pb::GraphProto {
@@ -103,8 +126,13 @@ impl OnnxGraph {
     /// Names of the graph's real inputs (initializers listed as inputs excluded).
     pub fn input_names(&self) -> Vec<String> {
         let g = self.graph();
-        let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|i| i.name.as_str()).collect();
-        g.input.iter().map(|i| i.name.clone()).filter(|n| !inits.contains(n.as_str())).collect()
+        let inits: std::collections::HashSet<&str> =
+            g.initializer.iter().map(|i| i.name.as_str()).collect();
+        g.input
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !inits.contains(n.as_str()))
+            .collect()
     }
 
     pub fn output_names(&self) -> Vec<String> {
@@ -124,7 +152,13 @@ impl OnnxGraph {
     /// (fed or constant), and only `outputs` are kept (so unused towers are pruned).
     pub fn optimized(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
         self.check_io(inputs, outputs)?;
-        build(&self.path, &self.format, std::borrow::Cow::Borrowed(&self.proto), inputs, outputs)
+        build(
+            &self.path,
+            &self.format,
+            std::borrow::Cow::Borrowed(&self.proto),
+            inputs,
+            outputs,
+        )
     }
 
     /// Like [`OnnxGraph::optimized`] for the last model made from this file: the parsed file is
@@ -132,7 +166,13 @@ impl OnnxGraph {
     /// twice at the peak of loading.
     pub fn into_optimized(self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
         self.check_io(inputs, outputs)?;
-        build(&self.path, &self.format, std::borrow::Cow::Owned(self.proto), inputs, outputs)
+        build(
+            &self.path,
+            &self.format,
+            std::borrow::Cow::Owned(self.proto),
+            inputs,
+            outputs,
+        )
     }
 
     fn check_io(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<()> {
@@ -163,12 +203,21 @@ impl OnnxGraph {
     }
 }
 
-fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::ModelProto>, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
+fn build(
+    path: &Path,
+    format: &QuantFormat,
+    proto: std::borrow::Cow<'_, pb::ModelProto>,
+    inputs: &[(&str, Input)],
+    outputs: &[&str],
+) -> Result<TypedModel> {
     let file = path.display();
     let dir = path.parent().and_then(Path::to_str);
     let mut onnx = tract_onnx::onnx().with_ignore_value_info(*format == QuantFormat::DynamicInt8);
     super::quantize::register(&mut onnx.op_register);
-    let mut model = onnx.parse(&proto, dir).with_context(|| format!("unable to import {file} into tract"))?.model;
+    let mut model = onnx
+        .parse(&proto, dir)
+        .with_context(|| format!("unable to import {file} into tract"))?
+        .model;
     drop(proto);
     let order: Vec<String> = model
         .input_outlets()?
@@ -185,7 +234,9 @@ fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::Mode
         model.set_input_fact(ix, fact)?;
     }
     model.select_outputs_by_name(outputs)?;
-    let mut typed = model.into_typed().with_context(|| format!("unable to analyse {file} with tract"))?;
+    let mut typed = model
+        .into_typed()
+        .with_context(|| format!("unable to analyse {file} with tract"))?;
     // fold the constant inputs into the graph
     let mut kept = vec![];
     for (ix, name) in order.iter().enumerate() {
@@ -201,15 +252,27 @@ fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::Mode
         }
     }
     // the fed inputs, in the caller's order
-    let fed: Vec<&str> = inputs.iter().filter(|(_, s)| matches!(s, Input::Fed(..))).map(|(n, _)| *n).collect();
+    let fed: Vec<&str> = inputs
+        .iter()
+        .filter(|(_, s)| matches!(s, Input::Fed(..)))
+        .map(|(n, _)| *n)
+        .collect();
     let by_name: Vec<OutletId> = fed
         .iter()
-        .map(|n| kept.iter().copied().find(|o| typed.node(o.node).name == *n).context("input lost while folding"))
+        .map(|n| {
+            kept.iter()
+                .copied()
+                .find(|o| typed.node(o.node).name == *n)
+                .context("input lost while folding")
+        })
         .collect::<Result<_>>()?;
     typed.set_input_outlets(&by_name)?;
-    let mut optimized = typed.into_optimized().with_context(|| format!("unable to optimize {file} with tract"))?;
+    let mut optimized = typed
+        .into_optimized()
+        .with_context(|| format!("unable to optimize {file} with tract"))?;
     if *format == QuantFormat::DynamicInt8 {
-        let n = super::quant::fold_constants(&mut optimized).with_context(|| format!("unable to fold the constants of {file}"))?;
+        let n = super::quant::fold_constants(&mut optimized)
+            .with_context(|| format!("unable to fold the constants of {file}"))?;
         tracing::debug!("{file}: {n} constant folds");
     }
     Ok(optimized)
@@ -219,7 +282,9 @@ fn build(path: &Path, format: &QuantFormat, proto: std::borrow::Cow<'_, pb::Mode
 pub type Runnable = Arc<TypedRunnableModel>;
 
 pub fn runnable(model: TypedModel) -> Result<Runnable> {
-    model.into_runnable().context("unable to plan the model for running")
+    model
+        .into_runnable()
+        .context("unable to plan the model for running")
 }
 
 /// One op type's share of a profiled run.
@@ -246,7 +311,14 @@ pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
             out
         })
         .context("unable to profile the model")?;
-    let mut v: Vec<OpTime> = by_op.into_iter().map(|(op, (nodes, d))| OpTime { op, nodes, ms: d.as_secs_f64() * 1000.0 }).collect();
+    let mut v: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (nodes, d))| OpTime {
+            op,
+            nodes,
+            ms: d.as_secs_f64() * 1000.0,
+        })
+        .collect();
     v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(v)
 }
@@ -254,7 +326,10 @@ pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
 /// Copies an output tensor into a flat `Vec<f32>` and its shape.
 pub fn f32_output(v: &TValue) -> Result<(Vec<usize>, Vec<f32>)> {
     let t = v.cast_to::<f32>()?;
-    Ok((t.shape().to_vec(), t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+    Ok((
+        t.shape().to_vec(),
+        t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+    ))
 }
 
 #[cfg(test)]
@@ -263,12 +338,20 @@ mod tests {
 
     #[test]
     fn formats_are_told_apart_by_their_ops() {
-        assert_eq!(classify_ops(["MatMul", "Add"].into_iter()), QuantFormat::Float);
         assert_eq!(
-            classify_ops(["DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"].into_iter()),
+            classify_ops(["MatMul", "Add"].into_iter()),
+            QuantFormat::Float
+        );
+        assert_eq!(
+            classify_ops(
+                ["DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"].into_iter()
+            ),
             QuantFormat::DynamicInt8
         );
-        assert_eq!(classify_ops(["QuantizeLinear", "DequantizeLinear", "MatMul"].into_iter()), QuantFormat::StaticQdq);
+        assert_eq!(
+            classify_ops(["QuantizeLinear", "DequantizeLinear", "MatMul"].into_iter()),
+            QuantFormat::StaticQdq
+        );
         assert_eq!(
             classify_ops(["QuantizeLinear", "QLinearMatMul"].into_iter()),
             QuantFormat::QOperator("QLinearMatMul".into())

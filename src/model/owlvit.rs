@@ -53,7 +53,10 @@ impl OwlVit {
         }
         let processor = dir.processor()?;
         let (w, h) = processor.output_size().with_context(|| {
-            format!("unable to use {}: its processor config has no fixed output size", dir.root.display())
+            format!(
+                "unable to use {}: its processor config has no fixed output size",
+                dir.root.display()
+            )
         })?;
         let tokens = dir.tokenizer()?.encode(prompts)?;
         let path = dir.onnx_path("model", precision);
@@ -61,7 +64,11 @@ impl OwlVit {
             bail!(
                 "unable to find {}: an OWL-ViT directory needs onnx/model{}.onnx (found {}); {}",
                 path.display(),
-                if precision == Precision::Quantized { "_quantized" } else { "" },
+                if precision == Precision::Quantized {
+                    "_quantized"
+                } else {
+                    ""
+                },
                 dir.onnx_listing(),
                 super::dir::FETCH_HINT
             );
@@ -69,12 +76,20 @@ impl OwlVit {
         let model = OnnxGraph::read(&path)?.into_optimized(
             &[
                 ("input_ids", Input::Const(tokens.ids_tensor()?)),
-                ("pixel_values", Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize])),
+                (
+                    "pixel_values",
+                    Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]),
+                ),
                 ("attention_mask", Input::Const(tokens.mask_tensor()?)),
             ],
             &["logits", "pred_boxes"],
         )?;
-        Ok(OwlVit { model: runnable(model)?, preprocess: Preprocessor::new(processor), prompts: prompts.to_vec(), file: path })
+        Ok(OwlVit {
+            model: runnable(model)?,
+            preprocess: Preprocessor::new(processor),
+            prompts: prompts.to_vec(),
+            file: path,
+        })
     }
 
     pub fn prompts(&self) -> &[String] {
@@ -92,29 +107,53 @@ impl OwlVit {
 
     /// Runs the model on a preprocessed pixel tensor.
     pub fn patch_scores(&self, pixels: TValue) -> Result<PatchScores> {
-        let out = self.model.run(tvec![pixels]).context("unable to run the OWL-ViT model")?;
+        let out = self
+            .model
+            .run(tvec![pixels])
+            .context("unable to run the OWL-ViT model")?;
         let (lshape, logits) = f32_output(&out[0])?;
         let (bshape, boxes) = f32_output(&out[1])?;
         let q = self.prompts.len();
-        if lshape.len() != 3 || lshape[2] != q || bshape.len() != 3 || bshape[2] != 4 || bshape[1] != lshape[1] {
+        if lshape.len() != 3
+            || lshape[2] != q
+            || bshape.len() != 3
+            || bshape[2] != 4
+            || bshape[1] != lshape[1]
+        {
             bail!("unable to read OWL-ViT outputs: logits {lshape:?}, pred_boxes {bshape:?}; expected [1, P, {q}] and [1, P, 4]");
         }
         let mut best_query = Vec::with_capacity(lshape[1]);
         let mut scores = Vec::with_capacity(lshape[1]);
         for row in logits.chunks(q) {
-            let (ix, best) = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+            let (ix, best) = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
+                );
             best_query.push(ix);
             scores.push(sigmoid(best));
         }
         let boxes = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
-        Ok(PatchScores { best_query, scores, boxes })
+        Ok(PatchScores {
+            best_query,
+            scores,
+            boxes,
+        })
     }
 
     /// Detections above `threshold` in an image, highest score first.
     pub fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
         let pixels = self.preprocess.run(image)?;
         let patches = self.patch_scores(pixels)?;
-        Ok(post_process(&patches, &self.prompts, threshold, image.width(), image.height()))
+        Ok(post_process(
+            &patches,
+            &self.prompts,
+            threshold,
+            image.width(),
+            image.height(),
+        ))
     }
 }
 
@@ -123,7 +162,13 @@ pub fn sigmoid(x: f32) -> f32 {
 }
 
 /// transformers' `post_process_object_detection`, sorted by score (highest first).
-pub fn post_process(p: &PatchScores, prompts: &[String], threshold: f32, width: u32, height: u32) -> Vec<Detection> {
+pub fn post_process(
+    p: &PatchScores,
+    prompts: &[String],
+    threshold: f32,
+    width: u32,
+    height: u32,
+) -> Vec<Detection> {
     let (w, h) = (width as f32, height as f32);
     let mut out: Vec<Detection> = p
         .scores
@@ -137,7 +182,12 @@ pub fn post_process(p: &PatchScores, prompts: &[String], threshold: f32, width: 
                 prompt: prompts[q].clone(),
                 prompt_index: q,
                 score: *s,
-                bbox: [(cx - 0.5 * bw) * w, (cy - 0.5 * bh) * h, (cx + 0.5 * bw) * w, (cy + 0.5 * bh) * h],
+                bbox: [
+                    (cx - 0.5 * bw) * w,
+                    (cy - 0.5 * bh) * h,
+                    (cx + 0.5 * bw) * w,
+                    (cy + 0.5 * bh) * h,
+                ],
             }
         })
         .collect();
@@ -163,7 +213,10 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 pub fn nms(dets: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
     let mut kept: Vec<Detection> = Vec::with_capacity(dets.len());
     for d in dets {
-        if !kept.iter().any(|k| k.prompt_index == d.prompt_index && iou(&k.bbox, &d.bbox) > max_iou) {
+        if !kept
+            .iter()
+            .any(|k| k.prompt_index == d.prompt_index && iou(&k.bbox, &d.bbox) > max_iou)
+        {
             kept.push(d);
         }
     }
@@ -175,7 +228,12 @@ mod tests {
     use super::*;
 
     fn det(q: usize, score: f32, bbox: [f32; 4]) -> Detection {
-        Detection { prompt: format!("p{q}"), prompt_index: q, score, bbox }
+        Detection {
+            prompt: format!("p{q}"),
+            prompt_index: q,
+            score,
+            bbox,
+        }
     }
 
     #[test]
@@ -183,7 +241,11 @@ mod tests {
         let p = PatchScores {
             best_query: vec![1, 0, 0],
             scores: vec![0.5, 0.9, 0.05],
-            boxes: vec![[0.5, 0.5, 0.2, 0.4], [0.25, 0.25, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]],
+            boxes: vec![
+                [0.5, 0.5, 0.2, 0.4],
+                [0.25, 0.25, 0.5, 0.5],
+                [0.5, 0.5, 1.0, 1.0],
+            ],
         };
         let prompts = vec!["a".to_string(), "b".to_string()];
         let d = post_process(&p, &prompts, 0.1, 200, 100);

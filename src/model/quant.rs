@@ -15,10 +15,21 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
 fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), i: v, r#type: pb::attribute_proto::AttributeType::Int as i32, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        i: v,
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    }
 }
 
-fn node(op: &str, name: String, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op: &str,
+    name: String,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.into(),
         name,
@@ -30,7 +41,12 @@ fn node(op: &str, name: String, inputs: &[&str], output: &str, attrs: Vec<pb::At
 }
 
 fn scalar_const(name: &str, v: f32) -> pb::NodeProto {
-    let t = pb::TensorProto { data_type: 1, float_data: vec![v], name: name.into(), ..Default::default() };
+    let t = pb::TensorProto {
+        data_type: 1,
+        float_data: vec![v],
+        name: name.into(),
+        ..Default::default()
+    };
     pb::NodeProto {
         op_type: "Constant".into(),
         name: name.into(),
@@ -60,26 +76,96 @@ pub fn decompose_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
         }
         count += 1;
         let x = n.input[0].as_str();
-        let (y, scale, zp) = (n.output[0].as_str(), n.output[1].as_str(), n.output[2].as_str());
+        let (y, scale, zp) = (
+            n.output[0].as_str(),
+            n.output[1].as_str(),
+            n.output[2].as_str(),
+        );
         let p = format!("{}.dql", if n.name.is_empty() { y } else { &n.name });
         let t = |s: &str| format!("{p}.{s}");
         let (zero, c255) = (t("zero"), t("c255"));
         out.push(scalar_const(&zero, 0.0));
         out.push(scalar_const(&c255, 255.0));
-        out.push(node("ReduceMin", t("min"), &[x], &t("min"), vec![attr_int("keepdims", 0)]));
-        out.push(node("ReduceMax", t("max"), &[x], &t("max"), vec![attr_int("keepdims", 0)]));
-        out.push(node("Min", t("min0"), &[&t("min"), &zero], &t("min0"), vec![]));
-        out.push(node("Max", t("max0"), &[&t("max"), &zero], &t("max0"), vec![]));
-        out.push(node("Sub", t("range"), &[&t("max0"), &t("min0")], &t("range"), vec![]));
-        out.push(node("Div", t("scale"), &[&t("range"), &c255], scale, vec![]));
-        out.push(node("Neg", t("negmin"), &[&t("min0")], &t("negmin"), vec![]));
-        out.push(node("Div", t("izp"), &[&t("negmin"), scale], &t("izp"), vec![]));
-        out.push(node("Clip", t("izpc"), &[&t("izp"), &zero, &c255], &t("izpc"), vec![]));
+        out.push(node(
+            "ReduceMin",
+            t("min"),
+            &[x],
+            &t("min"),
+            vec![attr_int("keepdims", 0)],
+        ));
+        out.push(node(
+            "ReduceMax",
+            t("max"),
+            &[x],
+            &t("max"),
+            vec![attr_int("keepdims", 0)],
+        ));
+        out.push(node(
+            "Min",
+            t("min0"),
+            &[&t("min"), &zero],
+            &t("min0"),
+            vec![],
+        ));
+        out.push(node(
+            "Max",
+            t("max0"),
+            &[&t("max"), &zero],
+            &t("max0"),
+            vec![],
+        ));
+        out.push(node(
+            "Sub",
+            t("range"),
+            &[&t("max0"), &t("min0")],
+            &t("range"),
+            vec![],
+        ));
+        out.push(node(
+            "Div",
+            t("scale"),
+            &[&t("range"), &c255],
+            scale,
+            vec![],
+        ));
+        out.push(node(
+            "Neg",
+            t("negmin"),
+            &[&t("min0")],
+            &t("negmin"),
+            vec![],
+        ));
+        out.push(node(
+            "Div",
+            t("izp"),
+            &[&t("negmin"), scale],
+            &t("izp"),
+            vec![],
+        ));
+        out.push(node(
+            "Clip",
+            t("izpc"),
+            &[&t("izp"), &zero, &c255],
+            &t("izpc"),
+            vec![],
+        ));
         out.push(node("Round", t("zpf"), &[&t("izpc")], &t("zpf"), vec![]));
-        out.push(node("Cast", t("zp"), &[&t("zpf")], zp, vec![attr_int("to", 2)]));
+        out.push(node(
+            "Cast",
+            t("zp"),
+            &[&t("zpf")],
+            zp,
+            vec![attr_int("to", 2)],
+        ));
         // the per-element step: one fused pass (see quantize.rs) instead of Div, Round, Add,
         // Clip and Cast over every activation
-        out.push(node(super::quantize::OP_TYPE, t("y"), &[x, scale, zp], y, vec![]));
+        out.push(node(
+            super::quantize::OP_TYPE,
+            t("y"),
+            &[x, scale, zp],
+            y,
+            vec![],
+        ));
     }
     graph.node = out;
     count
@@ -108,13 +194,18 @@ pub fn fold_constants(model: &mut TypedModel) -> Result<usize> {
             let consts: Vec<Arc<Tensor>> = facts.iter().filter_map(|f| f.konst.clone()).collect();
             drop(facts);
             let in_mem: usize = consts.iter().map(|t| mem(t)).sum();
-            let Ok(Some(mut res)) = node.op.eval_out_of_plan(consts.iter().map(|t| t.clone().into_tvalue()).collect()) else {
+            let Ok(Some(mut res)) = node
+                .op
+                .eval_out_of_plan(consts.iter().map(|t| t.clone().into_tvalue()).collect())
+            else {
                 continue;
             };
             let mut last = node;
             // walk on while the result is still larger than what it replaces
             while res.iter().map(|t| mem(t)).sum::<usize>() > in_mem {
-                let Some(succ) = model.single_succ(last.id)? else { break };
+                let Some(succ) = model.single_succ(last.id)? else {
+                    break;
+                };
                 if succ.inputs.len() != 1 {
                     break;
                 }

@@ -19,7 +19,10 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(OP_TYPE, parse);
 }
 
-fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn parse(
+    _ctx: &ParsingContext,
+    _node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(QuantizeU8), vec![]))
 }
 
@@ -32,7 +35,12 @@ impl Expansion for QuantizeU8 {
         "QuantizeU8".into()
     }
 
-    fn rules<'r, 'p: 'r, 's: 'r>(&'s self, s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> TractResult<()> {
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> TractResult<()> {
         check_input_arity(inputs, 3)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
@@ -43,7 +51,12 @@ impl Expansion for QuantizeU8 {
         Ok(())
     }
 
-    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
         model.wire_node(prefix, QuantizeU8Op, inputs)
     }
 }
@@ -71,7 +84,12 @@ impl EvalOp for QuantizeU8Op {
         {
             let x_view = x.try_as_plain_ram()?;
             let mut y_view = y.try_as_plain_ram_mut()?;
-            quantize_parallel(x_view.as_slice::<f32>()?, scale, zero_point, y_view.as_slice_mut::<u8>()?);
+            quantize_parallel(
+                x_view.as_slice::<f32>()?,
+                scale,
+                zero_point,
+                y_view.as_slice_mut::<u8>()?,
+            );
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -93,7 +111,9 @@ const PARALLEL_MIN: usize = 32 * 1024;
 fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     match current_tract_executor() {
-        Executor::MultiThread(pool) if x.len() >= PARALLEL_MIN && pool.current_num_threads() > 1 => {
+        Executor::MultiThread(pool)
+            if x.len() >= PARALLEL_MIN && pool.current_num_threads() > 1 =>
+        {
             let chunk = x.len().div_ceil(pool.current_num_threads());
             pool.scope(|s| {
                 for (xc, yc) in x.chunks(chunk).zip(y.chunks_mut(chunk)) {
@@ -123,9 +143,21 @@ pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
     for (o, v) in y.iter_mut().zip(x) {
         let q = v / scale;
         // keep the magic-number rounding in range; beyond +-512 the result saturates anyway
-        let q = if q < -512.0 { -512.0 } else if q > 512.0 { 512.0 } else { q };
+        let q = if q < -512.0 {
+            -512.0
+        } else if q > 512.0 {
+            512.0
+        } else {
+            q
+        };
         let r = ((q + ROUND) - ROUND) + zp;
-        let r = if r < 0.0 { 0.0 } else if r > 255.0 { 255.0 } else { r };
+        let r = if r < 0.0 {
+            0.0
+        } else if r > 255.0 {
+            255.0
+        } else {
+            r
+        };
         *o = ((r + MANTISSA).to_bits() & 0xff) as u8;
     }
 }

@@ -25,7 +25,9 @@ const GRAPH_INITIALIZER: u64 = 5;
 /// The graph of the ONNX file at `path` with only its small initializers.
 pub fn graph_skeleton(path: &Path) -> Result<pb::GraphProto> {
     let file = File::open(path).with_context(|| format!("unable to open {}", path.display()))?;
-    let mut r = Reader { inner: BufReader::with_capacity(1 << 16, file) };
+    let mut r = Reader {
+        inner: BufReader::with_capacity(1 << 16, file),
+    };
     let mut skeleton = vec![];
     let mut found = false;
     while let Some((field, wire)) = r.tag()? {
@@ -38,9 +40,17 @@ pub fn graph_skeleton(path: &Path) -> Result<pb::GraphProto> {
         }
     }
     if !found {
-        bail!("unable to read {}: it holds no graph; is the file complete? re-download it", path.display());
+        bail!(
+            "unable to read {}: it holds no graph; is the file complete? re-download it",
+            path.display()
+        );
     }
-    pb::GraphProto::decode(skeleton.as_slice()).with_context(|| format!("unable to parse the graph of {}; is the file complete? re-download it", path.display()))
+    pb::GraphProto::decode(skeleton.as_slice()).with_context(|| {
+        format!(
+            "unable to parse the graph of {}; is the file complete? re-download it",
+            path.display()
+        )
+    })
 }
 
 /// Copies the `len` bytes of a GraphProto into `out`, leaving out large initializers.
@@ -69,7 +79,9 @@ fn copy_graph(r: &mut Reader, len: u64, out: &mut Vec<u8>) -> Result<()> {
             }
             w => bail!("unsupported protobuf wire type {w}"),
         }
-        left = left.checked_sub(used).context("a graph field runs past the graph")?;
+        left = left
+            .checked_sub(used)
+            .context("a graph field runs past the graph")?;
     }
     Ok(())
 }
@@ -155,11 +167,38 @@ mod tests {
 
     #[test]
     fn skeleton_keeps_structure_and_small_initializers_only() {
-        let big = pb::TensorProto { name: "w".into(), dims: vec![2048], data_type: 1, raw_data: vec![7u8; 8192].into(), ..Default::default() };
-        let scalar = pb::TensorProto { name: "logit_scale".into(), dims: vec![], data_type: 1, raw_data: 4.6052f32.to_le_bytes().to_vec().into(), ..Default::default() };
-        let node = pb::NodeProto { op_type: "Exp".into(), input: vec!["logit_scale".into()], output: vec!["s".into()], ..Default::default() };
-        let graph = pb::GraphProto { name: "g".into(), node: vec![node.clone()], initializer: vec![big, scalar.clone()], ..Default::default() };
-        let model = pb::ModelProto { ir_version: 8, producer_name: "test".into(), graph: Some(graph), ..Default::default() };
+        let big = pb::TensorProto {
+            name: "w".into(),
+            dims: vec![2048],
+            data_type: 1,
+            raw_data: vec![7u8; 8192].into(),
+            ..Default::default()
+        };
+        let scalar = pb::TensorProto {
+            name: "logit_scale".into(),
+            dims: vec![],
+            data_type: 1,
+            raw_data: 4.6052f32.to_le_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        let node = pb::NodeProto {
+            op_type: "Exp".into(),
+            input: vec!["logit_scale".into()],
+            output: vec!["s".into()],
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            name: "g".into(),
+            node: vec![node.clone()],
+            initializer: vec![big, scalar.clone()],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 8,
+            producer_name: "test".into(),
+            graph: Some(graph),
+            ..Default::default()
+        };
         let dir = std::env::temp_dir().join(format!("promptcam-skim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.onnx");
@@ -168,7 +207,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(g.name, "g");
         assert_eq!(g.node, vec![node]);
-        assert_eq!(g.initializer, vec![scalar], "the 8 KB weight is skipped, the scalar kept");
+        assert_eq!(
+            g.initializer,
+            vec![scalar],
+            "the 8 KB weight is skipped, the scalar kept"
+        );
     }
 
     #[test]
@@ -176,7 +219,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("promptcam-skim-empty-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.onnx");
-        std::fs::write(&path, pb::ModelProto { ir_version: 8, ..Default::default() }.encode_to_vec()).unwrap();
+        std::fs::write(
+            &path,
+            pb::ModelProto {
+                ir_version: 8,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+        .unwrap();
         let e = format!("{:#}", graph_skeleton(&path).unwrap_err());
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.contains("holds no graph"), "{e}");

@@ -8,7 +8,10 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
 use tract_onnx::prelude::*;
 
 /// Token ids and mask for a batch of prompts, each padded to `max_length`.
@@ -69,7 +72,11 @@ impl PromptTokenizer {
             pad_type_id: 0,
             pad_token: pad_token.to_string(),
         }));
-        Ok(PromptTokenizer { tokenizer, max_length, pad_id })
+        Ok(PromptTokenizer {
+            tokenizer,
+            max_length,
+            pad_id,
+        })
     }
 
     pub fn encode(&self, prompts: &[String]) -> Result<Tokens> {
@@ -77,10 +84,15 @@ impl PromptTokenizer {
             .tokenizer
             .encode_batch(prompts.to_vec(), true)
             .map_err(|e| anyhow!("unable to tokenize prompts: {e}"))?;
-        let mut out = Tokens { input_ids: vec![], attention_mask: vec![] };
+        let mut out = Tokens {
+            input_ids: vec![],
+            attention_mask: vec![],
+        };
         for e in enc {
-            out.input_ids.push(e.get_ids().iter().map(|&i| i as i64).collect());
-            out.attention_mask.push(e.get_attention_mask().iter().map(|&i| i as i64).collect());
+            out.input_ids
+                .push(e.get_ids().iter().map(|&i| i as i64).collect());
+            out.attention_mask
+                .push(e.get_attention_mask().iter().map(|&i| i as i64).collect());
         }
         Ok(out)
     }

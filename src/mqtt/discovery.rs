@@ -39,7 +39,10 @@ impl Topics {
     }
     /// The annotated JPEG of the frame that started (or best updated) the prompt's event.
     pub fn snapshot(&self, camera: &str, prompt: &str) -> String {
-        format!("{}/{}/{camera}/{prompt}/snapshot", self.prefix, self.device_id)
+        format!(
+            "{}/{}/{camera}/{prompt}/snapshot",
+            self.prefix, self.device_id
+        )
     }
     /// The camera's last detection: the snapshot of whichever prompt's event came last (retained).
     pub fn camera_snapshot(&self, camera: &str) -> String {
@@ -47,7 +50,10 @@ impl Topics {
     }
     /// A prompt's `on` threshold in force (retained); commands go to `.../threshold/set`.
     pub fn threshold(&self, camera: &str, prompt: &str) -> String {
-        format!("{}/{}/{camera}/{prompt}/threshold", self.prefix, self.device_id)
+        format!(
+            "{}/{}/{camera}/{prompt}/threshold",
+            self.prefix, self.device_id
+        )
     }
     /// `ON` while the camera's detection is paused (retained); commands go to `.../paused/set`.
     pub fn paused(&self, camera: &str) -> String {
@@ -59,7 +65,10 @@ impl Topics {
     }
     /// The filters that match every command topic of this daemon.
     pub fn command_filters(&self) -> [String; 2] {
-        [format!("{}/{}/+/paused/set", self.prefix, self.device_id), format!("{}/{}/+/+/threshold/set", self.prefix, self.device_id)]
+        [
+            format!("{}/{}/+/paused/set", self.prefix, self.device_id),
+            format!("{}/{}/+/+/threshold/set", self.prefix, self.device_id),
+        ]
     }
     /// Home Assistant's event entity of a camera: `{"event_type": ..., ...}`, not retained.
     pub fn camera_event(&self, camera: &str) -> String {
@@ -250,19 +259,48 @@ struct Diagnostic {
 }
 
 const DIAGNOSTICS: [Diagnostic; 3] = [
-    Diagnostic { key: "inference_ms", name: "Inference time", unit: Some("ms"), device_class: Some("duration"), state_class: "measurement", precision: Some(1) },
-    Diagnostic { key: "analysed_fps", name: "Analysed fps", unit: Some("fps"), device_class: None, state_class: "measurement", precision: Some(2) },
-    Diagnostic { key: "dropped_frames", name: "Dropped frames", unit: None, device_class: None, state_class: "total_increasing", precision: None },
+    Diagnostic {
+        key: "inference_ms",
+        name: "Inference time",
+        unit: Some("ms"),
+        device_class: Some("duration"),
+        state_class: "measurement",
+        precision: Some(1),
+    },
+    Diagnostic {
+        key: "analysed_fps",
+        name: "Analysed fps",
+        unit: Some("fps"),
+        device_class: None,
+        state_class: "measurement",
+        precision: Some(2),
+    },
+    Diagnostic {
+        key: "dropped_frames",
+        name: "Dropped frames",
+        unit: None,
+        device_class: None,
+        state_class: "total_increasing",
+        precision: None,
+    },
 ];
 
 /// Every discovery message of this daemon, in a stable order: the daemon's connectivity sensor;
 /// per camera its detection `event`, last-detection `image`, pause `switch`, stream `binary_sensor` and diagnostic
 /// sensors; per prompt its state `binary_sensor`, score `sensor`, snapshot `image` and
 /// threshold `number`.
-pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message>, serde_json::Error> {
+pub fn messages(
+    topics: &Topics,
+    cameras: &[CameraConfig],
+) -> Result<Vec<Message>, serde_json::Error> {
     let dev_id = &topics.device_id;
     let mut out = vec![];
-    let common = |component: &str, id: &str, name: String, dev: Device, available: bool, category: Option<&str>| Common {
+    let common = |component: &str,
+                  id: &str,
+                  name: String,
+                  dev: Device,
+                  available: bool,
+                  category: Option<&str>| Common {
         name,
         unique_id: id.to_string(),
         default_entity_id: format!("{component}.{id}"),
@@ -275,11 +313,23 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
         dev,
         o: origin(),
     };
-    let mut push = |component: &str, id: &str, payload: String| out.push(Message { topic: topics.config(component, id), payload });
+    let mut push = |component: &str, id: &str, payload: String| {
+        out.push(Message {
+            topic: topics.config(component, id),
+            payload,
+        })
+    };
     let status_id = format!("{dev_id}_status");
     let status = BinarySensor {
         // the availability topic itself: no availability of its own, it shows `offline`
-        common: common("binary_sensor", &status_id, "Status".into(), daemon_device(dev_id), false, Some("diagnostic")),
+        common: common(
+            "binary_sensor",
+            &status_id,
+            "Status".into(),
+            daemon_device(dev_id),
+            false,
+            Some("diagnostic"),
+        ),
         state_topic: topics.availability(),
         payload_on: ONLINE.into(),
         payload_off: OFFLINE.into(),
@@ -305,7 +355,14 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
         push("image", &id, serde_json::to_string(&image)?);
         let id = format!("{cam_id}_paused");
         let pause = Switch {
-            common: common("switch", &id, "Pause detection".into(), dev(), true, Some("config")),
+            common: common(
+                "switch",
+                &id,
+                "Pause detection".into(),
+                dev(),
+                true,
+                Some("config"),
+            ),
             state_topic: topics.paused(&cam.id),
             command_topic: topics.set(&topics.paused(&cam.id)),
             payload_on: ON.into(),
@@ -315,7 +372,14 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
         push("switch", &id, serde_json::to_string(&pause)?);
         let id = format!("{cam_id}_stream");
         let stream = BinarySensor {
-            common: common("binary_sensor", &id, "Stream".into(), dev(), true, Some("diagnostic")),
+            common: common(
+                "binary_sensor",
+                &id,
+                "Stream".into(),
+                dev(),
+                true,
+                Some("diagnostic"),
+            ),
             state_topic: topics.stream(&cam.id),
             payload_on: ONLINE.into(),
             payload_off: OFFLINE.into(),
@@ -325,7 +389,14 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
         for d in &DIAGNOSTICS {
             let id = format!("{cam_id}_{}", d.key);
             let sensor = Sensor {
-                common: common("sensor", &id, d.name.into(), dev(), true, Some("diagnostic")),
+                common: common(
+                    "sensor",
+                    &id,
+                    d.name.into(),
+                    dev(),
+                    true,
+                    Some("diagnostic"),
+                ),
                 state_topic: topics.diagnostics(&cam.id),
                 value_template: Some(format!("{{{{ value_json.{} }}}}", d.key)),
                 state_class: d.state_class.into(),
@@ -349,9 +420,17 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
             // a CLIPSeg score is the fraction of the region its mask covers: shown as percent
             let coverage = p.model == ModelKind::ClipSeg;
             let score = Sensor {
-                common: common("sensor", &score_id, format!("{} score", p.name), dev(), true, None),
+                common: common(
+                    "sensor",
+                    &score_id,
+                    format!("{} score", p.name),
+                    dev(),
+                    true,
+                    None,
+                ),
                 state_topic: topics.score(&cam.id, &p.id),
-                value_template: coverage.then(|| "{{ (value | float * 100) | round(1) }}".to_string()),
+                value_template: coverage
+                    .then(|| "{{ (value | float * 100) | round(1) }}".to_string()),
                 state_class: "measurement".into(),
                 device_class: None,
                 unit_of_measurement: coverage.then(|| "%".to_string()),
@@ -360,14 +439,28 @@ pub fn messages(topics: &Topics, cameras: &[CameraConfig]) -> Result<Vec<Message
             push("sensor", &score_id, serde_json::to_string(&score)?);
             let image_id = format!("{id}_snapshot");
             let image = Image {
-                common: common("image", &image_id, format!("{} snapshot", p.name), dev(), true, None),
+                common: common(
+                    "image",
+                    &image_id,
+                    format!("{} snapshot", p.name),
+                    dev(),
+                    true,
+                    None,
+                ),
                 image_topic: topics.snapshot(&cam.id, &p.id),
                 content_type: "image/jpeg".into(),
             };
             push("image", &image_id, serde_json::to_string(&image)?);
             let threshold_id = format!("{id}_threshold");
             let threshold = Number {
-                common: common("number", &threshold_id, format!("{} threshold", p.name), dev(), true, Some("config")),
+                common: common(
+                    "number",
+                    &threshold_id,
+                    format!("{} threshold", p.name),
+                    dev(),
+                    true,
+                    Some("config"),
+                ),
                 state_topic: topics.threshold(&cam.id, &p.id),
                 command_topic: topics.set(&topics.threshold(&cam.id, &p.id)),
                 min: 0.0,
@@ -408,21 +501,36 @@ model = "clipseg"
 
     fn score_sensor(msgs: &[Message], prompt: &str) -> serde_json::Value {
         let topic = format!("homeassistant/sensor/t_yard_{prompt}_score/config");
-        let m = msgs.iter().find(|m| m.topic == topic).unwrap_or_else(|| panic!("no {topic}"));
+        let m = msgs
+            .iter()
+            .find(|m| m.topic == topic)
+            .unwrap_or_else(|| panic!("no {topic}"));
         serde_json::from_str(&m.payload).expect("a JSON payload")
     }
 
     #[test]
     fn a_clipseg_score_shows_percent_and_a_clip_score_a_fraction() {
-        let cameras = crate::config::parse(CONFIG, std::path::Path::new("t.toml")).expect("a valid config").cameras;
-        let topics = Topics { prefix: "promptcam".into(), device_id: "t".into(), discovery_prefix: "homeassistant".into() };
+        let cameras = crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
+            .expect("a valid config")
+            .cameras;
+        let topics = Topics {
+            prefix: "promptcam".into(),
+            device_id: "t".into(),
+            discovery_prefix: "homeassistant".into(),
+        };
         let msgs = messages(&topics, &cameras).expect("serializable payloads");
         let seg = score_sensor(&msgs, "snow");
         assert_eq!(seg["unit_of_measurement"], "%", "{seg}");
-        assert_eq!(seg["value_template"], "{{ (value | float * 100) | round(1) }}", "{seg}");
+        assert_eq!(
+            seg["value_template"], "{{ (value | float * 100) | round(1) }}",
+            "{seg}"
+        );
         assert_eq!(seg["state_topic"], "promptcam/t/yard/snow/score");
         let clip = score_sensor(&msgs, "a_person");
-        assert!(clip.get("unit_of_measurement").is_none() && clip.get("value_template").is_none(), "{clip}");
+        assert!(
+            clip.get("unit_of_measurement").is_none() && clip.get("value_template").is_none(),
+            "{clip}"
+        );
         assert_eq!(clip["suggested_display_precision"], 2);
     }
 }

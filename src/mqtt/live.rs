@@ -29,7 +29,8 @@ impl StreamWatch {
             self.captured = captured;
             self.changed = Some(now);
         }
-        self.changed.is_some_and(|t| now.saturating_duration_since(t) < STREAM_TIMEOUT)
+        self.changed
+            .is_some_and(|t| now.saturating_duration_since(t) < STREAM_TIMEOUT)
     }
 }
 
@@ -75,8 +76,21 @@ fn round(x: f64, digits: i32) -> f64 {
 
 impl Live {
     pub fn new(topics: Topics, status: Status, now: Instant) -> Live {
-        let cameras = status.cameras.iter().map(|c| Camera { id: c.id.clone(), stream: StreamWatch::default(), last: (0, 0.0, now) }).collect();
-        Live { topics, status, cameras, retained: BTreeMap::new() }
+        let cameras = status
+            .cameras
+            .iter()
+            .map(|c| Camera {
+                id: c.id.clone(),
+                stream: StreamWatch::default(),
+                last: (0, 0.0, now),
+            })
+            .collect();
+        Live {
+            topics,
+            status,
+            cameras,
+            retained: BTreeMap::new(),
+        }
     }
 
     pub fn status(&self) -> &Status {
@@ -97,15 +111,27 @@ impl Live {
     /// diagnostics report (sent even when unchanged: it is a periodic report).
     pub fn refresh(&mut self, now: Instant, diagnostics: bool) {
         for i in 0..self.cameras.len() {
-            let Some(cam) = self.status.camera(&self.cameras[i].id).cloned() else { continue };
+            let Some(cam) = self.status.camera(&self.cameras[i].id).cloned() else {
+                continue;
+            };
             let snap = cam.snapshot(now);
             let c = &mut self.cameras[i];
-            let stream = if c.stream.update(snap.source.captured, now) { ONLINE } else { OFFLINE };
+            let stream = if c.stream.update(snap.source.captured, now) {
+                ONLINE
+            } else {
+                OFFLINE
+            };
             let id = c.id.clone();
-            self.set(self.topics.paused(&id), if snap.paused { ON } else { OFF }.as_bytes().to_vec());
+            self.set(
+                self.topics.paused(&id),
+                if snap.paused { ON } else { OFF }.as_bytes().to_vec(),
+            );
             self.set(self.topics.stream(&id), stream.as_bytes().to_vec());
             for p in &snap.prompts {
-                self.set(self.topics.threshold(&id, &p.id), format!("{}", p.threshold).into_bytes());
+                self.set(
+                    self.topics.threshold(&id, &p.id),
+                    format!("{}", p.threshold).into_bytes(),
+                );
             }
             if diagnostics {
                 let c = &mut self.cameras[i];
@@ -120,7 +146,11 @@ impl Live {
                 c.last = (snap.inference.count, snap.inference.sum_ms, now);
                 let d = Diagnostics {
                     inference_ms,
-                    analysed_fps: if dt > 0.0 { round(n as f64 / dt, 2) } else { 0.0 },
+                    analysed_fps: if dt > 0.0 {
+                        round(n as f64 / dt, 2)
+                    } else {
+                        0.0
+                    },
                     dropped_frames: snap.dropped,
                     captured_frames: snap.source.captured,
                     undecodable_frames: snap.source.undecodable,
@@ -133,9 +163,12 @@ impl Live {
                 };
                 match serde_json::to_vec(&d) {
                     Ok(payload) => {
-                        self.retained.insert(self.topics.diagnostics(&id), (payload, true));
+                        self.retained
+                            .insert(self.topics.diagnostics(&id), (payload, true));
                     }
-                    Err(e) => tracing::warn!("unable to serialize the diagnostics of camera {id}: {e}"),
+                    Err(e) => {
+                        tracing::warn!("unable to serialize the diagnostics of camera {id}: {e}")
+                    }
                 }
             }
         }
@@ -148,7 +181,11 @@ impl Live {
 
     /// The topics and payloads still to send, in topic order.
     pub fn pending(&self) -> Vec<(String, Vec<u8>)> {
-        self.retained.iter().filter(|(_, v)| v.1).map(|(t, v)| (t.clone(), v.0.clone())).collect()
+        self.retained
+            .iter()
+            .filter(|(_, v)| v.1)
+            .map(|(t, v)| (t.clone(), v.0.clone()))
+            .collect()
     }
 
     /// Marks a topic sent.
@@ -175,25 +212,54 @@ mod tests {
         assert!(!w.update(0, t0), "no frame yet");
         assert!(w.update(1, t0 + Duration::from_secs(1)));
         assert!(w.update(1, t0 + Duration::from_secs(30)));
-        assert!(!w.update(1, t0 + Duration::from_secs(31)), "no frame for 30 s");
+        assert!(
+            !w.update(1, t0 + Duration::from_secs(31)),
+            "no frame for 30 s"
+        );
         assert!(w.update(2, t0 + Duration::from_secs(40)));
     }
 
     #[test]
     fn refresh_reports_changes_and_diagnostics() {
-        let p = PromptStatus { id: "person".into(), name: "Person".into(), threshold: 0.5, score: 0.0, on: false };
-        let cam = Arc::new(CameraStatus::new("porch", "Porch", Arc::default(), FrameSlot::new(), vec![p]));
-        let topics = Topics { prefix: "promptcam".into(), device_id: "pi".into(), discovery_prefix: "homeassistant".into() };
+        let p = PromptStatus {
+            id: "person".into(),
+            name: "Person".into(),
+            threshold: 0.5,
+            score: 0.0,
+            on: false,
+        };
+        let cam = Arc::new(CameraStatus::new(
+            "porch",
+            "Porch",
+            Arc::default(),
+            FrameSlot::new(),
+            vec![p],
+        ));
+        let topics = Topics {
+            prefix: "promptcam".into(),
+            device_id: "pi".into(),
+            discovery_prefix: "homeassistant".into(),
+        };
         let t0 = Instant::now();
-        let mut live = Live::new(topics, Status { cameras: vec![cam.clone()] }, t0);
+        let mut live = Live::new(
+            topics,
+            Status {
+                cameras: vec![cam.clone()],
+            },
+            t0,
+        );
         cam.source.captured.fetch_add(3, Ordering::Relaxed);
         live.refresh(t0 + Duration::from_secs(1), true);
         let pending: BTreeMap<String, Vec<u8>> = live.pending().into_iter().collect();
         assert_eq!(pending["promptcam/pi/porch/paused"], b"OFF");
         assert_eq!(pending["promptcam/pi/porch/stream"], b"online");
         assert_eq!(pending["promptcam/pi/porch/person/threshold"], b"0.5");
-        let d: serde_json::Value = serde_json::from_slice(&pending["promptcam/pi/porch/diagnostics"]).unwrap();
-        assert_eq!((d["captured_frames"].as_u64(), d["inference_ms"].is_null()), (Some(3), true));
+        let d: serde_json::Value =
+            serde_json::from_slice(&pending["promptcam/pi/porch/diagnostics"]).unwrap();
+        assert_eq!(
+            (d["captured_frames"].as_u64(), d["inference_ms"].is_null()),
+            (Some(3), true)
+        );
         for t in pending.keys() {
             live.sent(t);
         }
@@ -212,9 +278,17 @@ mod tests {
         live.refresh(t0 + Duration::from_secs(3), true);
         let pending: BTreeMap<String, Vec<u8>> = live.pending().into_iter().collect();
         assert_eq!(pending["promptcam/pi/porch/paused"], b"ON");
-        let d: serde_json::Value = serde_json::from_slice(&pending["promptcam/pi/porch/diagnostics"]).unwrap();
-        assert_eq!(d["inference_ms"].as_f64(), Some(55.0), "mean of 40, 50, 60, 70 ms");
+        let d: serde_json::Value =
+            serde_json::from_slice(&pending["promptcam/pi/porch/diagnostics"]).unwrap();
+        assert_eq!(
+            d["inference_ms"].as_f64(),
+            Some(55.0),
+            "mean of 40, 50, 60, 70 ms"
+        );
         assert_eq!(d["analysed_fps"].as_f64(), Some(2.0), "4 frames in 2 s");
-        assert!(!pending.contains_key("promptcam/pi/porch/stream"), "unchanged");
+        assert!(
+            !pending.contains_key("promptcam/pi/porch/stream"),
+            "unchanged"
+        );
     }
 }

@@ -109,33 +109,56 @@ const KEYS: &[&str] = &[
 /// relative paths. Unknown keys and wrong types are errors naming the key.
 pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig> {
     let file = config_path.display();
-    let Some(table) = raw.as_table() else { bail!("invalid `mqtt` in {file}: expected a table; {SEE}") };
+    let Some(table) = raw.as_table() else {
+        bail!("invalid `mqtt` in {file}: expected a table; {SEE}")
+    };
     for k in table.keys() {
         if !KEYS.contains(&k.as_str()) {
-            bail!("unknown key `mqtt.{k}` in {file}: allowed keys are {}; {SEE}", KEYS.join(", "));
+            bail!(
+                "unknown key `mqtt.{k}` in {file}: allowed keys are {}; {SEE}",
+                KEYS.join(", ")
+            );
         }
     }
-    let bad = |key: &str, what: &str| -> anyhow::Error { anyhow::anyhow!("invalid `mqtt.{key}` in {file}: {what}; {SEE}") };
+    let bad = |key: &str, what: &str| -> anyhow::Error {
+        anyhow::anyhow!("invalid `mqtt.{key}` in {file}: {what}; {SEE}")
+    };
     let string = |key: &str| -> Result<Option<String>> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
             Some(toml::Value::String(_)) => Err(bad(key, "expected a non-empty string")),
-            Some(v) => Err(bad(key, &format!("expected a string, found a {}", v.type_str()))),
+            Some(v) => Err(bad(
+                key,
+                &format!("expected a string, found a {}", v.type_str()),
+            )),
         }
     };
     let int = |key: &str, lo: i64, hi: i64| -> Result<Option<i64>> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(i)) if (lo..=hi).contains(i) => Ok(Some(*i)),
-            Some(toml::Value::Integer(i)) => Err(bad(key, &format!("{i} is out of range; allowed {lo}..={hi}"))),
-            Some(v) => Err(bad(key, &format!("expected an integer, found a {}", v.type_str()))),
+            Some(toml::Value::Integer(i)) => Err(bad(
+                key,
+                &format!("{i} is out of range; allowed {lo}..={hi}"),
+            )),
+            Some(v) => Err(bad(
+                key,
+                &format!("expected an integer, found a {}", v.type_str()),
+            )),
         }
     };
     let prefix = |key: &str, default: &str| -> Result<String> {
         let p = string(key)?.unwrap_or_else(|| default.to_string());
-        if p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') || p.contains(char::is_whitespace) {
-            return Err(bad(key, "a topic prefix has no `+`, `#`, spaces, or leading/trailing `/`"));
+        if p.contains(['+', '#'])
+            || p.starts_with('/')
+            || p.ends_with('/')
+            || p.contains(char::is_whitespace)
+        {
+            return Err(bad(
+                key,
+                "a topic prefix has no `+`, `#`, spaces, or leading/trailing `/`",
+            ));
         }
         Ok(p)
     };
@@ -144,18 +167,40 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
         None => None,
         Some(v) => tls::parse(v, base, &file.to_string())?,
     };
-    let host = string("host")?.ok_or_else(|| bad("host", "missing: name the broker, e.g. host = \"localhost\""))?;
-    let port = int("port", 1, 65535)?.map(|p| p as u16).unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    let host = string("host")?.ok_or_else(|| {
+        bad(
+            "host",
+            "missing: name the broker, e.g. host = \"localhost\"",
+        )
+    })?;
+    let port = int("port", 1, 65535)?
+        .map(|p| p as u16)
+        .unwrap_or(if tls.is_some() { 8883 } else { 1883 });
     let diagnostics_interval = match table.get("diagnostics_interval") {
         None => Duration::from_secs(15),
         Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
             Some(s) if (1.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-            Some(s) => return Err(bad("diagnostics_interval", &format!("{s} is out of range; allowed 1..=3600 seconds"))),
-            None => return Err(bad("diagnostics_interval", &format!("expected seconds, found a {}", v.type_str()))),
+            Some(s) => {
+                return Err(bad(
+                    "diagnostics_interval",
+                    &format!("{s} is out of range; allowed 1..=3600 seconds"),
+                ))
+            }
+            None => {
+                return Err(bad(
+                    "diagnostics_interval",
+                    &format!("expected seconds, found a {}", v.type_str()),
+                ))
+            }
         },
     };
     let password = match (string("password")?, string("password_file")?) {
-        (Some(_), Some(_)) => return Err(bad("password_file", "set either `password` or `password_file`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "password_file",
+                "set either `password` or `password_file`, not both",
+            ))
+        }
         (Some(p), None) => Some(Secret(p)),
         (None, Some(f)) => {
             let path = base.join(f);
@@ -164,18 +209,27 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
             })?;
             let p = text.trim_end_matches(['\r', '\n']).to_string();
             if p.is_empty() {
-                return Err(bad("password_file", &format!("{} is empty", path.display())));
+                return Err(bad(
+                    "password_file",
+                    &format!("{} is empty", path.display()),
+                ));
             }
             Some(Secret(p))
         }
-        (None, None) => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret),
+        (None, None) => std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Secret),
     };
     let username = string("username")?;
     if password.is_some() && username.is_none() {
         return Err(bad("username", "a password needs a username (MQTT 3.1.1)"));
     }
     let client_id = string("client_id")?;
-    if client_id.as_deref().is_some_and(|c| c.contains(['+', '#', '/'])) {
+    if client_id
+        .as_deref()
+        .is_some_and(|c| c.contains(['+', '#', '/']))
+    {
         return Err(bad("client_id", "use letters, digits, `-` and `_`"));
     }
     Ok(MqttConfig {
@@ -186,7 +240,9 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
         client_id,
         topic_prefix: prefix("topic_prefix", "promptcam")?,
         discovery_prefix: prefix("discovery_prefix", "homeassistant")?,
-        spool_dir: string("spool_dir")?.map(|d| base.join(d)).unwrap_or_else(|| PathBuf::from("/var/lib/promptcam/spool")),
+        spool_dir: string("spool_dir")?
+            .map(|d| base.join(d))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/promptcam/spool")),
         spool_max_events: int("spool_max_events", 1, 10_000_000)?.unwrap_or(10_000) as usize,
         tls,
         diagnostics_interval,
@@ -219,7 +275,12 @@ pub struct StatsHandle(Arc<worker::Shared>);
 
 impl StatsHandle {
     pub fn stats(&self) -> Stats {
-        let mut s = self.0.status.lock().map(|s| s.stats.clone()).unwrap_or_default();
+        let mut s = self
+            .0
+            .status
+            .lock()
+            .map(|s| s.stats.clone())
+            .unwrap_or_default();
         if let Ok(spool) = self.0.spool.lock() {
             (s.spooled, s.dropped) = (spool.len(), spool.dropped());
         }
@@ -244,26 +305,55 @@ impl Publisher {
     /// publisher sends discovery for every camera and prompt, then `online`, then the states.
     /// `status` is the daemon's live view: commands steer it (pause, thresholds) and the
     /// retained pause, threshold, stream and diagnostics topics mirror it.
-    pub fn start(cfg: MqttConfig, device_id: &str, cameras: &[CameraConfig], status: Status) -> Result<Publisher> {
+    pub fn start(
+        cfg: MqttConfig,
+        device_id: &str,
+        cameras: &[CameraConfig],
+        status: Status,
+    ) -> Result<Publisher> {
         let spool = spool::Spool::open(&cfg.spool_dir, cfg.spool_max_events)?;
-        let topics = discovery::Topics { prefix: cfg.topic_prefix.clone(), device_id: device_id.to_string(), discovery_prefix: cfg.discovery_prefix.clone() };
+        let topics = discovery::Topics {
+            prefix: cfg.topic_prefix.clone(),
+            device_id: device_id.to_string(),
+            discovery_prefix: cfg.discovery_prefix.clone(),
+        };
         let (tx, rx) = sync_channel(1024);
         let shared = Arc::new(worker::Shared::new(spool, cameras));
-        let (worker, net) = worker::spawn(cfg, device_id, cameras, status, shared.clone(), tx.clone(), rx)
-            .context("unable to start the MQTT threads")?;
-        Ok(Publisher { shared, topics, tx, worker: Some(worker), net: Some(net) })
+        let (worker, net) = worker::spawn(
+            cfg,
+            device_id,
+            cameras,
+            status,
+            shared.clone(),
+            tx.clone(),
+            rx,
+        )
+        .context("unable to start the MQTT threads")?;
+        Ok(Publisher {
+            shared,
+            topics,
+            tx,
+            worker: Some(worker),
+            net: Some(net),
+        })
     }
 
     /// Spools one event (written to disk before this returns) and updates its prompt's state;
     /// the worker delivers it in order once the broker is reachable.
     pub fn publish(&self, event: &Event) -> Result<()> {
-        let payload = serde_json::to_string(event).with_context(|| format!("unable to serialize event {}", event.id))?;
+        let payload = serde_json::to_string(event)
+            .with_context(|| format!("unable to serialize event {}", event.id))?;
         {
-            let mut spool = self.shared.spool.lock().map_err(|_| anyhow::anyhow!("the MQTT worker panicked; restart the daemon"))?;
+            let mut spool = self
+                .shared
+                .spool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the MQTT worker panicked; restart the daemon"))?;
             spool.push(payload)?;
         }
         self.shared.set_state(event);
-        self.shared.push_camera_event(self.topics.camera_event(&event.camera), event);
+        self.shared
+            .push_camera_event(self.topics.camera_event(&event.camera), event);
         // a full channel already holds a wake-up for the worker
         let _ = self.tx.try_send(worker::Msg::Wake);
         Ok(())
@@ -278,11 +368,20 @@ impl Publisher {
 
     /// Why the publisher is not connected now (secrets never appear here), if it is not.
     pub fn last_error(&self) -> Option<String> {
-        self.shared.status.lock().ok().and_then(|s| s.last_error.clone())
+        self.shared
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| s.last_error.clone())
     }
 
     pub fn stats(&self) -> Stats {
-        let mut s = self.shared.status.lock().map(|s| s.stats.clone()).unwrap_or_default();
+        let mut s = self
+            .shared
+            .status
+            .lock()
+            .map(|s| s.stats.clone())
+            .unwrap_or_default();
         if let Ok(spool) = self.shared.spool.lock() {
             s.spooled = spool.len();
             s.dropped = spool.dropped();
@@ -341,14 +440,20 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let c = parse("host = \"broker\"").unwrap();
-        assert_eq!((c.port, c.topic_prefix.as_str(), c.discovery_prefix.as_str()), (1883, "promptcam", "homeassistant"));
+        assert_eq!(
+            (c.port, c.topic_prefix.as_str(), c.discovery_prefix.as_str()),
+            (1883, "promptcam", "homeassistant")
+        );
         assert_eq!(c.spool_dir, PathBuf::from("/var/lib/promptcam/spool"));
         assert_eq!(c.spool_max_events, 10_000);
         let e = parse("host = \"b\"\nhots = 1").unwrap_err().to_string();
         assert!(e.contains("mqtt.hots") && e.contains(SEE), "{e}");
         let e = parse("host = \"b\"\nport = \"x\"").unwrap_err().to_string();
         assert!(e.contains("mqtt.port") && e.contains(SEE), "{e}");
-        let e = parse("host = \"b\"\nusername = \"u\"\npassword = \"hunter2\"\npassword_file = \"p\"").unwrap_err().to_string();
+        let e =
+            parse("host = \"b\"\nusername = \"u\"\npassword = \"hunter2\"\npassword_file = \"p\"")
+                .unwrap_err()
+                .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         let c = parse("host = \"b\"\nusername = \"u\"\npassword = \"hunter2\"").unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
@@ -361,12 +466,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("promptcam-mqtt-pw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "s3cret-pw\n").unwrap();
-        let v: toml::Value = toml::from_str("host = \"b\"\nusername = \"u\"\npassword_file = \"pw\"").unwrap();
+        let v: toml::Value =
+            toml::from_str("host = \"b\"\nusername = \"u\"\npassword_file = \"pw\"").unwrap();
         let c = parse_config(&v, &dir.join("promptcam.toml")).unwrap();
         assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("s3cret-pw"));
-        let v: toml::Value = toml::from_str("host = \"b\"\nusername = \"u\"\npassword_file = \"missing\"").unwrap();
-        let e = format!("{:#}", parse_config(&v, &dir.join("promptcam.toml")).unwrap_err());
-        assert!(e.contains("mqtt.password_file") && e.contains("missing"), "{e}");
+        let v: toml::Value =
+            toml::from_str("host = \"b\"\nusername = \"u\"\npassword_file = \"missing\"").unwrap();
+        let e = format!(
+            "{:#}",
+            parse_config(&v, &dir.join("promptcam.toml")).unwrap_err()
+        );
+        assert!(
+            e.contains("mqtt.password_file") && e.contains("missing"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,9 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, Outgoing, Packet};
+use rumqttc::{
+    ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, Outgoing, Packet,
+};
 
 use super::worker::{Msg, Shared};
 
@@ -20,7 +22,10 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new() -> Rng {
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         Rng(t ^ ((std::process::id() as u64) << 32) | 1)
     }
     /// Uniform in [0, 1).
@@ -107,7 +112,10 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
                 }
                 let until = Instant::now() + delay;
                 while Instant::now() < until && !shared.shutdown.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+                    std::thread::sleep(
+                        Duration::from_millis(50)
+                            .min(until.saturating_duration_since(Instant::now())),
+                    );
                 }
             }
         }

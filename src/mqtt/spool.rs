@@ -35,11 +35,18 @@ impl Spool {
             format!("unable to create the MQTT spool directory {}; create it writable for the daemon or set mqtt.spool_dir", dir.display())
         })?;
         let mut found: Vec<(u64, PathBuf)> = vec![];
-        let listing = fs::read_dir(dir)
-            .with_context(|| format!("unable to list the MQTT spool directory {}; check its permissions", dir.display()))?;
+        let listing = fs::read_dir(dir).with_context(|| {
+            format!(
+                "unable to list the MQTT spool directory {}; check its permissions",
+                dir.display()
+            )
+        })?;
         for e in listing.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(seq) = name.strip_suffix(SUFFIX).and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 found.push((seq, e.path()));
             } else if name.ends_with(".tmp") {
                 // a write interrupted by a crash: never renamed, so never acknowledged to anyone
@@ -47,11 +54,19 @@ impl Spool {
             }
         }
         found.sort();
-        let mut spool = Spool { dir: dir.to_path_buf(), max: max.max(1), entries: VecDeque::new(), next_seq: 1, dropped: 0 };
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            max: max.max(1),
+            entries: VecDeque::new(),
+            next_seq: 1,
+            dropped: 0,
+        };
         for (seq, path) in found {
             spool.next_seq = spool.next_seq.max(seq + 1);
             match fs::read_to_string(&path) {
-                Ok(payload) if serde_json::from_str::<serde_json::Value>(&payload).is_ok() => spool.entries.push_back(Entry { seq, payload }),
+                Ok(payload) if serde_json::from_str::<serde_json::Value>(&payload).is_ok() => {
+                    spool.entries.push_back(Entry { seq, payload })
+                }
                 _ => {
                     tracing::warn!("dropping unreadable spooled event {}", path.display());
                     let _ = fs::remove_file(&path);
@@ -60,7 +75,11 @@ impl Spool {
         }
         spool.trim();
         if !spool.entries.is_empty() {
-            tracing::info!("MQTT spool {}: {} event(s) from a previous run to deliver", dir.display(), spool.entries.len());
+            tracing::info!(
+                "MQTT spool {}: {} event(s) from a previous run to deliver",
+                dir.display(),
+                spool.entries.len()
+            );
         }
         Ok(spool)
     }
@@ -80,7 +99,12 @@ impl Spool {
             f.sync_data()?;
             fs::rename(&tmp, &path)
         };
-        write().with_context(|| format!("unable to write to the MQTT spool {}; check free space and permissions", self.dir.display()))?;
+        write().with_context(|| {
+            format!(
+                "unable to write to the MQTT spool {}; check free space and permissions",
+                self.dir.display()
+            )
+        })?;
         self.next_seq += 1;
         self.entries.push_back(Entry { seq, payload });
         self.trim();
@@ -93,7 +117,11 @@ impl Spool {
                 let _ = fs::remove_file(self.path(old.seq));
                 self.dropped += 1;
                 if self.dropped == 1 || self.dropped.is_power_of_two() {
-                    tracing::warn!("MQTT spool full ({} events): dropped {} oldest event(s) so far", self.max, self.dropped);
+                    tracing::warn!(
+                        "MQTT spool full ({} events): dropped {} oldest event(s) so far",
+                        self.max,
+                        self.dropped
+                    );
                 }
             }
         }
@@ -104,7 +132,10 @@ impl Spool {
         if let Some(i) = self.entries.iter().position(|e| e.seq == seq) {
             self.entries.remove(i);
             if let Err(e) = fs::remove_file(self.path(seq)) {
-                tracing::warn!("unable to remove spooled event {}: {e}", self.path(seq).display());
+                tracing::warn!(
+                    "unable to remove spooled event {}: {e}",
+                    self.path(seq).display()
+                );
             }
         }
     }

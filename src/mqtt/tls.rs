@@ -33,7 +33,11 @@ pub struct TlsConfig {
 const KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure"];
 
 /// Where Debian, Fedora/RHEL and Alpine keep the system's CA bundle (`SSL_CERT_FILE` first).
-const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// `tls = true|false` or a `[mqtt.tls]` table; relative paths are relative to `base`.
 pub fn parse(v: &toml::Value, base: &Path, file: &str) -> Result<Option<TlsConfig>> {
@@ -42,31 +46,58 @@ pub fn parse(v: &toml::Value, base: &Path, file: &str) -> Result<Option<TlsConfi
         toml::Value::Boolean(false) => return Ok(None),
         toml::Value::Boolean(true) => return Ok(Some(TlsConfig::default())),
         toml::Value::Table(t) => t,
-        v => return Err(bad("tls", &format!("expected true, false or a table, found a {}", v.type_str()))),
+        v => {
+            return Err(bad(
+                "tls",
+                &format!("expected true, false or a table, found a {}", v.type_str()),
+            ))
+        }
     };
     for k in table.keys() {
         if !KEYS.contains(&k.as_str()) {
-            bail!("unknown key `mqtt.tls.{k}` in {file}: allowed keys are {}; {SEE}", KEYS.join(", "));
+            bail!(
+                "unknown key `mqtt.tls.{k}` in {file}: allowed keys are {}; {SEE}",
+                KEYS.join(", ")
+            );
         }
     }
     let path = |key: &str| -> Result<Option<PathBuf>> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(base.join(s))),
-            Some(v) => Err(bad(&format!("tls.{key}"), &format!("expected a file name, found {v}"))),
+            Some(v) => Err(bad(
+                &format!("tls.{key}"),
+                &format!("expected a file name, found {v}"),
+            )),
         }
     };
     let insecure = match table.get("insecure") {
         None => false,
         Some(toml::Value::Boolean(b)) => *b,
-        Some(v) => return Err(bad("tls.insecure", &format!("expected true or false, found a {}", v.type_str()))),
+        Some(v) => {
+            return Err(bad(
+                "tls.insecure",
+                &format!("expected true or false, found a {}", v.type_str()),
+            ))
+        }
     };
-    let c = TlsConfig { ca_file: path("ca_file")?, cert_file: path("cert_file")?, key_file: path("key_file")?, insecure };
+    let c = TlsConfig {
+        ca_file: path("ca_file")?,
+        cert_file: path("cert_file")?,
+        key_file: path("key_file")?,
+        insecure,
+    };
     if c.cert_file.is_some() != c.key_file.is_some() {
-        return Err(bad("tls.key_file", "a client certificate needs both `cert_file` and `key_file`"));
+        return Err(bad(
+            "tls.key_file",
+            "a client certificate needs both `cert_file` and `key_file`",
+        ));
     }
     if c.insecure && c.ca_file.is_some() {
-        return Err(bad("tls.insecure", "`insecure = true` verifies nothing, so `ca_file` would be ignored: set one of them"));
+        return Err(bad(
+            "tls.insecure",
+            "`insecure = true` verifies nothing, so `ca_file` would be ignored: set one of them",
+        ));
     }
     Ok(Some(c))
 }
@@ -77,13 +108,17 @@ impl TlsConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .context("unable to set up TLS: the ring provider lacks the default protocol versions")?;
+            .context(
+                "unable to set up TLS: the ring provider lacks the default protocol versions",
+            )?;
         let builder = if self.insecure {
             tracing::warn!(
                 "mqtt.tls.insecure = true: the broker's certificate is NOT verified, so anyone on the network path can read and \
                  change this traffic; name the broker's CA in mqtt.tls.ca_file instead"
             );
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
         } else {
             let (source, certs) = match &self.ca_file {
                 Some(f) => (f.clone(), read_certs(f, "mqtt.tls.ca_file")?),
@@ -113,8 +148,16 @@ impl TlsConfig {
 }
 
 fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let what = |e: &dyn std::fmt::Display| anyhow!("unable to read {key} {}: {e}; name a PEM certificate file readable by the daemon", path.display());
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| what(&e))?.collect::<Result<Vec<_>, _>>().map_err(|e| what(&e))?;
+    let what = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "unable to read {key} {}: {e}; name a PEM certificate file readable by the daemon",
+            path.display()
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| what(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| what(&e))?;
     if certs.is_empty() {
         return Err(what(&"no PEM certificate in it"));
     }
@@ -147,12 +190,32 @@ impl ServerCertVerifier for NoVerification {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -164,13 +227,23 @@ impl ServerCertVerifier for NoVerification {
 /// errors): None when the error is not about TLS.
 pub fn hint(error: &str) -> Option<&'static str> {
     let e = error;
-    if e.contains("UnknownIssuer") || e.contains("BadSignature") || (e.contains("invalid peer certificate") && !e.contains("NotValidForName")) {
+    if e.contains("UnknownIssuer")
+        || e.contains("BadSignature")
+        || (e.contains("invalid peer certificate") && !e.contains("NotValidForName"))
+    {
         Some("the broker's certificate was not trusted: set mqtt.tls.ca_file to the CA certificate that signed it (PEM)")
     } else if e.contains("NotValidForName") {
         Some("the broker's certificate does not name this host: set mqtt.host to a name (or IP address) the certificate lists")
-    } else if e.contains("CertificateRequired") || e.contains("BadCertificate") || e.contains("UnknownCA") || e.contains("AccessDenied") {
+    } else if e.contains("CertificateRequired")
+        || e.contains("BadCertificate")
+        || e.contains("UnknownCA")
+        || e.contains("AccessDenied")
+    {
         Some("the broker refused our client certificate: set mqtt.tls.cert_file and key_file to a certificate its CA signed")
-    } else if e.contains("InvalidContentType") || e.contains("CorruptMessage") || e.contains("HandshakeFailure") {
+    } else if e.contains("InvalidContentType")
+        || e.contains("CorruptMessage")
+        || e.contains("HandshakeFailure")
+    {
         Some("the TLS handshake failed: check that mqtt.port is the broker's TLS listener (usually 8883)")
     } else {
         None
@@ -190,33 +263,58 @@ mod tests {
     fn parses_bool_and_table() {
         assert_eq!(parse_str("tls = false").unwrap(), None);
         assert_eq!(parse_str("tls = true").unwrap(), Some(TlsConfig::default()));
-        let c = parse_str("[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"/k.pem\"").unwrap().unwrap();
+        let c =
+            parse_str("[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"/k.pem\"")
+                .unwrap()
+                .unwrap();
         assert_eq!(c.ca_file, Some(PathBuf::from("/etc/promptcam/ca.pem")));
         assert_eq!(c.key_file, Some(PathBuf::from("/k.pem")));
         assert!(!c.insecure);
-        let e = parse_str("[tls]\ncert_file = \"c.pem\"").unwrap_err().to_string();
+        let e = parse_str("[tls]\ncert_file = \"c.pem\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt.tls.key_file"), "{e}");
-        let e = parse_str("[tls]\ninsecure = true\nca_file = \"ca.pem\"").unwrap_err().to_string();
+        let e = parse_str("[tls]\ninsecure = true\nca_file = \"ca.pem\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt.tls.insecure"), "{e}");
-        let e = parse_str("[tls]\ncafile = \"ca.pem\"").unwrap_err().to_string();
-        assert!(e.contains("mqtt.tls.cafile") && e.contains("ca_file"), "{e}");
+        let e = parse_str("[tls]\ncafile = \"ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mqtt.tls.cafile") && e.contains("ca_file"),
+            "{e}"
+        );
         let e = parse_str("tls = 1").unwrap_err().to_string();
         assert!(e.contains("mqtt.tls"), "{e}");
     }
 
     #[test]
     fn missing_files_are_named() {
-        let c = TlsConfig { ca_file: Some(PathBuf::from("/nonexistent/ca.pem")), ..TlsConfig::default() };
+        let c = TlsConfig {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..TlsConfig::default()
+        };
         let e = format!("{:#}", c.client_config().unwrap_err());
-        assert!(e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
-        let insecure = TlsConfig { insecure: true, ..TlsConfig::default() };
+        assert!(
+            e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let insecure = TlsConfig {
+            insecure: true,
+            ..TlsConfig::default()
+        };
         assert!(insecure.client_config().is_ok());
     }
 
     #[test]
     fn hints() {
-        assert!(hint("TLS: I/O: invalid peer certificate: UnknownIssuer").unwrap().contains("not trusted"));
-        assert!(hint("I/O: received fatal alert: CertificateRequired").unwrap().contains("client certificate"));
+        assert!(hint("TLS: I/O: invalid peer certificate: UnknownIssuer")
+            .unwrap()
+            .contains("not trusted"));
+        assert!(hint("I/O: received fatal alert: CertificateRequired")
+            .unwrap()
+            .contains("client certificate"));
         assert_eq!(hint("Connection refused (os error 111)"), None);
     }
 }

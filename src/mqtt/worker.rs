@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rumqttc::{Client, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{
+    Client, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
+};
 
 use super::commands;
 use super::discovery::{self, Topics, OFF, OFFLINE, ON, ONLINE};
@@ -88,7 +90,14 @@ impl Shared {
         let mut states = BTreeMap::new();
         for c in cameras {
             for p in &c.prompts {
-                states.insert((c.id.clone(), p.id.clone()), PromptState { on: false, score: None, dirty: true });
+                states.insert(
+                    (c.id.clone(), p.id.clone()),
+                    PromptState {
+                        on: false,
+                        score: None,
+                        dirty: true,
+                    },
+                );
             }
         }
         Shared {
@@ -126,7 +135,10 @@ impl Shared {
     /// sent retained, and only the newest of each is kept.
     pub fn set_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
         if let Ok(mut s) = self.snapshots.lock() {
-            s.insert((camera.to_string(), Some(prompt.to_string())), (jpeg.clone(), true));
+            s.insert(
+                (camera.to_string(), Some(prompt.to_string())),
+                (jpeg.clone(), true),
+            );
             s.insert((camera.to_string(), None), (jpeg, true));
         }
     }
@@ -134,7 +146,13 @@ impl Shared {
     /// Records an event's prompt state (latest wins).
     pub fn set_state(&self, e: &Event) {
         if let Ok(mut states) = self.states.lock() {
-            let s = states.entry((e.camera.clone(), e.prompt.clone())).or_insert(PromptState { on: false, score: None, dirty: true });
+            let s = states
+                .entry((e.camera.clone(), e.prompt.clone()))
+                .or_insert(PromptState {
+                    on: false,
+                    score: None,
+                    dirty: true,
+                });
             s.on = e.kind != EventKind::End;
             s.score = Some(e.score);
             s.dirty = true;
@@ -158,29 +176,46 @@ pub fn spawn(
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
 ) -> Result<(JoinHandle<()>, JoinHandle<()>)> {
-    let topics = Topics { prefix: cfg.topic_prefix.clone(), device_id: device_id.to_string(), discovery_prefix: cfg.discovery_prefix.clone() };
-    let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("promptcam-{device_id}"));
+    let topics = Topics {
+        prefix: cfg.topic_prefix.clone(),
+        device_id: device_id.to_string(),
+        discovery_prefix: cfg.discovery_prefix.clone(),
+    };
+    let client_id = cfg
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("promptcam-{device_id}"));
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(30))
         // our spool, not the broker session, carries unacknowledged events across reconnects
         .set_clean_session(true)
         .set_inflight(INFLIGHT)
         .set_max_packet_size(256 * 1024, 8 * 1024 * 1024)
-        .set_last_will(LastWill::new(topics.availability(), OFFLINE, QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            topics.availability(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.expose().to_string());
     } else if let Some(u) = &cfg.username {
         opts.set_credentials(u.clone(), String::new());
     }
     if let Some(tls) = &cfg.tls {
-        let config = tls.client_config().context("unable to set up TLS for MQTT")?;
-        opts.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
+        let config = tls
+            .client_config()
+            .context("unable to set up TLS for MQTT")?;
+        opts.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        ));
     }
     let (client, mut connection) = Client::new(opts, 512);
     let mut net_opts = connection.eventloop.network_options();
     net_opts.set_connection_timeout(CONNECT_TIMEOUT_S);
     connection.eventloop.set_network_options(net_opts);
-    let discovery = discovery::messages(&topics, cameras).context("unable to build the discovery payloads")?;
+    let discovery =
+        discovery::messages(&topics, cameras).context("unable to build the discovery payloads")?;
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let net_shared = shared.clone();
     let net = std::thread::Builder::new()
@@ -207,7 +242,10 @@ pub fn spawn(
         reannounce_at: None,
         rng: super::net::Rng::new(),
     };
-    let worker = std::thread::Builder::new().name("mqtt".into()).spawn(move || w.run()).context("unable to start the MQTT worker thread")?;
+    let worker = std::thread::Builder::new()
+        .name("mqtt".into())
+        .spawn(move || w.run())
+        .context("unable to start the MQTT worker thread")?;
     Ok((worker, net))
 }
 
@@ -240,8 +278,17 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         loop {
-            let next = [self.reannounce_at, Some(self.next_refresh), Some(self.next_diagnostics)].into_iter().flatten().min();
-            let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(REFRESH);
+            let next = [
+                self.reannounce_at,
+                Some(self.next_refresh),
+                Some(self.next_diagnostics),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let wait = next
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(REFRESH);
             match self.rx.recv_timeout(wait.min(REFRESH)) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(m) => self.handle(m),
@@ -279,11 +326,15 @@ impl Worker {
                     s.stats.connections += 1;
                 });
                 let status = self.topics.ha_status();
-                if self.with_link(|c| c.try_subscribe(status, QoS::AtLeastOnce).is_ok()) != Some(true) {
+                if self.with_link(|c| c.try_subscribe(status, QoS::AtLeastOnce).is_ok())
+                    != Some(true)
+                {
                     tracing::warn!("unable to subscribe to {}: Home Assistant restarts will not trigger re-announcement", self.topics.ha_status());
                 }
                 for filter in self.topics.command_filters() {
-                    if self.with_link(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_ok()) != Some(true) {
+                    if self.with_link(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_ok())
+                        != Some(true)
+                    {
                         tracing::warn!("unable to subscribe to {filter}: its commands will be ignored until the next connect");
                     }
                 }
@@ -316,7 +367,10 @@ impl Worker {
             Msg::Mqtt(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if p.topic == self.topics.ha_status() && p.payload.as_ref() == b"online" {
                     let delay = Duration::from_secs_f64(0.5 + 2.5 * self.rng.unit());
-                    tracing::info!("Home Assistant is online: re-announcing in {:.1} s", delay.as_secs_f64());
+                    tracing::info!(
+                        "Home Assistant is online: re-announcing in {:.1} s",
+                        delay.as_secs_f64()
+                    );
                     self.reannounce_at = Some(Instant::now() + delay);
                 } else if p.topic != self.topics.ha_status() {
                     self.command(&p.topic, &p.payload);
@@ -329,7 +383,8 @@ impl Worker {
     /// A message on a command topic: checked, applied, then the new state is published
     /// (a threshold once the inference thread applied it); a rejected one changes nothing.
     fn command(&mut self, topic: &str, payload: &[u8]) {
-        let result = commands::parse(&self.topics, topic, payload).and_then(|c| commands::apply(self.live.status(), &c).map(|()| c));
+        let result = commands::parse(&self.topics, topic, payload)
+            .and_then(|c| commands::apply(self.live.status(), &c).map(|()| c));
         match result {
             Ok(c) => {
                 tracing::info!("MQTT command on {topic}: {c:?}");
@@ -357,9 +412,11 @@ impl Worker {
     fn announce(&mut self) {
         self.control.clear();
         for m in &self.discovery {
-            self.control.push_back((m.topic.clone(), m.payload.clone().into_bytes()));
+            self.control
+                .push_back((m.topic.clone(), m.payload.clone().into_bytes()));
         }
-        self.control.push_back((self.topics.availability(), ONLINE.as_bytes().to_vec()));
+        self.control
+            .push_back((self.topics.availability(), ONLINE.as_bytes().to_vec()));
         if let Ok(mut states) = self.shared.states.lock() {
             states.values_mut().for_each(|s| s.dirty = true);
         }
@@ -382,7 +439,10 @@ impl Worker {
         if self.window >= WINDOW {
             return false;
         }
-        let ok = self.with_link(|c| c.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok()) == Some(true);
+        let ok = self.with_link(|c| {
+            c.try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_ok()
+        }) == Some(true);
         if ok {
             self.sent.push_back(seq);
             self.window += 1;
@@ -403,12 +463,19 @@ impl Worker {
             self.control.pop_front();
         }
         let dirty: Vec<((String, String), PromptState)> = match self.shared.states.lock() {
-            Ok(s) => s.iter().filter(|(_, v)| v.dirty).map(|(k, v)| (k.clone(), *v)).collect(),
+            Ok(s) => s
+                .iter()
+                .filter(|(_, v)| v.dirty)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             Err(_) => vec![],
         };
         for ((cam, prompt), st) in dirty {
             let state = if st.on { ON } else { OFF };
-            let (state_topic, score_topic) = (self.topics.state(&cam, &prompt), self.topics.score(&cam, &prompt));
+            let (state_topic, score_topic) = (
+                self.topics.state(&cam, &prompt),
+                self.topics.score(&cam, &prompt),
+            );
             if !self.send(&state_topic, state.as_bytes().to_vec(), true, None) {
                 return false;
             }
@@ -433,10 +500,15 @@ impl Worker {
             }
             self.live.sent(&topic);
         }
-        let snapshots: Vec<((String, Option<String>), Arc<Vec<u8>>)> = match self.shared.snapshots.lock() {
-            Ok(s) => s.iter().filter(|(_, v)| v.1).map(|(k, v)| (k.clone(), v.0.clone())).collect(),
-            Err(_) => vec![],
-        };
+        let snapshots: Vec<((String, Option<String>), Arc<Vec<u8>>)> =
+            match self.shared.snapshots.lock() {
+                Ok(s) => s
+                    .iter()
+                    .filter(|(_, v)| v.1)
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect(),
+                Err(_) => vec![],
+            };
         for ((cam, prompt), jpeg) in snapshots {
             let topic = match &prompt {
                 Some(p) => self.topics.snapshot(&cam, p),
@@ -454,7 +526,12 @@ impl Worker {
             }
         }
         loop {
-            let next = self.shared.camera_events.lock().ok().and_then(|q| q.front().cloned());
+            let next = self
+                .shared
+                .camera_events
+                .lock()
+                .ok()
+                .and_then(|q| q.front().cloned());
             let Some((topic, payload)) = next else { break };
             if !self.send(&topic, payload, false, None) {
                 return false;
@@ -468,7 +545,12 @@ impl Worker {
         }
         let events_topic = self.topics.events();
         loop {
-            let next = self.shared.spool.lock().ok().and_then(|s| s.next_from(self.cursor).cloned());
+            let next = self
+                .shared
+                .spool
+                .lock()
+                .ok()
+                .and_then(|s| s.next_from(self.cursor).cloned());
             let Some(e) = next else { return true };
             if !self.send(&events_topic, e.payload.into_bytes(), false, Some(e.seq)) {
                 return false;
@@ -482,12 +564,19 @@ impl Worker {
         let start = Instant::now();
         if self.connected {
             // flush events and states first, then announce `offline` last
-            while start.elapsed() < STOP_FLUSH && self.connected && !(self.pump(true) && self.window == 0) {
+            while start.elapsed() < STOP_FLUSH
+                && self.connected
+                && !(self.pump(true) && self.window == 0)
+            {
                 self.wait(Duration::from_millis(50));
             }
             self.control.clear();
-            self.control.push_back((self.topics.availability(), OFFLINE.as_bytes().to_vec()));
-            while start.elapsed() < STOP_TOTAL && self.connected && !(self.pump(false) && self.window == 0) {
+            self.control
+                .push_back((self.topics.availability(), OFFLINE.as_bytes().to_vec()));
+            while start.elapsed() < STOP_TOTAL
+                && self.connected
+                && !(self.pump(false) && self.window == 0)
+            {
                 self.wait(Duration::from_millis(50));
             }
             let left = self.shared.spool.lock().map(|s| s.len()).unwrap_or(0);
@@ -499,7 +588,8 @@ impl Worker {
                 let until = Instant::now() + Duration::from_millis(500);
                 while Instant::now() < until {
                     match self.rx.recv_timeout(Duration::from_millis(50)) {
-                        Ok(Msg::Mqtt(MqttEvent::Outgoing(Outgoing::Disconnect))) | Ok(Msg::Down(_)) => break,
+                        Ok(Msg::Mqtt(MqttEvent::Outgoing(Outgoing::Disconnect)))
+                        | Ok(Msg::Down(_)) => break,
                         Err(RecvTimeoutError::Disconnected) => break,
                         _ => {}
                     }

@@ -28,19 +28,30 @@ impl FileSource {
             std::fs::read_dir(path)
                 .with_context(|| format!("unable to list {spec}"))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
                 .collect()
         } else if path.is_file() {
             vec![path.to_path_buf()]
         } else {
             glob::glob(spec)
-                .with_context(|| format!("unable to use source {spec:?}: not a file, a directory or a valid glob"))?
+                .with_context(|| {
+                    format!(
+                        "unable to use source {spec:?}: not a file, a directory or a valid glob"
+                    )
+                })?
                 .filter_map(|p| p.ok())
                 .collect()
         };
         files.sort();
         if files.is_empty() {
-            bail!("unable to open source {spec:?}: no image files found there (looked for {})", EXTENSIONS.join(", "));
+            bail!(
+                "unable to open source {spec:?}: no image files found there (looked for {})",
+                EXTENSIONS.join(", ")
+            );
         }
         Ok(FileSource {
             spec: spec.to_string(),
@@ -83,7 +94,10 @@ impl FrameSource for FileSource {
                 }
             }
         }
-        anyhow::bail!("unable to read any image of source {:?}: every file failed to decode", self.spec)
+        anyhow::bail!(
+            "unable to read any image of source {:?}: every file failed to decode",
+            self.spec
+        )
     }
 
     fn undecodable(&self) -> u64 {

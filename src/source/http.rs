@@ -76,7 +76,11 @@ impl Target {
             pair.extend(super::percent_decode(password));
             format!("Basic {}", base64(&pair))
         });
-        Ok(Target { url, authorization, shown })
+        Ok(Target {
+            url,
+            authorization,
+            shown,
+        })
     }
 
     /// Sends a GET and returns the response if its status is 2xx.
@@ -85,7 +89,12 @@ impl Target {
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }
-        let response = request.call().map_err(|e| anyhow!("unable to fetch {what} from {}: {e}; check that the camera is on and reachable", self.shown))?;
+        let response = request.call().map_err(|e| {
+            anyhow!(
+                "unable to fetch {what} from {}: {e}; check that the camera is on and reachable",
+                self.shown
+            )
+        })?;
         let status = response.status();
         if !status.is_success() {
             let hint = match status.as_u16() {
@@ -144,7 +153,14 @@ pub struct MjpegSource {
 impl MjpegSource {
     /// Checks the URL; does not connect (a camera that is off at startup is retried later).
     pub fn open(spec: &str) -> Result<MjpegSource> {
-        Ok(MjpegSource { target: Target::parse(spec, spec)?, agent: agent(), stream: None, undecodable: 0, connects: 0, bad_in_a_row: 0 })
+        Ok(MjpegSource {
+            target: Target::parse(spec, spec)?,
+            agent: agent(),
+            stream: None,
+            undecodable: 0,
+            connects: 0,
+            bad_in_a_row: 0,
+        })
     }
 
     /// Parts skipped because they were not a decodable image.
@@ -159,7 +175,12 @@ impl MjpegSource {
 
     fn connect(&mut self) -> Result<Stream> {
         let response = self.target.get(&self.agent, "the MJPEG stream")?;
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let lower = content_type.to_ascii_lowercase();
         if lower.starts_with("image/") {
             bail!(
@@ -196,7 +217,9 @@ impl FrameSource for MjpegSource {
             if self.stream.is_none() {
                 self.stream = Some(self.connect()?);
             }
-            let Some(stream) = self.stream.as_mut() else { continue };
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
             if let Some(part) = stream.ready.pop_front() {
                 match decode_jpeg(&part.body) {
                     Ok(image) => {
@@ -259,10 +282,21 @@ impl SnapshotSource {
     /// Checks the URL (which must start with `snapshot+http://`); does not connect.
     pub fn open(spec: &str, fps: f64) -> Result<SnapshotSource> {
         let url = match spec.get(..SNAPSHOT_PREFIX.len()) {
-            Some(prefix) if prefix.eq_ignore_ascii_case(SNAPSHOT_PREFIX) => &spec[SNAPSHOT_PREFIX.len()..],
-            _ => bail!("unable to open camera {}: a snapshot URL starts with {SNAPSHOT_PREFIX}http://", redact(spec)),
+            Some(prefix) if prefix.eq_ignore_ascii_case(SNAPSHOT_PREFIX) => {
+                &spec[SNAPSHOT_PREFIX.len()..]
+            }
+            _ => bail!(
+                "unable to open camera {}: a snapshot URL starts with {SNAPSHOT_PREFIX}http://",
+                redact(spec)
+            ),
         };
-        Ok(SnapshotSource { target: Target::parse(spec, url)?, agent: agent(), gap: Duration::from_secs_f64(1.0 / fps.max(0.001)), due: None, undecodable: 0 })
+        Ok(SnapshotSource {
+            target: Target::parse(spec, url)?,
+            agent: agent(),
+            gap: Duration::from_secs_f64(1.0 / fps.max(0.001)),
+            due: None,
+            undecodable: 0,
+        })
     }
 
     /// Snapshots that were not a decodable image.
@@ -306,7 +340,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
-        let n = group.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= group.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -324,24 +361,61 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("user:pass", "dXNlcjpwYXNz")] {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
         }
     }
 
     #[test]
     fn credentials_leave_the_url_and_the_description() {
-        let t = Target::parse("http://ad%40min:p@ss/w:rd@cam.local:81/stream", "http://ad%40min:p@ss/w:rd@cam.local:81/stream").unwrap();
+        let t = Target::parse(
+            "http://ad%40min:p@ss/w:rd@cam.local:81/stream",
+            "http://ad%40min:p@ss/w:rd@cam.local:81/stream",
+        )
+        .unwrap();
         assert_eq!(t.url, "http://cam.local:81/stream");
-        assert_eq!(t.authorization.as_deref(), Some(format!("Basic {}", base64(b"ad@min:p@ss/w:rd")).as_str()));
-        assert!(!t.shown.contains("p@ss") && !t.shown.contains("rd@"), "{}", t.shown);
+        assert_eq!(
+            t.authorization.as_deref(),
+            Some(format!("Basic {}", base64(b"ad@min:p@ss/w:rd")).as_str())
+        );
+        assert!(
+            !t.shown.contains("p@ss") && !t.shown.contains("rd@"),
+            "{}",
+            t.shown
+        );
         let t = Target::parse("http://cam/mjpeg", "http://cam/mjpeg").unwrap();
-        assert_eq!((t.url.as_str(), t.authorization), ("http://cam/mjpeg", None));
-        for bad in ["https://u:secret@cam/x", "http://u:secret@/x", "ftp://cam/x", "http://u:secret@ca m/x"] {
+        assert_eq!(
+            (t.url.as_str(), t.authorization),
+            ("http://cam/mjpeg", None)
+        );
+        for bad in [
+            "https://u:secret@cam/x",
+            "http://u:secret@/x",
+            "ftp://cam/x",
+            "http://u:secret@ca m/x",
+        ] {
             let e = format!("{:#}", Target::parse(bad, bad).err().unwrap());
-            assert!(e.starts_with("unable to open camera") && !e.contains("secret"), "{bad}: {e}");
+            assert!(
+                e.starts_with("unable to open camera") && !e.contains("secret"),
+                "{bad}: {e}"
+            );
         }
-        let e = format!("{:#}", SnapshotSource::open("http://u:secret@cam/x.jpg", 1.0).err().unwrap());
-        assert!(e.contains("snapshot+http://") && !e.contains("secret"), "{e}");
+        let e = format!(
+            "{:#}",
+            SnapshotSource::open("http://u:secret@cam/x.jpg", 1.0)
+                .err()
+                .unwrap()
+        );
+        assert!(
+            e.contains("snapshot+http://") && !e.contains("secret"),
+            "{e}"
+        );
     }
 }

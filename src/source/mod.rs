@@ -12,11 +12,11 @@ use image::RgbImage;
 use crate::frame::{Frame, FrameSlot, SourceStats};
 
 pub mod file;
-pub mod pixel;
-pub mod v4l2;
 pub mod http;
 pub mod multipart;
+pub mod pixel;
 pub mod rtsp;
+pub mod v4l2;
 
 /// A camera or a recording. `next_frame` blocks until the next frame (each source paces itself
 /// or the capture loop limits the rate), and returns `Ok(None)` at the end of a finite stream.
@@ -68,7 +68,10 @@ pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(value)) => {
                 out.push(value);
@@ -86,7 +89,13 @@ pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
 /// Runs a source until it ends or `shutdown` is set, handing frames to `slot` at most `fps` per
 /// second. Errors are counted as reconnects and retried after a capped exponential backoff with
 /// jitter (never a hot loop); frames a source skipped as undecodable are counted from the source.
-pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot, stats: Arc<SourceStats>, shutdown: Arc<AtomicBool>) {
+pub fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    fps: f64,
+    slot: FrameSlot,
+    stats: Arc<SourceStats>,
+    shutdown: Arc<AtomicBool>,
+) {
     let min_gap = Duration::from_secs_f64(1.0 / fps.max(0.001));
     let mut last: Option<Instant> = None;
     let mut seq = 0u64;
@@ -99,21 +108,34 @@ pub fn capture_loop(mut source: Box<dyn FrameSource>, fps: f64, slot: FrameSlot,
             Ok(Some(image)) => {
                 backoff = Duration::from_millis(500);
                 stats.captured.fetch_add(1, Ordering::Relaxed);
-                stats.undecodable.store(source.undecodable(), Ordering::Relaxed);
+                stats
+                    .undecodable
+                    .store(source.undecodable(), Ordering::Relaxed);
                 let now = Instant::now();
                 if last.is_some_and(|l| now.duration_since(l) < min_gap) {
                     continue;
                 }
                 last = Some(now);
                 seq += 1;
-                slot.put(Frame { image, seq, captured_at: SystemTime::now(), monotonic: now });
+                slot.put(Frame {
+                    image,
+                    seq,
+                    captured_at: SystemTime::now(),
+                    monotonic: now,
+                });
             }
             Ok(None) => break,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                stats.undecodable.store(source.undecodable(), Ordering::Relaxed);
+                stats
+                    .undecodable
+                    .store(source.undecodable(), Ordering::Relaxed);
                 let wait = jitter(backoff, &mut rng);
-                tracing::warn!("source {}: {e:#}; retrying in {:.1} s", source.describe(), wait.as_secs_f64());
+                tracing::warn!(
+                    "source {}: {e:#}; retrying in {:.1} s",
+                    source.describe(),
+                    wait.as_secs_f64()
+                );
                 sleep_unless(&shutdown, wait);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -164,9 +186,15 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted() {
-        assert_eq!(redact("rtsp://admin:hunter2@10.0.0.5/stream"), "rtsp://***@10.0.0.5/stream");
+        assert_eq!(
+            redact("rtsp://admin:hunter2@10.0.0.5/stream"),
+            "rtsp://***@10.0.0.5/stream"
+        );
         assert_eq!(redact("tests/fixtures/images"), "tests/fixtures/images");
-        let e = format!("{:#}", open("rtsp://admin:hunter2@/s", 1.0, false).err().unwrap());
+        let e = format!(
+            "{:#}",
+            open("rtsp://admin:hunter2@/s", 1.0, false).err().unwrap()
+        );
         assert!(!e.contains("hunter2"), "{e}");
         assert_eq!(redact("http://u:p@ss@cam/s"), "http://***@cam/s");
     }
@@ -175,13 +203,24 @@ mod tests {
     fn jitter_stays_between_half_and_all_of_the_capped_backoff_and_varies() {
         for seed in [1, 2, 0, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
             let mut rng = seed;
-            for backoff in [Duration::from_millis(500), Duration::from_secs(8), MAX_BACKOFF, Duration::from_secs(600)] {
+            for backoff in [
+                Duration::from_millis(500),
+                Duration::from_secs(8),
+                MAX_BACKOFF,
+                Duration::from_secs(600),
+            ] {
                 let capped = backoff.min(MAX_BACKOFF);
                 let waits: Vec<Duration> = (0..200).map(|_| jitter(backoff, &mut rng)).collect();
-                assert!(waits.iter().all(|w| *w >= capped / 2 && *w <= capped), "seed {seed}, {backoff:?}: {waits:?}");
+                assert!(
+                    waits.iter().all(|w| *w >= capped / 2 && *w <= capped),
+                    "seed {seed}, {backoff:?}: {waits:?}"
+                );
                 let (lo, hi) = (waits.iter().min().copied(), waits.iter().max().copied());
                 // spread over the range, not stuck on one value
-                assert!(hi.zip(lo).is_some_and(|(h, l)| h - l > capped / 4), "seed {seed}, {backoff:?}: {waits:?}");
+                assert!(
+                    hi.zip(lo).is_some_and(|(h, l)| h - l > capped / 4),
+                    "seed {seed}, {backoff:?}: {waits:?}"
+                );
             }
         }
         // two seeds (two cameras) draw different waits

@@ -32,7 +32,10 @@ pub struct Part {
 impl Part {
     /// The first header named `name` (compared without case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -42,9 +45,16 @@ enum State {
     /// Skipping bytes up to the next delimiter line.
     Seek,
     /// Reading a part's header lines (`used` bytes so far).
-    Headers { headers: Vec<(String, String)>, used: usize },
+    Headers {
+        headers: Vec<(String, String)>,
+        used: usize,
+    },
     /// Reading a body: `length` bytes, or up to the next delimiter (searched from `scanned`).
-    Body { headers: Vec<(String, String)>, length: Option<usize>, scanned: usize },
+    Body {
+        headers: Vec<(String, String)>,
+        length: Option<usize>,
+        scanned: usize,
+    },
     /// The closing delimiter was seen; later bytes are ignored.
     Done,
 }
@@ -94,7 +104,13 @@ impl MultipartParser {
     /// `--`), or by the first `--` line seen when `None`. Parts over `max_part` bytes are errors.
     pub fn new(boundary: Option<&str>, max_part: usize) -> MultipartParser {
         let boundary = boundary.and_then(|b| normalize(b.trim().trim_matches('"').as_bytes()));
-        MultipartParser { boundary, max_part, buf: Vec::new(), state: State::Start, discarded: 0 }
+        MultipartParser {
+            boundary,
+            max_part,
+            buf: Vec::new(),
+            state: State::Start,
+            discarded: 0,
+        }
     }
 
     /// Adds `chunk` to the stream and returns the parts it completed, in order (parts with an
@@ -141,7 +157,11 @@ impl MultipartParser {
             State::Start => self.start(),
             State::Seek => self.seek(),
             State::Headers { headers, used } => self.headers(headers, used),
-            State::Body { headers, length, scanned } => self.body(headers, length, scanned),
+            State::Body {
+                headers,
+                length,
+                scanned,
+            } => self.body(headers, length, scanned),
         }
     }
 
@@ -152,8 +172,16 @@ impl MultipartParser {
             self.state = State::Start;
             return Ok(Step::Stalled);
         }
-        let headers_first = self.boundary.is_some() && self.buf[..prefix.len()].eq_ignore_ascii_case(prefix);
-        self.state = if headers_first { State::Headers { headers: Vec::new(), used: 0 } } else { State::Seek };
+        let headers_first =
+            self.boundary.is_some() && self.buf[..prefix.len()].eq_ignore_ascii_case(prefix);
+        self.state = if headers_first {
+            State::Headers {
+                headers: Vec::new(),
+                used: 0,
+            }
+        } else {
+            State::Seek
+        };
         Ok(Step::Advanced)
     }
 
@@ -163,15 +191,25 @@ impl MultipartParser {
             return Ok(self.learn_boundary());
         };
         match find_delimiter(&self.buf, &b, 0) {
-            Found::Delimiter { body_end, line_end, close } => {
+            Found::Delimiter {
+                body_end,
+                line_end,
+                close,
+            } => {
                 // what came before the delimiter is garbage, less the line breaks around parts
-                let garbage = self.buf[..body_end].iter().skip_while(|&&c| c == b'\r' || c == b'\n').count();
+                let garbage = self.buf[..body_end]
+                    .iter()
+                    .skip_while(|&&c| c == b'\r' || c == b'\n')
+                    .count();
                 self.discarded += garbage as u64;
                 self.buf.drain(..line_end);
                 if close {
                     self.finish();
                 } else {
-                    self.state = State::Headers { headers: Vec::new(), used: 0 };
+                    self.state = State::Headers {
+                        headers: Vec::new(),
+                        used: 0,
+                    };
                 }
                 Ok(Step::Advanced)
             }
@@ -197,9 +235,16 @@ impl MultipartParser {
         };
         let line = trim_end(&self.buf[..nl]);
         if line.len() > 2 && line.starts_with(b"--") {
-            self.boundary = normalize(line.strip_suffix(b"--").filter(|l| l.len() > 2).unwrap_or(line));
+            self.boundary = normalize(
+                line.strip_suffix(b"--")
+                    .filter(|l| l.len() > 2)
+                    .unwrap_or(line),
+            );
             self.buf.drain(..=nl);
-            self.state = State::Headers { headers: Vec::new(), used: 0 };
+            self.state = State::Headers {
+                headers: Vec::new(),
+                used: 0,
+            };
         } else {
             let blank = line.is_empty();
             self.buf.drain(..=nl);
@@ -215,7 +260,11 @@ impl MultipartParser {
     fn headers(&mut self, mut headers: Vec<(String, String)>, used: usize) -> Result<Step> {
         if headers.is_empty() && used == 0 && self.buf.starts_with(&[0xFF, 0xD8]) {
             // a JPEG straight after the delimiter: a part without headers
-            self.state = State::Body { headers, length: None, scanned: 0 };
+            self.state = State::Body {
+                headers,
+                length: None,
+                scanned: 0,
+            };
             return Ok(Step::Advanced);
         }
         let Some(nl) = self.buf.iter().position(|&c| c == b'\n') else {
@@ -240,18 +289,32 @@ impl MultipartParser {
                 ),
                 other => other,
             };
-            self.state = State::Body { headers, length, scanned: 0 };
+            self.state = State::Body {
+                headers,
+                length,
+                scanned: 0,
+            };
             return Ok(Step::Advanced);
         }
-        let kind = self.boundary.as_ref().map_or(Line::Other, |b| classify(text, b));
+        let kind = self
+            .boundary
+            .as_ref()
+            .map_or(Line::Other, |b| classify(text, b));
         match kind {
             // a delimiter among headers: the part was empty, start again
-            Line::Open => self.state = State::Headers { headers: Vec::new(), used: 0 },
+            Line::Open => {
+                self.state = State::Headers {
+                    headers: Vec::new(),
+                    used: 0,
+                }
+            }
             Line::Close => self.finish(),
             Line::Other => {
                 if let Some(colon) = text.iter().position(|&c| c == b':') {
                     let name = String::from_utf8_lossy(&text[..colon]).trim().to_string();
-                    let value = String::from_utf8_lossy(&text[colon + 1..]).trim().to_string();
+                    let value = String::from_utf8_lossy(&text[colon + 1..])
+                        .trim()
+                        .to_string();
                     headers.push((name, value));
                 }
                 self.state = State::Headers { headers, used };
@@ -261,10 +324,19 @@ impl MultipartParser {
     }
 
     /// Reads a body of known length, or up to the next delimiter line.
-    fn body(&mut self, headers: Vec<(String, String)>, length: Option<usize>, scanned: usize) -> Result<Step> {
+    fn body(
+        &mut self,
+        headers: Vec<(String, String)>,
+        length: Option<usize>,
+        scanned: usize,
+    ) -> Result<Step> {
         if let Some(n) = length {
             if self.buf.len() < n {
-                self.state = State::Body { headers, length, scanned };
+                self.state = State::Body {
+                    headers,
+                    length,
+                    scanned,
+                };
                 return Ok(Step::Stalled);
             }
             let body: Vec<u8> = self.buf.drain(..n).collect();
@@ -275,13 +347,20 @@ impl MultipartParser {
             bail!("unable to parse the MJPEG stream: a part has no Content-Length and no boundary is known; check the camera's Content-Type");
         };
         match find_delimiter(&self.buf, &b, scanned) {
-            Found::Delimiter { body_end, line_end, close } => {
+            Found::Delimiter {
+                body_end,
+                line_end,
+                close,
+            } => {
                 let mut body: Vec<u8> = self.buf.drain(..line_end).collect();
                 body.truncate(body_end);
                 if close {
                     self.finish();
                 } else {
-                    self.state = State::Headers { headers: Vec::new(), used: 0 };
+                    self.state = State::Headers {
+                        headers: Vec::new(),
+                        used: 0,
+                    };
                 }
                 Ok(Step::Emitted(Part { headers, body }))
             }
@@ -292,7 +371,11 @@ impl MultipartParser {
                         self.max_part
                     );
                 }
-                self.state = State::Body { headers, length, scanned: resume };
+                self.state = State::Body {
+                    headers,
+                    length,
+                    scanned: resume,
+                };
                 Ok(Step::Stalled)
             }
         }
@@ -313,7 +396,11 @@ impl MultipartParser {
 /// The result of looking for a delimiter line inside a body.
 enum Found {
     /// The body is `buf[..body_end]`; the delimiter line ends at `line_end` (exclusive).
-    Delimiter { body_end: usize, line_end: usize, close: bool },
+    Delimiter {
+        body_end: usize,
+        line_end: usize,
+        close: bool,
+    },
     /// No complete delimiter; search again from `resume` when more bytes arrive.
     Nothing { resume: usize },
 }
@@ -348,18 +435,30 @@ fn find_delimiter(buf: &[u8], b: &[u8], from: usize) -> Found {
                         body_end -= 1;
                     }
                 }
-                return Found::Delimiter { body_end, line_end: k + 1, close };
+                return Found::Delimiter {
+                    body_end,
+                    line_end: k + 1,
+                    close,
+                };
             }
         }
         at = i + 1;
     }
-    Found::Nothing { resume: buf.len().saturating_sub(b.len().saturating_sub(1)).max(from.min(buf.len())) }
+    Found::Nothing {
+        resume: buf
+            .len()
+            .saturating_sub(b.len().saturating_sub(1))
+            .max(from.min(buf.len())),
+    }
 }
 
 /// Whether a line (without its line feed) opens a part, closes the stream, or is something else.
 fn classify(line: &[u8], b: &[u8]) -> Line {
     let line = trim_end(line);
-    let is_delimiter = |core: &[u8]| core.strip_suffix(b).is_some_and(|dashes| dashes.len() <= MAX_DASHES && dashes.iter().all(|&c| c == b'-'));
+    let is_delimiter = |core: &[u8]| {
+        core.strip_suffix(b)
+            .is_some_and(|dashes| dashes.len() <= MAX_DASHES && dashes.iter().all(|&c| c == b'-'))
+    };
     if line.strip_suffix(b"--").is_some_and(is_delimiter) {
         Line::Close
     } else if is_delimiter(line) {
@@ -381,12 +480,18 @@ fn normalize(b: &[u8]) -> Option<Vec<u8>> {
 
 /// The line without trailing CR, spaces and tabs.
 fn trim_end(line: &[u8]) -> &[u8] {
-    let end = line.iter().rposition(|&c| !matches!(c, b'\r' | b' ' | b'\t')).map_or(0, |p| p + 1);
+    let end = line
+        .iter()
+        .rposition(|&c| !matches!(c, b'\r' | b' ' | b'\t'))
+        .map_or(0, |p| p + 1);
     &line[..end]
 }
 
 fn content_length(headers: &[(String, String)]) -> Option<usize> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse().ok())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -400,7 +505,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const TWO_PARTS: &[u8] = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\n\r\nAAAAA\r\n\
+    const TWO_PARTS: &[u8] =
+        b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\n\r\nAAAAA\r\n\
 --frame\r\nContent-Type: image/jpeg\r\n\r\nBB\r\nB\r\n--frame\r\n";
 
     fn bodies(parts: &[Part]) -> Vec<&[u8]> {
@@ -430,7 +536,10 @@ mod tests {
         for i in 0..=TWO_PARTS.len() {
             for j in i..=TWO_PARTS.len() {
                 let mut parser = MultipartParser::new(Some("frame"), DEFAULT_MAX_PART);
-                let parts = feed_all(&mut parser, &[&TWO_PARTS[..i], &TWO_PARTS[i..j], &TWO_PARTS[j..]]);
+                let parts = feed_all(
+                    &mut parser,
+                    &[&TWO_PARTS[..i], &TWO_PARTS[i..j], &TWO_PARTS[j..]],
+                );
                 assert_eq!(parts, whole, "split at {i} and {j}");
             }
         }
@@ -469,7 +578,14 @@ mod tests {
             assert!(parser.feed(&[b'x'; 1000]).unwrap().is_empty());
         }
         assert!(parser.buf.len() <= MAX_SEEK_LINE + 1000);
-        assert_eq!(bodies(&parser.feed(b"\r\n--b\r\nContent-Length: 1\r\n\r\nz").unwrap()), [&b"z"[..]]);
+        assert_eq!(
+            bodies(
+                &parser
+                    .feed(b"\r\n--b\r\nContent-Length: 1\r\n\r\nz")
+                    .unwrap()
+            ),
+            [&b"z"[..]]
+        );
     }
 
     #[test]
@@ -483,9 +599,18 @@ mod tests {
     #[test]
     fn content_type_boundary_parameter() {
         let ct = |s| boundary_from_content_type(s);
-        assert_eq!(ct("multipart/x-mixed-replace;boundary=ffmpeg").as_deref(), Some("ffmpeg"));
-        assert_eq!(ct("multipart/x-mixed-replace; Boundary=\"--myboundary\"").as_deref(), Some("--myboundary"));
-        assert_eq!(ct("multipart/x-mixed-replace; charset=x; boundary= 1234 ").as_deref(), Some("1234"));
+        assert_eq!(
+            ct("multipart/x-mixed-replace;boundary=ffmpeg").as_deref(),
+            Some("ffmpeg")
+        );
+        assert_eq!(
+            ct("multipart/x-mixed-replace; Boundary=\"--myboundary\"").as_deref(),
+            Some("--myboundary")
+        );
+        assert_eq!(
+            ct("multipart/x-mixed-replace; charset=x; boundary= 1234 ").as_deref(),
+            Some("1234")
+        );
         assert_eq!(ct("multipart/x-mixed-replace"), None);
         assert_eq!(ct("image/jpeg; boundary="), None);
     }
@@ -505,24 +630,45 @@ mod tests {
     #[test]
     fn closing_delimiter_ends_the_stream() {
         let mut parser = MultipartParser::new(Some("b"), DEFAULT_MAX_PART);
-        let parts = parser.feed(b"--b\r\n\r\nlast\r\n--b--\r\n--b\r\n\r\nignored\r\n--b\r\n").unwrap();
+        let parts = parser
+            .feed(b"--b\r\n\r\nlast\r\n--b--\r\n--b\r\n\r\nignored\r\n--b\r\n")
+            .unwrap();
         assert_eq!(bodies(&parts), [&b"last"[..]]);
         assert!(parser.finished());
-        assert!(parser.feed(b"--b\r\n\r\nmore\r\n--b\r\n").unwrap().is_empty());
+        assert!(parser
+            .feed(b"--b\r\n\r\nmore\r\n--b\r\n")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn oversized_parts_are_errors() {
         let mut parser = MultipartParser::new(Some("b"), 10);
-        let err = parser.feed(b"--b\r\nContent-Length: 11\r\n\r\n").unwrap_err();
-        assert!(format!("{err:#}").contains("exceeds the 10 byte limit"), "{err:#}");
+        let err = parser
+            .feed(b"--b\r\nContent-Length: 11\r\n\r\n")
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("exceeds the 10 byte limit"),
+            "{err:#}"
+        );
         let mut parser = MultipartParser::new(Some("b"), 10);
         parser.feed(b"--b\r\n\r\n").unwrap();
-        let err = (0..100).find_map(|_| parser.feed(b"0123456789").err()).unwrap();
-        assert!(format!("{err:#}").contains("exceeds the 10 byte limit"), "{err:#}");
+        let err = (0..100)
+            .find_map(|_| parser.feed(b"0123456789").err())
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("exceeds the 10 byte limit"),
+            "{err:#}"
+        );
         let mut parser = MultipartParser::new(Some("b"), 10);
         parser.feed(b"--b\r\n").unwrap();
-        let err = (0..1000).find_map(|_| parser.feed(b"X-Long: 0123456789012345678901234567890123456789").err()).unwrap();
+        let err = (0..1000)
+            .find_map(|_| {
+                parser
+                    .feed(b"X-Long: 0123456789012345678901234567890123456789")
+                    .err()
+            })
+            .unwrap();
         assert!(format!("{err:#}").contains("headers exceed"), "{err:#}");
     }
 }

@@ -21,7 +21,9 @@ impl RawFormat {
     pub fn frame_len(self, width: usize, height: usize) -> usize {
         match self {
             RawFormat::Yuyv => width * height * 2,
-            RawFormat::Nv12 | RawFormat::Yu12 => width * height + 2 * width.div_ceil(2) * height.div_ceil(2),
+            RawFormat::Nv12 | RawFormat::Yu12 => {
+                width * height + 2 * width.div_ceil(2) * height.div_ceil(2)
+            }
         }
     }
 }
@@ -35,11 +37,21 @@ fn rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let r = (c + 104597 * e + 32768) >> 16; // 1.596
     let g = (c - 25675 * d - 53279 * e + 32768) >> 16; // 0.391, 0.813
     let b = (c + 132201 * d + 32768) >> 16; // 2.018
-    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+    [
+        r.clamp(0, 255) as u8,
+        g.clamp(0, 255) as u8,
+        b.clamp(0, 255) as u8,
+    ]
 }
 
 /// Converts one raw frame to packed RGB24 in `out` (resized to `width * height * 3`).
-pub fn to_rgb(format: RawFormat, data: &[u8], width: usize, height: usize, out: &mut Vec<u8>) -> Result<()> {
+pub fn to_rgb(
+    format: RawFormat,
+    data: &[u8],
+    width: usize,
+    height: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let need = format.frame_len(width, height);
     if data.len() < need {
         bail!("unable to convert a {format:?} frame: {} bytes where {width}x{height} needs {need}; the frame is truncated", data.len());

@@ -20,7 +20,9 @@ use futures_util::StreamExt;
 use image::RgbImage;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
-use retina::client::{Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, Transport};
+use retina::client::{
+    Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, Transport,
+};
 use retina::codec::{CodecItem, FrameFormat};
 
 use super::{redact, FrameSource};
@@ -83,8 +85,14 @@ enum Decoded {
 
 impl H264 {
     fn new() -> Result<H264> {
-        let decoder = Decoder::new().map_err(|e| anyhow!("unable to start the H.264 decoder: {e}"))?;
-        Ok(H264 { decoder, need_key: true, bad_in_a_row: 0, rgb: Vec::new() })
+        let decoder =
+            Decoder::new().map_err(|e| anyhow!("unable to start the H.264 decoder: {e}"))?;
+        Ok(H264 {
+            decoder,
+            need_key: true,
+            bad_in_a_row: 0,
+            rgb: Vec::new(),
+        })
     }
 
     fn push(&mut self, access_unit: &[u8], key_frame: bool) -> Decoded {
@@ -108,14 +116,20 @@ impl H264 {
     /// Decodes one access unit into the RGB buffer (resized to the picture) and returns the
     /// picture, `None` when the decoder has none yet.
     fn decode(&mut self, access_unit: &[u8]) -> Result<Option<RgbImage>> {
-        let Some(yuv) = self.decoder.decode(access_unit).map_err(|e| anyhow!("H.264 decoder: {e}"))? else {
+        let Some(yuv) = self
+            .decoder
+            .decode(access_unit)
+            .map_err(|e| anyhow!("H.264 decoder: {e}"))?
+        else {
             return Ok(None);
         };
         let (width, height) = yuv.dimensions();
         self.rgb.resize(width * height * 3, 0);
         yuv.write_rgb8(&mut self.rgb);
-        let image = RgbImage::from_raw(width as u32, height as u32, self.rgb.clone())
-            .ok_or_else(|| anyhow!("H.264 decoder: a {width}x{height} picture did not fit its buffer"))?;
+        let image =
+            RgbImage::from_raw(width as u32, height as u32, self.rgb.clone()).ok_or_else(|| {
+                anyhow!("H.264 decoder: a {width}x{height} picture did not fit its buffer")
+            })?;
         Ok(Some(image))
     }
 }
@@ -140,13 +154,24 @@ impl RtspSource {
         let url = url::Url::parse(&format!("rtsp://{location}")).map_err(|e| anyhow!("unable to open camera {shown}: not a valid URL ({e}); write it like rtsp://user:password@192.168.1.30:554/stream2"))?;
         let credentials = userinfo.map(|info| {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
-            Credentials { username: String::from_utf8_lossy(&super::percent_decode(user)).into_owned(), password: String::from_utf8_lossy(&super::percent_decode(password)).into_owned() }
+            Credentials {
+                username: String::from_utf8_lossy(&super::percent_decode(user)).into_owned(),
+                password: String::from_utf8_lossy(&super::percent_decode(password)).into_owned(),
+            }
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .with_context(|| format!("unable to start the network runtime for camera {shown}"))?;
-        Ok(RtspSource { url, credentials, shown, runtime, playing: None, undecodable: 0, connects: 0 })
+        Ok(RtspSource {
+            url,
+            credentials,
+            shown,
+            runtime,
+            playing: None,
+            undecodable: 0,
+            connects: 0,
+        })
     }
 
     /// Access units skipped because the decoder rejected them.
@@ -200,7 +225,11 @@ impl RtspSource {
         let h264 = H264::new().with_context(|| format!("unable to play camera {shown}"))?;
         self.connects += 1;
         tracing::debug!("playing {shown} (stream {stream})");
-        Ok(Playing { demuxed, stream, h264 })
+        Ok(Playing {
+            demuxed,
+            stream,
+            h264,
+        })
     }
 
     /// Drops the session inside the runtime (retina sends its TEARDOWN from a spawned task).
@@ -222,15 +251,27 @@ impl FrameSource for RtspSource {
                 self.playing = Some(self.connect()?);
                 deadline = Instant::now() + FRAME_TIMEOUT;
             }
-            let Some(playing) = self.playing.as_mut() else { continue };
+            let Some(playing) = self.playing.as_mut() else {
+                continue;
+            };
             let left = deadline.saturating_duration_since(Instant::now());
-            let item = self.runtime.block_on(async { tokio::time::timeout(left, playing.demuxed.next()).await });
+            let item = self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, playing.demuxed.next()).await });
             let frame = match item {
-                Ok(Some(Ok(CodecItem::VideoFrame(frame)))) if frame.stream_id() == playing.stream => frame,
+                Ok(Some(Ok(CodecItem::VideoFrame(frame))))
+                    if frame.stream_id() == playing.stream =>
+                {
+                    frame
+                }
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(e))) => {
                     self.disconnect();
-                    bail!("unable to read the RTSP stream from {}: {}; reconnecting", self.shown, flat(&e));
+                    bail!(
+                        "unable to read the RTSP stream from {}: {}; reconnecting",
+                        self.shown,
+                        flat(&e)
+                    );
                 }
                 Ok(None) => {
                     self.disconnect();
@@ -245,7 +286,10 @@ impl FrameSource for RtspSource {
                     bail!("unable to read the RTSP stream from {}: no picture within {} s (timeout{rejected}); reconnecting", self.shown, FRAME_TIMEOUT.as_secs());
                 }
             };
-            match playing.h264.push(frame.data(), frame.is_random_access_point()) {
+            match playing
+                .h264
+                .push(frame.data(), frame.is_random_access_point())
+            {
                 Decoded::Picture(image) => return Ok(Some(image)),
                 Decoded::Nothing => {}
                 Decoded::Rejected(e) => {
@@ -276,7 +320,12 @@ impl Drop for RtspSource {
 
 /// Runs one RTSP request with [`CONNECT_TIMEOUT`], turning retina's errors into ours: a 401 says
 /// the credentials were rejected (or are missing), never what they were.
-async fn bounded<T>(step: &str, shown: &str, has_credentials: bool, request: impl std::future::Future<Output = Result<T, retina::Error>>) -> Result<T> {
+async fn bounded<T>(
+    step: &str,
+    shown: &str,
+    has_credentials: bool,
+    request: impl std::future::Future<Output = Result<T, retina::Error>>,
+) -> Result<T> {
     let answer = tokio::time::timeout(CONNECT_TIMEOUT, request)
         .await
         .map_err(|_| anyhow!("unable to open camera {shown}: no answer to {step} within {} s (timeout); check that the camera is on and reachable", CONNECT_TIMEOUT.as_secs()))?;
@@ -302,7 +351,10 @@ fn codec_name(encoding: &str) -> String {
 
 /// retina's messages span lines (with connection details): one line for logs.
 fn flat(e: &retina::Error) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -313,13 +365,26 @@ mod tests {
     fn credentials_leave_the_url_and_the_description() {
         let s = RtspSource::open("rtsp://ad%40min:p@ss/w:rd@cam.local:554/stream2").unwrap();
         assert_eq!(s.url.as_str(), "rtsp://cam.local:554/stream2");
-        assert_eq!(s.credentials, Some(Credentials { username: "ad@min".into(), password: "p@ss/w:rd".into() }));
+        assert_eq!(
+            s.credentials,
+            Some(Credentials {
+                username: "ad@min".into(),
+                password: "p@ss/w:rd".into()
+            })
+        );
         assert_eq!(s.describe(), "RTSP rtsp://***@cam.local:554/stream2");
         let s = RtspSource::open("RTSP://cam/live").unwrap();
         assert_eq!((s.url.as_str(), &s.credentials), ("rtsp://cam/live", &None));
-        for bad in ["rtsp://u:secret@/x", "http://u:secret@cam/x", "rtsp://u:secret@ca m/x"] {
+        for bad in [
+            "rtsp://u:secret@/x",
+            "http://u:secret@cam/x",
+            "rtsp://u:secret@ca m/x",
+        ] {
             let e = format!("{:#}", RtspSource::open(bad).err().unwrap());
-            assert!(e.starts_with("unable to open camera") && !e.contains("secret"), "{bad}: {e}");
+            assert!(
+                e.starts_with("unable to open camera") && !e.contains("secret"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -347,13 +412,25 @@ mod tests {
         let mut h264 = H264::new().unwrap();
         // a delta frame before any key frame is passed over, not counted
         assert!(matches!(h264.push(&units[1].0, false), Decoded::Nothing));
-        let Decoded::Picture(first) = h264.push(&units[0].0, true) else { panic!("the key frame gave no picture") };
+        let Decoded::Picture(first) = h264.push(&units[0].0, true) else {
+            panic!("the key frame gave no picture")
+        };
         assert_eq!(first.dimensions(), (64, 48));
         let p = first.get_pixel(32, 24).0;
-        assert!(p.iter().zip([224, 128, 32]).all(|(&a, b)| (a as i32 - b).abs() < 12), "{p:?}");
+        assert!(
+            p.iter()
+                .zip([224, 128, 32])
+                .all(|(&a, b)| (a as i32 - b).abs() < 12),
+            "{p:?}"
+        );
         // a slice NAL of garbage after a valid start: the decoder rejects it
-        let garbage: Vec<u8> = [0, 0, 0, 1, 0x65].into_iter().chain((0..64).map(|i| (i * 37 + 11) as u8)).collect();
-        let Decoded::Rejected(e) = h264.push(&garbage, true) else { panic!("garbage was not rejected") };
+        let garbage: Vec<u8> = [0, 0, 0, 1, 0x65]
+            .into_iter()
+            .chain((0..64).map(|i| (i * 37 + 11) as u8))
+            .collect();
+        let Decoded::Rejected(e) = h264.push(&garbage, true) else {
+            panic!("garbage was not rejected")
+        };
         eprintln!("garbage: {e:#}");
         assert_eq!(h264.bad_in_a_row, 1);
         // delta frames until the next key frame are passed over, then pictures again
@@ -370,8 +447,16 @@ mod tests {
         let mut s = RtspSource::open("rtsp://u:hunter2@127.0.0.1:1/x").unwrap();
         let started = std::time::Instant::now();
         let e = format!("{:#}", s.next_frame().unwrap_err());
-        assert!(e.starts_with("unable to open camera rtsp://***@127.0.0.1:1/x") && !e.contains("hunter2"), "{e}");
-        assert!(started.elapsed() < CONNECT_TIMEOUT, "{:?}", started.elapsed());
+        assert!(
+            e.starts_with("unable to open camera rtsp://***@127.0.0.1:1/x")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(s.connects(), 0);
     }
 }

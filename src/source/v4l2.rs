@@ -19,15 +19,28 @@ use super::pixel::{self, RawFormat};
 use super::FrameSource;
 
 /// Formats in order of preference, with their V4L2 fourcc.
-const PREFERRED: [(&[u8; 4], Option<RawFormat>); 4] =
-    [(b"MJPG", None), (b"YUYV", Some(RawFormat::Yuyv)), (b"NV12", Some(RawFormat::Nv12)), (b"YU12", Some(RawFormat::Yu12))];
+const PREFERRED: [(&[u8; 4], Option<RawFormat>); 4] = [
+    (b"MJPG", None),
+    (b"YUYV", Some(RawFormat::Yuyv)),
+    (b"NV12", Some(RawFormat::Nv12)),
+    (b"YU12", Some(RawFormat::Yu12)),
+];
 
 /// Picks the preferred fourcc among those offered, and the offered size nearest `want`.
-pub fn negotiate(offered: &[([u8; 4], Vec<(u32, u32)>)], want: (u32, u32)) -> Option<([u8; 4], (u32, u32))> {
+pub fn negotiate(
+    offered: &[([u8; 4], Vec<(u32, u32)>)],
+    want: (u32, u32),
+) -> Option<([u8; 4], (u32, u32))> {
     for (fourcc, _) in PREFERRED {
         if let Some((_, sizes)) = offered.iter().find(|(f, _)| f == fourcc) {
-            let dist = |s: &(u32, u32)| (s.0 as i64 - want.0 as i64).abs() + (s.1 as i64 - want.1 as i64).abs();
-            let size = sizes.iter().min_by_key(|s| dist(s)).copied().unwrap_or(want);
+            let dist = |s: &(u32, u32)| {
+                (s.0 as i64 - want.0 as i64).abs() + (s.1 as i64 - want.1 as i64).abs()
+            };
+            let size = sizes
+                .iter()
+                .min_by_key(|s| dist(s))
+                .copied()
+                .unwrap_or(want);
             return Some((*fourcc, size));
         }
     }
@@ -38,8 +51,16 @@ pub fn parse_spec(spec: &str) -> Result<(String, (u32, u32))> {
     match spec.split_once('@') {
         None => Ok((spec.to_string(), (1280, 720))),
         Some((path, size)) => {
-            let (w, h) = size.split_once('x').context("expected /dev/videoN@WIDTHxHEIGHT")?;
-            Ok((path.to_string(), (w.parse().context("bad width")?, h.parse().context("bad height")?)))
+            let (w, h) = size
+                .split_once('x')
+                .context("expected /dev/videoN@WIDTHxHEIGHT")?;
+            Ok((
+                path.to_string(),
+                (
+                    w.parse().context("bad width")?,
+                    h.parse().context("bad height")?,
+                ),
+            ))
         }
     }
 }
@@ -56,12 +77,20 @@ pub struct V4l2Source {
 
 fn offered(dev: &Device) -> Result<Vec<([u8; 4], Vec<(u32, u32)>)>> {
     let mut out = vec![];
-    for f in dev.enum_formats().context("unable to list the camera's formats")? {
+    for f in dev
+        .enum_formats()
+        .context("unable to list the camera's formats")?
+    {
         let sizes = dev
             .enum_framesizes(f.fourcc)
             .unwrap_or_default()
             .into_iter()
-            .flat_map(|s| s.size.to_discrete().into_iter().map(|d| (d.width, d.height)))
+            .flat_map(|s| {
+                s.size
+                    .to_discrete()
+                    .into_iter()
+                    .map(|d| (d.width, d.height))
+            })
             .collect();
         out.push((f.fourcc.repr, sizes));
     }
@@ -76,41 +105,69 @@ impl V4l2Source {
         })?;
         let offered = offered(&dev)?;
         let Some((fourcc, (w, h))) = negotiate(&offered, want) else {
-            let names: Vec<String> = offered.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
+            let names: Vec<String> = offered
+                .iter()
+                .map(|(f, _)| String::from_utf8_lossy(f).into_owned())
+                .collect();
             bail!("unable to use camera {path}: it offers {} but promptcam reads MJPG, YUYV, NV12 or YU12", names.join(", "));
         };
         let mut fmt = dev.format().context("unable to read the camera format")?;
         fmt.width = w;
         fmt.height = h;
         fmt.fourcc = FourCC::new(&fourcc);
-        let fmt = dev.set_format(&fmt).with_context(|| format!("unable to set {w}x{h} on camera {path}"))?;
-        let mut params = dev.params().context("unable to read the camera frame rate")?;
+        let fmt = dev
+            .set_format(&fmt)
+            .with_context(|| format!("unable to set {w}x{h} on camera {path}"))?;
+        let mut params = dev
+            .params()
+            .context("unable to read the camera frame rate")?;
         params.interval = v4l::Fraction::new(1000, (fps.clamp(0.1, 120.0) * 1000.0) as u32);
         let _ = dev.set_params(&params);
-        let format = PREFERRED.iter().find(|(f, _)| **f == fmt.fourcc.repr).and_then(|(_, r)| *r);
-        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, 4).with_context(|| format!("unable to start streaming from {path}"))?;
+        let format = PREFERRED
+            .iter()
+            .find(|(f, _)| **f == fmt.fourcc.repr)
+            .and_then(|(_, r)| *r);
+        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, 4)
+            .with_context(|| format!("unable to start streaming from {path}"))?;
         stream.set_timeout(Duration::from_secs(5));
-        Ok(V4l2Source { path, stream, _device: dev, format, size: (fmt.width, fmt.height), rgb: vec![] })
+        Ok(V4l2Source {
+            path,
+            stream,
+            _device: dev,
+            format,
+            size: (fmt.width, fmt.height),
+            rgb: vec![],
+        })
     }
 }
 
 impl FrameSource for V4l2Source {
     fn next_frame(&mut self) -> Result<Option<RgbImage>> {
-        let (buf, meta) = self.stream.next().with_context(|| format!("unable to read a frame from {} within 5 s", self.path))?;
+        let (buf, meta) = self
+            .stream
+            .next()
+            .with_context(|| format!("unable to read a frame from {} within 5 s", self.path))?;
         let data = &buf[..(meta.bytesused as usize).min(buf.len())];
         let (w, h) = self.size;
         match self.format {
             None => crate::frame::decode_jpeg(data).map(Some),
             Some(f) => {
                 pixel::to_rgb(f, data, w as usize, h as usize, &mut self.rgb)?;
-                let img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb)).context("frame size mismatch")?;
+                let img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))
+                    .context("frame size mismatch")?;
                 Ok(Some(img))
             }
         }
     }
 
     fn describe(&self) -> String {
-        format!("V4L2 camera {} at {}x{} ({})", self.path, self.size.0, self.size.1, self.format.map_or("MJPEG".into(), |f| format!("{f:?}")))
+        format!(
+            "V4L2 camera {} at {}x{} ({})",
+            self.path,
+            self.size.0,
+            self.size.1,
+            self.format.map_or("MJPEG".into(), |f| format!("{f:?}"))
+        )
     }
 }
 
@@ -125,8 +182,13 @@ pub fn list_devices() -> Vec<String> {
             Ok(dev) => {
                 out.push(format!("{path}: {name}"));
                 for (fourcc, sizes) in offered(&dev).unwrap_or_default() {
-                    let sizes: Vec<String> = sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
-                    out.push(format!("  {} {}", String::from_utf8_lossy(&fourcc), sizes.join(" ")));
+                    let sizes: Vec<String> =
+                        sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+                    out.push(format!(
+                        "  {} {}",
+                        String::from_utf8_lossy(&fourcc),
+                        sizes.join(" ")
+                    ));
                 }
             }
         }
@@ -140,19 +202,40 @@ mod tests {
 
     #[test]
     fn prefers_mjpeg_then_yuyv_and_the_nearest_size() {
-        let offered = vec![(*b"YUYV", vec![(640, 480), (1280, 720)]), (*b"MJPG", vec![(640, 480), (1920, 1080)])];
+        let offered = vec![
+            (*b"YUYV", vec![(640, 480), (1280, 720)]),
+            (*b"MJPG", vec![(640, 480), (1920, 1080)]),
+        ];
         // MJPEG wins over YUYV; of its sizes 640x480 is nearer 1280x720 than 1920x1080
-        assert_eq!(negotiate(&offered, (1280, 720)), Some((*b"MJPG", (640, 480))));
-        assert_eq!(negotiate(&offered, (1600, 900)), Some((*b"MJPG", (1920, 1080))));
-        let offered = vec![(*b"NV12", vec![(1920, 1080)]), (*b"YUYV", vec![(640, 480), (1280, 720)])];
-        assert_eq!(negotiate(&offered, (1280, 720)), Some((*b"YUYV", (1280, 720))));
+        assert_eq!(
+            negotiate(&offered, (1280, 720)),
+            Some((*b"MJPG", (640, 480)))
+        );
+        assert_eq!(
+            negotiate(&offered, (1600, 900)),
+            Some((*b"MJPG", (1920, 1080)))
+        );
+        let offered = vec![
+            (*b"NV12", vec![(1920, 1080)]),
+            (*b"YUYV", vec![(640, 480), (1280, 720)]),
+        ];
+        assert_eq!(
+            negotiate(&offered, (1280, 720)),
+            Some((*b"YUYV", (1280, 720)))
+        );
         assert_eq!(negotiate(&[(*b"H264", vec![])], (640, 480)), None);
     }
 
     #[test]
     fn specs_carry_an_optional_size() {
-        assert_eq!(parse_spec("/dev/video0").unwrap(), ("/dev/video0".into(), (1280, 720)));
-        assert_eq!(parse_spec("/dev/video2@640x480").unwrap(), ("/dev/video2".into(), (640, 480)));
+        assert_eq!(
+            parse_spec("/dev/video0").unwrap(),
+            ("/dev/video0".into(), (1280, 720))
+        );
+        assert_eq!(
+            parse_spec("/dev/video2@640x480").unwrap(),
+            ("/dev/video2".into(), (640, 480))
+        );
         assert!(parse_spec("/dev/video2@big").is_err());
     }
 }
