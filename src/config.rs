@@ -657,7 +657,7 @@ negatives = ["an empty driveway"]
     fn err(text: &str) -> String {
         format!(
             "{:#}",
-            parse(text, Path::new("t.toml")).err().expect("should fail")
+            parse(text, Path::new("t.toml")).expect_err("should fail")
         )
     }
 

@@ -154,9 +154,11 @@ impl ProcessorConfig {
         let normalize = if flag("do_normalize", true)? {
             let mean = triple(v.get("image_mean"), [0.48145466, 0.4578275, 0.40821073])
                 .context("in `image_mean`")?;
+            // OpenAI's published CLIP constants, digit for digit
+            #[allow(clippy::excessive_precision)]
             let std = triple(v.get("image_std"), [0.26862954, 0.26130258, 0.27577711])
                 .context("in `image_std`")?;
-            if std.iter().any(|s| *s == 0.0) {
+            if std.contains(&0.0) {
                 bail!("`image_std` contains a zero");
             }
             Some((mean, std))

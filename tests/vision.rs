@@ -165,7 +165,6 @@ fn exact_input(image: &str, width: usize, height: usize, config: &ProcessorConfi
             }
         }
     }
-    drop(view);
     t.into()
 }
 
@@ -478,7 +477,7 @@ fn load_error(dir: &std::path::Path, precision: Precision, owl: bool) -> String 
             Clip::load(&d, precision, &prompts).map(|_| ())
         }
     });
-    format!("{:#}", res.err().expect("load should fail"))
+    format!("{:#}", res.expect_err("load should fail"))
 }
 
 #[test]

@@ -143,21 +143,9 @@ pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
     for (o, v) in y.iter_mut().zip(x) {
         let q = v / scale;
         // keep the magic-number rounding in range; beyond +-512 the result saturates anyway
-        let q = if q < -512.0 {
-            -512.0
-        } else if q > 512.0 {
-            512.0
-        } else {
-            q
-        };
+        let q = q.clamp(-512.0, 512.0);
         let r = ((q + ROUND) - ROUND) + zp;
-        let r = if r < 0.0 {
-            0.0
-        } else if r > 255.0 {
-            255.0
-        } else {
-            r
-        };
+        let r = r.clamp(0.0, 255.0);
         *o = ((r + MANTISSA).to_bits() & 0xff) as u8;
     }
 }

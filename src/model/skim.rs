@@ -171,14 +171,14 @@ mod tests {
             name: "w".into(),
             dims: vec![2048],
             data_type: 1,
-            raw_data: vec![7u8; 8192].into(),
+            raw_data: vec![7u8; 8192],
             ..Default::default()
         };
         let scalar = pb::TensorProto {
             name: "logit_scale".into(),
             dims: vec![],
             data_type: 1,
-            raw_data: 4.6052f32.to_le_bytes().to_vec().into(),
+            raw_data: 4.6052f32.to_le_bytes().to_vec(),
             ..Default::default()
         };
         let node = pb::NodeProto {

@@ -26,11 +26,11 @@ const PREFERRED: [(&[u8; 4], Option<RawFormat>); 4] = [
     (b"YU12", Some(RawFormat::Yu12)),
 ];
 
+/// A pixel format a device offers (fourcc) with its frame sizes.
+type Offered = ([u8; 4], Vec<(u32, u32)>);
+
 /// Picks the preferred fourcc among those offered, and the offered size nearest `want`.
-pub fn negotiate(
-    offered: &[([u8; 4], Vec<(u32, u32)>)],
-    want: (u32, u32),
-) -> Option<([u8; 4], (u32, u32))> {
+pub fn negotiate(offered: &[Offered], want: (u32, u32)) -> Option<([u8; 4], (u32, u32))> {
     for (fourcc, _) in PREFERRED {
         if let Some((_, sizes)) = offered.iter().find(|(f, _)| f == fourcc) {
             let dist = |s: &(u32, u32)| {
@@ -75,7 +75,7 @@ pub struct V4l2Source {
     rgb: Vec<u8>,
 }
 
-fn offered(dev: &Device) -> Result<Vec<([u8; 4], Vec<(u32, u32)>)>> {
+fn offered(dev: &Device) -> Result<Vec<Offered>> {
     let mut out = vec![];
     for f in dev
         .enum_formats()
