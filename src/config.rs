@@ -32,6 +32,8 @@ struct RawConfig {
     mqtt: Option<toml::Value>,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    history: RawHistory,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +42,18 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     stale_after: Option<Spanned<f64>>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    enabled: Option<bool>,
+    path: Option<Spanned<String>>,
+    keep_days: Option<Spanned<f64>>,
+    max_mb: Option<Spanned<i64>>,
+    thumbnail_width: Option<Spanned<i64>>,
+    thumbnail_interval: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,6 +136,17 @@ pub enum ModelKind {
     ClipSeg,
 }
 
+impl ModelKind {
+    /// The name the config uses (`model = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Clip => "clip",
+            ModelKind::OwlVit => "owlvit",
+            ModelKind::ClipSeg => "clipseg",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
     pub dir: PathBuf,
@@ -181,6 +206,8 @@ pub struct Config {
     pub mqtt: Option<toml::Value>,
     /// The local HTTP endpoint (`[http]`); None when `enabled = false` (the default).
     pub http: Option<HttpConfig>,
+    /// The history store (`[history]`); on by default when `[http]` is on.
+    pub history: Option<crate::history::HistoryConfig>,
 }
 
 /// The `[http]` table: `/healthz`, `/metrics` and `/snapshot/<camera>.jpg` (src/endpoint.rs).
@@ -191,6 +218,9 @@ pub struct HttpConfig {
     /// `/healthz` fails when a running camera made no progress for this long (or three frame
     /// intervals, if longer). Default 30 s.
     pub stale_after: Duration,
+    /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
+    /// page sets); required when `listen` is not a loopback address.
+    pub token: Option<crate::mqtt::Secret>,
 }
 
 /// Reads and validates a config file.
@@ -486,6 +516,7 @@ impl Validator<'_> {
             });
         }
         let http = self.http(&raw.http)?;
+        let history = self.history(&raw.history, http.is_some())?;
         Ok(Config {
             path: self.path.to_path_buf(),
             device_id,
@@ -497,6 +528,7 @@ impl Validator<'_> {
             cameras,
             mqtt: raw.mqtt,
             http,
+            history,
         })
     }
 
@@ -524,10 +556,113 @@ impl Validator<'_> {
             0.5,
             86400.0,
         )?);
-        Ok(h.enabled.unwrap_or(false).then_some(HttpConfig {
+        let token = match &h.token_file {
+            None => None,
+            Some(f) => {
+                let path = self.relative(f.get_ref());
+                let text = std::fs::read_to_string(&path).or_else(|e| {
+                    self.err(
+                        f.span(),
+                        "http.token_file",
+                        format!(
+                            "unable to read {}: {e}; make it readable by the daemon",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let token = text.trim().to_string();
+                if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return self.err(
+                        f.span(),
+                        "http.token_file",
+                        format!(
+                            "{} must hold one token of at least 16 characters without spaces; \
+                             make one with `head -c 24 /dev/urandom | base64 > {}`",
+                            path.display(),
+                            path.display()
+                        ),
+                    );
+                }
+                Some(crate::mqtt::Secret::new(token))
+            }
+        };
+        let enabled = h.enabled.unwrap_or(false);
+        if enabled && token.is_none() && !listen.ip().is_loopback() {
+            let span = h.listen.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            return self.err(
+                span,
+                "http.listen",
+                format!(
+                    "{listen} is reachable from the network, so every request needs a token: \
+                     set `token_file` in [http] (or listen on 127.0.0.1)"
+                ),
+            );
+        }
+        Ok(enabled.then_some(HttpConfig {
             listen,
             stale_after,
+            token,
         }))
+    }
+
+    /// `[history]`: on by default when `[http]` is; its directory defaults to `history` in
+    /// systemd's state directory (`$STATE_DIRECTORY`), else next to the config file.
+    fn history(
+        &self,
+        h: &RawHistory,
+        http_on: bool,
+    ) -> Result<Option<crate::history::HistoryConfig>> {
+        let dir = match &h.path {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return self.err(
+                    p.span(),
+                    "history.path",
+                    "a history path needs a directory name",
+                )
+            }
+            Some(p) => {
+                let p = PathBuf::from(p.get_ref());
+                if p.is_absolute() {
+                    p
+                } else {
+                    self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
+                }
+            }
+            None => match std::env::var_os("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+                // systemd may list several state directories, separated by colons
+                Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default())
+                    .join("history"),
+                None => self
+                    .path
+                    .parent()
+                    .map(|d| d.join("history"))
+                    .unwrap_or_else(|| PathBuf::from("history")),
+            },
+        };
+        let config = crate::history::HistoryConfig {
+            dir,
+            keep: Duration::from_secs_f64(
+                self.float(&h.keep_days, "history.keep_days", 7.0, 0.01, 3650.0)? * 86400.0,
+            ),
+            max_bytes: self.int(&h.max_mb, "history.max_mb", 1024, 16, 1 << 20)? as u64
+                * 1024
+                * 1024,
+            thumbnail_width: self.int(
+                &h.thumbnail_width,
+                "history.thumbnail_width",
+                320,
+                32,
+                1920,
+            )? as u32,
+            thumbnail_interval: Duration::from_secs_f64(self.float(
+                &h.thumbnail_interval,
+                "history.thumbnail_interval",
+                5.0,
+                0.0,
+                3600.0,
+            )?),
+        };
+        Ok(h.enabled.unwrap_or(http_on).then_some(config))
     }
 
     fn prompt(

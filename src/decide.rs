@@ -178,6 +178,15 @@ impl Decider {
         self.config.off_threshold = off_threshold.min(threshold);
     }
 
+    /// When the current event ends if no score comes back above `off_threshold` before: the
+    /// moment a [`Decider::tick`] first returns `Ended`. `None` while OFF or while the score holds.
+    pub fn ends_at(&self) -> Option<Instant> {
+        match (self.on, self.below_since) {
+            (true, Some(since)) => Some(since + self.config.off_delay),
+            _ => None,
+        }
+    }
+
     /// Whether the state is ON (an event is in progress).
     pub fn is_on(&self) -> bool {
         self.on

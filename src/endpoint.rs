@@ -178,6 +178,7 @@ impl Endpoint {
         status: Status,
         fps: &[f64],
         mqtt: Option<StatsHandle>,
+        web: crate::web::Web,
     ) -> Result<Endpoint> {
         let addr = listener.local_addr()?;
         let stale = listener.config.stale_after;
@@ -191,6 +192,7 @@ impl Endpoint {
         registry.register_collector(Box::new(Metrics {
             status: status.clone(),
             mqtt,
+            history: web.history_stats.clone(),
         }));
         let app = Arc::new(App {
             status,
@@ -204,12 +206,27 @@ impl Endpoint {
             .context("unable to start the HTTP endpoint's runtime")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let socket = listener.socket;
+        let guard = Arc::new(crate::web::auth::Guard::new(
+            listener.config.token.clone(),
+            addr,
+        ));
+        let router = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route("/snapshot/{file}", get(snapshot))
+            .with_state(app.clone())
+            .merge(crate::web::routes(Arc::new(web)))
+            .merge(crate::web::auth::routes(guard.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                crate::web::auth::guard,
+            ));
         let thread = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || runtime.block_on(serve(socket, app, stopped)))
+            .spawn(move || runtime.block_on(serve(socket, app, router, stopped)))
             .context("unable to start the HTTP endpoint's thread")?;
         tracing::info!(
-            "HTTP endpoint on http://{addr}/ (/healthz, /metrics, /snapshot/<camera>.jpg)"
+            "HTTP endpoint on http://{addr}/ (pages, /api, /healthz, /metrics, /snapshot/<camera>.jpg)"
         );
         Ok(Endpoint {
             stop: Some(stop),
@@ -241,6 +258,7 @@ impl Drop for Endpoint {
 async fn serve(
     socket: std::net::TcpListener,
     app: Arc<App>,
+    router: Router,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(socket) {
@@ -259,11 +277,6 @@ async fn serve(
             monitor.sample();
         }
     });
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/snapshot/{file}", get(snapshot))
-        .with_state(app);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stopped.await;
@@ -422,6 +435,7 @@ fn annotated_jpeg(latest: &crate::status::Latest) -> Result<Vec<u8>> {
 struct Metrics {
     status: Status,
     mqtt: Option<StatsHandle>,
+    history: Option<Arc<crate::history::HistoryStats>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -540,6 +554,47 @@ impl Collector for Metrics {
                     score.encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?,
                 )?;
             }
+        }
+        let mut threshold = enc.encode_descriptor(
+            "promptcam_prompt_threshold",
+            "The prompt's `on` threshold in force (config, MQTT or the prompt lab).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, s) in &cams {
+            for p in &s.prompts {
+                ConstGauge::new(p.threshold as f64).encode(
+                    threshold
+                        .encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?,
+                )?;
+            }
+        }
+        if let Some(h) = &self.history {
+            use std::sync::atomic::Ordering::Relaxed;
+            let families: [(&str, &str, u64); 3] = [
+                ("promptcam_history_frames", "Analysed frames written to the history.", h.frames.load(Relaxed)),
+                ("promptcam_history_events", "Events written to the history.", h.events.load(Relaxed)),
+                (
+                    "promptcam_history_dropped",
+                    "History records dropped (the history thread fell behind or the database refused them).",
+                    h.dropped.load(Relaxed),
+                ),
+            ];
+            for (name, help, v) in families {
+                ConstCounter::new(v).encode(enc.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Counter,
+                )?)?;
+            }
+            let unit = Unit::Bytes;
+            ConstGauge::new(h.bytes.load(Relaxed) as i64).encode(enc.encode_descriptor(
+                "promptcam_history_size",
+                "Size of the history database after the last retention pass.",
+                Some(&unit),
+                MetricType::Gauge,
+            )?)?;
         }
         if let Some(mqtt) = &self.mqtt {
             let st = mqtt.stats();

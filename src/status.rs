@@ -72,6 +72,8 @@ struct Live {
     latest: Option<Latest>,
     /// Threshold changes asked for and not yet applied: (prompt id, threshold).
     threshold_requests: Vec<(String, f32)>,
+    /// The prompts' settings in force (live thresholds included), for the prompt lab.
+    configs: Vec<crate::config::PromptConfig>,
 }
 
 /// One camera's live state, shared by the capture, inference, MQTT and HTTP threads.
@@ -176,6 +178,15 @@ impl CameraStatus {
     /// The inference thread: replaces the prompt list (after a reload changed the prompts).
     pub fn set_prompts(&self, prompts: Vec<PromptStatus>) {
         self.live().prompts = prompts;
+    }
+
+    /// The inference thread: the prompts' settings in force, after a load, reload or threshold change.
+    pub fn set_prompt_configs(&self, configs: Vec<crate::config::PromptConfig>) {
+        self.live().configs = configs;
+    }
+
+    pub fn prompt_configs(&self) -> Vec<crate::config::PromptConfig> {
+        self.live().configs.clone()
     }
 
     /// The inference thread: one prompt's smoothed score, state and threshold.

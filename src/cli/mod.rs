@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+pub mod search;
 pub mod segment;
 pub mod vision;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Time one model's stages (decode, preprocess, model, post-process) and its memory.
     Bench(BenchArgs),
+    /// Find a camera's stored frames that match a prompt, best first (the prompt lab's search).
+    Search(search::SearchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -191,6 +194,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Probe(a) => probe(a),
+        Command::Search(a) => search::search(a),
         Command::Bench(a) => {
             let r = crate::bench::run(
                 &a.model,

@@ -56,6 +56,8 @@ pub struct Camera {
     owl: Option<OwlVit>,
     seg: Option<ClipSeg>,
     prompts: Vec<PromptState>,
+    /// When this camera's next history thumbnail is due.
+    thumbs: crate::history::ThumbnailClock,
 }
 
 /// Loads every camera's models; `promptcam check` stops here.
@@ -79,6 +81,7 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
                 slot.clone(),
                 prompt_statuses(&prompts),
             ));
+            status.set_prompt_configs(prompt_configs(&prompts));
             Ok(Camera {
                 config: cam.clone(),
                 slot,
@@ -89,6 +92,7 @@ pub fn prepare(config: &Config) -> Result<Vec<Camera>> {
                 owl,
                 seg,
                 prompts,
+                thumbs: Default::default(),
             })
         })
         .collect()
@@ -129,6 +133,10 @@ fn prompt_statuses(prompts: &[PromptState]) -> Vec<PromptStatus> {
         .collect()
 }
 
+fn prompt_configs(prompts: &[PromptState]) -> Vec<PromptConfig> {
+    prompts.iter().map(|p| p.config.clone()).collect()
+}
+
 /// Every camera's shared status, for the MQTT and HTTP edges.
 pub fn status_of(cameras: &[Camera]) -> Status {
     Status {
@@ -165,7 +173,9 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         .enumerate()
         .filter(|(_, p)| p.model == ModelKind::Clip)
         .collect();
-    let clip = if clip_prompts.is_empty() {
+    // with a history, every camera's frames get a CLIP embedding for the prompt lab
+    let embed_only = clip_prompts.is_empty() && config.history.is_some() && config.clip.is_some();
+    let clip = if clip_prompts.is_empty() && !embed_only {
         None
     } else {
         let m = config
@@ -185,15 +195,10 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         };
         let mut own = vec![None; cam.prompts.len()];
         for (i, p) in &clip_prompts {
-            let texts = if p.ensemble.is_empty() {
-                vec![p.text.clone()]
-            } else {
-                p.ensemble
-                    .iter()
-                    .map(|t| t.replace("{}", &p.text))
-                    .collect()
-            };
-            own[*i] = Some(class_of(texts));
+            own[*i] = Some(class_of(crate::model::clip::ensemble_texts(
+                &p.text,
+                &p.ensemble,
+            )));
         }
         let mut compare = vec![None; cam.prompts.len()];
         for (i, p) in &clip_prompts {
@@ -278,6 +283,12 @@ pub fn run(config: Config) -> Result<()> {
         capture.push((stop, handle));
     }
 
+    let history = config
+        .history
+        .clone()
+        .map(crate::history::History::start)
+        .transpose()?
+        .map(Arc::new);
     let (tx, rx) = sync_channel::<Event>(256);
     let sink = match mqtt {
         // the publisher connects in the background and spools events while the broker is away
@@ -298,18 +309,28 @@ pub fn run(config: Config) -> Result<()> {
                 Sink::Stdout => None,
             };
             let fps: Vec<f64> = cameras.iter().map(|c| c.config.fps).collect();
+            let web = crate::web::Web::new(
+                status.clone(),
+                config.history.clone(),
+                config.clip.clone(),
+                history.as_ref().map(|h| h.stats.clone()),
+            );
             Some(crate::endpoint::Endpoint::start(
                 listener,
                 status.clone(),
                 &fps,
                 mqtt_stats,
+                web,
             )?)
         }
         None => None,
     };
     let printer = std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || deliver(rx, sink))
+        .spawn({
+            let history = history.clone();
+            move || deliver(rx, sink, history)
+        })
         .context("unable to start the event thread")?;
     let infer_control = control.clone();
     let config_path = config.path.clone();
@@ -323,6 +344,7 @@ pub fn run(config: Config) -> Result<()> {
                 started,
                 config_path,
                 Reloads::new(),
+                history,
             )
         })
         .context("unable to start the inference thread")?;
@@ -375,9 +397,12 @@ enum Sink {
     Mqtt(crate::mqtt::Publisher),
 }
 
-fn deliver(rx: Receiver<Event>, sink: Sink) {
+fn deliver(rx: Receiver<Event>, sink: Sink, history: Option<Arc<crate::history::History>>) {
     let stdout = std::io::stdout();
     for e in rx {
+        if let Some(h) = &history {
+            h.record(crate::history::Record::Event(e.clone(), SystemTime::now()));
+        }
         match &sink {
             Sink::Mqtt(p) => {
                 if let Some(jpeg) = &e.snapshot {
@@ -413,6 +438,7 @@ fn inference_loop(
     started: Instant,
     config_path: std::path::PathBuf,
     mut reloads: Reloads,
+    history: Option<Arc<crate::history::History>>,
 ) -> Result<()> {
     loop {
         control
@@ -437,9 +463,19 @@ fn inference_loop(
                 }
                 let frame = Arc::new(frame);
                 let t = Instant::now();
-                if let Some(labels) = analyse(cam, &frame, &tx)? {
+                if let Some(a) = analyse(cam, &frame, &tx)? {
+                    if let Some(h) = &history {
+                        let mut record = a.record;
+                        if cam
+                            .thumbs
+                            .due(frame.captured_at, h.config.thumbnail_interval, a.event)
+                        {
+                            record.thumbnail = Some(frame.clone());
+                        }
+                        h.record(crate::history::Record::Frame(record));
+                    }
                     cam.status
-                        .record_frame(Instant::now(), t.elapsed(), frame, labels);
+                        .record_frame(Instant::now(), t.elapsed(), frame, a.labels);
                 }
             }
         }
@@ -494,7 +530,11 @@ fn inference_loop(
 /// MQTT `number` commands: new `on` thresholds, applied between frames. The `off` threshold
 /// keeps its distance below `on` (hysteresis) and never goes below zero.
 fn apply_threshold_requests(cam: &mut Camera) {
-    for (id, threshold) in cam.status.take_threshold_requests() {
+    let requests = cam.status.take_threshold_requests();
+    if requests.is_empty() {
+        return;
+    }
+    for (id, threshold) in requests {
         let Some(p) = cam.prompts.iter_mut().find(|p| p.config.id == id) else {
             continue;
         };
@@ -508,14 +548,23 @@ fn apply_threshold_requests(cam: &mut Camera) {
             id
         );
     }
+    cam.status.set_prompt_configs(prompt_configs(&cam.prompts));
 }
 
 /// A label per prompt for the latest-frame view: its best box this frame (if any) and score.
 type Labels = Vec<(Option<[f32; 4]>, String)>;
 
-/// Runs the models on a frame if the motion gate lets it through; returns the frame's labels
-/// if it did.
-fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Option<Labels>> {
+/// What analysing one frame produced, besides its events.
+struct Analysed {
+    labels: Labels,
+    /// For the history: every prompt's score and box, the CLIP embedding (no thumbnail yet).
+    record: crate::history::FrameRecord,
+    /// Whether a prompt's event started or improved on this frame.
+    event: bool,
+}
+
+/// Runs the models on a frame if the motion gate lets it through; returns what it found if it did.
+fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Option<Analysed>> {
     let mut moved = true;
     if let Some(gate) = cam.motion.as_mut() {
         let verdict = gate.check(&frame.image, frame.monotonic);
@@ -535,21 +584,27 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
         None => std::borrow::Cow::Borrowed(&frame.image),
     };
     let mut clip_scores: Vec<(usize, f32)> = vec![];
+    let mut embedding = None;
     if let Some(c) = cam.clip.as_mut() {
         let emb = c.clip.image_embedding(&image)?;
         let sims: Vec<f32> = c.clip.scores(&emb).iter().map(|s| s.similarity).collect();
         for (i, cmp) in c.compare.iter().enumerate() {
             if let Some((own, negatives)) = cmp {
-                let mut logits = vec![sims[*own] * c.clip.logit_scale];
-                logits.extend(negatives.iter().map(|n| sims[*n] * c.clip.logit_scale));
-                clip_scores.push((i, crate::model::clip::softmax(&logits)[0]));
+                let negatives = negatives.iter().map(|n| sims[*n]);
+                let score =
+                    crate::model::clip::prompt_score(sims[*own], negatives, c.clip.logit_scale);
+                clip_scores.push((i, score));
             }
         }
+        embedding = Some(emb);
     }
     let mut labels: Labels = vec![];
+    let mut scores: Vec<crate::history::PromptScore> = vec![];
+    let mut event = false;
     for (i, score) in &clip_scores {
-        observe(cam, *i, Some(*score), None, frame, tx)?;
+        event |= observe(cam, *i, Some(*score), None, frame, tx)?;
         labels.push((None, format!("{} {score:.2}", cam.prompts[*i].config.name)));
+        scores.push(prompt_score(cam, *i, *score, None));
     }
     // the cascade: OWL-ViT (the expensive model) only when the camera's setting says so
     let run_owl = match cam.config.owlvit_when {
@@ -571,7 +626,8 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
                 .iter()
                 .find(|d| d.prompt_index == q && inside(cam.config.roi, &d.bbox));
             let score = best.map(|d| d.score).unwrap_or(0.0);
-            observe(cam, i, Some(score), best.map(|d| d.bbox), frame, tx)?;
+            event |= observe(cam, i, Some(score), best.map(|d| d.bbox), frame, tx)?;
+            scores.push(prompt_score(cam, i, score, best.map(|d| d.bbox)));
             labels.push((
                 best.map(|d| d.bbox),
                 format!("{} {score:.2}", cam.prompts[i].config.name),
@@ -587,7 +643,7 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
             .iter()
             .enumerate()
             .filter(|(_, p)| p.config.model == ModelKind::ClipSeg);
-        let scores: Vec<(usize, f32)> = seg_prompts
+        let seg_scores: Vec<(usize, f32)> = seg_prompts
             .enumerate()
             .map(|(q, (i, p))| {
                 (
@@ -598,18 +654,45 @@ fn analyse(cam: &mut Camera, frame: &Frame, tx: &SyncSender<Event>) -> Result<Op
                 )
             })
             .collect();
-        for (i, score) in scores {
-            observe(cam, i, Some(score), None, frame, tx)?;
+        for (i, score) in seg_scores {
+            event |= observe(cam, i, Some(score), None, frame, tx)?;
+            scores.push(prompt_score(cam, i, score, None));
             labels.push((
                 None,
                 format!("{} {:.1}%", cam.prompts[i].config.name, score * 100.0),
             ));
         }
     }
-    Ok(Some(labels))
+    let record = crate::history::FrameRecord {
+        camera: cam.config.id.clone(),
+        time: frame.captured_at,
+        motion: moved,
+        scores,
+        embedding,
+        thumbnail: None,
+    };
+    Ok(Some(Analysed {
+        labels,
+        record,
+        event,
+    }))
 }
 
-/// One prompt's score for a frame through its decider, and the events that follow.
+fn prompt_score(
+    cam: &Camera,
+    i: usize,
+    score: f32,
+    bbox: Option<[f32; 4]>,
+) -> crate::history::PromptScore {
+    crate::history::PromptScore {
+        prompt: cam.prompts[i].config.id.clone(),
+        score,
+        bbox,
+    }
+}
+
+/// One prompt's score for a frame through its decider, and the events that follow; true when
+/// its event started or improved.
 fn observe(
     cam: &mut Camera,
     i: usize,
@@ -617,7 +700,7 @@ fn observe(
     bbox: Option<[f32; 4]>,
     frame: &Frame,
     tx: &SyncSender<Event>,
-) -> Result<()> {
+) -> Result<bool> {
     let d = cam.prompts[i].decider.observe(score, frame.monotonic);
     let p = &cam.prompts[i];
     cam.status
@@ -635,9 +718,10 @@ fn observe(
             bbox,
         });
     }
-    let snapshot = matches!(d.transition, Transition::Started | Transition::Updated)
-        .then(|| snapshot(cam, i, frame));
-    emit_with(cam, i, d.transition, d.smoothed, snapshot.flatten(), tx)
+    let event = matches!(d.transition, Transition::Started | Transition::Updated);
+    let snapshot = event.then(|| snapshot(cam, i, frame));
+    emit_with(cam, i, d.transition, d.smoothed, snapshot.flatten(), tx)?;
+    Ok(event)
 }
 
 /// The frame with the prompt's box (if any) and label drawn, as JPEG.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{emit, load_models, load_seg, prompt_statuses, Camera, Models};
+use super::{emit, load_models, load_seg, prompt_configs, prompt_statuses, Camera, Models};
 use crate::config::{CameraConfig, Config, ModelKind};
 use crate::decide::Transition;
 use crate::event::Event;
@@ -116,6 +116,7 @@ fn swap_in(
         }
     }
     cam.status.set_prompts(prompt_statuses(&prompts));
+    cam.status.set_prompt_configs(prompt_configs(&prompts));
     (cam.clip, cam.owl, cam.seg, cam.prompts) = (clip, owl, seg, prompts);
     cam.config.prompts = nc.prompts.clone();
     cam.config.owlvit_when = nc.owlvit_when;
@@ -169,6 +170,7 @@ pub(super) fn reload(cameras: &mut [Camera], path: &std::path::Path, reloads: &m
             }
         }
         cam.status.set_prompts(prompt_statuses(&cam.prompts));
+        cam.status.set_prompt_configs(prompt_configs(&cam.prompts));
     }
     tracing::info!(
         "reloaded {}: thresholds of {changed} prompt(s) applied",

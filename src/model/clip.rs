@@ -41,6 +41,9 @@ pub struct Clip {
 
 impl Clip {
     pub fn load(dir: &ModelDir, precision: Precision, prompts: &[String]) -> Result<Clip> {
+        if prompts.is_empty() {
+            bail!("unable to classify without prompts; give at least one");
+        }
         let classes: Vec<Vec<String>> = prompts.iter().map(|p| vec![p.clone()]).collect();
         Clip::load_classes(dir, precision, &classes)
     }
@@ -61,15 +64,17 @@ impl Clip {
         if dir.family != Family::Clip {
             bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.name());
         }
-        if prompts.is_empty() {
-            bail!("unable to classify without prompts; give at least one");
-        }
         let processor = dir.processor()?;
         let (w, h) = processor.output_size().with_context(|| {
             format!("unable to use {}: its processor config has no fixed output size (center crop or square resize)", dir.root.display())
         })?;
         let tokenizer = dir.tokenizer()?;
-        let tokens = tokenizer.encode(&texts)?;
+        // without classes only image embeddings are wanted (the history of a camera without CLIP
+        // prompts); model.onnx still needs some tokens to fold into its text inputs
+        let tokens = match texts.is_empty() {
+            true => tokenizer.encode(&[String::new()])?,
+            false => tokenizer.encode(&texts)?,
+        };
         let pixels = Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]);
 
         // model.onnx is parsed whole only when a tower file is missing: it holds both towers
@@ -84,7 +89,10 @@ impl Clip {
             return Err(missing_tower(dir, precision, "image", "vision_model"));
         }
         // the text side first: its weights are gone before the image tower's are loaded
-        let per_text = text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?;
+        let per_text = match texts.is_empty() {
+            true => vec![],
+            false => text_embeddings(dir, precision, full.as_ref(), &tokens, (w, h), &mut files)?,
+        };
 
         // image side: vision_model.onnx, else model.onnx with the token inputs folded in
         let image_tower = if dir.has_onnx("vision_model", precision) {
@@ -104,19 +112,11 @@ impl Clip {
         } else {
             return Err(missing_tower(dir, precision, "image", "vision_model"));
         };
-        let mut text_embeds = vec![];
-        let mut rows = per_text.into_iter();
-        for class in classes {
-            let mut mean: Vec<f32> = vec![];
-            for row in rows.by_ref().take(class.len()) {
-                if mean.is_empty() {
-                    mean = vec![0.0; row.len()];
-                }
-                mean.iter_mut().zip(&row).for_each(|(m, v)| *m += v);
-            }
-            normalize(&mut mean);
-            text_embeds.push(mean);
-        }
+        let mut rows = per_text.iter();
+        let text_embeds = classes
+            .iter()
+            .map(|class| class_embedding(rows.by_ref().take(class.len()).map(Vec::as_slice)))
+            .collect();
         let logit_scale = match (&full, dir.has_onnx("model", precision)) {
             (Some(g), _) => learned_logit_scale(g)?,
             (None, true) => learned_logit_scale_of(&dir.onnx_path("model", precision))?,
@@ -429,6 +429,39 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
     let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
     let s: f32 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()
+}
+
+/// A CLIP prompt's score on a frame, as the daemon and the prompt lab compute it: the softmax
+/// probability of the prompt's class against the classes it must beat (its negatives, or the
+/// camera's other CLIP prompts), over cosine similarities times the learned logit scale.
+pub fn prompt_score(own: f32, negatives: impl IntoIterator<Item = f32>, logit_scale: f32) -> f32 {
+    let mut logits = vec![own * logit_scale];
+    logits.extend(negatives.into_iter().map(|n| n * logit_scale));
+    softmax(&logits)[0]
+}
+
+/// A class embedding from the embeddings of its texts (a prompt ensemble, or one text): the
+/// normalized mean of the normalized rows.
+pub fn class_embedding<'a>(rows: impl IntoIterator<Item = &'a [f32]>) -> Vec<f32> {
+    let mut mean: Vec<f32> = vec![];
+    for row in rows {
+        if mean.is_empty() {
+            mean = vec![0.0; row.len()];
+        }
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    normalize(&mut mean);
+    mean
+}
+
+/// The texts of a prompt's class: the prompt itself, or each ensemble template with `{}`
+/// replaced by it.
+pub fn ensemble_texts(text: &str, templates: &[String]) -> Vec<String> {
+    if templates.is_empty() {
+        vec![text.to_string()]
+    } else {
+        templates.iter().map(|t| t.replace("{}", text)).collect()
+    }
 }
 
 #[cfg(test)]

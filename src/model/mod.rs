@@ -6,6 +6,7 @@
 //! (`tokenize`).
 
 pub mod clip;
+pub mod clip_text;
 pub mod clipseg;
 pub mod dir;
 pub mod graph;
@@ -16,6 +17,7 @@ pub mod skim;
 pub mod tokenize;
 
 pub use clip::{Clip, ClipScore};
+pub use clip_text::ClipText;
 pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use dir::{Family, ModelDir, Precision};
 pub use owlvit::{Detection, OwlVit};

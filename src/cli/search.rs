@@ -1,0 +1,130 @@
+//! `promptcam search`: the prompt lab's search from a shell (for devices reached only over SSH):
+//! a prompt scored on every frame a camera's history holds, best first, as the daemon would
+//! score it on that camera.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::history::store::Store;
+use crate::model::{ClipText, ModelDir};
+use crate::web::search::{self, Query};
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// The daemon's config file (its [history] and [models.clip] are used).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/promptcam/promptcam.toml"
+    )]
+    pub config: PathBuf,
+    /// The camera (its id: the name in lower case with underscores, as in the topics).
+    #[arg(long, value_name = "CAMERA")]
+    pub camera: String,
+    /// What to look for.
+    #[arg(value_name = "TEXT")]
+    pub text: String,
+    /// What it must beat; repeat for several (default: the camera's CLIP prompts).
+    #[arg(long = "negative", value_name = "TEXT")]
+    pub negatives: Vec<String>,
+    /// Ensemble templates with {} for the text; repeat for several.
+    #[arg(long = "template", value_name = "TEMPLATE")]
+    pub templates: Vec<String>,
+    /// How many frames to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub limit: u32,
+    /// Print the JSON of `/api/search` instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the results' thumbnails here (`<rank>-<score>.jpg`).
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    let config = crate::config::load(&a.config)?;
+    let history = config.history.as_ref().with_context(|| {
+        format!("unable to search: the history is off in {}; set [history] enabled = true (or turn [http] on)", a.config.display())
+    })?;
+    let cam = config
+        .cameras
+        .iter()
+        .find(|c| c.id == a.camera || c.name == a.camera)
+        .with_context(|| {
+            let ids: Vec<&str> = config.cameras.iter().map(|c| c.id.as_str()).collect();
+            format!(
+                "unable to search: no camera {:?} in {}; cameras: {}",
+                a.camera,
+                a.config.display(),
+                ids.join(", ")
+            )
+        })?;
+    let clip = config
+        .clip
+        .as_ref()
+        .context("unable to search: it needs a [models.clip] table in the config")?;
+    let path = history.db_path();
+    if !path.exists() {
+        anyhow::bail!(
+            "unable to search: there is no history at {} yet; it is written by `promptcam run`",
+            path.display()
+        );
+    }
+    let store = Store::open_read_only(&path)?;
+    let tower = ClipText::load(&ModelDir::open(&clip.dir)?, clip.precision)?;
+    let query = Query {
+        text: a.text.clone(),
+        negatives: a.negatives.clone(),
+        templates: a.templates.clone(),
+    };
+    let within = history.thumbnail_interval.as_millis().max(1000) as i64;
+    let r = search::search(
+        &store,
+        &tower,
+        &cam.id,
+        &query,
+        &cam.prompts,
+        a.limit as usize,
+        within,
+    )?;
+    if let Some(dir) = &a.save {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("unable to create {}", dir.display()))?;
+        for (rank, hit) in r.results.iter().enumerate() {
+            let Some(id) = hit
+                .thumbnail
+                .as_deref()
+                .and_then(|u| u.rsplit('/').next()?.strip_suffix(".jpg")?.parse().ok())
+            else {
+                continue;
+            };
+            if let Some(jpeg) = store.thumbnail(id)? {
+                let p = dir.join(format!("{:03}-{:.3}.jpg", rank + 1, hit.score));
+                std::fs::write(&p, jpeg)
+                    .with_context(|| format!("unable to write {}", p.display()))?;
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{:?} on camera {}: {} frame(s) searched, against {}",
+        r.prompt,
+        r.camera,
+        r.searched,
+        r.negatives.join(", ")
+    );
+    for hit in &r.results {
+        println!(
+            "{:.3}  {}  {}",
+            hit.score,
+            hit.time,
+            hit.thumbnail.as_deref().unwrap_or("(no thumbnail)")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! History: what the cameras saw, kept on the device so that a user can see how prompts scored,
+//! try new wording on past frames and replay the decision rules (the prompt lab, `web`).
+//!
+//! For every analysed frame the inference thread hands a [`FrameRecord`] (camera, time, motion
+//! flag, every prompt's score and best box, the frame's CLIP image embedding when a CLIP model is
+//! configured) to [`History::record`], which never blocks: a bounded channel to the `history`
+//! thread (`writer`), which encodes thumbnails, batches rows into one SQLite transaction every
+//! quarter second (so a crash loses at most the last second) and applies retention by age and
+//! size. `store` owns the SQLite schema and queries (WAL mode, through rusqlite's bundled SQLite);
+//! `lab` scores stored embeddings against new prompts and replays the decider.
+
+pub mod lab;
+pub mod store;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+use crate::event::Event;
+use crate::frame::Frame;
+
+/// The validated `[history]` table.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// The directory holding `history.sqlite` (and any corrupt file set aside).
+    pub dir: PathBuf,
+    /// Rows older than this are deleted (`keep_days`, default 7).
+    pub keep: Duration,
+    /// The oldest rows are deleted while the database is bigger than this (`max_mb`, default 1024).
+    pub max_bytes: u64,
+    /// Thumbnail width in pixels (default 320).
+    pub thumbnail_width: u32,
+    /// At most one thumbnail per camera this often, plus one on every event (default 5 s).
+    pub thumbnail_interval: Duration,
+}
+
+impl HistoryConfig {
+    /// The database file inside [`HistoryConfig::dir`].
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join(store::FILE_NAME)
+    }
+}
+
+/// One prompt's score on one frame, as its decider received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptScore {
+    pub prompt: String,
+    pub score: f32,
+    /// The best box (OWL-ViT prompts), in frame pixels.
+    pub bbox: Option<[f32; 4]>,
+}
+
+/// What the inference thread knows about one analysed frame.
+#[derive(Clone, Debug)]
+pub struct FrameRecord {
+    pub camera: String,
+    pub time: SystemTime,
+    /// Whether the motion gate saw motion (false: a periodic refresh or no gate decision).
+    pub motion: bool,
+    pub scores: Vec<PromptScore>,
+    /// The L2-normalized CLIP image embedding of the frame (its region of interest, if set).
+    pub embedding: Option<Vec<f32>>,
+    /// The frame, when a thumbnail is due (see [`ThumbnailClock`]); encoded on the history thread.
+    pub thumbnail: Option<Arc<Frame>>,
+}
+
+/// What the history thread stores.
+pub enum Record {
+    Frame(FrameRecord),
+    /// An event at a time (its start, the frame of a better score, or its end).
+    Event(Event, SystemTime),
+}
+
+/// Counters of the history thread, readable from any thread.
+#[derive(Default, Debug)]
+pub struct HistoryStats {
+    /// Frames written.
+    pub frames: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Records dropped because the history thread fell behind (the channel was full) or the
+    /// database refused them.
+    pub dropped: AtomicU64,
+    /// Size of the database in bytes after the last retention pass.
+    pub bytes: AtomicU64,
+}
+
+/// The handle the daemon keeps: records go to the `history` thread.
+pub struct History {
+    tx: Option<SyncSender<Record>>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<HistoryStats>,
+    pub config: HistoryConfig,
+}
+
+/// Records waiting for the history thread, at most: a few seconds of frames from several cameras.
+const QUEUE: usize = 512;
+
+impl History {
+    /// Opens (or creates) the database and starts the `history` thread. A corrupt database is
+    /// set aside (renamed) and a fresh one started, with a warning.
+    pub fn start(config: HistoryConfig) -> Result<History> {
+        let store = store::Store::open(&config.dir)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let stats = Arc::new(HistoryStats::default());
+        let w = writer::Writer::new(store, config.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || w.run(rx))
+            .context("unable to start the history thread")?;
+        tracing::info!(
+            "history in {} (kept {:.1} days, at most {} MB)",
+            config.db_path().display(),
+            config.keep.as_secs_f64() / 86400.0,
+            config.max_bytes / (1024 * 1024)
+        );
+        Ok(History {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+            config,
+        })
+    }
+
+    /// Hands a record to the history thread without blocking; when it has fallen behind the
+    /// record is dropped and counted.
+    pub fn record(&self, r: Record) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!("history: {n} record(s) dropped so far: the history thread falls behind (slow disk?)");
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued and stops the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Decides, per camera, when the next thumbnail is due: at most one per interval, and always on
+/// a frame that caused an event. Time is an argument.
+#[derive(Debug, Default)]
+pub struct ThumbnailClock {
+    last: Option<SystemTime>,
+}
+
+impl ThumbnailClock {
+    /// Whether the frame at `now` gets a thumbnail; `event` forces one.
+    pub fn due(&mut self, now: SystemTime, interval: Duration, event: bool) -> bool {
+        let due = event
+            || self
+                .last
+                .is_none_or(|t| now.duration_since(t).map_or(true, |d| d >= interval));
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_at_most_every_interval_and_on_events() {
+        let mut c = ThumbnailClock::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let i = Duration::from_secs(5);
+        assert!(c.due(at(0.0), i, false), "the first frame gets one");
+        assert!(!c.due(at(1.0), i, false));
+        assert!(!c.due(at(4.9), i, false));
+        assert!(c.due(at(5.0), i, false));
+        assert!(c.due(at(5.5), i, true), "an event forces one");
+        assert!(
+            !c.due(at(9.0), i, false),
+            "the interval restarts at the event's"
+        );
+        assert!(c.due(at(10.5), i, false));
+        // a clock that stepped back does not stall thumbnails forever
+        assert!(c.due(at(2.0), i, false));
+    }
+}

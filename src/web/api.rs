@@ -1,0 +1,572 @@
+//! API: the JSON the pages fetch, also for scripts. Reads run on the blocking pool against a
+//! read-only connection to the history; the lab's marks are the only writes, and threshold
+//! changes go to the inference thread through the cameras' shared status, as MQTT's do.
+//!
+//! - `GET /api/status`: cameras, their prompts (state, score, settings) and the history's counters;
+//! - `GET /api/history?camera=C[&hours=H]`: scores per prompt and events over the last H hours;
+//! - `GET /api/search?camera=C&q=TEXT[&negative=TEXT]...[&template=T]...[&limit=N]`: the best frames;
+//! - `GET /api/lab?...`: scores over time, histogram, top and bottom frames of a typed prompt;
+//! - `GET /api/lab/replay?...&threshold=T[&off_threshold=..&window=..&min_frames=..&off_delay=..&cooldown=..]`;
+//! - `POST /api/lab/mark` `{"camera","q","frame","yes": true|false|null}`, `GET /api/lab/suggest?...`;
+//! - `POST /api/threshold` `{"camera","prompt","threshold"}`: applies it and answers the TOML to keep it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::search::{self, Query};
+use super::Web;
+use crate::config::PromptConfig;
+use crate::decide::DecideConfig;
+use crate::history::lab;
+use crate::history::store::Store;
+use crate::history::unix_ms;
+
+/// Points sent for a plot at most; longer series keep each bucket's highest score.
+const PLOT_POINTS: usize = 1500;
+const TOP: usize = 8;
+
+/// An error with the status code it deserves.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "error": self.1 }).to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        match e.downcast_ref::<search::BadQuery>() {
+            Some(b) => ApiError(StatusCode::BAD_REQUEST, b.0.clone()),
+            None => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+type ApiResult = std::result::Result<Response, ApiError>;
+
+/// Runs blocking work (SQLite, the text tower) off the runtime's thread.
+async fn blocking(f: impl FnOnce() -> ApiResult + Send + 'static) -> ApiResult {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request failed: {e}"),
+        ))
+    })
+}
+
+/// A query string's pairs, repeated keys kept.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(raw: Option<String>) -> Params {
+        let raw = raw.unwrap_or_default();
+        Params(
+            url::form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+    fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn number(&self, k: &str, lo: f64, hi: f64) -> std::result::Result<Option<f64>, ApiError> {
+        match self.get(k) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x)),
+                _ => Err(bad(format!(
+                    "`{k}` must be a number in {lo}..={hi}, got {v:?}"
+                ))),
+            },
+        }
+    }
+    fn query(&self) -> Query {
+        Query {
+            text: self.get("q").unwrap_or("").to_string(),
+            negatives: self.all("negative"),
+            templates: self
+                .all("template")
+                .into_iter()
+                .filter(|t| !t.trim().is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// The camera a request names, with its prompts' settings.
+fn camera(web: &Web, p: &Params) -> std::result::Result<(String, Vec<PromptConfig>), ApiError> {
+    let id = p.get("camera").unwrap_or("");
+    match web.status.camera(id) {
+        Some(c) => Ok((c.id.clone(), c.prompt_configs())),
+        None => {
+            let ids: Vec<&str> = web.status.cameras.iter().map(|c| c.id.as_str()).collect();
+            Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no camera {id:?}; cameras: {}", ids.join(", ")),
+            ))
+        }
+    }
+}
+
+fn store(web: &Web) -> std::result::Result<Store, ApiError> {
+    let cfg = web.history.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "the history is off: enable it with [history] enabled = true".into(),
+        )
+    })?;
+    let path = cfg.db_path();
+    if !path.exists() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no history yet: it starts with the first analysed frame".into(),
+        ));
+    }
+    Ok(Store::open_read_only(&path)?)
+}
+
+fn thumb_window(web: &Web) -> i64 {
+    web.history
+        .as_ref()
+        .map_or(5000, |h| h.thumbnail_interval.as_millis() as i64)
+        .max(1000)
+}
+
+fn since(p: &Params, default_hours: f64) -> std::result::Result<(i64, f64), ApiError> {
+    let hours = p
+        .number("hours", 0.0, 24.0 * 3650.0)?
+        .unwrap_or(default_hours);
+    let now = unix_ms(SystemTime::now());
+    Ok((
+        if hours == 0.0 {
+            0
+        } else {
+            now - (hours * 3_600_000.0) as i64
+        },
+        hours,
+    ))
+}
+
+fn json_response(v: Value) -> ApiResult {
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        v.to_string(),
+    )
+        .into_response())
+}
+
+pub async fn status(State(web): State<Arc<Web>>) -> ApiResult {
+    let cameras: Vec<Value> = web
+        .status
+        .cameras
+        .iter()
+        .map(|c| {
+            let live = c.prompts();
+            let prompts: Vec<Value> = c
+                .prompt_configs()
+                .iter()
+                .map(|p| {
+                    let l = live.iter().find(|l| l.id == p.id);
+                    json!({
+                        "id": p.id, "name": p.name, "text": p.text, "model": p.model.name(),
+                        "on": l.is_some_and(|l| l.on), "score": l.map_or(0.0, |l| l.score),
+                        "negatives": p.negatives, "ensemble": p.ensemble, "decide": decide_json(&p.decide),
+                    })
+                })
+                .collect();
+            json!({ "id": c.id, "name": c.name, "paused": c.is_paused(), "prompts": prompts })
+        })
+        .collect();
+    let history = web.history_stats.as_ref().map(|s| {
+        use std::sync::atomic::Ordering::Relaxed;
+        json!({ "frames": s.frames.load(Relaxed), "events": s.events.load(Relaxed),
+                "dropped": s.dropped.load(Relaxed), "bytes": s.bytes.load(Relaxed) })
+    });
+    json_response(json!({ "cameras": cameras, "history": history }))
+}
+
+fn decide_json(d: &DecideConfig) -> Value {
+    // f32 settings as the decimals they were written with, not 0.6000000238
+    let r = |x: f32| (x as f64 * 1e6).round() / 1e6;
+    json!({
+        "threshold": r(d.threshold), "off_threshold": r(d.off_threshold), "window": d.window,
+        "min_frames": d.min_frames, "off_delay": d.off_delay.as_secs_f64(), "cooldown": d.cooldown.as_secs_f64(),
+    })
+}
+
+/// Indices splitting `n` points into at most `PLOT_POINTS` buckets.
+fn buckets(n: usize) -> Vec<std::ops::Range<usize>> {
+    let per = n.div_ceil(PLOT_POINTS).max(1);
+    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
+}
+
+fn bucket_max(values: &[f32], b: &[std::ops::Range<usize>]) -> Vec<f32> {
+    b.iter()
+        .map(|r| {
+            values[r.clone()]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .collect()
+}
+
+pub async fn history(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, hours) = since(&p, 1.0)?;
+    blocking(move || {
+        let store = store(&web)?;
+        let frames = store.frames(&camera, since, i64::MAX)?;
+        let events = store.events(&camera, since, i64::MAX)?;
+        let b = buckets(frames.len());
+        let times: Vec<i64> = b.iter().map(|r| frames[r.start].t_ms).collect();
+        let mut series = serde_json::Map::new();
+        for pc in &prompts {
+            let scores: Vec<f32> = frames
+                .iter()
+                .map(|f| f.scores.get(&pc.id).and_then(|v| v[0].as_f64()).unwrap_or(f64::NAN) as f32)
+                .collect();
+            series.insert(pc.id.clone(), json!(bucket_max(&scores, &b)));
+        }
+        let prompts: Vec<Value> = prompts
+            .iter()
+            .map(|p| json!({ "id": p.id, "name": p.name, "model": p.model.name(), "decide": decide_json(&p.decide) }))
+            .collect();
+        json_response(json!({
+            "camera": camera, "hours": hours, "frames": frames.len(), "t": times, "scores": series,
+            "prompts": prompts, "events": events,
+        }))
+    })
+    .await
+}
+
+pub async fn search(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let limit = p.number("limit", 1.0, 1000.0)?.unwrap_or(20.0) as usize;
+    blocking(move || {
+        let store = store(&web)?;
+        let tower = web.text_tower()?;
+        let r = search::search(
+            &store,
+            &tower,
+            &camera,
+            &p.query(),
+            &prompts,
+            limit,
+            thumb_window(&web),
+        )?;
+        json_response(serde_json::to_value(r).context("unable to serialize the results")?)
+    })
+    .await
+}
+
+pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, hours) = since(&p, 24.0)?;
+    blocking(move || {
+        let store = store(&web)?;
+        let tower = web.text_tower()?;
+        let query = p.query();
+        let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
+        let order = lab::ranked(&s.scores);
+        let top: Vec<usize> = order.iter().copied().take(TOP).collect();
+        let bottom: Vec<usize> = order.iter().rev().copied().take(TOP).collect();
+        let b = buckets(s.scores.len());
+        let same = prompts.iter().find(|c| c.text == query.text.trim());
+        json_response(json!({
+            "camera": camera, "prompt": query.text.trim(), "hours": hours, "searched": s.scores.len(),
+            "negatives": s.negatives,
+            "series": { "t": b.iter().map(|r| s.frames.times[r.start]).collect::<Vec<_>>(), "score": bucket_max(&s.scores, &b) },
+            "histogram": lab::histogram(&s.scores, 20),
+            "top": search::hits(&store, &camera, &s, &top, thumb_window(&web))?,
+            "bottom": search::hits(&store, &camera, &s, &bottom, thumb_window(&web))?,
+            "marks": store.marks(&camera, query.text.trim())?,
+            "running": same.map(|c| c.id.clone()),
+        }))
+    })
+    .await
+}
+
+/// The decision settings a replay uses: those given, else the running prompt's with the same
+/// text, else the config defaults.
+fn decide_params(
+    p: &Params,
+    prompts: &[PromptConfig],
+    text: &str,
+) -> std::result::Result<DecideConfig, ApiError> {
+    let base = prompts
+        .iter()
+        .find(|c| c.text == text.trim())
+        .map(|c| c.decide.clone())
+        .unwrap_or(DecideConfig {
+            threshold: 0.5,
+            off_threshold: 0.4,
+            window: 3,
+            min_frames: 2,
+            off_delay: Duration::from_secs(10),
+            cooldown: Duration::ZERO,
+        });
+    let threshold = p
+        .number("threshold", 0.0, 1.0)?
+        .map_or(base.threshold, |v| v as f32);
+    let gap = base.threshold - base.off_threshold;
+    let off = p
+        .number("off_threshold", 0.0, 1.0)?
+        .map_or((threshold - gap).max(0.0), |v| v as f32);
+    if off > threshold {
+        return Err(bad(format!("off_threshold {off} is above threshold {threshold}; hysteresis needs off_threshold <= threshold")));
+    }
+    Ok(DecideConfig {
+        threshold,
+        off_threshold: off,
+        window: p
+            .number("window", 1.0, 100.0)?
+            .map_or(base.window, |v| v as usize),
+        min_frames: p
+            .number("min_frames", 1.0, 1000.0)?
+            .map_or(base.min_frames, |v| v as usize),
+        off_delay: p
+            .number("off_delay", 0.0, 86400.0)?
+            .map_or(base.off_delay, Duration::from_secs_f64),
+        cooldown: p
+            .number("cooldown", 0.0, 86400.0)?
+            .map_or(base.cooldown, Duration::from_secs_f64),
+    })
+}
+
+fn fires_json(
+    store: &Store,
+    camera: &str,
+    s: &search::Scored,
+    fires: &[lab::Fire],
+    within: i64,
+) -> Result<Vec<Value>> {
+    let mut out = vec![];
+    for f in fires.iter().take(100) {
+        let thumb = store.thumbnail_near(camera, s.frames.times[f.best_index], within)?;
+        out.push(json!({
+            "start": search::rfc3339_ms(f.start_ms), "end": f.end_ms.map(search::rfc3339_ms), "best": f.best,
+            "thumbnail": thumb.map(|(id, _)| format!("/history/thumb/{id}.jpg")), "frame": s.frames.ids[f.best_index],
+        }));
+    }
+    Ok(out)
+}
+
+pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, hours) = since(&p, 24.0)?;
+    let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+    blocking(move || {
+        let store = store(&web)?;
+        let tower = web.text_tower()?;
+        let s = search::score(&store, &tower, &camera, &p.query(), &prompts, since)?;
+        let fires = lab::replay(&s.frames.times, &s.scores, &decide);
+        json_response(json!({
+            "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
+            "decide": decide_json(&decide), "fires": fires_json(&store, &camera, &s, &fires, thumb_window(&web))?,
+        }))
+    })
+    .await
+}
+
+pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, hours) = since(&p, 24.0)?;
+    let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+    blocking(move || {
+        let store = store(&web)?;
+        let tower = web.text_tower()?;
+        let query = p.query();
+        // marks count wherever they are, not only in the replayed window
+        let all = search::score(&store, &tower, &camera, &query, &prompts, 0)?;
+        let marks = store.marks(&camera, query.text.trim())?;
+        let marked: Vec<(f32, bool)> = marks
+            .iter()
+            .filter_map(|(frame, yes)| {
+                all.frames
+                    .ids
+                    .binary_search(frame)
+                    .ok()
+                    .map(|i| (all.scores[i], *yes))
+            })
+            .collect();
+        let Some(sug) = lab::suggest_threshold(&marked) else {
+            return json_response(json!({ "suggestion": null, "marked": marked.len(),
+                "message": "mark at least one frame yes and one no" }));
+        };
+        let gap = decide.threshold - decide.off_threshold;
+        let at = DecideConfig {
+            threshold: sug.threshold,
+            off_threshold: (sug.threshold - gap).max(0.0),
+            ..decide
+        };
+        let first = all.frames.times.partition_point(|t| *t < since);
+        let fires = lab::replay(&all.frames.times[first..], &all.scores[first..], &at);
+        json_response(
+            json!({ "suggestion": sug, "marked": marked.len(), "hours": hours, "fired": fires.len(),
+            "decide": decide_json(&at) }),
+        )
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+pub struct Mark {
+    camera: String,
+    q: String,
+    frame: i64,
+    yes: Option<bool>,
+}
+
+pub async fn mark(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let m: Mark = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"camera\", \"q\", \"frame\", \"yes\"}}: {e}"
+        ))
+    })?;
+    if web.status.camera(&m.camera).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no camera {:?}", m.camera),
+        ));
+    }
+    blocking(move || {
+        let cfg = web
+            .history
+            .as_ref()
+            .ok_or_else(|| bad("the history is off"))?;
+        let mut store = Store::open_existing(&cfg.db_path())?;
+        store.set_mark(&m.camera, m.q.trim(), m.frame, m.yes)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+pub struct SetThreshold {
+    camera: String,
+    prompt: String,
+    threshold: f64,
+}
+
+pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let t: SetThreshold = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"camera\", \"prompt\", \"threshold\"}}: {e}"
+        ))
+    })?;
+    if !t.threshold.is_finite() || !(0.0..=1.0).contains(&t.threshold) {
+        return Err(bad(format!(
+            "{} is out of range; a threshold is in 0..=1",
+            t.threshold
+        )));
+    }
+    // -0 is 0
+    let value = (t.threshold as f32).abs();
+    let cam = web
+        .status
+        .camera(&t.camera)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no camera {:?}", t.camera)))?;
+    let configs = cam.prompt_configs();
+    let p = configs.iter().find(|p| p.id == t.prompt).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("camera {:?} has no prompt {:?}", t.camera, t.prompt),
+        )
+    })?;
+    if !cam.request_threshold(&t.prompt, value) {
+        return Err(bad("the threshold was refused"));
+    }
+    tracing::info!(
+        "HTTP: threshold of {}/{} set to {value}",
+        t.camera,
+        t.prompt
+    );
+    let off = (value - (p.decide.threshold - p.decide.off_threshold).max(0.0)).max(0.0);
+    let toml = format!(
+        "# camera {:?}: keep the new threshold after a restart\n[[cameras.prompts]]\ntext = {}\nthreshold = {}\noff_threshold = {}\n",
+        cam.name,
+        toml_string(&p.text),
+        round3(value),
+        round3(off),
+    );
+    json_response(
+        json!({ "camera": t.camera, "prompt": t.prompt, "threshold": value, "off_threshold": off, "toml": toml }),
+    )
+}
+
+fn round3(x: f32) -> f64 {
+    (x as f64 * 1000.0).round() / 1000.0
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn jpeg(bytes: Option<Vec<u8>>, what: &str) -> ApiResult {
+    match bytes {
+        Some(b) => Ok((
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "max-age=86400, immutable"),
+            ],
+            b,
+        )
+            .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no {what}: it may have expired"),
+        )),
+    }
+}
+
+fn id_of(file: &str) -> std::result::Result<i64, ApiError> {
+    file.strip_suffix(".jpg")
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such image {file:?}")))
+}
+
+pub async fn thumbnail(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
+    let id = id_of(&file)?;
+    blocking(move || jpeg(store(&web)?.thumbnail(id)?, "thumbnail")).await
+}
+
+pub async fn event_snapshot(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
+    let id = id_of(&file)?;
+    blocking(move || jpeg(store(&web)?.event_snapshot(id)?, "snapshot")).await
+}

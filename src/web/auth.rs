@@ -1,0 +1,281 @@
+//! Auth: who may use the HTTP listener.
+//!
+//! - With `[http] token_file`, every request (pages, API, `/metrics`, `/healthz`) must carry the
+//!   token: `Authorization: Bearer <token>` (scripts, Prometheus) or the `promptcam_token` cookie
+//!   that `/login` sets (browsers). Without it, pages redirect to `/login` and the rest get 401.
+//!   A listener beyond 127.0.0.1 cannot start without a token (config validation).
+//! - Without a token (loopback only), the `Host` header must name a loopback address, so a web
+//!   page elsewhere cannot reach the endpoint by pointing a DNS name at 127.0.0.1.
+//! - Requests that change state are POSTs; when a browser says where they come from (`Origin`,
+//!   `Sec-Fetch-Site`), it must be this origin.
+//!
+//! The token is compared in constant time and never appears in a page, a log or an error.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::mqtt::Secret;
+
+pub const COOKIE: &str = "promptcam_token";
+
+/// The access rules of one listener.
+pub struct Guard {
+    token: Option<Secret>,
+    /// Whether the listener is bound to a loopback address.
+    loopback: bool,
+}
+
+impl Guard {
+    pub fn new(token: Option<Secret>, listen: std::net::SocketAddr) -> Guard {
+        Guard {
+            token,
+            loopback: listen.ip().is_loopback(),
+        }
+    }
+
+    /// Whether the request carries the token (or none is needed).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| {
+                c.trim()
+                    .strip_prefix(COOKIE)
+                    .and_then(|r| r.strip_prefix('='))
+            })
+            .next();
+        [bearer, cookie]
+            .into_iter()
+            .flatten()
+            .any(|given| constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()))
+    }
+
+    /// Whether the token given to `/login` is right.
+    pub fn check_login(&self, given: &str) -> bool {
+        match &self.token {
+            Some(t) => constant_time_eq(given.trim().as_bytes(), t.expose().as_bytes()),
+            None => true,
+        }
+    }
+
+    pub fn needs_token(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a `Host` header names a loopback address (any port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a state-changing request comes from this origin, as far as the browser says.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return false;
+        }
+    }
+    match (get(header::ORIGIN), get(header::HOST)) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            let origin = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            origin == Some(host)
+        }
+        (Some(_), None) => false,
+    }
+}
+
+fn refuse(code: StatusCode, msg: &str) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+/// The middleware in front of every route.
+pub async fn guard(State(g): State<Arc<Guard>>, req: Request<Body>, next: Next) -> Response {
+    let headers = req.headers();
+    if g.loopback && g.token.is_none() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !loopback_host(host) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this endpoint answers only to a loopback address such as http://127.0.0.1/; \
+                 to reach it from elsewhere, listen on another address with a token (http.token_file)",
+            );
+        }
+    }
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if changes_state && !same_origin(headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "refused: a request that changes state must come from this site's own pages",
+        );
+    }
+    let path = req.uri().path();
+    if path == "/login" || path == "/assets/app.css" {
+        return next.run(req).await;
+    }
+    if !g.authorized(headers) {
+        let page = req.method() == Method::GET
+            && !path.starts_with("/api/")
+            && path != "/metrics"
+            && path != "/healthz";
+        if page {
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+        }
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send `Authorization: Bearer <token>` with the token of http.token_file",
+        );
+    }
+    next.run(req).await
+}
+
+/// `/login`: a form for the token (GET) and the cookie that carries it (POST).
+pub fn routes(g: Arc<Guard>) -> axum::Router {
+    axum::Router::new()
+        .route("/login", axum::routing::get(login_page).post(login))
+        .with_state(g)
+}
+
+async fn login_page(State(g): State<Arc<Guard>>) -> Response {
+    if !g.needs_token() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    }
+    super::pages::login(false)
+}
+
+async fn login(State(g): State<Arc<Guard>>, body: axum::body::Bytes) -> Response {
+    let given = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if !g.check_login(&given) {
+        tracing::warn!("HTTP: a login with a wrong token was refused");
+        return super::pages::login(true);
+    }
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        given.trim()
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_from_bearer_or_cookie() {
+        let g = Guard::new(
+            Some(Secret::new("s3cret-token-0123456789")),
+            "0.0.0.0:9464".parse().unwrap(),
+        );
+        assert!(!g.authorized(&headers(&[])));
+        assert!(g.authorized(&headers(&[(
+            "authorization",
+            "Bearer s3cret-token-0123456789"
+        )])));
+        assert!(!g.authorized(&headers(&[(
+            "authorization",
+            "Bearer s3cret-token-012345678"
+        )])));
+        assert!(g.authorized(&headers(&[(
+            "cookie",
+            "a=b; promptcam_token=s3cret-token-0123456789"
+        )])));
+        assert!(!g.authorized(&headers(&[(
+            "cookie",
+            "promptcam_token_x=s3cret-token-0123456789"
+        )])));
+        let open = Guard::new(None, "127.0.0.1:9464".parse().unwrap());
+        assert!(open.authorized(&headers(&[])));
+    }
+
+    #[test]
+    fn loopback_hosts_and_origins() {
+        for h in [
+            "127.0.0.1:9464",
+            "localhost:80",
+            "[::1]:9464",
+            "127.0.0.2",
+            "LOCALHOST",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in ["evil.example:9464", "192.168.1.2:9464", "", "[fe80::1]:80"] {
+            assert!(!loopback_host(h), "{h}");
+        }
+        let ok = headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("origin", "http://127.0.0.1:9464"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(same_origin(&ok));
+        assert!(
+            same_origin(&headers(&[("host", "127.0.0.1:9464")])),
+            "scripts send no Origin"
+        );
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+    }
+}

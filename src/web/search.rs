@@ -1,0 +1,188 @@
+//! Search: a typed prompt scored on a camera's stored frames — what `/api/search`, the lab pages
+//! and `promptcam search` share. The prompt is scored as the daemon would score a CLIP prompt with
+//! the same settings on that camera: its class is the mean of its ensemble texts, each negative
+//! is a class of its own, and without negatives it must beat the camera's CLIP prompts.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::config::{ModelKind, PromptConfig};
+use crate::history::lab::{score_all, QueryEmbeddings};
+use crate::history::store::{Embeddings, Store};
+use crate::model::clip::{class_embedding, ensemble_texts};
+use crate::model::ClipText;
+
+/// A query the user must change (the pages answer 400 with it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadQuery(pub String);
+
+/// A prompt typed in the lab or given to `search`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Query {
+    pub text: String,
+    /// What it must beat; empty: the camera's CLIP prompts.
+    pub negatives: Vec<String>,
+    /// Ensemble templates with `{}` for the text.
+    pub templates: Vec<String>,
+}
+
+/// A prompt's scores on every stored frame of a camera.
+pub struct Scored {
+    pub frames: Embeddings,
+    pub scores: Vec<f32>,
+    /// The negatives the score was computed against (given, or the camera's prompts).
+    pub negatives: Vec<String>,
+}
+
+/// One search hit.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Hit {
+    /// RFC 3339 capture time of the frame.
+    pub time: String,
+    pub score: f32,
+    /// `/history/thumb/<id>.jpg` of the thumbnail nearest the frame (within the thumbnail
+    /// interval), if any.
+    pub thumbnail: Option<String>,
+    /// Extensions: the frame's id (for marks), and the thumbnail's own time.
+    pub frame: i64,
+    pub thumbnail_time: Option<String>,
+}
+
+/// The `/api/search` answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResponse {
+    pub camera: String,
+    pub prompt: String,
+    pub searched: usize,
+    pub results: Vec<Hit>,
+    /// Extension: what the prompt was scored against.
+    pub negatives: Vec<String>,
+}
+
+/// The query's class embeddings, and the negative texts used.
+pub fn query_embeddings(
+    tower: &ClipText,
+    q: &Query,
+    camera_prompts: &[PromptConfig],
+) -> Result<(QueryEmbeddings, Vec<String>)> {
+    let text = q.text.trim();
+    if text.is_empty() {
+        bail!(BadQuery("type a prompt to score".into()));
+    }
+    if let Some(t) = q.templates.iter().find(|t| !t.contains("{}")) {
+        bail!(BadQuery(format!(
+            "ensemble template {t:?} has no {{}} for the prompt text"
+        )));
+    }
+    let class = |text: &str, templates: &[String]| -> Result<Vec<f32>> {
+        let rows = tower.embed(&ensemble_texts(text, templates))?;
+        Ok(class_embedding(rows.iter().map(Vec::as_slice)))
+    };
+    let own = class(text, &q.templates)?;
+    let given: Vec<&String> = q
+        .negatives
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    let (negatives, used) = if !given.is_empty() {
+        let texts: Vec<String> = given.iter().map(|n| n.trim().to_string()).collect();
+        (tower.embed(&texts)?, texts)
+    } else {
+        // as the daemon does for a CLIP prompt without negatives: the camera's other CLIP prompts
+        let others: Vec<&PromptConfig> = camera_prompts
+            .iter()
+            .filter(|p| p.model == ModelKind::Clip && p.text != text)
+            .collect();
+        if others.is_empty() {
+            bail!(BadQuery(format!(
+                "{text:?} needs something to beat: give a negative (e.g. \"an empty scene\"); \
+                 this camera has no other CLIP prompt to compare with"
+            )));
+        }
+        let mut embs = vec![];
+        for p in &others {
+            embs.push(class(&p.text, &p.ensemble)?);
+        }
+        (embs, others.iter().map(|p| p.text.clone()).collect())
+    };
+    Ok((QueryEmbeddings { own, negatives }, used))
+}
+
+/// Scores the query on the camera's frames since `since_ms`.
+pub fn score(
+    store: &Store,
+    tower: &ClipText,
+    camera: &str,
+    q: &Query,
+    camera_prompts: &[PromptConfig],
+    since_ms: i64,
+) -> Result<Scored> {
+    let (qe, negatives) = query_embeddings(tower, q, camera_prompts)?;
+    let frames = store.embeddings(camera, since_ms)?;
+    if !frames.is_empty() && frames.dim != qe.own.len() {
+        bail!(
+            "the stored embeddings have {} values and the CLIP model's {}: they were made by another \
+             model; they expire with the history's keep_days, or move the history aside",
+            frames.dim,
+            qe.own.len()
+        );
+    }
+    let scores = score_all(&frames, &qe, tower.logit_scale);
+    Ok(Scored {
+        frames,
+        scores,
+        negatives,
+    })
+}
+
+/// The hits for the frames at `indices` of a scored set, with their nearest thumbnails.
+pub fn hits(
+    store: &Store,
+    camera: &str,
+    s: &Scored,
+    indices: &[usize],
+    thumb_within_ms: i64,
+) -> Result<Vec<Hit>> {
+    let mut out = vec![];
+    for &i in indices {
+        let t = s.frames.times[i];
+        let thumb = store.thumbnail_near(camera, t, thumb_within_ms)?;
+        out.push(Hit {
+            time: rfc3339_ms(t),
+            score: s.scores[i],
+            thumbnail: thumb.map(|(id, _)| format!("/history/thumb/{id}.jpg")),
+            frame: s.frames.ids[i],
+            thumbnail_time: thumb.map(|(_, t)| rfc3339_ms(t)),
+        });
+    }
+    Ok(out)
+}
+
+/// The best `limit` frames for a query, highest score first.
+pub fn search(
+    store: &Store,
+    tower: &ClipText,
+    camera: &str,
+    q: &Query,
+    camera_prompts: &[PromptConfig],
+    limit: usize,
+    thumb_within_ms: i64,
+) -> Result<SearchResponse> {
+    let s = score(store, tower, camera, q, camera_prompts, 0)?;
+    let top: Vec<usize> = crate::history::lab::ranked(&s.scores)
+        .into_iter()
+        .take(limit)
+        .collect();
+    Ok(SearchResponse {
+        camera: camera.to_string(),
+        prompt: q.text.trim().to_string(),
+        searched: s.scores.len(),
+        results: hits(store, camera, &s, &top, thumb_within_ms)?,
+        negatives: s.negatives,
+    })
+}
+
+pub fn rfc3339_ms(ms: i64) -> String {
+    crate::event::rfc3339(crate::history::from_unix_ms(ms))
+}
