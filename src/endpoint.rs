@@ -432,6 +432,11 @@ fn annotated_jpeg(latest: &crate::status::Latest) -> Result<Vec<u8>> {
 }
 
 /// Reads [`Status`] (and the MQTT counters) on each scrape.
+/// An f32 setting as the decimal it was written as (0.35, not 0.3499999940395355).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 struct Metrics {
     status: Status,
     mqtt: Option<StatsHandle>,
@@ -563,7 +568,7 @@ impl Collector for Metrics {
         )?;
         for (id, s) in &cams {
             for p in &s.prompts {
-                ConstGauge::new(p.threshold as f64).encode(
+                ConstGauge::new(decimal(p.threshold)).encode(
                     threshold
                         .encode_family(&[("camera", id.as_str()), ("prompt", p.id.as_str())])?,
                 )?;

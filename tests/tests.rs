@@ -6,6 +6,7 @@ mod daemon;
 mod endpoint;
 mod fetch;
 mod fixture;
+mod history;
 mod mqtt;
 mod pixels;
 mod rtsp;

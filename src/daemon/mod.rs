@@ -516,8 +516,17 @@ fn inference_loop(
         if !worked {
             match cameras.as_slice() {
                 [one] => {
-                    // sleep until a frame arrives (or the source closes): idle CPU stays near zero
-                    if let Some(frame) = one.slot.wait_take(Duration::from_millis(500)) {
+                    // sleep until a frame arrives (or the source closes), or until an event is due
+                    // to end, so that it ends `off_delay` after its score dropped, not at the next
+                    // frame: idle CPU stays near zero
+                    let now = Instant::now();
+                    let wait = one
+                        .prompts
+                        .iter()
+                        .filter_map(|p| p.decider.ends_at())
+                        .map(|due| due.saturating_duration_since(now))
+                        .fold(Duration::from_millis(500), Duration::min);
+                    if let Some(frame) = one.slot.wait_take(wait) {
                         one.slot.put(frame);
                     }
                 }

@@ -286,7 +286,16 @@ pub async fn search(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
             limit,
             thumb_window(&web),
         )?;
-        json_response(serde_json::to_value(r).context("unable to serialize the results")?)
+        // serialized as `promptcam search --json` prints it: f32 scores in their shortest form
+        let text = serde_json::to_string(&r).context("unable to serialize the results")?;
+        Ok((
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response())
     })
     .await
 }

@@ -153,10 +153,9 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request<Body>, next: Next) 
         return next.run(req).await;
     }
     if !g.authorized(headers) {
+        // the HTML pages send a browser to the login form; everything else answers 401
         let page = req.method() == Method::GET
-            && !path.starts_with("/api/")
-            && path != "/metrics"
-            && path != "/healthz";
+            && (path == "/" || path.starts_with("/camera/") || path.starts_with("/lab/"));
         if page {
             return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
         }
