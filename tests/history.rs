@@ -347,11 +347,16 @@ fn the_replayed_decider_fires_where_the_daemon_did() {
         .filter(|t| *t <= *starts.last().unwrap())
         .collect();
     assert_eq!(replayed, starts, "replay {fires:?}\ndaemon {events:?}");
-    for (f, end) in fires.iter().zip(&ends) {
+    // events the replay saw end (the newest may still be on in what it read)
+    for (f, end) in fires
+        .iter()
+        .zip(&ends)
+        .filter(|(f, _)| f["end"].is_string())
+    {
         let replayed_end = ms(&f["end"]);
-        // the daemon ends an event at its next loop after off_delay: within one frame interval
+        // the daemon wakes up when an event is due to end: within a few milliseconds
         assert!(
-            (end - replayed_end).abs() <= 250,
+            (end - replayed_end).abs() <= 150,
             "end {end} vs replayed {replayed_end}"
         );
     }

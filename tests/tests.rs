@@ -12,3 +12,5 @@ mod pixels;
 mod rtsp;
 mod segment;
 mod vision;
+mod web;
+mod webdriver;

@@ -79,7 +79,6 @@ pub fn search(a: SearchArgs) -> Result<()> {
         negatives: a.negatives.clone(),
         templates: a.templates.clone(),
     };
-    let within = history.thumbnail_interval.as_millis().max(1000) as i64;
     let r = search::search(
         &store,
         &tower,
@@ -87,7 +86,6 @@ pub fn search(a: SearchArgs) -> Result<()> {
         &query,
         &cam.prompts,
         a.limit as usize,
-        within,
     )?;
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir)

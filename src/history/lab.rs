@@ -99,7 +99,8 @@ pub fn replay(times_ms: &[i64], scores: &[f32], config: &DecideConfig) -> Vec<Fi
 /// A threshold chosen from marked examples.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Suggestion {
-    pub threshold: f32,
+    /// Rounded to 3 decimals.
+    pub threshold: f64,
     /// Marked frames on the right side of it, as a fraction of each class, averaged (balanced
     /// accuracy: 1.0 separates them perfectly).
     pub balanced_accuracy: f32,
@@ -141,7 +142,7 @@ pub fn suggest_threshold(marked: &[(f32, bool)]) -> Option<Suggestion> {
         }
     }
     Some(Suggestion {
-        threshold: (best.0 * 1000.0).round() / 1000.0,
+        threshold: (best.0 as f64 * 1000.0).round() / 1000.0,
         balanced_accuracy: best.1 .0,
         yes,
         no,
@@ -246,6 +247,7 @@ mod tests {
         let emb = Embeddings {
             ids: vec![1, 2],
             times: vec![0, 1],
+            thumbs: vec![None, None],
             dim: 2,
             vectors: vec![1.0, 0.0, 0.6, 0.8],
         };

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     frame INTEGER PRIMARY KEY,
     camera TEXT NOT NULL,
     t_ms INTEGER NOT NULL,
+    thumb INTEGER,
     v BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS thumbs (
@@ -117,12 +118,14 @@ pub struct EventRow {
     pub has_snapshot: bool,
 }
 
-/// Every stored embedding of a camera, in time order: `ids[i]` and `times[i]` describe the
-/// `i`-th row of `vectors` (`dim` values each, as f32).
+/// Every stored embedding of a camera, in time order: `ids[i]`, `times[i]` and `thumbs[i]` (the
+/// frame's own thumbnail, if it has one) describe the `i`-th row of `vectors` (`dim` values
+/// each, as f32).
 #[derive(Clone, Debug, Default)]
 pub struct Embeddings {
     pub ids: Vec<i64>,
     pub times: Vec<i64>,
+    pub thumbs: Vec<Option<i64>>,
     pub dim: usize,
     pub vectors: Vec<f32>,
 }
@@ -297,7 +300,7 @@ impl Store {
                 "INSERT INTO frames (camera, t_ms, motion, scores, thumb) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut emb = tx.prepare_cached(
-                "INSERT INTO embeddings (frame, camera, t_ms, v) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO embeddings (frame, camera, t_ms, thumb, v) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for f in frames {
                 let thumb_id = match &f.thumbnail {
@@ -310,7 +313,7 @@ impl Store {
                 frame.execute(params![f.camera, f.t_ms, f.motion, f.scores, thumb_id])?;
                 let id = tx.last_insert_rowid();
                 if let Some(v) = &f.embedding {
-                    emb.execute(params![id, f.camera, f.t_ms, v])?;
+                    emb.execute(params![id, f.camera, f.t_ms, thumb_id, v])?;
                 }
             }
             let mut ev = tx.prepare_cached(
@@ -440,12 +443,12 @@ impl Store {
     /// A camera's embeddings with `t_ms >= since_ms`, in time order.
     pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
         let mut st = self.conn.prepare_cached(
-            "SELECT frame, t_ms, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
+            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
         )?;
         let mut rows = st.query(params![camera, since_ms])?;
         let mut out = Embeddings::default();
         while let Some(r) = rows.next()? {
-            let v = r.get_ref(2)?.as_blob()?;
+            let v = r.get_ref(3)?.as_blob()?;
             if out.dim == 0 {
                 out.dim = v.len() / 2;
             }
@@ -454,28 +457,10 @@ impl Store {
             }
             out.ids.push(r.get(0)?);
             out.times.push(r.get(1)?);
+            out.thumbs.push(r.get(2)?);
             decode_embedding_into(v, &mut out.vectors);
         }
         Ok(out)
-    }
-
-    /// The thumbnail of `camera` nearest to `t_ms`, at most `within_ms` away: (id, its time).
-    pub fn thumbnail_near(
-        &self,
-        camera: &str,
-        t_ms: i64,
-        within_ms: i64,
-    ) -> Result<Option<(i64, i64)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, t_ms FROM thumbs WHERE camera = ?1 AND t_ms BETWEEN ?2 AND ?3 \
-             ORDER BY abs(t_ms - ?4), id LIMIT 1",
-        )?;
-        Ok(st
-            .query_row(
-                params![camera, t_ms - within_ms, t_ms + within_ms, t_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
     }
 
     pub fn thumbnail(&self, id: i64) -> Result<Option<Vec<u8>>> {
@@ -618,11 +603,12 @@ mod tests {
             (1, Some([1.0, 2.0, 3.0, 4.0]), true)
         );
         assert_eq!(r.event_snapshot(ev[0].id).unwrap(), Some(vec![1, 2, 3]));
-        assert_eq!(
-            r.thumbnail_near("porch", 1400, 500).unwrap().map(|t| t.1),
-            Some(1000)
+        assert!(
+            e.thumbs[0].is_some() && e.thumbs[1].is_none(),
+            "{:?}",
+            e.thumbs
         );
-        assert_eq!(r.thumbnail_near("porch", 1600, 500).unwrap(), None);
+        assert!(r.thumbnail(e.thumbs[0].unwrap()).unwrap().is_some());
         assert_eq!(
             r.cameras().unwrap(),
             vec![("porch".to_string(), 2), ("yard".to_string(), 1)]

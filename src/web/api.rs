@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -151,13 +151,6 @@ fn store(web: &Web) -> std::result::Result<Store, ApiError> {
     Ok(Store::open_read_only(&path)?)
 }
 
-fn thumb_window(web: &Web) -> i64 {
-    web.history
-        .as_ref()
-        .map_or(5000, |h| h.thumbnail_interval.as_millis() as i64)
-        .max(1000)
-}
-
 fn since(p: &Params, default_hours: f64) -> std::result::Result<(i64, f64), ApiError> {
     let hours = p
         .number("hours", 0.0, 24.0 * 3650.0)?
@@ -277,15 +270,7 @@ pub async fn search(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
     blocking(move || {
         let store = store(&web)?;
         let tower = web.text_tower()?;
-        let r = search::search(
-            &store,
-            &tower,
-            &camera,
-            &p.query(),
-            &prompts,
-            limit,
-            thumb_window(&web),
-        )?;
+        let r = search::search(&store, &tower, &camera, &p.query(), &prompts, limit)?;
         // serialized as `promptcam search --json` prints it: f32 scores in their shortest form
         let text = serde_json::to_string(&r).context("unable to serialize the results")?;
         Ok((
@@ -310,8 +295,12 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
         let query = p.query();
         let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
         let order = lab::ranked(&s.scores);
-        let top: Vec<usize> = order.iter().copied().take(TOP).collect();
-        let bottom: Vec<usize> = order.iter().rev().copied().take(TOP).collect();
+        // the galleries rank the frames that have a picture (thumbnails are taken every few
+        // seconds and on events); scores and the histogram cover every frame
+        let pictured: Vec<usize> = order.iter().copied().filter(|&i| s.frames.thumbs[i].is_some()).collect();
+        let pool = if pictured.is_empty() { &order } else { &pictured };
+        let top: Vec<usize> = pool.iter().copied().take(TOP).collect();
+        let bottom: Vec<usize> = pool.iter().rev().copied().take(TOP).collect();
         let b = buckets(s.scores.len());
         let same = prompts.iter().find(|c| c.text == query.text.trim());
         json_response(json!({
@@ -319,8 +308,8 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
             "negatives": s.negatives,
             "series": { "t": b.iter().map(|r| s.frames.times[r.start]).collect::<Vec<_>>(), "score": bucket_max(&s.scores, &b) },
             "histogram": lab::histogram(&s.scores, 20),
-            "top": search::hits(&store, &camera, &s, &top, thumb_window(&web))?,
-            "bottom": search::hits(&store, &camera, &s, &bottom, thumb_window(&web))?,
+            "top": search::hits(&s, &top),
+            "bottom": search::hits(&s, &bottom),
             "marks": store.marks(&camera, query.text.trim())?,
             "running": same.map(|c| c.id.clone()),
         }))
@@ -375,22 +364,24 @@ fn decide_params(
     })
 }
 
-fn fires_json(
-    store: &Store,
-    camera: &str,
-    s: &search::Scored,
-    fires: &[lab::Fire],
-    within: i64,
-) -> Result<Vec<Value>> {
-    let mut out = vec![];
-    for f in fires.iter().take(100) {
-        let thumb = store.thumbnail_near(camera, s.frames.times[f.best_index], within)?;
-        out.push(json!({
-            "start": search::rfc3339_ms(f.start_ms), "end": f.end_ms.map(search::rfc3339_ms), "best": f.best,
-            "thumbnail": thumb.map(|(id, _)| format!("/history/thumb/{id}.jpg")), "frame": s.frames.ids[f.best_index],
-        }));
-    }
-    Ok(out)
+/// The fires as JSON, each with the thumbnail of its best-scoring frame that has one.
+fn fires_json(s: &search::Scored, fires: &[lab::Fire]) -> Vec<Value> {
+    fires
+        .iter()
+        .take(100)
+        .map(|f| {
+            let end = f.end_ms.unwrap_or(i64::MAX);
+            let shown = (f.start_index..s.scores.len())
+                .take_while(|&i| s.frames.times[i] <= end)
+                .filter(|&i| s.frames.thumbs[i].is_some())
+                .max_by(|&a, &b| s.scores[a].total_cmp(&s.scores[b]));
+            json!({
+                "start": search::rfc3339_ms(f.start_ms), "end": f.end_ms.map(search::rfc3339_ms), "best": f.best,
+                "frame": s.frames.ids[shown.unwrap_or(f.best_index)],
+                "thumbnail": shown.and_then(|i| s.frames.thumbs[i]).map(search::thumb_url),
+            })
+        })
+        .collect()
 }
 
 pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
@@ -405,7 +396,7 @@ pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
         let fires = lab::replay(&s.frames.times, &s.scores, &decide);
         json_response(json!({
             "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
-            "decide": decide_json(&decide), "fires": fires_json(&store, &camera, &s, &fires, thumb_window(&web))?,
+            "decide": decide_json(&decide), "fires": fires_json(&s, &fires),
         }))
     })
     .await
@@ -439,8 +430,8 @@ pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiR
         };
         let gap = decide.threshold - decide.off_threshold;
         let at = DecideConfig {
-            threshold: sug.threshold,
-            off_threshold: (sug.threshold - gap).max(0.0),
+            threshold: sug.threshold as f32,
+            off_threshold: (sug.threshold as f32 - gap).max(0.0),
             ..decide
         };
         let first = all.frames.times.partition_point(|t| *t < since);

@@ -41,12 +41,10 @@ pub struct Hit {
     /// RFC 3339 capture time of the frame.
     pub time: String,
     pub score: f32,
-    /// `/history/thumb/<id>.jpg` of the thumbnail nearest the frame (within the thumbnail
-    /// interval), if any.
+    /// `/history/thumb/<id>.jpg`: the frame's own thumbnail, if it has one.
     pub thumbnail: Option<String>,
-    /// Extensions: the frame's id (for marks), and the thumbnail's own time.
+    /// Extension: the frame's id (for marks).
     pub frame: i64,
-    pub thumbnail_time: Option<String>,
 }
 
 /// The `/api/search` answer.
@@ -136,27 +134,22 @@ pub fn score(
     })
 }
 
-/// The hits for the frames at `indices` of a scored set, with their nearest thumbnails.
-pub fn hits(
-    store: &Store,
-    camera: &str,
-    s: &Scored,
-    indices: &[usize],
-    thumb_within_ms: i64,
-) -> Result<Vec<Hit>> {
-    let mut out = vec![];
-    for &i in indices {
-        let t = s.frames.times[i];
-        let thumb = store.thumbnail_near(camera, t, thumb_within_ms)?;
-        out.push(Hit {
-            time: rfc3339_ms(t),
+/// The hits for the frames at `indices` of a scored set, each with its own thumbnail if it has
+/// one (thumbnails are taken every few seconds and on events, not on every frame).
+pub fn hits(s: &Scored, indices: &[usize]) -> Vec<Hit> {
+    indices
+        .iter()
+        .map(|&i| Hit {
+            time: rfc3339_ms(s.frames.times[i]),
             score: s.scores[i],
-            thumbnail: thumb.map(|(id, _)| format!("/history/thumb/{id}.jpg")),
+            thumbnail: s.frames.thumbs[i].map(thumb_url),
             frame: s.frames.ids[i],
-            thumbnail_time: thumb.map(|(_, t)| rfc3339_ms(t)),
-        });
-    }
-    Ok(out)
+        })
+        .collect()
+}
+
+pub fn thumb_url(id: i64) -> String {
+    format!("/history/thumb/{id}.jpg")
 }
 
 /// The best `limit` frames for a query, highest score first.
@@ -167,7 +160,6 @@ pub fn search(
     q: &Query,
     camera_prompts: &[PromptConfig],
     limit: usize,
-    thumb_within_ms: i64,
 ) -> Result<SearchResponse> {
     let s = score(store, tower, camera, q, camera_prompts, 0)?;
     let top: Vec<usize> = crate::history::lab::ranked(&s.scores)
@@ -178,7 +170,7 @@ pub fn search(
         camera: camera.to_string(),
         prompt: q.text.trim().to_string(),
         searched: s.scores.len(),
-        results: hits(store, camera, &s, &top, thumb_within_ms)?,
+        results: hits(&s, &top),
         negatives: s.negatives,
     })
 }

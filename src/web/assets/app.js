@@ -130,15 +130,20 @@ function shadePlugin(periods, color) {
   };
 }
 
+// the charts on the page, for the browser tests to inspect
+window.promptcam = { plots: [] };
+
 function scorePlot(target, label, xs, ys, lines, periods, color) {
   const width = Math.max(320, target.clientWidth || 600);
   const data = [xs, ys, ...lines.map((l) => xs.map(() => l.value))];
   const series = [{}, { label, stroke: color, width: 1.5, points: { show: xs.length < 200 } },
     ...lines.map((l) => ({ label: l.label, stroke: l.color, dash: [6, 4], width: 1, points: { show: false } }))];
-  return new uPlot({
+  const plot = new uPlot({
     width, height: 220, series, plugins: [shadePlugin(periods, "rgba(22,163,74,0.18)")],
     scales: { y: { range: [0, 1] } }, axes: [{}, { values: (u, v) => v.map((x) => x.toFixed(1)) }],
   }, data, target);
+  window.promptcam.plots.push(plot);
+  return plot;
 }
 
 // ---------------------------------------------------------------------------------- camera page
@@ -166,6 +171,7 @@ async function cameraPage() {
     status.replaceChildren(`${h.frames} analysed frame(s) in the last ${hours === 1 ? "hour" : "day"}. Dashed: `,
       el("span", { class: "legend-line" }), "threshold and off threshold; shaded: ON.");
     plots.replaceChildren();
+    window.promptcam.plots = [];
     // a break in the recording (daemon stopped, camera paused) shows as a gap, not a line
     const steps = h.t.slice(1).map((t, i) => t - h.t[i]).sort((a, b) => a - b);
     const gap = Math.max(60000, 10 * (steps[steps.length >> 1] || 0));
@@ -283,6 +289,7 @@ async function labPage() {
       current = r;
       summary.replaceChildren(`Scored "${r.prompt}" on ${r.searched} stored frame(s) against: `, el("i", {}, r.negatives.join(", ")), ".");
       plot.replaceChildren();
+      window.promptcam.plots = [];
       scorePlot(plot, r.prompt, r.series.t.map((ms) => ms / 1000), r.series.score, [
         { label: "threshold", value: Number(params.threshold.value), color: "#b45309" },
       ], [], COLORS[0]);
@@ -343,7 +350,8 @@ async function labPage() {
     el("div", { class: "toolbar", style: "margin-top:.8rem" }, scoreBtn), summary);
   main.replaceChildren(el("h1", {}, `Prompt lab · ${cam.name}`), form,
     el("section", { class: "card" }, el("h2", {}, "Score over time"), plot, el("h2", {}, "Histogram"), hist),
-    el("section", { class: "card" }, el("h2", {}, "Best matches"), top, el("h2", { style: "margin-top:1rem" }, "Worst matches"), bottom),
+    el("section", { class: "card" }, el("h2", {}, "Best matches"), el("p", { class: "muted" }, "Among the frames with a thumbnail (one every few seconds, and on every event). Mark them: yes, it shows the prompt; no, it does not."), top,
+      el("h2", { style: "margin-top:1rem" }, "Worst matches"), bottom),
     el("section", { class: "card" }, el("h2", {}, "Would it have fired?"),
       el("div", { class: "params" }, Object.entries(params).map(([k, e]) => el("div", {}, el("label", { for: k }, k.replace("_", " ")), e))),
       el("div", { class: "toolbar", style: "margin-top:.6rem" }, el("button", { id: "replay-btn", onclick: replay }, "Replay the decider"),
