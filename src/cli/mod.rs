@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// Also time every node of one frame and print the model time by op type.
     #[arg(long)]
     pub profile: bool,
+    /// Instead, measure the history with this many stored frames (a CLIP `--model` embeds the
+    /// lab's query): the inference thread's cost per frame, write rate, disk per frame and
+    /// camera-day, and a prompt lab query over all of them.
+    #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(10..=10_000_000))]
+    pub history: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +200,16 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Probe(a) => probe(a),
         Command::Search(a) => search::search(a),
+        Command::Bench(a) if a.history.is_some() => {
+            let n = a.history.unwrap_or_default() as usize;
+            let r = crate::history::bench::run(&a.model, a.quantized, n, &a.image)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
         Command::Bench(a) => {
             let r = crate::bench::run(
                 &a.model,

@@ -9,6 +9,7 @@
 //! size. `store` owns the SQLite schema and queries (WAL mode, through rusqlite's bundled SQLite);
 //! `lab` scores stored embeddings against new prompts and replays the decider.
 
+pub mod bench;
 pub mod lab;
 pub mod store;
 mod writer;

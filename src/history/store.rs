@@ -150,12 +150,17 @@ pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-pub fn decode_embedding_into(bytes: &[u8], out: &mut Vec<f32>) {
-    out.extend(
-        bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-    );
+/// Appends stored embeddings (little-endian f16, back to back) to `out` as f32, with the CPU's
+/// half-precision conversion where it has one (F16C, NEON).
+pub fn decode_embeddings_into(bytes: &[u8], out: &mut Vec<f32>) {
+    use half::slice::HalfFloatSliceExt;
+    let halves: Vec<half::f16> = bytes
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let start = out.len();
+    out.resize(start + halves.len(), 0.0);
+    halves.convert_to_f32_slice(&mut out[start..]);
 }
 
 /// What retention removed.
@@ -256,6 +261,9 @@ impl Store {
             )
         })?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // the lab reads every embedding of a camera: map the file instead of copying it page by
+        // page through the pager (several times faster on a large history)
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -447,6 +455,7 @@ impl Store {
         )?;
         let mut rows = st.query(params![camera, since_ms])?;
         let mut out = Embeddings::default();
+        let mut raw: Vec<u8> = vec![];
         while let Some(r) = rows.next()? {
             let v = r.get_ref(3)?.as_blob()?;
             if out.dim == 0 {
@@ -458,8 +467,9 @@ impl Store {
             out.ids.push(r.get(0)?);
             out.times.push(r.get(1)?);
             out.thumbs.push(r.get(2)?);
-            decode_embedding_into(v, &mut out.vectors);
+            raw.extend_from_slice(v);
         }
+        decode_embeddings_into(&raw, &mut out.vectors);
         Ok(out)
     }
 

@@ -16,6 +16,8 @@ use super::tokenize::PromptTokenizer;
 pub struct ClipText {
     tower: Runnable,
     tokenizer: PromptTokenizer,
+    /// Texts embedded before: the lab asks for the same prompts and negatives again and again.
+    cache: std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>,
     /// `model.onnx`'s learned scale (see [`super::clip::learned_logit_scale`]).
     pub logit_scale: f32,
 }
@@ -72,27 +74,52 @@ impl ClipText {
         Ok(ClipText {
             tower: runnable(tower)?,
             tokenizer,
+            cache: Default::default(),
             logit_scale,
         })
     }
 
     /// The L2-normalized embedding of each text.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let tokens = self.tokenizer.encode(texts)?;
         let mut out = vec![];
-        for (ids, mask) in tokens.input_ids.iter().zip(&tokens.attention_mask) {
-            let ids =
-                tract_ndarray::Array2::from_shape_vec((1, ids.len()), ids.clone())?.into_tensor();
-            let mask =
-                tract_ndarray::Array2::from_shape_vec((1, mask.len()), mask.clone())?.into_tensor();
-            let result = self
-                .tower
-                .run(tvec![ids.into(), mask.into()])
-                .context("unable to run the CLIP text tower")?;
-            let (_, mut v) = f32_output(&result[0])?;
-            normalize(&mut v);
+        for text in texts {
+            let known = self.cache.lock().ok().and_then(|c| c.get(text).cloned());
+            let v = match known {
+                Some(v) => v,
+                None => {
+                    let v = self.run(text)?;
+                    if let Ok(mut c) = self.cache.lock() {
+                        if c.len() >= CACHED {
+                            c.clear();
+                        }
+                        c.insert(text.clone(), v.clone());
+                    }
+                    v
+                }
+            };
             out.push(v);
         }
         Ok(out)
     }
+
+    fn run(&self, text: &str) -> Result<Vec<f32>> {
+        let tokens = self.tokenizer.encode(&[text.to_string()])?;
+        let row = |v: &[Vec<i64>]| -> Result<Tensor> {
+            let r = v.first().context("the tokenizer returned no row")?;
+            Ok(tract_ndarray::Array2::from_shape_vec((1, r.len()), r.clone())?.into_tensor())
+        };
+        let result = self
+            .tower
+            .run(tvec![
+                row(&tokens.input_ids)?.into(),
+                row(&tokens.attention_mask)?.into()
+            ])
+            .context("unable to run the CLIP text tower")?;
+        let (_, mut v) = f32_output(&result[0])?;
+        normalize(&mut v);
+        Ok(v)
+    }
 }
+
+/// Text embeddings kept at most (a few hundred kilobytes).
+const CACHED: usize = 256;

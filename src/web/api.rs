@@ -300,7 +300,7 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
         let pictured: Vec<usize> = order.iter().copied().filter(|&i| s.frames.thumbs[i].is_some()).collect();
         let pool = if pictured.is_empty() { &order } else { &pictured };
         let top: Vec<usize> = pool.iter().copied().take(TOP).collect();
-        let bottom: Vec<usize> = pool.iter().rev().copied().take(TOP).collect();
+        let bottom: Vec<usize> = pool.iter().rev().copied().filter(|i| !top.contains(i)).take(TOP).collect();
         let b = buckets(s.scores.len());
         let same = prompts.iter().find(|c| c.text == query.text.trim());
         json_response(json!({
