@@ -17,12 +17,13 @@
 //!
 //! Commands (`.../set`) are checked in `commands`, TLS settings become a rustls config in `tls`;
 //! the `Publisher` handle is in `publisher`, what its threads share in `shared`, the in-flight
-//! bookkeeping in `window`.
+//! bookkeeping in `window`, the record of open events in `open`.
 
 mod commands;
 pub mod discovery;
 mod live;
 mod net;
+mod open;
 mod publisher;
 mod pump;
 mod shared;

@@ -1,15 +1,17 @@
 //! Publisher: the handle the daemon's event thread holds. It spools each event (on disk before
-//! `publish` returns, or held in memory when the disk refuses), hands states and snapshots to the
-//! worker (latest wins) and wakes it. Its counters feed `/metrics`.
+//! `publish` returns, or held in memory when the disk refuses), notes which events are open (so a
+//! killed daemon's next start can end them), hands states and snapshots to the worker (latest
+//! wins) and wakes it. Its counters feed `/metrics`.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
+use super::open::OpenEvents;
 use super::shared::Shared;
 use super::{discovery, spool, worker, MqttConfig};
 use crate::config::CameraConfig;
@@ -76,6 +78,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Opens the spool and starts connecting in the background (never blocks on the broker).
+    /// Events a killed previous run left open get their `end` first (reason `restart`).
     /// Reconnects back off exponentially with jitter (1 s doubling to 30 s). The last will is
     /// `offline`, retained, on `<prefix>/<device_id>/availability`; after each connect the
     /// publisher sends discovery for every camera and prompt, then `online`, then the states.
@@ -87,14 +90,22 @@ impl Publisher {
         cameras: &[CameraConfig],
         status: Status,
     ) -> Result<Publisher> {
-        let spool = spool::Spool::open(&cfg.spool_dir, cfg.spool_max_events)?;
+        let mut spool = spool::Spool::open(&cfg.spool_dir, cfg.spool_max_events)?;
+        let (mut open, ends) = OpenEvents::load(&cfg.spool_dir, &spool, SystemTime::now());
+        let queued = ends.len() as u64;
+        for (id, end) in ends {
+            let seq = spool.push(end);
+            tracing::debug!("MQTT: spooled event {seq}: end {id}");
+        }
+        open.save();
         let topics = discovery::Topics {
             prefix: cfg.topic_prefix.clone(),
             device_id: device_id.to_string(),
             discovery_prefix: cfg.discovery_prefix.clone(),
         };
         let (tx, rx) = sync_channel(1024);
-        let shared = Arc::new(Shared::new(spool, cameras));
+        let shared = Arc::new(Shared::new(spool, open, cameras));
+        shared.status(|s| s.stats.queued = queued);
         let (worker, net) = worker::spawn(
             cfg,
             device_id,
@@ -120,6 +131,16 @@ impl Publisher {
     pub fn publish(&self, event: &Event) -> Result<()> {
         let payload = serde_json::to_string(event)
             .with_context(|| format!("unable to serialize event {}", event.id))?;
+        // an event is noted open before it can be sent, and closed once its end is spooled: a
+        // daemon killed at any point leaves no delivered start without a record of it
+        let record = || {
+            if let Ok(mut open) = self.shared.open.lock() {
+                open.record(event);
+            }
+        };
+        if event.kind != EventKind::End {
+            record();
+        }
         {
             let mut spool = self
                 .shared
@@ -135,6 +156,9 @@ impl Publisher {
             tracing::debug!("MQTT: spooled event {seq}: {kind} {}", event.id);
         }
         self.shared.status(|s| s.stats.queued += 1);
+        if event.kind == EventKind::End {
+            record();
+        }
         self.shared.set_state(event);
         self.shared
             .push_camera_event(self.topics.camera_event(&event.camera), event);

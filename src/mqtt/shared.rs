@@ -1,11 +1,13 @@
 //! Shared: what the publisher handle (the daemon's event thread) and the two MQTT threads hold in
-//! common — the spool, the counters, whether the link is up (and which connection it is), and the
-//! latest-wins states, snapshots and Home Assistant event messages waiting for the worker.
+//! common — the spool and the record of open events, the counters, whether the link is up (and
+//! which connection it is), and the latest-wins states, snapshots and Home Assistant event
+//! messages waiting for the worker.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use super::open::OpenEvents;
 use super::spool::Spool;
 use super::Stats;
 use crate::config::CameraConfig;
@@ -58,10 +60,12 @@ pub struct Shared {
     /// `{"event_type": ...}` messages for the cameras' event entities: live only, so dropped
     /// while disconnected (the spooled events topic is the lossless record).
     pub(super) camera_events: Mutex<VecDeque<(String, Vec<u8>)>>,
+    /// The events started and not ended yet, mirrored next to the spool.
+    pub(super) open: Mutex<OpenEvents>,
 }
 
 impl Shared {
-    pub fn new(spool: Spool, cameras: &[CameraConfig]) -> Shared {
+    pub fn new(spool: Spool, open: OpenEvents, cameras: &[CameraConfig]) -> Shared {
         let mut states = BTreeMap::new();
         for c in cameras {
             for p in &c.prompts {
@@ -83,6 +87,7 @@ impl Shared {
             states: Mutex::new(states),
             snapshots: Mutex::new(BTreeMap::new()),
             camera_events: Mutex::new(VecDeque::new()),
+            open: Mutex::new(open),
         }
     }
 
