@@ -232,6 +232,30 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The longest camera or prompt id: ids end up in MQTT topics, Home Assistant unique ids and
+/// event ids, which must stay short whatever the text.
+pub const ID_MAX: usize = 64;
+
+/// A camera's or prompt's id: its [`slug`] when that is non-empty and at most [`ID_MAX`] bytes
+/// (so ASCII ids, and the Home Assistant unique ids built from them, stay what they always
+/// were); a longer slug is cut and gets `_` and 8 hex digits of the text's SHA-256; a text with
+/// nothing ASCII to keep (`猫`, `犬`) gets `id_` and those 8 hex digits, so different texts get
+/// different ids.
+pub fn make_id(text: &str) -> String {
+    use sha2::Digest;
+    let slug = slug(text);
+    if !slug.is_empty() && slug.len() <= ID_MAX {
+        return slug;
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    if slug.is_empty() {
+        return format!("id_{hash}");
+    }
+    let cut = slug[..ID_MAX - hash.len() - 1].trim_end_matches('_');
+    format!("{cut}_{hash}")
+}
+
 /// Lower-case words joined by dashes: a stable id for topics and unique ids.
 pub fn slug(s: &str) -> String {
     let mut out = String::new();
@@ -373,8 +397,8 @@ impl Validator<'_> {
         let mut cameras: Vec<CameraConfig> = vec![];
         for c in raw.cameras {
             let name = c.name.get_ref().trim().to_string();
-            let id = slug(&name);
-            if id.is_empty() {
+            let id = make_id(&name);
+            if !name.chars().any(char::is_alphanumeric) {
                 return self.err(
                     c.name.span(),
                     "cameras.name",
@@ -615,7 +639,7 @@ impl Validator<'_> {
         };
         Ok(PromptConfig {
             name: p.name.clone().unwrap_or_else(|| text.clone()),
-            id: slug(&text),
+            id: make_id(&text),
             text,
             model,
             negatives: p.negatives.clone(),
@@ -754,5 +778,30 @@ negatives = ["an empty driveway"]
             "a_package_on_the_doorstep"
         );
         assert_eq!(slug("  Front Door "), "front_door");
+    }
+
+    #[test]
+    fn ids_are_bounded_never_empty_and_distinct() {
+        // ASCII ids are their slugs, as before
+        assert_eq!(
+            make_id("A package on the doorstep!"),
+            "a_package_on_the_doorstep"
+        );
+        let edge = "x".repeat(ID_MAX);
+        assert_eq!(make_id(&edge), edge);
+        // long texts: cut, with a hash of the whole text
+        let long = "a cat ".repeat(2000);
+        let (a, b) = (make_id(&long), make_id(&format!("{long} dog")));
+        assert!(a.len() <= ID_MAX && b.len() <= ID_MAX, "{a} {b}");
+        assert!(a.starts_with("a_cat_a_cat") && a != b, "{a} {b}");
+        assert_eq!(a, make_id(&long), "stable");
+        assert_eq!(slug(&a), a, "still a slug");
+        // nothing ASCII: a hash id, different per text
+        let (cat, dog) = (make_id("猫"), make_id("犬"));
+        assert!(
+            cat.starts_with("id_") && cat.len() == 11 && cat != dog,
+            "{cat} {dog}"
+        );
+        assert_eq!(make_id("!!!").len(), 11);
     }
 }

@@ -7,6 +7,8 @@ mod endpoint;
 mod fetch;
 mod fixture;
 mod mqtt;
+mod mqtt_delivery;
+mod mqtt_hostile;
 mod pixels;
 mod rtsp;
 mod segment;
