@@ -40,6 +40,8 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     stale_after: Option<Spanned<f64>>,
+    idle_timeout: Option<Spanned<f64>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +193,11 @@ pub struct HttpConfig {
     /// `/healthz` fails when a running camera made no progress for this long (or three frame
     /// intervals, if longer). Default 30 s.
     pub stale_after: Duration,
+    /// A connection is closed when its request head takes longer than this, when it stays idle
+    /// this long between requests, or when its client stops reading for this long. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
+    pub max_connections: usize,
 }
 
 /// Reads and validates a config file.
@@ -524,9 +531,20 @@ impl Validator<'_> {
             0.5,
             86400.0,
         )?);
+        let idle_timeout = Duration::from_secs_f64(self.float(
+            &h.idle_timeout,
+            "http.idle_timeout",
+            10.0,
+            0.5,
+            3600.0,
+        )?);
+        let max_connections =
+            self.int(&h.max_connections, "http.max_connections", 64, 1, 65536)? as usize;
         Ok(h.enabled.unwrap_or(false).then_some(HttpConfig {
             listen,
             stale_after,
+            idle_timeout,
+            max_connections,
         }))
     }
 
@@ -682,6 +700,10 @@ negatives = ["an empty driveway"]
             (h.listen.to_string(), h.stale_after),
             ("127.0.0.1:9464".to_string(), Duration::from_secs(30))
         );
+        assert_eq!(
+            (h.idle_timeout, h.max_connections),
+            (Duration::from_secs(10), 64)
+        );
     }
 
     #[test]
@@ -737,6 +759,14 @@ negatives = ["an empty driveway"]
                 &["http.stale_after", "line 14"],
             ),
             (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
+            (
+                &format!("{GOOD}[http]\nmax_connections = 0\n"),
+                &["http.max_connections", "line 14", "1..=65536"],
+            ),
+            (
+                &format!("{GOOD}[http]\nidle_timeout = 0\n"),
+                &["http.idle_timeout", "line 14"],
+            ),
         ];
         for (text, needles) in cases {
             let e = err(text);

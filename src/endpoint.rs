@@ -7,8 +7,10 @@
 //! - `/snapshot/<camera>.jpg`: the latest analysed frame with its labels, drawn and encoded on
 //!   request (404 for an unknown camera, 503 until the camera has analysed a frame).
 //!
-//! axum serves it on a current-thread tokio runtime on its own named thread; it only reads the
-//! shared [`Status`], so a slow client never slows capture or inference.
+//! axum's router answers on a current-thread tokio runtime on its own named thread; it only reads
+//! the shared [`Status`], so a slow client never slows capture or inference. Connections are
+//! bounded in number and time ([`conn`]): idle and slow clients are closed, and the endpoint
+//! never takes more than a quarter of the process's file descriptors.
 //!
 //! Health: a camera makes progress when frames from its source reach the inference thread and
 //! are dealt with, analysed or held back by the motion gate (a quiet, motion-gated camera is
@@ -38,6 +40,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::config::HttpConfig;
 use crate::mqtt::StatsHandle;
 use crate::status::{CameraSnapshot, Status, INFERENCE_BUCKETS_MS};
+
+mod conn;
 
 /// A bound listening socket, taken before any thread starts so a busy port fails at once.
 pub struct Listener {
@@ -204,9 +208,20 @@ impl Endpoint {
             .context("unable to start the HTTP endpoint's runtime")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let socket = listener.socket;
+        let limits = conn::Limits {
+            max: conn::max_connections(listener.config.max_connections),
+            idle: listener.config.idle_timeout,
+        };
+        if limits.max < listener.config.max_connections {
+            tracing::info!(
+                "HTTP endpoint: at most {} connections (a quarter of the open-file limit; `http.max_connections` is {})",
+                limits.max,
+                listener.config.max_connections
+            );
+        }
         let thread = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || runtime.block_on(serve(socket, app, stopped)))
+            .spawn(move || runtime.block_on(serve(socket, app, limits, stopped)))
             .context("unable to start the HTTP endpoint's thread")?;
         tracing::info!(
             "HTTP endpoint on http://{addr}/ (/healthz, /metrics, /snapshot/<camera>.jpg)"
@@ -241,6 +256,7 @@ impl Drop for Endpoint {
 async fn serve(
     socket: std::net::TcpListener,
     app: Arc<App>,
+    limits: conn::Limits,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(socket) {
@@ -264,20 +280,10 @@ async fn serve(
         .route("/metrics", get(metrics))
         .route("/snapshot/{file}", get(snapshot))
         .with_state(app);
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let stop = async move {
         let _ = stopped.await;
-        let _ = drain_tx.send(());
-    });
-    // graceful: stop accepting at once, give requests in flight 2 s to finish
-    let drained = async {
-        let _ = drain_rx.await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    tokio::select! {
-        r = server => if let Err(e) = r { tracing::error!("the HTTP endpoint stopped: {e}") },
-        _ = drained => {}
-    }
+    conn::serve(listener, router, limits, stop).await;
 }
 
 fn text(code: StatusCode, body: String) -> Response {
