@@ -11,5 +11,6 @@ mod mqtt;
 mod pixels;
 mod rtsp;
 mod segment;
+mod signals;
 mod spawn;
 mod vision;

@@ -236,12 +236,19 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
 pub struct Control {
     pub shutdown: AtomicBool,
     pub reload: AtomicBool,
+    /// False while the daemon starts (models loading, nothing to flush yet): a stop signal then
+    /// exits at once. The signal thread holds the lock while it exits, so the daemon cannot
+    /// start its cameras and publisher under it.
+    pub started: std::sync::Mutex<bool>,
     /// Milliseconds since `started` at the inference thread's last loop.
     pub heartbeat_ms: AtomicU64,
 }
 
 /// Runs the daemon until every source has ended or a stop signal arrives.
 pub fn run(config: Config) -> Result<()> {
+    // signals first: a SIGHUP or SIGTERM while the models load must not kill the daemon
+    let control = Arc::new(Control::default());
+    crate::signals::install(control.clone())?;
     let threads = crate::bench::set_threads(config.inference_threads);
     tracing::info!("inference on {threads} thread(s)");
     let mqtt = config
@@ -257,9 +264,11 @@ pub fn run(config: Config) -> Result<()> {
         .as_ref()
         .map(crate::endpoint::bind)
         .transpose()?;
-    let control = Arc::new(Control::default());
     let started = Instant::now();
-    crate::signals::install(control.clone())?;
+    *control
+        .started
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
 
     let mut capture = vec![];
     for cam in &cameras {
