@@ -16,6 +16,9 @@ use crate::motion::MotionConfig;
 
 const SEE: &str = "see config/promptcam.example.toml";
 
+/// The largest pixel coordinate a region of interest may name (no camera frame is wider).
+const MAX_ROI: u32 = 65535;
+
 // ------------------------------------------------------------------------------------------ raw
 
 #[derive(Deserialize, Default)]
@@ -202,9 +205,17 @@ pub struct HttpConfig {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+    let bytes = std::fs::read(path).with_context(|| {
         format!(
             "unable to read config {}; {SEE} for a starting point",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        anyhow::anyhow!(
+            "unable to read config {} at line {line}, column {col}: the file is not UTF-8 text (byte {at}); save it as UTF-8",
             path.display()
         )
     })?;
@@ -400,14 +411,17 @@ impl Validator<'_> {
                 None => None,
                 Some(r) => {
                     let v = r.get_ref();
-                    if v.len() != 4 || v.iter().any(|x| *x < 0) || v[0] >= v[2] || v[1] >= v[3] {
-                        return self.err(
-                            r.span(),
-                            "cameras.roi",
-                            "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1",
-                        );
+                    let pixel = |x: &i64| u32::try_from(*x).ok().filter(|x| *x <= MAX_ROI);
+                    match v.iter().map(pixel).collect::<Option<Vec<u32>>>().as_deref() {
+                        Some(&[x0, y0, x1, y1]) if x0 < x1 && y0 < y1 => Some([x0, y0, x1, y1]),
+                        _ => {
+                            return self.err(
+                                r.span(),
+                                "cameras.roi",
+                                format!("expected [x0, y0, x1, y1] in pixels (0..={MAX_ROI}) with x0 < x1 and y0 < y1"),
+                            )
+                        }
                     }
-                    Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
                 }
             };
             let owlvit_when = match c.owlvit_when.as_ref().map(|s| s.get_ref().as_str()) {
@@ -760,6 +774,18 @@ negatives = ["an empty driveway"]
             ),
             (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
             (
+                &GOOD.replace("source =", "roi = [0, 0, 4294967396, 100]\nsource ="),
+                &["cameras.roi", "line 7", "0..=65535"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [0, 0, 100]\nsource ="),
+                &["cameras.roi", "line 7"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [10, 0, 10, 100]\nsource ="),
+                &["cameras.roi", "x0 < x1"],
+            ),
+            (
                 &format!("{GOOD}[http]\nmax_connections = 0\n"),
                 &["http.max_connections", "line 14", "1..=65536"],
             ),
@@ -775,6 +801,24 @@ negatives = ["an empty driveway"]
             }
             assert!(e.contains("promptcam.example.toml"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_gets_a_position() {
+        let dir = std::env::temp_dir().join(format!("promptcam-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.toml");
+        let mut bytes = GOOD.replace("Driveway", "Einfahrt").into_bytes();
+        // name = "Einfahr\xeft": a Latin-1 byte, not UTF-8, on line 6, column 16
+        let at = bytes.windows(5).position(|w| w == b"fahrt").unwrap() + 4;
+        bytes.insert(at, 0xef);
+        std::fs::write(&path, bytes).unwrap();
+        let e = format!("{:#}", load(&path).err().expect("should fail"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.contains("line 6, column 16") && e.contains("not UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the recorded reference outputs in `tests/fixtures/`.
 
 mod capture;
+mod check;
 mod daemon;
 mod endpoint;
 mod fetch;
