@@ -10,6 +10,7 @@ mod fixture;
 mod http_limits;
 mod mqtt;
 mod pixels;
+mod redirect;
 mod rtsp;
 mod segment;
 mod signals;
