@@ -813,7 +813,7 @@ negatives = ["an empty driveway"]
         let at = bytes.windows(5).position(|w| w == b"fahrt").unwrap() + 4;
         bytes.insert(at, 0xef);
         std::fs::write(&path, bytes).unwrap();
-        let e = format!("{:#}", load(&path).err().expect("should fail"));
+        let e = format!("{:#}", load(&path).expect_err("should fail"));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             e.contains("line 6, column 16") && e.contains("not UTF-8"),
