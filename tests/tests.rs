@@ -4,10 +4,12 @@
 mod capture;
 mod check;
 mod daemon;
+mod decisions;
 mod endpoint;
 mod fetch;
 mod fixture;
 mod http_limits;
+mod metrics;
 mod mqtt;
 mod pixels;
 mod redirect;
