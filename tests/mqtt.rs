@@ -26,8 +26,8 @@ use crate::fixture::{self, TempDir};
 // ------------------------------------------------------------------------------------ broker
 
 /// A mosquitto process on 127.0.0.1:`port`, with persistence in its directory.
-struct Broker {
-    port: u16,
+pub(crate) struct Broker {
+    pub(crate) port: u16,
     conf: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -39,7 +39,7 @@ fn free_port() -> u16 {
 }
 
 impl Broker {
-    fn start(dir: &Path, extra: &str) -> Broker {
+    pub(crate) fn start(dir: &Path, extra: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let log = dir.join("mosquitto.log");
@@ -60,7 +60,7 @@ impl Broker {
     }
 
     /// Starts (again) on the same port and waits until it accepts connections.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new("/usr/sbin/mosquitto")
             .arg("-c")
@@ -82,7 +82,7 @@ impl Broker {
     }
 
     /// SIGTERM (mosquitto saves its sessions), then waits for the exit.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -118,22 +118,22 @@ impl Drop for Broker {
 // -------------------------------------------------------------------------------- subscriber
 
 #[derive(Clone, Debug)]
-struct Msg {
-    topic: String,
-    payload: String,
+pub(crate) struct Msg {
+    pub(crate) topic: String,
+    pub(crate) payload: String,
     raw: Vec<u8>,
     retain: bool,
 }
 
 /// A rumqttc subscriber on its own thread; re-subscribes on every connect, waits 200 ms between
 /// reconnects, and ends when dropped.
-struct Sub {
+pub(crate) struct Sub {
     client: Client,
     rx: Receiver<Msg>,
 }
 
 impl Sub {
-    fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
+    pub(crate) fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         // snapshots are JPEGs of whole frames: well over rumqttc's 10 KiB default
         opts.set_clean_session(clean)
@@ -183,7 +183,7 @@ impl Sub {
     }
 
     /// Waits for a message matching `f`, skipping the others.
-    fn wait_for(&self, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Option<Msg> {
+    pub(crate) fn wait_for(&self, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Option<Msg> {
         let until = Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -215,7 +215,7 @@ impl Sub {
         out
     }
 
-    fn publish(&self, topic: &str, payload: &str) {
+    pub(crate) fn publish(&self, topic: &str, payload: &str) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .unwrap();
