@@ -31,7 +31,8 @@ pub enum Command {
     Segment(SegmentArgs),
     /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
     Run(ConfigArgs),
-    /// Validate a config file and load its models, opening nothing else; exit 0 when usable.
+    /// Validate a config file, its sources and spool directory, and load its models, connecting
+    /// nowhere; exit 0 when `run` would start with it.
     Check(ConfigArgs),
     /// List V4L2 cameras and the formats and sizes each offers.
     Devices,
