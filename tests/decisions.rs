@@ -94,9 +94,9 @@ fn frames(levels: &Path, dir: &Path, sequence: &str) {
     }
 }
 
-/// Runs a finite replay to its end and returns its events, checking that no frame was dropped
-/// (the expected sequence assumes every frame was analysed).
-fn replay(config: &Path) -> Vec<Value> {
+/// Runs a finite replay to its end and returns its events; with `every_frame`, checks that no
+/// frame was dropped (when the expected events assume every frame was analysed).
+fn replay(config: &Path, every_frame: bool) -> Vec<Value> {
     let mut d = Proc::run(config, None);
     assert_eq!(
         d.wait(Duration::from_secs(90)),
@@ -105,7 +105,7 @@ fn replay(config: &Path) -> Vec<Value> {
         d.log()
     );
     assert!(
-        d.log().contains(" 0 dropped"),
+        !every_frame || d.log().contains(" 0 dropped"),
         "frames were dropped, so the sequence is not the one designed: {}",
         d.log()
     );
@@ -165,7 +165,7 @@ cooldown = 1.125
         ),
     )
     .unwrap();
-    let events = replay(&config);
+    let events = replay(&config, true);
     let got: Vec<(String, f64)> = events
         .iter()
         .map(|e| {
@@ -217,7 +217,7 @@ fn a_region_of_interest_decides_what_a_camera_sees() {
 [[cameras]]
 name = "{name}"
 source = "{dir}"
-fps = 4
+fps = 2
 roi = {roi}
 
 [[cameras.prompts]]
@@ -250,7 +250,8 @@ min_frames = 1
         ),
     )
     .unwrap();
-    let events = replay(&config);
+    // identical frames: any one analysed decides
+    let events = replay(&config, false);
     // the two cameras' frames arrive independently: their events interleave in any order
     let mut starts: Vec<(&str, &str)> = events
         .iter()
