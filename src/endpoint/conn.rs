@@ -337,7 +337,12 @@ async fn connection(
     tokio::pin!(conn);
     let mut graceful = false;
     loop {
-        let deadline = tokio::time::Instant::from_std(activity.last() + idle);
+        // while a request is being answered its time does not count (and the loop never spins)
+        let mut deadline = activity.last() + idle;
+        if activity.is_busy() {
+            deadline = deadline.max(Instant::now() + idle);
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
