@@ -16,6 +16,9 @@ use crate::motion::MotionConfig;
 
 const SEE: &str = "see config/promptcam.example.toml";
 
+/// The largest pixel coordinate a region of interest may name (no camera frame is wider).
+const MAX_ROI: u32 = 65535;
+
 // ------------------------------------------------------------------------------------------ raw
 
 #[derive(Deserialize, Default)]
@@ -40,6 +43,8 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     stale_after: Option<Spanned<f64>>,
+    idle_timeout: Option<Spanned<f64>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,13 +196,26 @@ pub struct HttpConfig {
     /// `/healthz` fails when a running camera made no progress for this long (or three frame
     /// intervals, if longer). Default 30 s.
     pub stale_after: Duration,
+    /// A connection is closed when its request head takes longer than this, when it stays idle
+    /// this long between requests, or when its client stops reading for this long. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
+    pub max_connections: usize,
 }
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+    let bytes = std::fs::read(path).with_context(|| {
         format!(
             "unable to read config {}; {SEE} for a starting point",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        anyhow::anyhow!(
+            "unable to read config {} at line {line}, column {col}: the file is not UTF-8 text (byte {at}); save it as UTF-8",
             path.display()
         )
     })?;
@@ -417,14 +435,17 @@ impl Validator<'_> {
                 None => None,
                 Some(r) => {
                     let v = r.get_ref();
-                    if v.len() != 4 || v.iter().any(|x| *x < 0) || v[0] >= v[2] || v[1] >= v[3] {
-                        return self.err(
-                            r.span(),
-                            "cameras.roi",
-                            "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1",
-                        );
+                    let pixel = |x: &i64| u32::try_from(*x).ok().filter(|x| *x <= MAX_ROI);
+                    match v.iter().map(pixel).collect::<Option<Vec<u32>>>().as_deref() {
+                        Some(&[x0, y0, x1, y1]) if x0 < x1 && y0 < y1 => Some([x0, y0, x1, y1]),
+                        _ => {
+                            return self.err(
+                                r.span(),
+                                "cameras.roi",
+                                format!("expected [x0, y0, x1, y1] in pixels (0..={MAX_ROI}) with x0 < x1 and y0 < y1"),
+                            )
+                        }
                     }
-                    Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
                 }
             };
             let owlvit_when = match c.owlvit_when.as_ref().map(|s| s.get_ref().as_str()) {
@@ -548,9 +569,20 @@ impl Validator<'_> {
             0.5,
             86400.0,
         )?);
+        let idle_timeout = Duration::from_secs_f64(self.float(
+            &h.idle_timeout,
+            "http.idle_timeout",
+            10.0,
+            0.5,
+            3600.0,
+        )?);
+        let max_connections =
+            self.int(&h.max_connections, "http.max_connections", 64, 1, 65536)? as usize;
         Ok(h.enabled.unwrap_or(false).then_some(HttpConfig {
             listen,
             stale_after,
+            idle_timeout,
+            max_connections,
         }))
     }
 
@@ -706,6 +738,10 @@ negatives = ["an empty driveway"]
             (h.listen.to_string(), h.stale_after),
             ("127.0.0.1:9464".to_string(), Duration::from_secs(30))
         );
+        assert_eq!(
+            (h.idle_timeout, h.max_connections),
+            (Duration::from_secs(10), 64)
+        );
     }
 
     #[test]
@@ -761,6 +797,26 @@ negatives = ["an empty driveway"]
                 &["http.stale_after", "line 14"],
             ),
             (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
+            (
+                &GOOD.replace("source =", "roi = [0, 0, 4294967396, 100]\nsource ="),
+                &["cameras.roi", "line 7", "0..=65535"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [0, 0, 100]\nsource ="),
+                &["cameras.roi", "line 7"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [10, 0, 10, 100]\nsource ="),
+                &["cameras.roi", "x0 < x1"],
+            ),
+            (
+                &format!("{GOOD}[http]\nmax_connections = 0\n"),
+                &["http.max_connections", "line 14", "1..=65536"],
+            ),
+            (
+                &format!("{GOOD}[http]\nidle_timeout = 0\n"),
+                &["http.idle_timeout", "line 14"],
+            ),
         ];
         for (text, needles) in cases {
             let e = err(text);
@@ -769,6 +825,24 @@ negatives = ["an empty driveway"]
             }
             assert!(e.contains("promptcam.example.toml"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_gets_a_position() {
+        let dir = std::env::temp_dir().join(format!("promptcam-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.toml");
+        let mut bytes = GOOD.replace("Driveway", "Einfahrt").into_bytes();
+        // name = "Einfahr\xeft": a Latin-1 byte, not UTF-8, on line 6, column 16
+        let at = bytes.windows(5).position(|w| w == b"fahrt").unwrap() + 4;
+        bytes.insert(at, 0xef);
+        std::fs::write(&path, bytes).unwrap();
+        let e = format!("{:#}", load(&path).expect_err("should fail"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.contains("line 6, column 16") && e.contains("not UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1413,6 +1413,12 @@ fn the_daemon_applies_threshold_and_pause_commands() {
         .wait_for(SECS(10), |m| m.topic == threshold)
         .expect("the applied threshold");
     assert_eq!(m.payload, "0.35", "the rejected value must not appear");
+    // -0 is taken as 0, and shown as 0
+    sub.publish(&format!("{threshold}/set"), "-0");
+    let m = sub
+        .wait_for(SECS(10), |m| m.topic == threshold && m.payload != "0.35")
+        .expect("the threshold after -0");
+    assert_eq!(m.payload, "0");
     sub.publish(&format!("{base}/paused/set"), "ON");
     assert!(sub
         .wait_for(SECS(5), |m| m.topic == format!("{base}/paused")
