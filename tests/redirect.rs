@@ -128,7 +128,7 @@ fn credentials_follow_redirects_to_the_same_origin_only() {
 
     // another port, another host name: the credentials stay behind, so the camera says 401
     for (path, seen_by) in [("/other-port.jpg", &other), ("/other-host.jpg", &camera)] {
-        let e = format!("{:#}", source(path).next_frame().err().expect("a 401"));
+        let e = format!("{:#}", source(path).next_frame().expect_err("a 401"));
         assert!(e.contains("401") && !e.contains("hunter2"), "{path}: {e}");
         let last = seen_by.heads().last().cloned().unwrap();
         assert!(
