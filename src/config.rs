@@ -16,6 +16,9 @@ use crate::motion::MotionConfig;
 
 const SEE: &str = "see config/promptcam.example.toml";
 
+/// The largest pixel coordinate a region of interest may name (no camera frame is wider).
+const MAX_ROI: u32 = 65535;
+
 // ------------------------------------------------------------------------------------------ raw
 
 #[derive(Deserialize, Default)]
@@ -42,6 +45,8 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     stale_after: Option<Spanned<f64>>,
+    idle_timeout: Option<Spanned<f64>>,
+    max_connections: Option<Spanned<i64>>,
     token_file: Option<Spanned<String>>,
 }
 
@@ -218,6 +223,11 @@ pub struct HttpConfig {
     /// `/healthz` fails when a running camera made no progress for this long (or three frame
     /// intervals, if longer). Default 30 s.
     pub stale_after: Duration,
+    /// A connection is closed when its request head takes longer than this, when it stays idle
+    /// this long between requests, or when its client stops reading for this long. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
+    pub max_connections: usize,
     /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
     /// page sets); required when `listen` is not a loopback address.
     pub token: Option<crate::mqtt::Secret>,
@@ -225,9 +235,17 @@ pub struct HttpConfig {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+    let bytes = std::fs::read(path).with_context(|| {
         format!(
             "unable to read config {}; {SEE} for a starting point",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        anyhow::anyhow!(
+            "unable to read config {} at line {line}, column {col}: the file is not UTF-8 text (byte {at}); save it as UTF-8",
             path.display()
         )
     })?;
@@ -260,6 +278,30 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
     (line, col)
+}
+
+/// The longest camera or prompt id: ids end up in MQTT topics, Home Assistant unique ids and
+/// event ids, which must stay short whatever the text.
+pub const ID_MAX: usize = 64;
+
+/// A camera's or prompt's id: its [`slug`] when that is non-empty and at most [`ID_MAX`] bytes
+/// (so ASCII ids, and the Home Assistant unique ids built from them, stay what they always
+/// were); a longer slug is cut and gets `_` and 8 hex digits of the text's SHA-256; a text with
+/// nothing ASCII to keep (`猫`, `犬`) gets `id_` and those 8 hex digits, so different texts get
+/// different ids.
+pub fn make_id(text: &str) -> String {
+    use sha2::Digest;
+    let slug = slug(text);
+    if !slug.is_empty() && slug.len() <= ID_MAX {
+        return slug;
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    if slug.is_empty() {
+        return format!("id_{hash}");
+    }
+    let cut = slug[..ID_MAX - hash.len() - 1].trim_end_matches('_');
+    format!("{cut}_{hash}")
 }
 
 /// Lower-case words joined by dashes: a stable id for topics and unique ids.
@@ -403,8 +445,8 @@ impl Validator<'_> {
         let mut cameras: Vec<CameraConfig> = vec![];
         for c in raw.cameras {
             let name = c.name.get_ref().trim().to_string();
-            let id = slug(&name);
-            if id.is_empty() {
+            let id = make_id(&name);
+            if !name.chars().any(char::is_alphanumeric) {
                 return self.err(
                     c.name.span(),
                     "cameras.name",
@@ -423,14 +465,17 @@ impl Validator<'_> {
                 None => None,
                 Some(r) => {
                     let v = r.get_ref();
-                    if v.len() != 4 || v.iter().any(|x| *x < 0) || v[0] >= v[2] || v[1] >= v[3] {
-                        return self.err(
-                            r.span(),
-                            "cameras.roi",
-                            "expected [x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1",
-                        );
+                    let pixel = |x: &i64| u32::try_from(*x).ok().filter(|x| *x <= MAX_ROI);
+                    match v.iter().map(pixel).collect::<Option<Vec<u32>>>().as_deref() {
+                        Some(&[x0, y0, x1, y1]) if x0 < x1 && y0 < y1 => Some([x0, y0, x1, y1]),
+                        _ => {
+                            return self.err(
+                                r.span(),
+                                "cameras.roi",
+                                format!("expected [x0, y0, x1, y1] in pixels (0..={MAX_ROI}) with x0 < x1 and y0 < y1"),
+                            )
+                        }
                     }
-                    Some([v[0] as u32, v[1] as u32, v[2] as u32, v[3] as u32])
                 }
             };
             let owlvit_when = match c.owlvit_when.as_ref().map(|s| s.get_ref().as_str()) {
@@ -586,6 +631,15 @@ impl Validator<'_> {
                 Some(crate::mqtt::Secret::new(token))
             }
         };
+        let idle_timeout = Duration::from_secs_f64(self.float(
+            &h.idle_timeout,
+            "http.idle_timeout",
+            10.0,
+            0.5,
+            3600.0,
+        )?);
+        let max_connections =
+            self.int(&h.max_connections, "http.max_connections", 64, 1, 65536)? as usize;
         let enabled = h.enabled.unwrap_or(false);
         if enabled && token.is_none() && !listen.ip().is_loopback() {
             let span = h.listen.as_ref().map(|s| s.span()).unwrap_or(0..0);
@@ -602,6 +656,8 @@ impl Validator<'_> {
             listen,
             stale_after,
             token,
+            idle_timeout,
+            max_connections,
         }))
     }
 
@@ -750,7 +806,7 @@ impl Validator<'_> {
         };
         Ok(PromptConfig {
             name: p.name.clone().unwrap_or_else(|| text.clone()),
-            id: slug(&text),
+            id: make_id(&text),
             text,
             model,
             negatives: p.negatives.clone(),
@@ -817,6 +873,10 @@ negatives = ["an empty driveway"]
             (h.listen.to_string(), h.stale_after),
             ("127.0.0.1:9464".to_string(), Duration::from_secs(30))
         );
+        assert_eq!(
+            (h.idle_timeout, h.max_connections),
+            (Duration::from_secs(10), 64)
+        );
     }
 
     #[test]
@@ -872,6 +932,26 @@ negatives = ["an empty driveway"]
                 &["http.stale_after", "line 14"],
             ),
             (&format!("{GOOD}[http]\nport = 1\n"), &["port"]),
+            (
+                &GOOD.replace("source =", "roi = [0, 0, 4294967396, 100]\nsource ="),
+                &["cameras.roi", "line 7", "0..=65535"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [0, 0, 100]\nsource ="),
+                &["cameras.roi", "line 7"],
+            ),
+            (
+                &GOOD.replace("source =", "roi = [10, 0, 10, 100]\nsource ="),
+                &["cameras.roi", "x0 < x1"],
+            ),
+            (
+                &format!("{GOOD}[http]\nmax_connections = 0\n"),
+                &["http.max_connections", "line 14", "1..=65536"],
+            ),
+            (
+                &format!("{GOOD}[http]\nidle_timeout = 0\n"),
+                &["http.idle_timeout", "line 14"],
+            ),
         ];
         for (text, needles) in cases {
             let e = err(text);
@@ -883,11 +963,54 @@ negatives = ["an empty driveway"]
     }
 
     #[test]
+    fn a_file_that_is_not_utf8_gets_a_position() {
+        let dir = std::env::temp_dir().join(format!("promptcam-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.toml");
+        let mut bytes = GOOD.replace("Driveway", "Einfahrt").into_bytes();
+        // name = "Einfahr\xeft": a Latin-1 byte, not UTF-8, on line 6, column 16
+        let at = bytes.windows(5).position(|w| w == b"fahrt").unwrap() + 4;
+        bytes.insert(at, 0xef);
+        std::fs::write(&path, bytes).unwrap();
+        let e = format!("{:#}", load(&path).expect_err("should fail"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.contains("line 6, column 16") && e.contains("not UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn slugs_are_stable_ids() {
         assert_eq!(
             slug("A package on the doorstep!"),
             "a_package_on_the_doorstep"
         );
         assert_eq!(slug("  Front Door "), "front_door");
+    }
+
+    #[test]
+    fn ids_are_bounded_never_empty_and_distinct() {
+        // ASCII ids are their slugs, as before
+        assert_eq!(
+            make_id("A package on the doorstep!"),
+            "a_package_on_the_doorstep"
+        );
+        let edge = "x".repeat(ID_MAX);
+        assert_eq!(make_id(&edge), edge);
+        // long texts: cut, with a hash of the whole text
+        let long = "a cat ".repeat(2000);
+        let (a, b) = (make_id(&long), make_id(&format!("{long} dog")));
+        assert!(a.len() <= ID_MAX && b.len() <= ID_MAX, "{a} {b}");
+        assert!(a.starts_with("a_cat_a_cat") && a != b, "{a} {b}");
+        assert_eq!(a, make_id(&long), "stable");
+        assert_eq!(slug(&a), a, "still a slug");
+        // nothing ASCII: a hash id, different per text
+        let (cat, dog) = (make_id("猫"), make_id("犬"));
+        assert!(
+            cat.starts_with("id_") && cat.len() == 11 && cat != dog,
+            "{cat} {dog}"
+        );
+        assert_eq!(make_id("!!!").len(), 11);
     }
 }

@@ -1,5 +1,7 @@
 //! Signals: SIGTERM/SIGINT ask for a graceful stop (finish the frame, flush events); a second one
-//! exits at once. SIGHUP asks for a config reload.
+//! exits at once. SIGHUP asks for a config reload. The handlers are installed before the models
+//! load: a stop signal then exits at once and cleanly (there is nothing to flush yet), and a
+//! SIGHUP is kept for when the daemon runs (the file is read again then).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,10 +20,22 @@ pub fn install(control: Arc<Control>) -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                let started = control
+                    .started
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match sig {
+                    SIGHUP if !*started => {
+                        tracing::info!("SIGHUP while starting: the config is read again once the models are loaded");
+                        control.reload.store(true, Ordering::Relaxed);
+                    }
                     SIGHUP => {
                         tracing::info!("SIGHUP: reloading the config");
                         control.reload.store(true, Ordering::Relaxed);
+                    }
+                    _ if !*started => {
+                        tracing::info!("stop signal while starting (loading the models): exiting");
+                        std::process::exit(0);
                     }
                     _ if control.shutdown.swap(true, Ordering::Relaxed) => {
                         tracing::warn!("second stop signal: exiting now");

@@ -142,11 +142,13 @@ impl CameraStatus {
     }
 
     /// Asks the inference thread to use `threshold` for prompt `prompt_id`; returns false (and
-    /// changes nothing) when the camera has no such prompt or the value is not in 0..=1.
+    /// changes nothing) when the camera has no such prompt or the value is not in 0..=1. `-0`
+    /// is taken as `0`.
     pub fn request_threshold(&self, prompt_id: &str, threshold: f32) -> bool {
         if !(0.0..=1.0).contains(&threshold) {
             return false;
         }
+        let threshold = threshold + 0.0; // -0 is 0 (and is shown as 0)
         let mut live = self.live();
         if !live.prompts.iter().any(|p| p.id == prompt_id) {
             return false;
@@ -259,10 +261,18 @@ mod tests {
         assert!(!c.request_threshold("car", 0.3));
         assert!(c.request_threshold("person", 0.3));
         assert!(c.request_threshold("person", 0.4));
+        assert!(c.request_threshold("person", -0.0));
+        let taken = c.take_threshold_requests();
         assert_eq!(
-            c.take_threshold_requests(),
-            vec![("person".to_string(), 0.3), ("person".to_string(), 0.4)]
+            taken,
+            vec![
+                ("person".to_string(), 0.3),
+                ("person".to_string(), 0.4),
+                ("person".to_string(), 0.0)
+            ]
         );
+        assert!(taken[2].1.is_sign_positive(), "-0 is taken as 0");
+        assert_eq!(format!("{}", taken[2].1), "0");
         assert!(c.take_threshold_requests().is_empty());
     }
 

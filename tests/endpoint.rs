@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::Daemon;
 use crate::fixture::{self, TempDir};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,7 +52,7 @@ fn snapshot_camera(jpeg: Vec<u8>) -> (SocketAddr, Arc<AtomicBool>) {
     (addr, serving)
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -61,7 +61,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// GET: (status, content type, body).
-fn get(agent: &ureq::Agent, url: &str) -> Option<(u16, String, Vec<u8>)> {
+pub(crate) fn get(agent: &ureq::Agent, url: &str) -> Option<(u16, String, Vec<u8>)> {
     let mut r = agent.get(url).call().ok()?;
     let ct = r
         .headers()
@@ -76,7 +76,7 @@ fn get(agent: &ureq::Agent, url: &str) -> Option<(u16, String, Vec<u8>)> {
 /// A strict parser of the Prometheus text format (0.0.4): every line is a `# HELP`, a `# TYPE`
 /// or a sample `name{label="value",...} number`; samples follow their family's TYPE. Returns
 /// (TYPE per family, samples keyed by `name{labels}` with labels sorted).
-fn parse_prometheus(text: &str) -> (BTreeMap<String, String>, BTreeMap<String, f64>) {
+pub(crate) fn parse_prometheus(text: &str) -> (BTreeMap<String, String>, BTreeMap<String, f64>) {
     let (mut types, mut samples) = (BTreeMap::new(), BTreeMap::new());
     let name_ok = |n: &str| {
         !n.is_empty()

@@ -26,20 +26,20 @@ use crate::fixture::{self, TempDir};
 // ------------------------------------------------------------------------------------ broker
 
 /// A mosquitto process on 127.0.0.1:`port`, with persistence in its directory.
-struct Broker {
-    port: u16,
+pub(crate) struct Broker {
+    pub(crate) port: u16,
     conf: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 impl Broker {
-    fn start(dir: &Path, extra: &str) -> Broker {
+    pub(crate) fn start(dir: &Path, extra: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let log = dir.join("mosquitto.log");
@@ -60,7 +60,7 @@ impl Broker {
     }
 
     /// Starts (again) on the same port and waits until it accepts connections.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new("/usr/sbin/mosquitto")
             .arg("-c")
@@ -82,7 +82,7 @@ impl Broker {
     }
 
     /// SIGTERM (mosquitto saves its sessions), then waits for the exit.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -118,22 +118,27 @@ impl Drop for Broker {
 // -------------------------------------------------------------------------------- subscriber
 
 #[derive(Clone, Debug)]
-struct Msg {
-    topic: String,
-    payload: String,
-    raw: Vec<u8>,
-    retain: bool,
+pub(crate) struct Msg {
+    pub(crate) topic: String,
+    pub(crate) payload: String,
+    pub(crate) raw: Vec<u8>,
+    pub(crate) retain: bool,
 }
 
 /// A rumqttc subscriber on its own thread; re-subscribes on every connect, waits 200 ms between
 /// reconnects, and ends when dropped.
-struct Sub {
+pub(crate) struct Sub {
     client: Client,
     rx: Receiver<Msg>,
 }
 
 impl Sub {
-    fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
+    pub(crate) fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
+        Sub::with_qos(port, id, filters, clean, QoS::AtLeastOnce)
+    }
+
+    /// A subscriber whose subscriptions ask for `qos`.
+    pub(crate) fn with_qos(port: u16, id: &str, filters: &[&str], clean: bool, qos: QoS) -> Sub {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         // snapshots are JPEGs of whole frames: well over rumqttc's 10 KiB default
         opts.set_clean_session(clean)
@@ -150,7 +155,7 @@ impl Sub {
                 match ev {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                         for f in &filters {
-                            let _ = c.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                            let _ = c.try_subscribe(f.clone(), qos);
                         }
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
@@ -183,7 +188,7 @@ impl Sub {
     }
 
     /// Waits for a message matching `f`, skipping the others.
-    fn wait_for(&self, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Option<Msg> {
+    pub(crate) fn wait_for(&self, timeout: Duration, f: impl Fn(&Msg) -> bool) -> Option<Msg> {
         let until = Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -196,7 +201,7 @@ impl Sub {
     }
 
     /// Event payloads (parsed) on `topic` until `n` distinct (type, id) have arrived.
-    fn events(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Value> {
+    pub(crate) fn events(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Value> {
         let mut seen = HashSet::new();
         let mut out = vec![];
         while seen.len() < n {
@@ -215,7 +220,7 @@ impl Sub {
         out
     }
 
-    fn publish(&self, topic: &str, payload: &str) {
+    pub(crate) fn publish(&self, topic: &str, payload: &str) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .unwrap();
@@ -255,15 +260,20 @@ negatives = ["the garage door is closed"]
 device_class = "garage_door"
 "#;
 
-fn cameras() -> Vec<CameraConfig> {
+pub(crate) fn cameras() -> Vec<CameraConfig> {
     promptcam::config::parse(CONFIG, Path::new("t.toml"))
         .unwrap()
         .cameras
 }
 
 /// A live status for `cameras()`, as the daemon's `status_of` builds it.
-fn status() -> Status {
-    let cameras = cameras()
+pub(crate) fn status() -> Status {
+    status_of(&cameras())
+}
+
+/// A live status for `cameras`, as the daemon's `status_of` builds it.
+pub(crate) fn status_of(cameras: &[CameraConfig]) -> Status {
+    let cameras = cameras
         .iter()
         .map(|c| {
             let prompts = c
@@ -289,11 +299,11 @@ fn status() -> Status {
     Status { cameras }
 }
 
-fn start(cfg: MqttConfig) -> Publisher {
+pub(crate) fn start(cfg: MqttConfig) -> Publisher {
     Publisher::start(cfg, "garage_pi", &cameras(), status()).unwrap()
 }
 
-fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
+pub(crate) fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
     let text = format!(
         "host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}",
         spool.display()
@@ -305,7 +315,7 @@ fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
     .unwrap()
 }
 
-fn event(kind: EventKind, n: usize) -> Event {
+pub(crate) fn event(kind: EventKind, n: usize) -> Event {
     Event {
         kind,
         camera: "driveway".into(),
@@ -319,7 +329,7 @@ fn event(kind: EventKind, n: usize) -> Event {
     }
 }
 
-fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
     let t = Instant::now();
     while !f() {
         if t.elapsed() > timeout {
@@ -333,8 +343,8 @@ fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
 const AVAIL: &str = "promptcam/garage_pi/availability";
 /// Discovery messages of `cameras()`: 1 + 6 per camera + 4 per prompt.
 const DISCOVERED: usize = 1 + 7 + 2 * 4;
-const EVENTS: &str = "promptcam/garage_pi/events";
-const SECS: fn(u64) -> Duration = Duration::from_secs;
+pub(crate) const EVENTS: &str = "promptcam/garage_pi/events";
+pub(crate) const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 // ------------------------------------------------------------------------------------- tests
 
@@ -717,7 +727,13 @@ fn events_survive_a_broker_outage_and_a_publisher_restart() {
         t.elapsed()
     );
     let publisher = start(mqtt_config(broker.port, &spool, ""));
-    assert_eq!(publisher.stats().spooled, 3, "the spool survives a restart");
+    // the spool survives a restart; and the eight ids started or updated above and never
+    // ended (evt-0..4, evt-6..8) get their `end` (reason `restart`) after them
+    assert_eq!(
+        publisher.stats().spooled,
+        3 + 8,
+        "the spool survives a restart"
+    );
     broker.restart();
     let got = sub.events(EVENTS, 3, SECS(15));
     let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
@@ -1397,6 +1413,12 @@ fn the_daemon_applies_threshold_and_pause_commands() {
         .wait_for(SECS(10), |m| m.topic == threshold)
         .expect("the applied threshold");
     assert_eq!(m.payload, "0.35", "the rejected value must not appear");
+    // -0 is taken as 0, and shown as 0
+    sub.publish(&format!("{threshold}/set"), "-0");
+    let m = sub
+        .wait_for(SECS(10), |m| m.topic == threshold && m.payload != "0.35")
+        .expect("the threshold after -0");
+    assert_eq!(m.payload, "0");
     sub.publish(&format!("{base}/paused/set"), "ON");
     assert!(sub
         .wait_for(SECS(5), |m| m.topic == format!("{base}/paused")

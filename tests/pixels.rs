@@ -1,6 +1,7 @@
 //! Pixel conversions against ffmpeg: raw YUYV / NV12 / YU12 frames that ffmpeg makes from its test
 //! pattern, converted by promptcam and by ffmpeg's swscale to RGB24, must agree within a small
-//! mean error; MJPEG frames decoded by promptcam match ffmpeg's decode of the same JPEG.
+//! mean error, also with their lines padded as a driver's `bytesperline` may; MJPEG frames
+//! decoded by promptcam match ffmpeg's decode of the same JPEG.
 
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +62,28 @@ fn pattern(dir: &Path, pix_fmt: &str) -> (Vec<u8>, Vec<u8>) {
     (std::fs::read(raw).unwrap(), std::fs::read(rgb).unwrap())
 }
 
+/// `raw` with every line of every plane padded to a multiple of 64 bytes (YU12's chroma lines
+/// half as long as its luma ones, as V4L2 lays them out); returns it and its `bytesperline`.
+fn pad_lines(fmt: RawFormat, raw: &[u8]) -> (Vec<u8>, usize) {
+    let (cw, ch) = (W.div_ceil(2), H.div_ceil(2));
+    let line = if fmt == RawFormat::Yuyv { 2 * W } else { W };
+    let stride = (line / 64 + 1) * 64;
+    let planes = match fmt {
+        RawFormat::Yuyv => vec![(line, H, stride)],
+        RawFormat::Nv12 => vec![(W, H, stride), (2 * cw, ch, stride)],
+        RawFormat::Yu12 => vec![(W, H, stride), (cw, ch, stride / 2), (cw, ch, stride / 2)],
+    };
+    let (mut out, mut at) = (vec![], 0);
+    for (len, lines, padded) in planes {
+        for _ in 0..lines {
+            out.extend_from_slice(&raw[at..at + len]);
+            out.resize(out.len() + padded - len, 0x80);
+            at += len;
+        }
+    }
+    (out, stride)
+}
+
 fn mean_abs(a: &[u8], b: &[u8]) -> (f64, u8) {
     assert_eq!(a.len(), b.len());
     let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
@@ -84,7 +107,15 @@ fn raw_yuv_formats_convert_like_ffmpeg() {
         let (raw, want) = pattern(tmp.path(), pix_fmt);
         assert_eq!(raw.len(), fmt.frame_len(W, H), "{pix_fmt} frame size");
         let mut ours = vec![];
-        to_rgb(fmt, &raw, W, H, &mut ours).unwrap();
+        to_rgb(fmt, &raw, W, H, 0, &mut ours).unwrap();
+        // the same frame as a driver padding its lines to 64 bytes delivers it
+        let mut from_padded = vec![];
+        let (padded, stride) = pad_lines(fmt, &raw);
+        to_rgb(fmt, &padded, W, H, stride, &mut from_padded).unwrap();
+        assert!(
+            from_padded == ours,
+            "{pix_fmt}: padded lines convert differently"
+        );
         let (mean, max) = mean_abs(&ours, &want);
         eprintln!("{pix_fmt}: mean abs error {mean:.3}, max {max}");
         // ffmpeg interpolates chroma between samples where we take the co-sited one: edges of

@@ -2,15 +2,24 @@
 //! the recorded reference outputs in `tests/fixtures/`.
 
 mod capture;
+mod check;
 mod daemon;
+mod decisions;
 mod endpoint;
 mod fetch;
 mod fixture;
 mod history;
+mod http_limits;
+mod metrics;
 mod mqtt;
+mod mqtt_delivery;
+mod mqtt_hostile;
 mod pixels;
+mod redirect;
 mod rtsp;
 mod segment;
+mod signals;
+mod spawn;
 mod vision;
 mod web;
 mod webdriver;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+pub mod check;
 pub mod search;
 pub mod segment;
 pub mod vision;
@@ -31,7 +32,8 @@ pub enum Command {
     Segment(SegmentArgs),
     /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
     Run(ConfigArgs),
-    /// Validate a config file and load its models, opening nothing else; exit 0 when usable.
+    /// Validate a config file, its sources and spool directory, and load its models, connecting
+    /// nowhere; exit 0 when `run` would start with it.
     Check(ConfigArgs),
     /// List V4L2 cameras and the formats and sizes each offers.
     Devices,
@@ -187,7 +189,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detect(a) => vision::detect(a),
         Command::Segment(a) => segment::segment(a),
         Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
-        Command::Check(a) => check(&a.config),
+        Command::Check(a) => check::check(&a.config),
         Command::Devices => {
             let lines = crate::source::v4l2::list_devices();
             if lines.is_empty() {
@@ -262,56 +264,6 @@ fn probe(a: ProbeArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     if got > 1 {
         println!("{got} frames in {secs:.2} s: {:.1} fps", got as f64 / secs);
-    }
-    Ok(())
-}
-
-fn check(path: &std::path::Path) -> Result<()> {
-    let config = crate::config::load(path)?;
-    let cameras = crate::daemon::prepare(&config)?;
-    println!("{}: valid", path.display());
-    for m in [
-        ("clip", &config.clip),
-        ("owlvit", &config.owlvit),
-        ("clipseg", &config.clipseg),
-    ] {
-        if let (name, Some(mc)) = m {
-            let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.ends_with(".onnx"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            println!(
-                "  model {name}: {} ({:?}) present and loads; onnx/: {}",
-                mc.dir.display(),
-                mc.precision,
-                files.join(", ")
-            );
-        }
-    }
-    for cam in &cameras {
-        let c = &cam.config;
-        println!(
-            "  camera {} ({}): {} prompt(s), source {}",
-            c.id,
-            c.name,
-            c.prompts.len(),
-            crate::source::redact(&c.source)
-        );
-    }
-    match &config.mqtt {
-        None => println!("  no [mqtt] table: events go to stdout as JSON lines"),
-        Some(raw) => {
-            let m = crate::mqtt::parse_config(raw, &config.path)?;
-            println!(
-                "  mqtt: broker {}:{} (not contacted by check)",
-                m.host, m.port
-            );
-        }
     }
     Ok(())
 }

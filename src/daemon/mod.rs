@@ -42,6 +42,9 @@ struct PromptState {
     config: PromptConfig,
     decider: Decider,
     open: Option<OpenEvent>,
+    /// How far `off` sits below `on` in the config file: kept when a command moves `on`, even
+    /// through a threshold of 0 (where `off` is clamped to 0 and the gap would otherwise be lost).
+    gap: f32,
 }
 
 /// One camera as the inference thread sees it.
@@ -227,6 +230,7 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
             config: p.clone(),
             decider: Decider::new(p.decide.clone()),
             open: None,
+            gap: configured_gap(&p.decide),
         })
         .collect();
     Ok((clip, owl, prompts))
@@ -237,12 +241,19 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
 pub struct Control {
     pub shutdown: AtomicBool,
     pub reload: AtomicBool,
+    /// False while the daemon starts (models loading, nothing to flush yet): a stop signal then
+    /// exits at once. The signal thread holds the lock while it exits, so the daemon cannot
+    /// start its cameras and publisher under it.
+    pub started: std::sync::Mutex<bool>,
     /// Milliseconds since `started` at the inference thread's last loop.
     pub heartbeat_ms: AtomicU64,
 }
 
 /// Runs the daemon until every source has ended or a stop signal arrives.
 pub fn run(config: Config) -> Result<()> {
+    // signals first: a SIGHUP or SIGTERM while the models load must not kill the daemon
+    let control = Arc::new(Control::default());
+    crate::signals::install(control.clone())?;
     let threads = crate::bench::set_threads(config.inference_threads);
     tracing::info!("inference on {threads} thread(s)");
     let mqtt = config
@@ -258,9 +269,11 @@ pub fn run(config: Config) -> Result<()> {
         .as_ref()
         .map(crate::endpoint::bind)
         .transpose()?;
-    let control = Arc::new(Control::default());
     let started = Instant::now();
-    crate::signals::install(control.clone())?;
+    *control
+        .started
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
 
     let mut capture = vec![];
     for cam in &cameras {
@@ -536,8 +549,20 @@ fn inference_loop(
     }
 }
 
+/// The hysteresis a prompt's config file asks for: `threshold - off_threshold`.
+fn configured_gap(d: &crate::decide::DecideConfig) -> f32 {
+    (d.threshold - d.off_threshold).max(0.0)
+}
+
+/// The `(on, off)` thresholds for a new `on`: `off` keeps the configured `gap` below it, never
+/// below zero; `-0` is `0`.
+fn retarget(on: f32, gap: f32) -> (f32, f32) {
+    let on = on + 0.0; // -0 + 0 is +0
+    (on, (on - gap).max(0.0))
+}
+
 /// MQTT `number` commands: new `on` thresholds, applied between frames. The `off` threshold
-/// keeps its distance below `on` (hysteresis) and never goes below zero.
+/// keeps the configured distance below `on` (hysteresis) and never goes below zero.
 fn apply_threshold_requests(cam: &mut Camera) {
     let requests = cam.status.take_threshold_requests();
     if requests.is_empty() {
@@ -547,8 +572,7 @@ fn apply_threshold_requests(cam: &mut Camera) {
         let Some(p) = cam.prompts.iter_mut().find(|p| p.config.id == id) else {
             continue;
         };
-        let gap = p.config.decide.threshold - p.config.decide.off_threshold;
-        let off = (threshold - gap.max(0.0)).max(0.0);
+        let (threshold, off) = retarget(threshold, p.gap);
         p.decider.set_thresholds(threshold, off);
         (p.config.decide.threshold, p.config.decide.off_threshold) = (threshold, off);
         tracing::info!(

@@ -166,6 +166,7 @@ pub(super) fn reload(cameras: &mut [Camera], path: &std::path::Path, reloads: &m
                     .set_thresholds(np.decide.threshold, np.decide.off_threshold);
                 p.config.decide.threshold = np.decide.threshold;
                 p.config.decide.off_threshold = np.decide.off_threshold;
+                p.gap = super::configured_gap(&np.decide);
                 changed += 1;
             }
         }
@@ -328,6 +329,53 @@ mod tests {
         assert!(std::mem::take(&mut reloads.queued));
         reload(&mut cameras, &file.0, &mut reloads);
         assert!(reloads.in_flight.is_none());
+    }
+
+    #[test]
+    fn threshold_commands_keep_the_configured_hysteresis_through_zero() {
+        let file = ConfigFile::new("reload-gap");
+        file.write("a rocket on the launch pad");
+        let text = std::fs::read_to_string(&file.0)
+            .expect("the config")
+            .replace(
+                "threshold = 0.6\n",
+                "threshold = 0.6\noff_threshold = 0.4\n",
+            );
+        std::fs::write(&file.0, &text).expect("a writable config file");
+        let mut cameras = prepare(&crate::config::load(&file.0).expect("a valid config"))
+            .expect("the tiny models");
+        let id = "a_rocket_on_the_launch_pad";
+        let set = |cameras: &mut [Camera], value: f32| {
+            assert!(cameras[0].status.request_threshold(id, value));
+            apply_threshold_requests(&mut cameras[0]);
+            let d = cameras[0].prompts[0].decider.config();
+            let shown = format!("{}", cameras[0].prompts[0].config.decide.threshold);
+            (d.threshold, d.off_threshold, shown)
+        };
+        let near = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        // -0 is 0, shown as "0"; off cannot go below 0
+        let (on, off, shown) = set(&mut cameras, -0.0);
+        assert!(
+            on == 0.0 && on.is_sign_positive() && off == 0.0,
+            "{on} {off}"
+        );
+        assert_eq!(shown, "0");
+        // back up to 0.3: off sits the configured 0.2 below it again
+        let (on, off, _) = set(&mut cameras, 0.3);
+        assert!(near(on, 0.3) && near(off, 0.1), "{on} {off}");
+        let (on, off, _) = set(&mut cameras, 0.0);
+        assert!(on == 0.0 && off == 0.0, "{on} {off}");
+        let (on, off, _) = set(&mut cameras, 0.9);
+        assert!(near(on, 0.9) && near(off, 0.7), "{on} {off}");
+        // a reload takes the file's gap (and thresholds)
+        std::fs::write(
+            &file.0,
+            text.replace("off_threshold = 0.4", "off_threshold = 0.5"),
+        )
+        .expect("a writable config file");
+        reload(&mut cameras, &file.0, &mut Reloads::new());
+        let (on, off, _) = set(&mut cameras, 0.3);
+        assert!(near(on, 0.3) && near(off, 0.2), "{on} {off}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Live: the retained topics that mirror the daemon's live [`Status`] — per camera whether
 //! detection is paused, whether its stream delivers frames, its diagnostics JSON, and per prompt
-//! the threshold in force. The worker refreshes them about every second (diagnostics every
-//! `diagnostics_interval`) and sends what changed; after a (re)connect or Home Assistant's birth
-//! everything is sent again. Owned by the worker thread: no locks here.
+//! the threshold in force — and each prompt's state and score as events leave them. The worker
+//! refreshes them about every second (diagnostics every `diagnostics_interval`) and sends what
+//! changed (latest wins: a topic whose payload did not change is not sent again); after a
+//! (re)connect or Home Assistant's birth everything is sent again. Owned by the worker thread: no
+//! locks here.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -97,7 +99,8 @@ impl Live {
         &self.status
     }
 
-    fn set(&mut self, topic: String, payload: Vec<u8>) {
+    /// Records a topic's payload; it is to be sent only if it differs from the last one.
+    pub fn set(&mut self, topic: String, payload: Vec<u8>) {
         match self.retained.get_mut(&topic) {
             Some((p, _)) if *p == payload => {}
             Some(v) => *v = (payload, true),
@@ -180,12 +183,21 @@ impl Live {
     }
 
     /// The topics and payloads still to send, in topic order.
+    #[cfg(test)]
     pub fn pending(&self) -> Vec<(String, Vec<u8>)> {
         self.retained
             .iter()
             .filter(|(_, v)| v.1)
             .map(|(t, v)| (t.clone(), v.0.clone()))
             .collect()
+    }
+
+    /// The first topic (in topic order) still to send, and its payload.
+    pub fn next_pending(&self) -> Option<(String, Vec<u8>)> {
+        self.retained
+            .iter()
+            .find(|(_, v)| v.1)
+            .map(|(t, v)| (t.clone(), v.0.clone()))
     }
 
     /// Marks a topic sent.

@@ -15,30 +15,30 @@
 //! - `<prefix>/<device_id>/<camera>/diagnostics`: JSON counters every `diagnostics_interval`;
 //! - `<discovery_prefix>/<component>/<unique_id>/config`: retained discovery.
 //!
-//! Commands (`.../set`) are checked in `commands`, TLS settings become a rustls config in `tls`.
+//! Commands (`.../set`) are checked in `commands`, TLS settings become a rustls config in `tls`;
+//! the `Publisher` handle is in `publisher`, what its threads share in `shared`, the in-flight
+//! bookkeeping in `window`, the record of open events in `open`.
 
 mod commands;
 pub mod discovery;
 mod live;
 mod net;
+mod open;
+mod publisher;
+mod pump;
+mod shared;
 pub mod spool;
 mod tls;
+mod window;
 mod worker;
 
+pub use publisher::{Publisher, Stats, StatsHandle};
 pub use tls::TlsConfig;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-
-use crate::config::CameraConfig;
-use crate::event::Event;
-use crate::status::Status;
+use anyhow::{bail, Result};
 
 const SEE: &str = "see config/promptcam.example.toml";
 /// Environment variable read for the broker password when the config names none.
@@ -247,185 +247,6 @@ pub fn parse_config(raw: &toml::Value, config_path: &Path) -> Result<MqttConfig>
         tls,
         diagnostics_interval,
     })
-}
-
-/// A snapshot of the publisher's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub connected: bool,
-    /// Connection attempts since start (the first one included).
-    pub connection_attempts: u64,
-    /// Successful connections since start.
-    pub connections: u64,
-    /// Events spooled and not yet acknowledged by the broker.
-    pub spooled: usize,
-    /// Events dropped because the spool was full.
-    pub dropped: u64,
-    /// Times discovery was (re-)sent.
-    pub announcements: u64,
-    /// Commands (pause, threshold) accepted and applied.
-    pub commands_applied: u64,
-    /// Commands rejected (malformed, out of range, unknown camera or prompt).
-    pub commands_rejected: u64,
-}
-
-/// The publisher's counters, readable from any thread while the publisher runs.
-#[derive(Clone)]
-pub struct StatsHandle(Arc<worker::Shared>);
-
-impl StatsHandle {
-    pub fn stats(&self) -> Stats {
-        let mut s = self
-            .0
-            .status
-            .lock()
-            .map(|s| s.stats.clone())
-            .unwrap_or_default();
-        if let Ok(spool) = self.0.spool.lock() {
-            (s.spooled, s.dropped) = (spool.len(), spool.dropped());
-        }
-        s
-    }
-}
-
-/// Publishes events, states and discovery to an MQTT broker from two background threads (the
-/// rumqttc connection and the worker that owns the spool).
-pub struct Publisher {
-    shared: Arc<worker::Shared>,
-    topics: discovery::Topics,
-    tx: SyncSender<worker::Msg>,
-    worker: Option<JoinHandle<()>>,
-    net: Option<JoinHandle<()>>,
-}
-
-impl Publisher {
-    /// Opens the spool and starts connecting in the background (never blocks on the broker).
-    /// Reconnects back off exponentially with jitter (1 s doubling to 30 s). The last will is
-    /// `offline`, retained, on `<prefix>/<device_id>/availability`; after each connect the
-    /// publisher sends discovery for every camera and prompt, then `online`, then the states.
-    /// `status` is the daemon's live view: commands steer it (pause, thresholds) and the
-    /// retained pause, threshold, stream and diagnostics topics mirror it.
-    pub fn start(
-        cfg: MqttConfig,
-        device_id: &str,
-        cameras: &[CameraConfig],
-        status: Status,
-    ) -> Result<Publisher> {
-        let spool = spool::Spool::open(&cfg.spool_dir, cfg.spool_max_events)?;
-        let topics = discovery::Topics {
-            prefix: cfg.topic_prefix.clone(),
-            device_id: device_id.to_string(),
-            discovery_prefix: cfg.discovery_prefix.clone(),
-        };
-        let (tx, rx) = sync_channel(1024);
-        let shared = Arc::new(worker::Shared::new(spool, cameras));
-        let (worker, net) = worker::spawn(
-            cfg,
-            device_id,
-            cameras,
-            status,
-            shared.clone(),
-            tx.clone(),
-            rx,
-        )
-        .context("unable to start the MQTT threads")?;
-        Ok(Publisher {
-            shared,
-            topics,
-            tx,
-            worker: Some(worker),
-            net: Some(net),
-        })
-    }
-
-    /// Spools one event (written to disk before this returns) and updates its prompt's state;
-    /// the worker delivers it in order once the broker is reachable.
-    pub fn publish(&self, event: &Event) -> Result<()> {
-        let payload = serde_json::to_string(event)
-            .with_context(|| format!("unable to serialize event {}", event.id))?;
-        {
-            let mut spool = self
-                .shared
-                .spool
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the MQTT worker panicked; restart the daemon"))?;
-            spool.push(payload)?;
-        }
-        self.shared.set_state(event);
-        self.shared
-            .push_camera_event(self.topics.camera_event(&event.camera), event);
-        // a full channel already holds a wake-up for the worker
-        let _ = self.tx.try_send(worker::Msg::Wake);
-        Ok(())
-    }
-
-    /// Publishes the annotated JPEG of a prompt's event, retained on
-    /// `<prefix>/<device_id>/<camera>/<prompt>/snapshot` (latest wins, not spooled).
-    pub fn publish_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
-        self.shared.set_snapshot(camera, prompt, jpeg);
-        let _ = self.tx.try_send(worker::Msg::Wake);
-    }
-
-    /// Why the publisher is not connected now (secrets never appear here), if it is not.
-    pub fn last_error(&self) -> Option<String> {
-        self.shared
-            .status
-            .lock()
-            .ok()
-            .and_then(|s| s.last_error.clone())
-    }
-
-    pub fn stats(&self) -> Stats {
-        let mut s = self
-            .shared
-            .status
-            .lock()
-            .map(|s| s.stats.clone())
-            .unwrap_or_default();
-        if let Ok(spool) = self.shared.spool.lock() {
-            s.spooled = spool.len();
-            s.dropped = spool.dropped();
-        }
-        s
-    }
-
-    /// A clonable handle on [`Publisher::stats`] for other threads (the HTTP endpoint's `/metrics`).
-    pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle(self.shared.clone())
-    }
-
-    /// Graceful stop: flushes what it can, publishes `offline` retained (brokers send no will on
-    /// a clean disconnect) and disconnects, all within about 3 s.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(worker::Msg::Stop);
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-        if let Some(n) = self.net.take() {
-            // the connection thread ends once the worker's client is gone, or after at most one
-            // connect timeout when it was connecting: do not wait for that
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while !n.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if n.is_finished() {
-                let _ = n.join();
-            }
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        if self.worker.is_some() {
-            self.shutdown();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 //! Net: the `mqtt-net` thread behind a [`super::Publisher`]. It polls the rumqttc connection and
 //! forwards what happens to the worker; after a failure it waits a capped exponential backoff with
 //! jitter before polling (= reconnecting) again, since rumqttc alone retries at once, and keeps a
-//! clear, secret-free reason for `Publisher::last_error`.
+//! clear, secret-free reason for `Publisher::last_error`. Before every (re)connect it gives
+//! rumqttc a fresh session state: nothing of a dead connection (queued requests, buffered
+//! acknowledgements and packet-id reports, a pending collision) may reach the next one, where
+//! the worker would match it to the wrong message. A packet from the broker over the incoming
+//! limit (a large, perhaps retained, payload on a command topic) raises the limit to its size
+//! for the following connections, so it is read and refused once instead of dropping every
+//! connection.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
@@ -9,13 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
-    ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, Outgoing, Packet,
+    ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, MqttState, Outgoing,
+    Packet, StateError,
 };
 
-use super::worker::{Msg, Shared};
+use super::shared::Shared;
+use super::worker::{Msg, INFLIGHT, OUTGOING_MAX};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The largest packet MQTT can express (its remaining length is at most 268 435 455 bytes).
+const MQTT_MAX: usize = 268_435_455 + 5;
 
 /// A small xorshift generator for jitter (no cryptographic use).
 pub struct Rng(u64);
@@ -58,6 +68,7 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
     let mut rng = Rng::new();
     let mut backoff = BACKOFF_MIN;
     let mut up = false;
+    let mut epoch = 0;
     let mut last_logged = String::new();
     loop {
         if !up {
@@ -65,9 +76,12 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
                 break;
             }
             // requests queued for the dead link would be matched to the wrong acks: drop them
-            // (events stay in the spool and are resent; states are resent on connect)
+            // (events stay in the spool and are resent; states are resent on connect), and
+            // start from a fresh state: `clean` keeps buffered events, a pending collision and
+            // the packet-id counter, which the next connection must not see
             conn.eventloop.clean();
             conn.eventloop.pending.clear();
+            conn.eventloop.state = MqttState::new(INFLIGHT, false);
             shared.status(|s| s.stats.connection_attempts += 1);
         }
         let r = match conn.recv() {
@@ -78,12 +92,13 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 up = true;
                 backoff = BACKOFF_MIN;
+                epoch += 1;
                 if let Ok(mut l) = shared.link.lock() {
-                    *l = true;
+                    (l.up, l.epoch) = (true, epoch);
                 }
                 tracing::info!("connected to the MQTT broker {broker}");
                 last_logged.clear();
-                if tx.send(Msg::Up).is_err() {
+                if tx.send(Msg::Up(epoch)).is_err() {
                     break;
                 }
             }
@@ -96,7 +111,18 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
             Err(e) => {
                 up = false;
                 if let Ok(mut l) = shared.link.lock() {
-                    *l = false;
+                    l.up = false;
+                }
+                if let Some(size) = oversized(&e) {
+                    let limit = conn.eventloop.mqtt_options.max_packet_size();
+                    if size > limit && size <= MQTT_MAX {
+                        tracing::warn!(
+                            "the MQTT broker {broker} sent a packet of {size} bytes, over the {limit}-byte limit: reading it on the next connection to refuse it (a large payload on a command topic? if it is retained, clear it with `mosquitto_pub -r -n -t TOPIC`)"
+                        );
+                        conn.eventloop
+                            .mqtt_options
+                            .set_max_packet_size(size, OUTGOING_MAX);
+                    }
                 }
                 let msg = explain(&e, &broker);
                 let delay = backoff.mul_f64(0.5 + 0.5 * rng.unit());
@@ -121,6 +147,16 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
         }
     }
     if let Ok(mut l) = shared.link.lock() {
-        *l = false;
+        l.up = false;
+    }
+}
+
+/// The size of an incoming packet that was over the limit, if that is what failed.
+fn oversized(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(size + 5),
+        _ => None,
     }
 }

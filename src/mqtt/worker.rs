@@ -1,15 +1,15 @@
 //! Worker: the two threads behind a [`super::Publisher`]. `mqtt-net` (in `net`) polls the rumqttc
 //! connection (reconnecting with capped exponential backoff and jitter, since rumqttc alone
-//! retries at once) and forwards what happens; `mqtt` owns the client and sends discovery, availability, states
-//! and spooled events, matching each PUBACK to its spool entry so that an event leaves the spool
-//! only once the broker has it. It also applies commands (`commands`) and keeps the retained
-//! topics that mirror the live status (`live`) current. Both watch the shutdown flag; every
-//! wait has a timeout.
+//! retries at once) and forwards what happens; `mqtt` owns the client and sends discovery,
+//! availability, states and spooled events (`pump`), matching each PUBACK to its spool entry
+//! through the in-flight `window` so that an event leaves the spool only once the broker has it.
+//! It also applies commands (`commands`) and keeps the retained topics that mirror the live
+//! status and the prompts' states (`live`) current. Both watch the shutdown flag; every wait has
+//! a timeout.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,29 +19,37 @@ use rumqttc::{
 };
 
 use super::commands;
-use super::discovery::{self, Topics, OFF, OFFLINE, ON, ONLINE};
+use super::discovery::{self, Topics, OFFLINE, ONLINE};
 use super::live::Live;
-use super::spool::Spool;
-use super::{MqttConfig, Stats};
+use super::shared::Shared;
+use super::window::{Tag, Window};
+use super::MqttConfig;
 use crate::config::CameraConfig;
-use crate::event::{Event, EventKind};
 
-/// QoS-1 publishes sent and not yet acknowledged, at most: well under rumqttc's `inflight` so
-/// that its packet ids never collide and PUBACKs map back to our messages.
+/// QoS-1 publishes in flight at most: well under rumqttc's `inflight` (whose packet ids cycle
+/// through 1..=INFLIGHT), so that its packet ids never collide and PUBACKs map back to ours.
 const WINDOW: usize = 50;
-const INFLIGHT: u16 = 100;
+/// Of those, at most this many that are not events (discovery, states, snapshots...).
+const WINDOW_OTHERS: usize = 16;
+pub(super) const INFLIGHT: u16 = 100;
+/// The largest packet the broker may send before `net` raises the limit for the next
+/// connection: commands are a few bytes, but a mistaken (even retained) large payload on a
+/// command topic must be read and refused, not drop the connection.
+pub(super) const INCOMING_MAX: usize = 8 << 20;
+/// The largest packet handed to rumqttc (a snapshot JPEG of a large frame fits); anything larger
+/// is set aside by the worker rather than breaking the connection on every attempt.
+pub(super) const OUTGOING_MAX: usize = 16 << 20;
 const CONNECT_TIMEOUT_S: u64 = 3;
 const STOP_FLUSH: Duration = Duration::from_millis(2500);
 const STOP_TOTAL: Duration = Duration::from_secs(3);
-/// How often pause, stream and threshold states are compared with the live status.
+/// How often pause, stream and threshold states are compared with the live status (and held
+/// events retried on the spool).
 const REFRESH: Duration = Duration::from_secs(1);
-/// Messages for Home Assistant's event entities kept while they cannot be sent (oldest dropped).
-const CAMERA_EVENTS_MAX: usize = 256;
 
 /// What the worker thread is told.
 pub enum Msg {
-    /// The connection thread connected.
-    Up,
+    /// The connection thread connected: the new connection's epoch.
+    Up(u64),
     /// The connection thread lost (or failed to make) the connection: the reason.
     Down(String),
     /// Something happened on the connection.
@@ -49,121 +57,6 @@ pub enum Msg {
     /// New events or states to send.
     Wake,
     Stop,
-}
-
-#[derive(Default)]
-pub struct Status {
-    pub last_error: Option<String>,
-    pub stats: Stats,
-}
-
-#[derive(Clone, Copy)]
-struct PromptState {
-    on: bool,
-    score: Option<f32>,
-    dirty: bool,
-}
-
-/// (camera id, prompt id).
-/// A prompt's latest JPEG and whether it still has to be sent.
-type Snapshot = (Arc<Vec<u8>>, bool);
-
-/// State shared by the publisher handle and its threads.
-pub struct Shared {
-    pub spool: Mutex<Spool>,
-    pub status: Mutex<Status>,
-    pub shutdown: AtomicBool,
-    /// Whether the connection is up; the worker sends only while holding it true, so nothing
-    /// it sends can slip into a connection it has not seen come up.
-    pub(super) link: Mutex<bool>,
-    states: Mutex<BTreeMap<(String, String), PromptState>>,
-    /// The latest snapshot per prompt, and per camera (prompt `None`: its last detection),
-    /// and whether it still has to be sent (latest wins).
-    snapshots: Mutex<BTreeMap<(String, Option<String>), Snapshot>>,
-    /// `{"event_type": ...}` messages for the cameras' event entities: live only, so dropped
-    /// while disconnected (the spooled events topic is the lossless record).
-    camera_events: Mutex<VecDeque<(String, Vec<u8>)>>,
-}
-
-impl Shared {
-    pub fn new(spool: Spool, cameras: &[CameraConfig]) -> Shared {
-        let mut states = BTreeMap::new();
-        for c in cameras {
-            for p in &c.prompts {
-                states.insert(
-                    (c.id.clone(), p.id.clone()),
-                    PromptState {
-                        on: false,
-                        score: None,
-                        dirty: true,
-                    },
-                );
-            }
-        }
-        Shared {
-            spool: Mutex::new(spool),
-            status: Mutex::new(Status::default()),
-            shutdown: AtomicBool::new(false),
-            link: Mutex::new(false),
-            states: Mutex::new(states),
-            snapshots: Mutex::new(BTreeMap::new()),
-            camera_events: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// Queues an event for its camera's Home Assistant event entity (`type` becomes `event_type`).
-    pub fn push_camera_event(&self, topic: String, e: &Event) {
-        let mut v = match serde_json::to_value(e) {
-            Ok(v) => v,
-            Err(err) => return tracing::warn!("unable to serialize event {}: {err}", e.id),
-        };
-        if let Some(obj) = v.as_object_mut() {
-            if let Some(t) = obj.remove("type") {
-                obj.insert("event_type".into(), t);
-            }
-        }
-        let connected = self.link.lock().map(|l| *l).unwrap_or(false);
-        if let (true, Ok(mut q)) = (connected, self.camera_events.lock()) {
-            if q.len() >= CAMERA_EVENTS_MAX {
-                q.pop_front();
-            }
-            q.push_back((topic, v.to_string().into_bytes()));
-        }
-    }
-
-    /// Records a prompt's latest snapshot, which is also its camera's last detection; both are
-    /// sent retained, and only the newest of each is kept.
-    pub fn set_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
-        if let Ok(mut s) = self.snapshots.lock() {
-            s.insert(
-                (camera.to_string(), Some(prompt.to_string())),
-                (jpeg.clone(), true),
-            );
-            s.insert((camera.to_string(), None), (jpeg, true));
-        }
-    }
-
-    /// Records an event's prompt state (latest wins).
-    pub fn set_state(&self, e: &Event) {
-        if let Ok(mut states) = self.states.lock() {
-            let s = states
-                .entry((e.camera.clone(), e.prompt.clone()))
-                .or_insert(PromptState {
-                    on: false,
-                    score: None,
-                    dirty: true,
-                });
-            s.on = e.kind != EventKind::End;
-            s.score = Some(e.score);
-            s.dirty = true;
-        }
-    }
-
-    pub(super) fn status(&self, f: impl FnOnce(&mut Status)) {
-        if let Ok(mut s) = self.status.lock() {
-            f(&mut s);
-        }
-    }
 }
 
 /// Starts the connection and worker threads.
@@ -190,7 +83,7 @@ pub fn spawn(
         // our spool, not the broker session, carries unacknowledged events across reconnects
         .set_clean_session(true)
         .set_inflight(INFLIGHT)
-        .set_max_packet_size(256 * 1024, 8 * 1024 * 1024)
+        .set_max_packet_size(INCOMING_MAX, OUTGOING_MAX)
         .set_last_will(LastWill::new(
             topics.availability(),
             OFFLINE,
@@ -234,10 +127,9 @@ pub fn spawn(
         topics,
         discovery,
         connected: false,
+        epoch: 0,
         control: VecDeque::new(),
-        sent: VecDeque::new(),
-        inflight: HashMap::new(),
-        window: 0,
+        window: Window::new(WINDOW, WINDOW_OTHERS),
         cursor: 0,
         reannounce_at: None,
         rng: super::net::Rng::new(),
@@ -249,27 +141,25 @@ pub fn spawn(
     Ok((worker, net))
 }
 
-struct Worker {
-    shared: Arc<Shared>,
-    client: Client,
+pub(super) struct Worker {
+    pub(super) shared: Arc<Shared>,
+    pub(super) client: Client,
     rx: Receiver<Msg>,
-    topics: Topics,
+    pub(super) topics: Topics,
     discovery: Vec<discovery::Message>,
     /// Whether this thread has seen the connection come up (and not go down since).
-    connected: bool,
+    pub(super) connected: bool,
+    /// The epoch of the connection this thread saw come up.
+    pub(super) epoch: u64,
     /// Discovery and availability messages still to send on this connection.
-    control: VecDeque<(String, Vec<u8>)>,
-    /// Publishes handed to rumqttc, waiting for their packet id: the spool entry, if an event.
-    sent: VecDeque<Option<u64>>,
-    /// Packet id -> spool entry (if an event) of publishes waiting for their PUBACK.
-    inflight: HashMap<u16, Option<u64>>,
-    window: usize,
+    pub(super) control: VecDeque<(String, Vec<u8>)>,
+    pub(super) window: Window,
     /// Next spool sequence number to send on this connection.
-    cursor: u64,
+    pub(super) cursor: u64,
     reannounce_at: Option<Instant>,
     rng: super::net::Rng,
-    /// The retained topics that mirror the live status, and the controls' targets.
-    live: Live,
+    /// The retained topics that mirror the live status and the prompts' states.
+    pub(super) live: Live,
     next_refresh: Instant,
     next_diagnostics: Instant,
     diagnostics_interval: Duration,
@@ -308,6 +198,9 @@ impl Worker {
                 if diagnostics {
                     self.next_diagnostics = now + self.diagnostics_interval;
                 }
+                if let Ok(mut spool) = self.shared.spool.lock() {
+                    spool.retry();
+                }
             }
             self.pump(true);
         }
@@ -316,9 +209,10 @@ impl Worker {
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Up => {
+            Msg::Up(epoch) => {
                 self.connected = true;
-                self.reset();
+                self.epoch = epoch;
+                self.window.reset();
                 self.cursor = self.shared.spool.lock().map(|s| s.first_seq()).unwrap_or(0);
                 self.shared.status(|s| {
                     s.last_error = None;
@@ -342,7 +236,8 @@ impl Worker {
             }
             Msg::Down(why) => {
                 self.connected = false;
-                self.reset();
+                self.window.reset();
+                self.control.clear();
                 if let Ok(mut q) = self.shared.camera_events.lock() {
                     q.clear();
                 }
@@ -351,17 +246,13 @@ impl Worker {
                     s.stats.connected = false;
                 });
             }
-            Msg::Mqtt(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
-                if let Some(seq) = self.sent.pop_front() {
-                    self.inflight.insert(pkid, seq);
-                }
-            }
+            Msg::Mqtt(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => self.window.outgoing(pkid),
             Msg::Mqtt(MqttEvent::Incoming(Packet::PubAck(ack))) => {
-                if let Some(seq) = self.inflight.remove(&ack.pkid) {
-                    self.window = self.window.saturating_sub(1);
-                    if let (Some(seq), Ok(mut spool)) = (seq, self.shared.spool.lock()) {
+                if let Some(Tag::Event(seq)) = self.window.acked(ack.pkid) {
+                    if let Ok(mut spool) = self.shared.spool.lock() {
                         spool.ack(seq);
                     }
+                    self.shared.status(|s| s.stats.delivered += 1);
                 }
             }
             Msg::Mqtt(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -373,7 +264,7 @@ impl Worker {
                     );
                     self.reannounce_at = Some(Instant::now() + delay);
                 } else if p.topic != self.topics.ha_status() {
-                    self.command(&p.topic, &p.payload);
+                    self.command(&p.topic, &p.payload, p.retain);
                 }
             }
             Msg::Mqtt(_) | Msg::Wake | Msg::Stop => {}
@@ -382,7 +273,7 @@ impl Worker {
 
     /// A message on a command topic: checked, applied, then the new state is published
     /// (a threshold once the inference thread applied it); a rejected one changes nothing.
-    fn command(&mut self, topic: &str, payload: &[u8]) {
+    fn command(&mut self, topic: &str, payload: &[u8], retained: bool) {
         let result = commands::parse(&self.topics, topic, payload)
             .and_then(|c| commands::apply(self.live.status(), &c).map(|()| c));
         match result {
@@ -394,21 +285,20 @@ impl Worker {
                 self.next_refresh = Instant::now() + Duration::from_millis(200);
             }
             Err(why) => {
-                tracing::warn!("MQTT command on {topic} rejected, nothing changed: {why}");
+                let hint = if retained {
+                    format!(
+                        " (a retained message: clear it with `mosquitto_pub -r -n -t '{topic}'`)"
+                    )
+                } else {
+                    String::new()
+                };
+                tracing::warn!("MQTT command on {topic} rejected, nothing changed: {why}{hint}");
                 self.shared.status(|s| s.stats.commands_rejected += 1);
             }
         }
     }
 
-    /// Forgets everything in flight on the previous connection.
-    fn reset(&mut self) {
-        self.control.clear();
-        self.sent.clear();
-        self.inflight.clear();
-        self.window = 0;
-    }
-
-    /// Queues discovery, then `online`, then every state.
+    /// Queues discovery, then `online`, then every retained state.
     fn announce(&mut self) {
         self.control.clear();
         for m in &self.discovery {
@@ -417,156 +307,20 @@ impl Worker {
         }
         self.control
             .push_back((self.topics.availability(), ONLINE.as_bytes().to_vec()));
-        if let Ok(mut states) = self.shared.states.lock() {
-            states.values_mut().for_each(|s| s.dirty = true);
-        }
         self.live.refresh(Instant::now(), false);
         self.live.mark_all();
         self.shared.status(|s| s.stats.announcements += 1);
     }
 
-    /// Runs `f` on the client if the connection is up, holding the link lock.
-    fn with_link<T>(&self, f: impl FnOnce(&Client) -> T) -> Option<T> {
-        let link = self.shared.link.lock().ok()?;
-        if !*link || !self.connected {
-            return None;
-        }
-        Some(f(&self.client))
-    }
-
-    /// Hands one QoS-1 publish to rumqttc if the window and the link allow.
-    fn send(&mut self, topic: &str, payload: Vec<u8>, retain: bool, seq: Option<u64>) -> bool {
-        if self.window >= WINDOW {
-            return false;
-        }
-        let ok = self.with_link(|c| {
-            c.try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                .is_ok()
-        }) == Some(true);
-        if ok {
-            self.sent.push_back(seq);
-            self.window += 1;
-        }
-        ok
-    }
-
-    /// Sends what is waiting: discovery and availability, then states, then (if `events`)
-    /// spooled events in order. Returns true when nothing is left to send.
-    fn pump(&mut self, events: bool) -> bool {
-        if !self.connected {
-            return false;
-        }
-        while let Some((topic, payload)) = self.control.front().cloned() {
-            if !self.send(&topic, payload, true, None) {
-                return false;
-            }
-            self.control.pop_front();
-        }
-        let dirty: Vec<((String, String), PromptState)> = match self.shared.states.lock() {
-            Ok(s) => s
-                .iter()
-                .filter(|(_, v)| v.dirty)
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            Err(_) => vec![],
-        };
-        for ((cam, prompt), st) in dirty {
-            let state = if st.on { ON } else { OFF };
-            let (state_topic, score_topic) = (
-                self.topics.state(&cam, &prompt),
-                self.topics.score(&cam, &prompt),
-            );
-            if !self.send(&state_topic, state.as_bytes().to_vec(), true, None) {
-                return false;
-            }
-            if let Some(score) = st.score {
-                // a state sent without its score is simply sent again with it next time
-                if !self.send(&score_topic, format!("{score:.3}").into_bytes(), true, None) {
-                    return false;
-                }
-            }
-            if let Ok(mut s) = self.shared.states.lock() {
-                if let Some(v) = s.get_mut(&(cam, prompt)) {
-                    // a newer event may have changed it meanwhile: then it stays dirty
-                    if v.on == st.on && v.score == st.score {
-                        v.dirty = false;
-                    }
-                }
-            }
-        }
-        for (topic, payload) in self.live.pending() {
-            if !self.send(&topic, payload, true, None) {
-                return false;
-            }
-            self.live.sent(&topic);
-        }
-        let snapshots: Vec<((String, Option<String>), Arc<Vec<u8>>)> =
-            match self.shared.snapshots.lock() {
-                Ok(s) => s
-                    .iter()
-                    .filter(|(_, v)| v.1)
-                    .map(|(k, v)| (k.clone(), v.0.clone()))
-                    .collect(),
-                Err(_) => vec![],
-            };
-        for ((cam, prompt), jpeg) in snapshots {
-            let topic = match &prompt {
-                Some(p) => self.topics.snapshot(&cam, p),
-                None => self.topics.camera_snapshot(&cam),
-            };
-            if !self.send(&topic, jpeg.to_vec(), true, None) {
-                return false;
-            }
-            if let Ok(mut s) = self.shared.snapshots.lock() {
-                if let Some(v) = s.get_mut(&(cam, prompt)) {
-                    if Arc::ptr_eq(&v.0, &jpeg) {
-                        v.1 = false;
-                    }
-                }
-            }
-        }
-        loop {
-            let next = self
-                .shared
-                .camera_events
-                .lock()
-                .ok()
-                .and_then(|q| q.front().cloned());
-            let Some((topic, payload)) = next else { break };
-            if !self.send(&topic, payload, false, None) {
-                return false;
-            }
-            if let Ok(mut q) = self.shared.camera_events.lock() {
-                q.pop_front();
-            }
-        }
-        if !events {
-            return true;
-        }
-        let events_topic = self.topics.events();
-        loop {
-            let next = self
-                .shared
-                .spool
-                .lock()
-                .ok()
-                .and_then(|s| s.next_from(self.cursor).cloned());
-            let Some(e) = next else { return true };
-            if !self.send(&events_topic, e.payload.into_bytes(), false, Some(e.seq)) {
-                return false;
-            }
-            self.cursor = e.seq + 1;
-        }
-    }
-
-    /// Graceful stop: flush, `offline` retained, disconnect; about 3 s at most.
+    /// Graceful stop: flush, `offline` retained, disconnect; about 3 s at most. Says what stays
+    /// in the spool (also when the broker is unreachable).
     fn stop(&mut self) {
         let start = Instant::now();
         if self.connected {
             // flush events and states first, then announce `offline` last
             while start.elapsed() < STOP_FLUSH
                 && self.connected
-                && !(self.pump(true) && self.window == 0)
+                && !(self.pump(true) && self.window.is_empty())
             {
                 self.wait(Duration::from_millis(50));
             }
@@ -575,13 +329,9 @@ impl Worker {
                 .push_back((self.topics.availability(), OFFLINE.as_bytes().to_vec()));
             while start.elapsed() < STOP_TOTAL
                 && self.connected
-                && !(self.pump(false) && self.window == 0)
+                && !(self.pump(false) && self.window.is_empty())
             {
                 self.wait(Duration::from_millis(50));
-            }
-            let left = self.shared.spool.lock().map(|s| s.len()).unwrap_or(0);
-            if left > 0 {
-                tracing::info!("MQTT: {left} event(s) stay in the spool for the next start");
             }
             if self.with_link(|c| c.try_disconnect().is_ok()) == Some(true) {
                 // wait for the disconnect to be written (the connection thread then ends)
@@ -597,12 +347,41 @@ impl Worker {
             }
         }
         if let Ok(mut l) = self.shared.link.lock() {
-            *l = false;
+            l.up = false;
         }
         self.shared.status(|s| s.stats.connected = false);
+        self.report_left();
     }
 
-    fn wait(&mut self, d: Duration) {
+    fn report_left(&self) {
+        let Ok(mut spool) = self.shared.spool.lock() else {
+            return;
+        };
+        let held = spool.retry();
+        let (left, dir) = (spool.len(), spool.dir().display().to_string());
+        drop(spool);
+        let stats = self.shared.status.lock().map(|s| s.stats.clone());
+        if let Ok(s) = stats {
+            tracing::info!(
+                "MQTT: {} event(s) queued since start, {} delivered, {left} spooled",
+                s.queued,
+                s.delivered
+            );
+        }
+        if left > held {
+            tracing::info!(
+                "MQTT: {} event(s) stay in the spool {dir} for the next start",
+                left - held
+            );
+        }
+        if held > 0 {
+            tracing::error!(
+                "MQTT: {held} event(s) could not be written to the spool {dir} and are lost; check free space, permissions and the open-file limit"
+            );
+        }
+    }
+
+    pub(super) fn wait(&mut self, d: Duration) {
         match self.rx.recv_timeout(d) {
             Ok(Msg::Stop) | Err(_) => {}
             Ok(m) => self.handle(m),

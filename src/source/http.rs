@@ -1,7 +1,8 @@
 //! HTTP cameras: [`MjpegSource`] reads an MJPEG stream (`multipart/x-mixed-replace`, as
 //! ESP32-CAM and most IP cameras serve it) and [`SnapshotSource`] polls a JPEG URL at the
 //! camera's fps. Both take basic-auth credentials from the URL's `user:password@`, which never
-//! reach logs or errors (see [`super::redact`]).
+//! reach logs or errors (see [`super::redact`]), and send them along redirects to the same
+//! origin, never to another one.
 //!
 //! Field rules: every network wait has a timeout ([`CONNECT_TIMEOUT`], [`READ_TIMEOUT`]), so a
 //! camera that hangs makes `next_frame` fail instead of blocking forever; a connection error or
@@ -83,34 +84,80 @@ impl Target {
         })
     }
 
-    /// Sends a GET and returns the response if its status is 2xx.
+    /// Sends a GET and returns the response if its status is 2xx. Redirects are followed here
+    /// (at most [`MAX_REDIRECTS`]) so that the credentials go along to the same origin (scheme,
+    /// host and port), as a camera's login redirect needs, and never to another one.
     fn get(&self, agent: &ureq::Agent, what: &str) -> Result<ureq::http::Response<ureq::Body>> {
-        let mut request = agent.get(&self.url);
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
+        let mut url = self.url.clone();
+        let mut authorization = self.authorization.as_deref();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = agent.get(&url);
+            if let Some(authorization) = authorization {
+                request = request.header("Authorization", authorization);
+            }
+            let response = request.call().map_err(|e| {
+                anyhow!(
+                    "unable to fetch {what} from {}: {e}; check that the camera is on and reachable",
+                    self.shown
+                )
+            })?;
+            let status = response.status();
+            if status.is_redirection() && status.as_u16() != 304 {
+                let next = redirect(&url, &response)
+                    .map_err(|e| anyhow!("unable to fetch {what} from {}: {e}", self.shown))?;
+                if !same_origin(&url, &next) {
+                    authorization = None;
+                }
+                url = next.to_string();
+                continue;
+            }
+            if !status.is_success() {
+                let hint = match status.as_u16() {
+                    401 | 403 => "check the user and password in the source URL",
+                    404 => "check the path in the source URL",
+                    _ => "check the camera",
+                };
+                bail!(
+                    "unable to fetch {what} from {}: the camera answered HTTP {} {}; {hint}",
+                    self.shown,
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                );
+            }
+            return Ok(response);
         }
-        let response = request.call().map_err(|e| {
-            anyhow!(
-                "unable to fetch {what} from {}: {e}; check that the camera is on and reachable",
-                self.shown
-            )
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let hint = match status.as_u16() {
-                401 | 403 => "check the user and password in the source URL",
-                404 => "check the path in the source URL",
-                _ => "check the camera",
-            };
-            bail!(
-                "unable to fetch {what} from {}: the camera answered HTTP {} {}; {hint}",
-                self.shown,
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            );
-        }
-        Ok(response)
+        bail!(
+            "unable to fetch {what} from {}: more than {MAX_REDIRECTS} redirects; use the URL the camera finally serves",
+            self.shown
+        )
     }
+}
+
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 3;
+
+/// Where a redirect response points, resolved against the URL that answered it.
+fn redirect(from: &str, response: &ureq::http::Response<ureq::Body>) -> Result<url::Url> {
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("the camera answered a redirect without a Location"))?;
+    let next = url::Url::parse(from)
+        .and_then(|base| base.join(location))
+        .map_err(|e| anyhow!("the camera redirected to an invalid URL ({e})"))?;
+    if next.scheme() != "http" {
+        bail!(
+            "the camera redirected to a {}:// URL; promptcam reads http:// cameras only",
+            next.scheme()
+        );
+    }
+    Ok(next)
+}
+
+/// Whether two URLs share scheme, host and port (credentials may follow a redirect only then).
+fn same_origin(a: &str, b: &url::Url) -> bool {
+    url::Url::parse(a).is_ok_and(|a| a.origin() == b.origin())
 }
 
 /// An HTTP client whose every wait is bounded, that talks to cameras directly (no proxy from
@@ -124,7 +171,8 @@ fn agent() -> ureq::Agent {
         .timeout_per_read(Some(READ_TIMEOUT))
         .timeout_per_write(Some(READ_TIMEOUT))
         .http_status_as_error(false)
-        .max_redirects(3)
+        // followed by `Target::get`, which keeps the credentials on the same origin
+        .max_redirects(0)
         .proxy(None)
         .user_agent(concat!("promptcam/", env!("CARGO_PKG_VERSION")))
         .build()

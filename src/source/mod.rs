@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::frame::{Frame, FrameSlot, SourceStats};
@@ -50,6 +50,41 @@ pub fn open(spec: &str, fps: f64, looped: bool) -> Result<Box<dyn FrameSource>> 
         return Ok(Box::new(rtsp::RtspSource::open(spec)?));
     }
     Ok(Box::new(file::FileSource::open(spec, fps, looped)?))
+}
+
+/// What [`open`] checks before it would read a frame, without reading one, connecting or opening
+/// a device (`promptcam check`): URLs parse and name a host, a V4L2 spec parses and its device
+/// node exists and may be opened, files, directories and globs name at least one image. Returns the source's
+/// description.
+pub fn check(spec: &str, fps: f64, looped: bool) -> Result<String> {
+    if spec.to_ascii_lowercase().starts_with("/dev/video") {
+        let (path, (w, h)) = v4l2::parse_spec(spec).with_context(|| {
+            format!(
+                "unable to use source {spec:?}: expected /dev/videoN or /dev/videoN@WIDTHxHEIGHT"
+            )
+        })?;
+        use std::os::unix::fs::FileTypeExt;
+        let node = std::fs::metadata(&path).with_context(|| {
+            format!(
+                "unable to open camera {path}: is it plugged in? `promptcam devices` lists cameras"
+            )
+        })?;
+        if !node.file_type().is_char_device() {
+            anyhow::bail!("unable to open camera {path}: it is not a device node; `promptcam devices` lists cameras");
+        }
+        let c = std::ffi::CString::new(path.as_bytes())
+            .with_context(|| format!("unable to use source {spec:?}: a NUL byte in the path"))?;
+        // SAFETY: access reads the NUL-terminated path only
+        if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+            let e = std::io::Error::last_os_error();
+            anyhow::bail!("unable to open camera {path}: {e}; is the user in the `video` group?");
+        }
+        return Ok(format!(
+            "V4L2 camera {path} (asking for {w}x{h}; not opened by check)"
+        ));
+    }
+    // the network sources only parse their URL when opened; files are listed, not read
+    Ok(open(spec, fps, looped)?.describe())
 }
 
 /// Removes `user:password@` from URLs so credentials never reach logs or errors. Everything up

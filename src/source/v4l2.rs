@@ -72,6 +72,8 @@ pub struct V4l2Source {
     _device: Device,
     format: Option<RawFormat>,
     size: (u32, u32),
+    /// The driver's `bytesperline`: lines may be padded past `width` pixels.
+    stride: usize,
     rgb: Vec<u8>,
 }
 
@@ -136,6 +138,7 @@ impl V4l2Source {
             _device: dev,
             format,
             size: (fmt.width, fmt.height),
+            stride: fmt.stride as usize,
             rgb: vec![],
         })
     }
@@ -152,7 +155,7 @@ impl FrameSource for V4l2Source {
         match self.format {
             None => crate::frame::decode_jpeg(data).map(Some),
             Some(f) => {
-                pixel::to_rgb(f, data, w as usize, h as usize, &mut self.rgb)?;
+                pixel::to_rgb(f, data, w as usize, h as usize, self.stride, &mut self.rgb)?;
                 let img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))
                     .context("frame size mismatch")?;
                 Ok(Some(img))

@@ -516,17 +516,40 @@ pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> 
         t.camera,
         t.prompt
     );
-    let off = (value - (p.decide.threshold - p.decide.off_threshold).max(0.0)).max(0.0);
-    let toml = format!(
-        "# camera {:?}: keep the new threshold after a restart\n[[cameras.prompts]]\ntext = {}\nthreshold = {}\noff_threshold = {}\n",
+    // the inference thread applies it between frames, with the prompt's hysteresis: wait for it
+    // to say what the `off` threshold became (a paused or slow camera may take longer)
+    let text = p.text.clone();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let applied = loop {
+        let now = cam.prompt_configs();
+        if let Some(d) = now
+            .iter()
+            .find(|c| c.id == t.prompt)
+            .map(|c| c.decide.clone())
+        {
+            if d.threshold == value {
+                break Some(d);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let head = format!(
+        "# camera {:?}: keep the new threshold after a restart\n[[cameras.prompts]]\ntext = {}\nthreshold = {}\n",
         cam.name,
-        toml_string(&p.text),
-        round3(value),
-        round3(off),
+        toml_string(&text),
+        round3(value)
     );
-    json_response(
-        json!({ "camera": t.camera, "prompt": t.prompt, "threshold": value, "off_threshold": off, "toml": toml }),
-    )
+    let (toml, off) = match &applied {
+        Some(d) => (format!("{head}off_threshold = {}\n", round3(d.off_threshold)), Some(round3(d.off_threshold))),
+        None => (format!("{head}# (not applied yet: the camera analyses no frames now; off_threshold follows it)\n"), None),
+    };
+    json_response(json!({
+        "camera": t.camera, "prompt": t.prompt, "threshold": round3(value), "off_threshold": off,
+        "applied": applied.is_some(), "toml": toml,
+    }))
 }
 
 fn round3(x: f32) -> f64 {

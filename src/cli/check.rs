@@ -1,0 +1,98 @@
+//! `promptcam check`: validates a config file the way `run` would start it — the file, the
+//! models (loaded), every camera's source (parsed, listed or looked up, never connected to) and
+//! the MQTT spool directory (writable, or creatable) — so that what `check` passes, `run` starts.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+pub fn check(path: &Path) -> Result<()> {
+    let config = crate::config::load(path)?;
+    let cameras = crate::daemon::prepare(&config)?;
+    println!("{}: valid", path.display());
+    for m in [
+        ("clip", &config.clip),
+        ("owlvit", &config.owlvit),
+        ("clipseg", &config.clipseg),
+    ] {
+        if let (name, Some(mc)) = m {
+            let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".onnx"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            println!(
+                "  model {name}: {} ({:?}) present and loads; onnx/: {}",
+                mc.dir.display(),
+                mc.precision,
+                files.join(", ")
+            );
+        }
+    }
+    for cam in &cameras {
+        let c = &cam.config;
+        // the same checks `run` makes when it opens the source, short of connecting
+        let source = crate::source::check(&c.source, c.fps, c.looped)
+            .with_context(|| format!("unable to open the source of camera {:?}", c.name))?;
+        println!(
+            "  camera {} ({}): {} prompt(s), source {source}",
+            c.id,
+            c.name,
+            c.prompts.len(),
+        );
+    }
+    match &config.mqtt {
+        None => println!("  no [mqtt] table: events go to stdout as JSON lines"),
+        Some(raw) => {
+            let m = crate::mqtt::parse_config(raw, &config.path)?;
+            spool_dir_usable(&m.spool_dir)?;
+            println!(
+                "  mqtt: broker {}:{} (not contacted by check), spool {}",
+                m.host,
+                m.port,
+                m.spool_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The MQTT spool directory as the publisher needs it: a directory the daemon can write, or a
+/// path it can create (its nearest existing ancestor is such a directory). Creates nothing.
+fn spool_dir_usable(dir: &Path) -> Result<()> {
+    let hint = "set mqtt.spool_dir to a directory the daemon can write";
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => {
+                let c =
+                    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(at.as_os_str()))
+                        .context("a path with a NUL byte")?;
+                // SAFETY: access reads the NUL-terminated path only
+                if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    bail!("unable to use the MQTT spool directory {}: {} is not writable ({e}); {hint}", dir.display(), at.display());
+                }
+                return Ok(());
+            }
+            Ok(_) => bail!(
+                "unable to use the MQTT spool directory {}: {} is not a directory; {hint}",
+                dir.display(),
+                at.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => at = Path::new("."),
+                Some(parent) => at = parent,
+                None => return Ok(()),
+            },
+            Err(e) => bail!(
+                "unable to use the MQTT spool directory {}: {e}; {hint}",
+                dir.display()
+            ),
+        }
+    }
+}
