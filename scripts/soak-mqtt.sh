@@ -71,6 +71,7 @@ python3 - "$WORK" "$PORT" <<'EOF'
 import sys
 work, port = sys.argv[1], sys.argv[2]
 demo = open("config/demo.toml").read()
+demo = demo[: demo.index("\n# The pages on")] + "\n"  # its [http] listens on a fixed port
 head, camera = demo.split("[[cameras]]", 1)
 text = head + "".join(
     "[[cameras]]" + camera.replace('name = "Demo"', f'name = "Demo{i}"', 1) for i in range(3)

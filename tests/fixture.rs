@@ -16,6 +16,22 @@ pub fn image(name: &str) -> PathBuf {
     path("tests/fixtures/images").join(name)
 }
 
+/// The bundled demo config without its `[http]` table (which listens on the fixed port 9464):
+/// for tests that run it next to others, each adding what it needs.
+pub fn demo_without_http() -> String {
+    let demo = std::fs::read_to_string(path("config/demo.toml")).unwrap();
+    let cut = demo
+        .find("\n# The pages on")
+        .or_else(|| demo.find("\n[http]"))
+        .expect("the demo's [http] table");
+    let rest = &demo[cut..];
+    assert!(
+        !rest.contains("[[cameras]]"),
+        "[http] is the demo's last table"
+    );
+    demo[..cut + 1].to_string()
+}
+
 pub fn reference(name: &str) -> Value {
     let p = path("tests/fixtures/reference").join(name);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));

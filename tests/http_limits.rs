@@ -72,7 +72,7 @@ fn idle_and_slow_clients_neither_exhaust_descriptors_nor_stay_open() {
     let tmp = TempDir::new("http-limits");
     let port = free_port();
     let config = tmp.path().join("promptcam.toml");
-    let demo = std::fs::read_to_string(fixture::path("config/demo.toml")).unwrap();
+    let demo = fixture::demo_without_http();
     // the demo's files at 5 fps, every frame analysed; the endpoint with its default limits
     std::fs::write(
         &config,

@@ -106,7 +106,7 @@ impl Drop for Run {
 /// The bundled demo (`config/demo.toml`) with its camera copied three times (Demo0..Demo2, the
 /// same prompts) and an `[mqtt]` table.
 fn three_cameras(dir: &Path, port: u16) -> PathBuf {
-    let demo = std::fs::read_to_string(fixture::path("config/demo.toml")).unwrap();
+    let demo = fixture::demo_without_http();
     let (head, camera) = demo.split_once("[[cameras]]").unwrap();
     let mut text = head.to_string();
     for i in 0..3 {

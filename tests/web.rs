@@ -23,13 +23,15 @@ fn the_pages_work_in_a_real_browser() {
         .unwrap()
         .port();
     let photos = ["rocket.png", "chelsea.png", "camera_gray.png", "coffee.png"];
-    let config = lab_config(tmp.path(), &photos, port, 4.0, PROMPTS, SECOND);
+    // a thumbnail on every frame, so the lab's galleries have plenty to show
+    let extra = format!("{SECOND}\n\n[history]\nthumbnail_interval = 0.1");
+    let config = lab_config(tmp.path(), &photos, port, 4.0, PROMPTS, &extra);
     let run = Run::start(&config, port);
     run.wait_until("frames are stored", Duration::from_secs(60), || {
         run.json("/api/status")["history"]["frames"]
             .as_u64()
             .unwrap_or(0)
-            >= 8
+            >= 20
     });
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
     let b = Browser::start(&tmp.path().join("chromium"));
