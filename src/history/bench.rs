@@ -223,7 +223,7 @@ fn measure(
 
     // the lab's query: text tower, every embedding read and scored, ranked
     let prompts = vec![prompt("an empty driveway"), prompt("a parked car")];
-    let reader = Store::open_read_only(&store.path().to_path_buf())?;
+    let reader = Store::open_read_only(store.path())?;
     let mut times = vec![];
     // a newly typed prompt each time (its text embedded anew; the negatives, the camera's
     // prompts, were embedded by the first query and are cached as in the running lab)
