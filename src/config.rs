@@ -767,11 +767,18 @@ impl Validator<'_> {
                 );
             }
         }
-        let threshold =
-            self.float(&p.threshold, "cameras.prompts.threshold", 0.5, 0.0, 1.0)? as f32;
+        let d = DecideConfig::default();
+        let threshold = self.float(
+            &p.threshold,
+            "cameras.prompts.threshold",
+            d.threshold as f64,
+            0.0,
+            1.0,
+        )? as f32;
         let off_threshold = self.float(
             &p.off_threshold,
             "cameras.prompts.off_threshold",
+            // four fifths of the threshold, as in DecideConfig::default
             threshold as f64 * 0.8,
             0.0,
             1.0,
@@ -787,19 +794,26 @@ impl Validator<'_> {
         let decide = DecideConfig {
             threshold,
             off_threshold,
-            window: self.int(&p.window, "cameras.prompts.window", 3, 1, 100)? as usize,
-            min_frames: self.int(&p.min_frames, "cameras.prompts.min_frames", 2, 1, 1000)? as usize,
+            window: self.int(&p.window, "cameras.prompts.window", d.window as i64, 1, 100)?
+                as usize,
+            min_frames: self.int(
+                &p.min_frames,
+                "cameras.prompts.min_frames",
+                d.min_frames as i64,
+                1,
+                1000,
+            )? as usize,
             off_delay: Duration::from_secs_f64(self.float(
                 &p.off_delay,
                 "cameras.prompts.off_delay",
-                10.0,
+                d.off_delay.as_secs_f64(),
                 0.0,
                 86400.0,
             )?),
             cooldown: Duration::from_secs_f64(self.float(
                 &p.cooldown,
                 "cameras.prompts.cooldown",
-                0.0,
+                d.cooldown.as_secs_f64(),
                 0.0,
                 86400.0,
             )?),

@@ -28,6 +28,22 @@ pub struct DecideConfig {
     pub cooldown: Duration,
 }
 
+impl Default for DecideConfig {
+    /// A prompt's settings when its config names none (`config/promptcam.example.toml`):
+    /// on at 0.5, off below 0.4 (four fifths of the threshold), median of 3, on after 2
+    /// frames, off 10 s after the score dropped, no cooldown.
+    fn default() -> DecideConfig {
+        DecideConfig {
+            threshold: 0.5,
+            off_threshold: 0.4,
+            window: 3,
+            min_frames: 2,
+            off_delay: Duration::from_secs(10),
+            cooldown: Duration::ZERO,
+        }
+    }
+}
+
 /// What an observation or tick changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {

@@ -105,14 +105,7 @@ fn prompt(text: &str) -> PromptConfig {
         negatives: vec![],
         ensemble: vec![],
         device_class: None,
-        decide: DecideConfig {
-            threshold: 0.5,
-            off_threshold: 0.4,
-            window: 3,
-            min_frames: 2,
-            off_delay: Duration::from_secs(10),
-            cooldown: Duration::ZERO,
-        },
+        decide: DecideConfig::default(),
         mask_threshold: 0.5,
     }
 }

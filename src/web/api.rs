@@ -328,14 +328,7 @@ fn decide_params(
         .iter()
         .find(|c| c.text == text.trim())
         .map(|c| c.decide.clone())
-        .unwrap_or(DecideConfig {
-            threshold: 0.5,
-            off_threshold: 0.4,
-            window: 3,
-            min_frames: 2,
-            off_delay: Duration::from_secs(10),
-            cooldown: Duration::ZERO,
-        });
+        .unwrap_or_default();
     let threshold = p
         .number("threshold", 0.0, 1.0)?
         .map_or(base.threshold, |v| v as f32);
@@ -384,14 +377,46 @@ fn fires_json(s: &search::Scored, fires: &[lab::Fire]) -> Vec<Value> {
         .collect()
 }
 
+/// What the replay and suggestion requests share: the query, its camera and time span, and
+/// the decision settings to replay with.
+struct Replay {
+    p: Params,
+    camera: String,
+    prompts: Vec<PromptConfig>,
+    since: i64,
+    hours: f64,
+    decide: DecideConfig,
+}
+
+impl Replay {
+    fn parse(web: &Web, q: Option<String>) -> std::result::Result<Replay, ApiError> {
+        let p = Params::parse(q);
+        let (camera, prompts) = camera(web, &p)?;
+        let (since, hours) = since(&p, 24.0)?;
+        let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+        Ok(Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        })
+    }
+}
+
 pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = Params::parse(q);
-    let (camera, prompts) = camera(&web, &p)?;
-    let (since, hours) = since(&p, 24.0)?;
-    let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+    let r = Replay::parse(&web, q)?;
     blocking(move || {
-        let store = store(&web)?;
-        let tower = web.text_tower()?;
+        let (store, tower) = (store(&web)?, web.text_tower()?);
+        let Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        } = r;
         let s = search::score(&store, &tower, &camera, &p.query(), &prompts, since)?;
         let fires = lab::replay(&s.frames.times, &s.scores, &decide);
         json_response(json!({
@@ -403,13 +428,17 @@ pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
 }
 
 pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = Params::parse(q);
-    let (camera, prompts) = camera(&web, &p)?;
-    let (since, hours) = since(&p, 24.0)?;
-    let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+    let r = Replay::parse(&web, q)?;
     blocking(move || {
-        let store = store(&web)?;
-        let tower = web.text_tower()?;
+        let (store, tower) = (store(&web)?, web.text_tower()?);
+        let Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        } = r;
         let query = p.query();
         // marks count wherever they are, not only in the replayed window
         let all = search::score(&store, &tower, &camera, &query, &prompts, 0)?;
