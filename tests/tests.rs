@@ -3,6 +3,7 @@
 
 mod capture;
 mod daemon;
+mod docs;
 mod endpoint;
 mod fetch;
 mod fixture;
