@@ -91,10 +91,11 @@ IMAGES = {
     # white, so dropping alpha (PIL's convert("RGB")) changes every score. 352x352, CLIPSeg's input
     # size: its resize is then the identity on both sides, and the tiny random CLIPSeg decoder,
     # which turns one-level rounding differences of two bilinear resamplers into mask differences
-    # of 0.01-0.05, compares the compositing alone
-    "coffee_rgba.png": ("coffee.png", "rgba"),  # RGBA: alpha 200 on the left half, 0..255 ramps on the right
-    "chelsea_palette.png": ("chelsea.png", "palette"),  # P + tRNS: opaque, alpha 110 and alpha 0 entries
-    "astronaut_la.png": ("astronaut.png", "la"),  # grayscale + alpha: a vignette, alpha 255 to ~30
+    # of 0.01-0.05, compares the compositing alone. Named to sort last: the demo (config/demo.toml)
+    # replays this directory in name order, and its events depend on that order
+    "transparent_rgba.png": ("coffee.png", "rgba"),  # RGBA: alpha 200 on the left half, 0..255 ramps on the right
+    "transparent_palette.png": ("chelsea.png", "palette"),  # P + tRNS: opaque, alpha 110 and alpha 0 entries
+    "transparent_la.png": ("astronaut.png", "la"),  # grayscale + alpha: a vignette, alpha 255 to ~30
 }
 
 
@@ -730,8 +731,8 @@ def static_quantized_fixtures(out):
 # ------------------------------------------------------------------------------------------ CLIPSeg
 
 CLIPSEG_PROMPTS = ["a cat", "the sky", "a person in a space suit"]
-CLIPSEG_IMAGES = ["chelsea.png", "astronaut_portrait.png", "camera_gray.png", "coffee_rgba.png",
-                  "chelsea_palette.png", "astronaut_la.png"]
+CLIPSEG_IMAGES = ["chelsea.png", "astronaut_portrait.png", "camera_gray.png", "transparent_rgba.png",
+                  "transparent_palette.png", "transparent_la.png"]
 CLIPSEG_THRESHOLDS = [0.5, 0.3]
 # a region of interest [x0, y0, x1, y1] for one image, to check coverage within it
 CLIPSEG_ROI = ("chelsea.png", [100, 50, 400, 250])

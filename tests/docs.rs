@@ -1,7 +1,12 @@
-//! The README against the files it quotes: its speed table carries BENCHMARKS.md's figures
+//! The README against what it promises: its first command (the bundled demo) prints start,
+//! update and end events, and its speed table carries BENCHMARKS.md's figures
 //! (`models/bench_ort.py` writes both; a hand edit of either shows up here).
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
 
 use crate::fixture;
 
@@ -30,6 +35,50 @@ fn rows(table: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// `cargo run --release -- run --config config/demo.toml`, the README's first command, with the
+/// test build's binary: within a minute the demo's prompts turn on, improve and turn off again on
+/// their own (the demo replays tests/fixtures/images in name order: fixtures added there can
+/// change its events).
+#[test]
+fn readme_demo_prints_start_update_and_end_events() {
+    let mut child = fixture::promptcam_command()
+        .args(["run", "--config", "config/demo.toml"])
+        .current_dir(fixture::repo())
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let all_seen = |seen: &[String]| {
+        ["start", "update", "end"]
+            .iter()
+            .all(|t| seen.contains(&t.to_string()))
+    };
+    let mut seen: Vec<String> = vec![];
+    let end = Instant::now() + Duration::from_secs(60);
+    while !all_seen(&seen) {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        seen.push(event["type"].as_str().unwrap_or_default().to_string());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(all_seen(&seen), "the demo printed {seen:?} in a minute");
 }
 
 #[test]
