@@ -11,6 +11,10 @@ onnxruntime runs the image tower (CLIP vision_model.onnx) or the whole OWL-ViT m
 prompts; promptcam runs what the daemon runs per frame (for OWL-ViT: the image side, with the prompt
 tokens folded into the graph). Model times are medians after two warm-up runs; peak RSS is each
 run's own process.
+
+The README's speed table is generated from the same figures (--out updates it too):
+
+    python3 models/bench_ort.py --readme       # README.md's table from BENCHMARKS.md, no measuring
 """
 
 import argparse
@@ -95,8 +99,12 @@ def main():
     ap.add_argument("--promptcam", type=Path, default=REPO / "target" / "release" / "promptcam")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--frames", type=int, default=10)
-    ap.add_argument("--out", type=Path, help="write the table into this Markdown file")
+    ap.add_argument("--out", type=Path, help="write the table into this Markdown file (BENCHMARKS.md: and README.md's)")
+    ap.add_argument("--readme", action="store_true", help="only regenerate README.md's speed table from BENCHMARKS.md")
     args = ap.parse_args()
+    if args.readme:
+        write_readme(parse_rows(BENCHMARKS.read_text()))
+        return
     import onnxruntime
 
     cases = [
@@ -115,27 +123,80 @@ def main():
             rows.append(row)
             print(f"{label:45} {n} thr: tract {row[2]:8.1f} ms  onnxruntime {row[3]:8.1f} ms  ratio {row[2] / row[3]:5.2f}"
                   f"  RSS {row[4]:6.0f} / {row[5]:6.0f} MB  load {row[6]:6.0f} ms", flush=True)
+    table = "\n".join(bench_table(rows))
+    print(table)
+    if args.out:
+        head = (f"Measured by `models/bench_ort.py` on {machine()}, onnxruntime {onnxruntime.__version__}, "
+                f"{time.strftime('%Y-%m-%d')}; model times are medians after warm-up, same files, same input shapes, "
+                f"same thread count, in one run.\n\n")
+        replace_block(args.out, "bench_ort", f"{head}{table}", append=True)
+        if args.out.resolve() == BENCHMARKS:
+            write_readme(rows)
+
+
+BENCHMARKS = REPO / "BENCHMARKS.md"
+README = REPO / "README.md"
+
+
+def bench_table(rows):
     lines = [
         "| model (full size, random weights) | threads | tract (promptcam) ms | onnxruntime ms | tract / ort | tract peak RSS MB | ort peak RSS MB | tract load + optimize ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, n, t, o, tr, orr, load in rows:
         lines.append(f"| {label} | {n} | {t:.1f} | {o:.1f} | {t / o:.2f} | {tr:.0f} | {orr:.0f} | {load:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        head = (f"Measured by `models/bench_ort.py` on {machine()}, onnxruntime {onnxruntime.__version__}, "
-                f"{time.strftime('%Y-%m-%d')}; model times are medians after warm-up, same files, same input shapes, "
-                f"same thread count, in one run.\n\n")
-        text = args.out.read_text() if args.out.exists() else ""
-        start, end = "<!-- bench_ort:begin -->", "<!-- bench_ort:end -->"
-        block = f"{start}\n{head}{table}\n{end}"
-        if start in text and end in text:
-            text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-        else:
-            text = text + "\n" + block + "\n"
-        args.out.write_text(text)
+    return lines
 
+
+def block(text, name):
+    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        return None
+    return text[text.index(start) + len(start): text.index(end)]
+
+
+def replace_block(path, name, body, append=False):
+    """Writes body between the file's <!-- name:begin --> and <!-- name:end --> markers."""
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    new = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + new + text[text.index(end) + len(end):]
+    elif append:
+        text = text + "\n" + new + "\n"
+    else:
+        sys.exit(f"bench_ort: unable to update {path}: no {start} ... {end} markers")
+    path.write_text(text)
+
+
+def parse_rows(text):
+    """The rows of BENCHMARKS.md's bench_ort table, as bench_table wrote them."""
+    body = block(text, "bench_ort")
+    if body is None:
+        sys.exit(f"bench_ort: unable to read {BENCHMARKS}: no bench_ort table; run with --out BENCHMARKS.md")
+    rows = []
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[1].isdigit():
+            rows.append((cells[0], int(cells[1]), float(cells[2]), float(cells[3]), float(cells[5]), float(cells[6]),
+                         float(cells[7])))
+    return rows
+
+
+def write_readme(rows):
+    """README.md's speed table: tract's per-frame model time at each thread count and its peak RSS
+    (the largest over the thread counts), per model, from the same rows as BENCHMARKS.md."""
+    threads = sorted({n for _, n, *_ in rows})
+    labels = list(dict.fromkeys(label for label, *_ in rows))
+    lines = ["| per analysed frame, tract (from BENCHMARKS.md) | "
+             + " | ".join(f"{n} thread{'s' if n > 1 else ''}" for n in threads) + " | peak RSS |",
+             "|---" * (len(threads) + 2) + "|"]
+    for label in labels:
+        mine = {n: (t, rss) for l, n, t, _, rss, _, _ in rows if l == label}
+        cells = [f"{mine[n][0]:.1f} ms" if n in mine else "-" for n in threads]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {max(r for _, r in mine.values()):.0f} MB |")
+    replace_block(README, "speed", "\n".join(lines))
+    print(f"updated the speed table in {README}")
 
 if __name__ == "__main__":
     main()

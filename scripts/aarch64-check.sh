@@ -10,15 +10,13 @@ cd "$(dirname "$0")/.."
 # g++: openh264 (the RTSP H.264 decoder) builds its bundled C++ sources for the target
 if command -v apt-get >/dev/null && ! command -v aarch64-linux-gnu-g++ >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libclang-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static >/dev/null
 fi
 rustup target add aarch64-unknown-linux-gnu
 
 T=aarch64-unknown-linux-gnu
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
-# bindgen (for the v4l crate) must read the target's kernel headers
-export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
 
 cargo build --release --target $T
 file target/$T/release/promptcam
@@ -29,4 +27,6 @@ cargo test --target $T --test tests -- vision::
 # the hand-vectorised pieces (the fused int8 quantize step, the cropped resize) against their
 # definitions, on the ARM build
 cargo test --target $T --lib -- quantize preprocess
+# the vendored V4L2 bindings (vendor/v4l2-sys-mit) against the layout rustc uses for the target
+cargo test --target $T -p v4l2-sys-mit
 qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/clip --quantized --frames 3

@@ -12,11 +12,12 @@
 #
 # Not part of `cargo test`: a release build takes many minutes, debootstrap needs root and the
 # network. Needs: cargo-deb (cargo install cargo-deb --locked), dpkg-deb, lintian, and for
-# --chroot debootstrap. The chroot is cached in target/deb-chroot/ (delete it to start over).
+# --chroot debootstrap (from $MIRROR, else the Debian archive this machine's apt uses: see
+# scripts/debian-mirror). The chroot is cached in target/deb-chroot/ (delete it to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CHROOT=0 NOBUILD=() TARGET= SUITE=${SUITE:-bookworm} MIRROR=${MIRROR:-http://deb.debian.org/debian}
+CHROOT=0 NOBUILD=() TARGET= SUITE=${SUITE:-bookworm}
 while [ $# -gt 0 ]; do
   case $1 in
     --chroot) CHROOT=1 ;;
@@ -36,7 +37,6 @@ if [ -n "$TARGET" ]; then
     export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
     export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-    export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
   fi
 fi
 
@@ -79,6 +79,7 @@ echo "lintian: no errors ($(grep -c '^W:' <<<"$LINTIAN" || true) warning(s))"
 ROOT=target/deb-chroot/$SUITE
 if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
   echo "== debootstrap $SUITE into $ROOT (cached for next time)"
+  MIRROR=$(scripts/debian-mirror)
   rm -rf "$ROOT" && mkdir -p "$ROOT"
   debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >/dev/null
 fi

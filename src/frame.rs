@@ -179,7 +179,8 @@ impl SourceStats {
 }
 
 /// Decodes a camera frame: JPEG, or PNG when the bytes start with the PNG signature. The result
-/// is converted to RGB like PIL's `convert("RGB")`. Truncated or corrupt bytes give an error
+/// is converted to RGB as transformers' `convert_to_rgb` does ([`crate::preprocess::to_rgb`]:
+/// transparency onto white). Truncated or corrupt bytes give an error
 /// ("unable to decode frame: ..."), never a panic.
 pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";

@@ -5,6 +5,7 @@ mod capture;
 mod check;
 mod daemon;
 mod decisions;
+mod docs;
 mod endpoint;
 mod fetch;
 mod fixture;

@@ -48,6 +48,71 @@ fn token_ids_match_the_reference_tokenizers_exactly() {
     }
 }
 
+/// Every fixture image, read as the file source and the CLI read files and decoded as camera
+/// frames decode PNG bytes, gives exactly the RGB pixels transformers' `convert_to_rgb` gives:
+/// transparency (RGBA, palette + tRNS, grayscale + alpha) composited onto white. Then every
+/// (level, alpha) pair of `alpha_ramp.png` against transformers' conversion of it.
+#[test]
+fn images_convert_to_rgb_exactly_as_transformers_does() {
+    let refs = fixture::reference("rgb.json");
+    let mut transparent = 0;
+    for im in refs["images"].as_array().unwrap() {
+        let name = im["image"].as_str().unwrap();
+        let path = fixture::image(name);
+        let rgb = read_image(&path).unwrap();
+        let size = [im["size"][0].as_u64(), im["size"][1].as_u64()];
+        assert_eq!(
+            [Some(rgb.width() as u64), Some(rgb.height() as u64)],
+            size,
+            "{name}: size"
+        );
+        let flat = rgb.as_raw();
+        for (i, v) in im["indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(floats(&im["values"]))
+        {
+            let i = i.as_u64().unwrap() as usize;
+            assert_eq!(
+                flat[i] as f32,
+                v,
+                "{name}: sample {i} (pixel {}, channel {})",
+                i / 3,
+                i % 3
+            );
+        }
+        let sum: u64 = flat.iter().map(|&v| v as u64).sum();
+        assert_eq!(Some(sum), im["sum"].as_u64(), "{name}: sum of all samples");
+        let frame = promptcam::frame::decode_jpeg(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(
+            frame.as_raw() == flat,
+            "{name}: the frame decoder converts differently"
+        );
+        if im["differs_from_alpha_dropped"].as_u64().unwrap() > 0 {
+            transparent += 1;
+        }
+    }
+    assert!(
+        transparent >= 3,
+        "fixtures with real transparency: {transparent}"
+    );
+    let ramp = read_image(&fixture::path("tests/fixtures/reference/alpha_ramp.png")).unwrap();
+    let want = image::open(fixture::path("tests/fixtures/reference/alpha_ramp_rgb.png"))
+        .unwrap()
+        .to_rgb8();
+    let differ: Vec<(usize, u8, u8)> = (ramp.as_raw().iter().zip(want.as_raw()).enumerate())
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (i, *a, *b))
+        .collect();
+    assert!(
+        ramp.dimensions() == (256, 256) && differ.is_empty(),
+        "{} of 196608 samples differ (index, ours, transformers'): {:?}",
+        differ.len(),
+        &differ[..differ.len().min(8)]
+    );
+}
+
 /// Compares our pixel tensor with the reference sample. Both sides decode the same file (zune-jpeg
 /// vs libjpeg-turbo) and resize it (fast_image_resize vs Pillow), each rounding to u8, so a few
 /// samples may be a level or two apart; the bulk must agree exactly.

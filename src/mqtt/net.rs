@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, MqttState, Outgoing,
@@ -27,23 +27,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The largest packet MQTT can express (its remaining length is at most 268 435 455 bytes).
 const MQTT_MAX: usize = 268_435_455 + 5;
 
-/// A small xorshift generator for jitter (no cryptographic use).
-pub struct Rng(u64);
+/// The jitter source (no cryptographic use): rand's small fast generator, seeded from the OS.
+pub struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
     pub fn new() -> Rng {
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Rng(t ^ ((std::process::id() as u64) << 32) | 1)
+        Rng(rand::make_rng())
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        rand::RngExt::random(&mut self.0)
     }
 }
 

@@ -99,26 +99,7 @@ pub fn redact(spec: &str) -> String {
 /// Decodes `%XX` escapes in URL credentials (others are kept as written): the HTTP and RTSP
 /// sources read `user:password@` this way.
 pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    percent_encoding::percent_decode_str(text).collect()
 }
 
 /// Runs a source until it ends or `shutdown` is set, handing frames to `slot` at most `fps` per
@@ -135,7 +116,8 @@ pub fn capture_loop(
     let mut last: Option<Instant> = None;
     let mut seq = 0u64;
     let mut backoff = Duration::from_millis(500);
-    let mut rng = jitter_seed();
+    // this capture thread's own generator, seeded from the OS
+    let mut rng = rand::rng();
     while !shutdown.load(Ordering::Relaxed) {
         // Every frame is decoded before the rate limit drops it: waste for MJPEG and V4L2 at a
         // high camera rate, but unavoidable for RTSP, whose H.264 frames depend on earlier ones.
@@ -182,25 +164,13 @@ pub fn capture_loop(
 /// The longest wait between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// A random 50-100% of `backoff` (so never more than [`MAX_BACKOFF`]), drawn from the xorshift
-/// state `rng`: cameras that dropped together (a switch or an NVR restarting) spread their
-/// reconnects instead of all knocking in the same instant.
-pub fn jitter(backoff: Duration, rng: &mut u64) -> Duration {
-    // xorshift64: never leaves zero, so the seed is kept odd
-    let mut x = *rng | 1;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *rng = x;
-    // the top 53 bits as a fraction in [0, 1)
-    let frac = (x >> 11) as f64 / (1u64 << 53) as f64;
-    backoff.min(MAX_BACKOFF).mul_f64(0.5 + 0.5 * frac)
-}
-
-/// A per-thread seed for [`jitter`]: the standard library's random hasher keys, no crate needed.
-fn jitter_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1
+/// A random 50-100% of `backoff` (so never more than [`MAX_BACKOFF`]), drawn from `rng`:
+/// cameras that dropped together (a switch or an NVR restarting) spread their reconnects instead
+/// of all knocking in the same instant.
+pub fn jitter(backoff: Duration, rng: &mut impl rand::Rng) -> Duration {
+    backoff
+        .min(MAX_BACKOFF)
+        .mul_f64(rand::RngExt::random_range(rng, 0.5..1.0))
 }
 
 /// Sleeps up to `d`, waking early when `shutdown` is set.
@@ -235,9 +205,18 @@ mod tests {
     }
 
     #[test]
+    fn percent_escapes_decode_and_stray_percents_stay() {
+        assert_eq!(percent_decode("ad%40min%3Ap%2fw"), b"ad@min:p/w");
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "\u{e9}".as_bytes());
+    }
+
+    #[test]
     fn jitter_stays_between_half_and_all_of_the_capped_backoff_and_varies() {
+        use rand::SeedableRng;
         for seed in [1, 2, 0, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
-            let mut rng = seed;
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
             for backoff in [
                 Duration::from_millis(500),
                 Duration::from_secs(8),
@@ -258,10 +237,16 @@ mod tests {
                 );
             }
         }
-        // two seeds (two cameras) draw different waits
-        let (mut a, mut b) = (jitter_seed(), jitter_seed() ^ 0xdead_beef);
-        let wa: Vec<Duration> = (0..8).map(|_| jitter(MAX_BACKOFF, &mut a)).collect();
-        let wb: Vec<Duration> = (0..8).map(|_| jitter(MAX_BACKOFF, &mut b)).collect();
-        assert_ne!(wa, wb);
+        // two capture threads (two cameras) draw different waits
+        let draw = || {
+            std::thread::spawn(|| {
+                let mut rng = rand::rng();
+                (0..8)
+                    .map(|_| jitter(MAX_BACKOFF, &mut rng))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (a, b) = (draw(), draw());
+        assert_ne!(a.join().unwrap(), b.join().unwrap());
     }
 }
