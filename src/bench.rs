@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tract_onnx::prelude::tvec;
 
-use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Precision};
+use std::path::Path;
+
+use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Owlv2, Precision};
 use crate::preprocess::to_rgb;
 
 #[derive(Serialize)]
@@ -26,6 +28,9 @@ pub struct Report {
     pub frames: usize,
     pub image: String,
     pub image_size: [u32; 2],
+    /// OWL-ViT / OWLv2: the square size the model ran at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<u32>,
     pub load_ms: f64,
     pub decode: Stage,
     pub preprocess: Stage,
@@ -78,15 +83,32 @@ pub fn set_threads(threads: usize) -> usize {
     n
 }
 
-pub fn run(
-    dir: &std::path::Path,
-    quantized: bool,
-    threads: usize,
-    frames: usize,
-    image: &std::path::Path,
-    profile: bool,
-) -> Result<Report> {
-    let threads = set_threads(threads);
+/// What `promptcam bench` measures.
+pub struct Options<'a> {
+    pub dir: &'a Path,
+    pub quantized: bool,
+    /// 0 = all cores.
+    pub threads: usize,
+    pub frames: usize,
+    pub image: &'a Path,
+    pub profile: bool,
+    /// OWL-ViT / OWLv2 input size (None: native).
+    pub size: Option<u32>,
+    /// OWL-ViT / OWLv2: where to write the graph adapted to `size`.
+    pub save_graph: Option<&'a Path>,
+}
+
+pub fn run(o: &Options) -> Result<Report> {
+    let Options {
+        dir,
+        quantized,
+        frames,
+        image,
+        profile,
+        size,
+        ..
+    } = *o;
+    let threads = set_threads(o.threads);
     let precision = if quantized {
         Precision::Quantized
     } else {
@@ -101,6 +123,15 @@ pub fn run(
     };
     let first = decode()?;
     let model = ModelDir::open(dir)?;
+    if let Some(out) = o.save_graph {
+        crate::model::owlvit::write_adapted(&model, precision, size, out)?;
+    }
+    if size.is_some() && !matches!(model.family, Family::OwlVit | Family::Owlv2) {
+        anyhow::bail!(
+            "unable to bench {} at --size: input sizes apply to OWL-ViT and OWLv2 models; drop --size",
+            dir.display()
+        );
+    }
     let prompts = vec![
         "a photo of a person".to_string(),
         "a photo of a delivery van".to_string(),
@@ -109,11 +140,13 @@ pub fn run(
     enum M {
         Clip(Box<Clip>),
         Owl(Box<OwlVit>),
+        Owl2(Box<Owlv2>),
         Seg(Box<ClipSeg>),
     }
     let mut m = match model.family {
         Family::Clip => M::Clip(Box::new(Clip::load(&model, precision, &prompts)?)),
-        Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts)?)),
+        Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts, size)?)),
+        Family::Owlv2 => M::Owl2(Box::new(Owlv2::load(&model, precision, &prompts, size)?)),
         Family::ClipSeg => M::Seg(Box::new(ClipSeg::load(&model, precision, &prompts)?)),
     };
     let load = t.elapsed();
@@ -147,6 +180,14 @@ pub fn run(
                 ));
                 (t2, t3, Instant::now())
             }
+            M::Owl2(o) => {
+                let px = o.preprocessor().run(&img)?;
+                let t2 = Instant::now();
+                let patches = o.patch_scores(px)?;
+                let t3 = Instant::now();
+                std::hint::black_box(o.post_process(&patches, 0.1, img.width(), img.height()));
+                (t2, t3, Instant::now())
+            }
             M::Seg(s) => {
                 let px = s.preprocessor().run(&img)?;
                 let t2 = Instant::now();
@@ -175,7 +216,11 @@ pub fn run(
                 let px = o.preprocessor().run(&first)?;
                 (o.runnable(), px)
             }
-            M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP and OWL-ViT; drop --profile"),
+            M::Owl2(o) => {
+                let px = o.preprocessor().run(&first)?;
+                (o.runnable(), px)
+            }
+            M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP, OWL-ViT and OWLv2; drop --profile"),
         };
         Some(crate::model::graph::profile(model, tvec![pixels])?)
     } else {
@@ -189,6 +234,11 @@ pub fn run(
         frames,
         image: image.display().to_string(),
         image_size: [first.width(), first.height()],
+        input_size: match &m {
+            M::Owl(o) => Some(o.input_size()),
+            M::Owl2(o) => Some(o.input_size()),
+            _ => None,
+        },
         load_ms: load.as_secs_f64() * 1000.0,
         decode: stage(d),
         preprocess: stage(p),
@@ -213,6 +263,9 @@ impl std::fmt::Display for Report {
             self.image_size[0],
             self.image_size[1]
         )?;
+        if let Some(n) = self.input_size {
+            writeln!(f, "  model input      {n}x{n}")?;
+        }
         writeln!(f, "  load + optimize  {:>9.1} ms", self.load_ms)?;
         for (name, s) in [
             ("decode", &self.decode),

@@ -139,6 +139,9 @@ pub fn status_of(cameras: &[Camera]) -> Status {
 /// A camera's models for its prompt set: one CLIP with a class per prompt (or ensemble) and per
 /// negative, one OWL-ViT with the object prompts folded in, and a decider per prompt.
 fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
+    if cam.prompts.iter().any(|p| p.model == ModelKind::Owlv2) {
+        anyhow::bail!("unable to run camera {:?}: the daemon does not run OWLv2 prompts yet (`promptcam detect` does); use model = \"owlvit\" for now", cam.name);
+    }
     // the bigger model first: the smaller one's load peak then sits on its resident size, not
     // the other way round (both full-size int8 models, measured: 530 -> 470 MB peak)
     let owl_texts: Vec<String> = cam
@@ -155,8 +158,13 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
             .as_ref()
             .context("OWL-ViT prompts need [models.owlvit]")?;
         Some(
-            OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts)
-                .with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?,
+            OwlVit::load(
+                &ModelDir::open(&m.dir)?,
+                m.precision,
+                &owl_texts,
+                m.input_size,
+            )
+            .with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?,
         )
     };
     let clip_prompts: Vec<(usize, &PromptConfig)> = cam

@@ -70,6 +70,22 @@ pub struct OnnxGraph {
 
 impl OnnxGraph {
     pub fn read(path: &Path) -> Result<OnnxGraph> {
+        Self::read_with(path, |_| Ok(()))
+    }
+
+    /// Like [`OnnxGraph::read`], rewriting the parsed file with `rewrite` first (e.g. OWL-ViT's
+    /// grid adaptation, `grid.rs`), before any load-time rewrite of our own.
+    pub fn read_with(
+        path: &Path,
+        rewrite: impl FnOnce(&mut pb::ModelProto) -> Result<()>,
+    ) -> Result<OnnxGraph> {
+        let mut proto = Self::parse(path)?;
+        rewrite(&mut proto)?;
+        Self::from_proto(path, proto)
+    }
+
+    /// Parses an ONNX file as it is.
+    pub fn parse(path: &Path) -> Result<pb::ModelProto> {
         if !path.is_file() {
             bail!(
                 "unable to find model file {}; {}",
@@ -77,14 +93,17 @@ impl OnnxGraph {
                 super::dir::FETCH_HINT
             );
         }
-        let mut proto = tract_onnx::onnx()
+        tract_onnx::onnx()
             .proto_model_for_path(path)
             .with_context(|| {
                 format!(
                     "unable to parse {} as ONNX; is the file complete? re-download it",
                     path.display()
                 )
-            })?;
+            })
+    }
+
+    fn from_proto(path: &Path, mut proto: pb::ModelProto) -> Result<OnnxGraph> {
         let graph = proto
             .graph
             .as_ref()

@@ -1,14 +1,16 @@
 //! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
-//! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects, `clipseg` for
-//! masks and coverage), plus the
-//! pieces they share: the model directory layout (`dir`), ONNX loading and graph folding
-//! (`graph`, `skim` for a file's structure without its weights) and prompt tokenization
+//! and its post-processing (`clip` for whole-frame states, `owlvit` and `owlv2` for boxed
+//! objects, `clipseg` for masks and coverage), plus the pieces they share: the model directory
+//! layout (`dir`), ONNX loading and graph folding (`graph`, `skim` for a file's structure without
+//! its weights, `grid` for running OWL models at other input sizes) and prompt tokenization
 //! (`tokenize`).
 
 pub mod clip;
 pub mod clipseg;
 pub mod dir;
 pub mod graph;
+pub mod grid;
+pub mod owlv2;
 pub mod owlvit;
 pub mod quant;
 pub mod quantize;
@@ -18,4 +20,5 @@ pub mod tokenize;
 pub use clip::{Clip, ClipScore};
 pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use dir::{Family, ModelDir, Precision};
+pub use owlv2::Owlv2;
 pub use owlvit::{Detection, OwlVit};
