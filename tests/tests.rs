@@ -7,6 +7,7 @@ mod endpoint;
 mod fetch;
 mod fixture;
 mod mqtt;
+mod owl;
 mod pixels;
 mod rtsp;
 mod segment;
