@@ -293,6 +293,12 @@ fn build(
         let n = super::quant::fold_constants(&mut optimized)
             .with_context(|| format!("unable to fold the constants of {file}"))?;
         tracing::debug!("{file}: {n} constant folds");
+        // PROMPTCAM_INT8_FUSE=0 keeps tract's own passes: for benchmarks (BENCHMARKS.md)
+        if std::env::var("PROMPTCAM_INT8_FUSE").as_deref() != Ok("0") {
+            let n = super::fused::fuse(&mut optimized)
+                .with_context(|| format!("unable to fuse the int8 passes of {file}"))?;
+            tracing::debug!("{file}: {n} int8 passes fused");
+        }
     }
     Ok(optimized)
 }
@@ -340,6 +346,32 @@ pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
         .collect();
     v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(v)
+}
+
+/// Each op type's median time over several profiled runs, slowest first.
+pub fn median_profile(runs: &[Vec<OpTime>]) -> Vec<OpTime> {
+    use std::collections::BTreeMap;
+    let mut by_op: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+    for run in runs {
+        for o in run {
+            let e = by_op.entry(&o.op).or_default();
+            e.0 = o.nodes;
+            e.1.push(o.ms);
+        }
+    }
+    let mut v: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (nodes, mut ms))| {
+            ms.sort_by(f64::total_cmp);
+            OpTime {
+                op: op.to_string(),
+                nodes,
+                ms: ms[ms.len() / 2],
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    v
 }
 
 /// Copies an output tensor into a flat `Vec<f32>` and its shape.

@@ -8,6 +8,7 @@
 pub mod clip;
 pub mod clipseg;
 pub mod dir;
+pub mod fused;
 pub mod graph;
 pub mod grid;
 pub mod owlv2;
