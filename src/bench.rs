@@ -13,6 +13,24 @@ use std::path::Path;
 use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Owlv2, Precision};
 use crate::preprocess::to_rgb;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_threads_win_only_when_clearly_faster() {
+        assert_eq!(choose_threads(&[(2, 30.0), (1, 40.0)]), 2);
+        // slower, or within 3%: the fewer threads
+        assert_eq!(choose_threads(&[(2, 64.4), (1, 57.2)]), 1);
+        assert_eq!(choose_threads(&[(1, 40.0), (2, 39.5)]), 1);
+        assert_eq!(choose_threads(&[(1, 100.0), (2, 60.0), (4, 59.0)]), 2);
+        assert_eq!(choose_threads(&[(4, 30.0), (1, 100.0), (2, 60.0)]), 4);
+        assert_eq!(candidates(2), vec![1, 2]);
+        assert_eq!(candidates(4), vec![1, 2, 4]);
+        assert_eq!(candidates(1), vec![1]);
+    }
+}
+
 #[derive(Serialize)]
 pub struct Stage {
     pub median_ms: f64,
@@ -37,7 +55,8 @@ pub struct Report {
     pub model_run: Stage,
     pub postprocess: Stage,
     pub peak_rss_mb: f64,
-    /// Model time by op type on one frame (with `--profile`), slowest first.
+    /// Model time by op type, each op's median over the frames (with `--profile`), slowest
+    /// first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<crate::model::graph::OpTime>>,
 }
@@ -96,6 +115,56 @@ pub struct Options<'a> {
     pub size: Option<u32>,
     /// OWL-ViT / OWLv2: where to write the graph adapted to `size`.
     pub save_graph: Option<&'a Path>,
+}
+
+/// The thread counts worth trying on `cores` cores: all of them, one, and half from 4 up.
+fn candidates(cores: usize) -> Vec<usize> {
+    let mut v = vec![1, cores.max(1)];
+    if cores >= 4 {
+        v.push(cores / 2);
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The fastest of `(threads, ms)` measurements; more threads must be at least 3% faster than
+/// fewer to win, so a tie goes to the count that leaves cores free.
+pub fn choose_threads(times: &[(usize, f64)]) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort_by_key(|(n, _)| *n);
+    let mut best = sorted.first().copied().unwrap_or((1, 0.0));
+    for (n, t) in sorted.into_iter().skip(1) {
+        if t < best.1 * 0.97 {
+            best = (n, t);
+        }
+    }
+    best.0
+}
+
+/// Times `run` (one analysed frame's models) at the candidate thread counts of this machine —
+/// one warm-up and the best of two timed runs each — and leaves the executor at the fastest
+/// ([`choose_threads`]). Returns the choice and the times: more threads are not always faster
+/// (issue 14: a 2-core Xeon ran int8 CLIP slower on two threads than on one).
+pub fn pick_threads(mut run: impl FnMut() -> Result<()>) -> Result<(usize, Vec<(usize, f64)>)> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut times = vec![];
+    for n in candidates(cores) {
+        set_threads(n);
+        run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..2 {
+            let t = Instant::now();
+            run()?;
+            best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.push((n, best));
+    }
+    let n = choose_threads(&times);
+    set_threads(n);
+    Ok((n, times))
 }
 
 pub fn run(o: &Options) -> Result<Report> {
@@ -222,7 +291,11 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP, OWL-ViT and OWLv2; drop --profile"),
         };
-        Some(crate::model::graph::profile(model, tvec![pixels])?)
+        // every op's median over the frames: one frame on a busy machine is noise
+        let runs = (0..frames.clamp(1, 50))
+            .map(|_| crate::model::graph::profile(model, tvec![pixels.clone()]))
+            .collect::<Result<Vec<_>>>()?;
+        Some(crate::model::graph::median_profile(&runs))
     } else {
         None
     };
@@ -282,7 +355,10 @@ impl std::fmt::Display for Report {
         write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)?;
         if let Some(ops) = &self.profile {
             let total: f64 = ops.iter().map(|o| o.ms).sum();
-            write!(f, "\n  profile of one frame, by op ({total:.1} ms in all):")?;
+            write!(
+                f,
+                "\n  profile by op, medians over the frames ({total:.1} ms in all):"
+            )?;
             for o in ops.iter().take(15) {
                 write!(
                     f,

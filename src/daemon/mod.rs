@@ -23,6 +23,7 @@ use crate::motion::MotionGate;
 use crate::status::{CameraStatus, PromptStatus, Status};
 
 mod reload;
+mod threads;
 use reload::{reload, Reloads};
 
 /// A camera's CLIP model and, per prompt, which classes its score compares.
@@ -247,13 +248,17 @@ pub struct Control {
 /// Runs the daemon until every source has ended or a stop signal arrives.
 pub fn run(config: Config) -> Result<()> {
     let threads = crate::bench::set_threads(config.inference_threads);
-    tracing::info!("inference on {threads} thread(s)");
     let mqtt = config
         .mqtt
         .as_ref()
         .map(|raw| crate::mqtt::parse_config(raw, &config.path))
         .transpose()?;
-    let cameras = prepare(&config)?;
+    let mut cameras = prepare(&config)?;
+    let threads = match config.inference_threads {
+        0 => threads::calibrate(&mut cameras)?,
+        _ => threads,
+    };
+    tracing::info!("inference on {threads} thread(s)");
     let status = status_of(&cameras);
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
     let http = config
