@@ -3,9 +3,10 @@
 # exports, fp32 and dynamic int8 `_quantized`) into the model directory promptcam reads, verify
 # every file against the sha256 in the manifest, and record where each file came from.
 #
-#   models/fetch.sh [--strict] [--with-clipseg] [DEST]
+#   models/fetch.sh [--strict] [--with-clipseg] [--with-owlv2] [DEST]
 #                                         download + verify (default DEST /var/lib/promptcam/models);
-#                                         --with-clipseg adds CLIPSeg rd64-refined (model = "clipseg")
+#                                         --with-clipseg adds CLIPSeg rd64-refined (model = "clipseg"),
+#                                         --with-owlv2 OWLv2 B/16 (model = "owlv2")
 #   models/fetch.sh --print-sha [DEST]    print manifest lines for the files already in DEST
 #   models/fetch.sh --list [DEST]         print the files and where they go, download nothing
 #
@@ -16,20 +17,22 @@
 # hash differs from a pinned one is deleted and the script stops.
 #
 # Environment: PROMPTCAM_MODELS_BASE_URL (default $HF_ENDPOINT or https://huggingface.co),
-# PROMPTCAM_MODELS_REVISION (default main), CLIP_REPO / OWLVIT_REPO / CLIPSEG_REPO (other sizes in the same
-# layout work unchanged: ViT-B/16, ViT-L/14, ViT-L/14-336, OWL-ViT B/16 and L/14 — their files
-# have other hashes, so use --strict only with a manifest made for them).
+# PROMPTCAM_MODELS_REVISION (default main), CLIP_REPO / OWLVIT_REPO / CLIPSEG_REPO / OWLV2_REPO
+# (other sizes in the same layout work unchanged: ViT-B/16, ViT-L/14, ViT-L/14-336, OWL-ViT B/16
+# and L/14, OWLv2 L/14 — their files have other hashes, so use --strict only with a manifest made
+# for them).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-MODE=fetch STRICT=0 CLIPSEG=0 DEST=
+MODE=fetch STRICT=0 CLIPSEG=0 OWLV2=0 DEST=
 for a in "$@"; do
   case $a in
     --print-sha) MODE=print ;;
     --list) MODE=list ;;
     --strict) STRICT=1 ;;
     --with-clipseg) CLIPSEG=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-owlv2) OWLV2=1 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fetch.sh: unknown option $a; see --help" >&2; exit 64 ;;
     *) DEST=$a ;;
   esac
@@ -41,6 +44,7 @@ REV=${PROMPTCAM_MODELS_REVISION:-main}
 CLIP_REPO=${CLIP_REPO:-Xenova/clip-vit-base-patch32}
 OWLVIT_REPO=${OWLVIT_REPO:-Xenova/owlvit-base-patch32}
 CLIPSEG_REPO=${CLIPSEG_REPO:-Xenova/clipseg-rd64-refined}
+OWLV2_REPO=${OWLV2_REPO:-Xenova/owlv2-base-patch16}
 
 MANIFEST=${PROMPTCAM_MODELS_MANIFEST:-}
 if [ -z "$MANIFEST" ]; then
@@ -55,14 +59,15 @@ repo_of() { # model dir -> hub repository
     clip-*) echo "$CLIP_REPO" ;;
     clipseg-*) echo "$CLIPSEG_REPO" ;;
     owlvit-*) echo "$OWLVIT_REPO" ;;
+    owlv2-*) echo "$OWLV2_REPO" ;;
     *) echo "fetch.sh: no repository for $1 in $MANIFEST" >&2; exit 2 ;;
   esac
 }
 url_of() { local dir=${1%%/*} file=${1#*/}; echo "$BASE/$(repo_of "$dir")/resolve/$REV/$file"; }
 
 # the manifest's entries: "HASH PATH" per line, comments and blank lines skipped
-# (CLIPSeg only with --with-clipseg)
-mapfile -t ENTRIES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$MANIFEST" | awk -v seg=$CLIPSEG '{ if (seg || $2 !~ /^clipseg-/) print $1, $2 }')
+# (CLIPSeg only with --with-clipseg, OWLv2 only with --with-owlv2)
+mapfile -t ENTRIES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$MANIFEST" | awk -v seg=$CLIPSEG -v v2=$OWLV2 '{ if ((seg || $2 !~ /^clipseg-/) && (v2 || $2 !~ /^owlv2-/)) print $1, $2 }')
 
 instructions() { # reason
   {

@@ -966,6 +966,311 @@ def clipseg_reference(model, tok, images_dir):
         "images": results,
     }
 
+# ------------------------------------------------------------------------------ OWL at other sizes, OWLv2
+
+# input sizes other than the tiny OWL-ViT's native 768 (grids 15x15 and 12x12 of its 32 px patches)
+OWL_SIZES = [480, 384]
+OWLV2_PROMPTS = OWL_PROMPTS
+# the tiny OWLv2's native size (as the published B/16) and a reduced one
+OWLV2_SIZES = [960, 480]
+
+
+def same_weights(a, b):
+    """Whether two ONNX files hold the same initializers (names, shapes and values)."""
+    ia = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(a)).graph.initializer}
+    ib = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(b)).graph.initializer}
+    return ia.keys() == ib.keys() and all(
+        ia[k].shape == ib[k].shape and np.array_equal(ia[k], ib[k]) for k in ia)
+
+
+def rebuild_tiny_owlvit(tmp):
+    """The committed tiny OWL-ViT, rebuilt from its seed: its export must hold exactly the committed weights, so
+    that references computed with it describe the committed files."""
+    model, tok = build_owlvit(tmp, False)
+    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
+    assert same_weights(tmp / "onnx" / "model.onnx", committed), \
+        "the rebuilt tiny OWL-ViT differs from models/tiny/owlvit: other torch/transformers versions?"
+    return model, tok
+
+
+def graph_box_predictor(self, image_feats, feature_map, interpolate_pos_encoding=False):
+    """OwlViTForObjectDetection.box_predictor with compute_box_bias written on the traced feature-map shape
+    (as exports traced for dynamic sizes compute it): the exported graph then computes the box bias with
+    Shape/Range/Div/Log ops from the image's shape instead of storing it."""
+    pred_boxes = self.box_head(image_feats)
+    h, w = feature_map.shape[1], feature_map.shape[2]
+    xs = torch.arange(1, w + 1, dtype=torch.float32) / w
+    ys = torch.arange(1, h + 1, dtype=torch.float32) / h
+    xx, yy = torch.meshgrid(xs, ys, indexing="xy")
+    coords = torch.clip(torch.stack((xx, yy), dim=-1).reshape(-1, 2), 0.0, 1.0)
+    coord_bias = torch.log(coords + 1e-4) - torch.log1p(-coords + 1e-4)
+    size = torch.ones_like(coords) / torch.stack([w, h]).to(torch.float32)
+    size_bias = torch.log(size + 1e-4) - torch.log1p(-size + 1e-4)
+    pred_boxes = pred_boxes + torch.cat([coord_bias, size_bias], dim=-1)
+    return self.sigmoid(pred_boxes)
+
+
+def export_legacy_owlvit(model, tok, out):
+    """The same tiny OWL-ViT exported with the box bias computed in the graph (tests/fixtures/owlvit-graph-bias)."""
+    import types
+
+    legacy = OwlViTForObjectDetection(model.config).eval()
+    legacy.load_state_dict(model.state_dict())
+    legacy.box_predictor = types.MethodType(graph_box_predictor, legacy)
+    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
+    px = torch.randn(1, 3, 768, 768)
+    path = out / "model.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(OwlFull(legacy), (ids["input_ids"], px, ids["attention_mask"]), str(path),
+                      input_names=["input_ids", "pixel_values", "attention_mask"],
+                      output_names=["logits", "pred_boxes", "text_embeds", "image_embeds"],
+                      dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
+                                    "attention_mask": {0: "batch_size", 1: "sequence_length"},
+                                    "pixel_values": {0: "image_batch_size"}},
+                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    ops = {n.op_type for n in m.graph.node}
+    assert {"Log", "Range"} <= ops, "the export should compute the box bias (Range, Log) in the graph"
+    onnx.save_model(m, str(path), save_as_external_data=False)
+    # same outputs as the stored-bias export
+    feed = {"input_ids": ids["input_ids"].numpy(), "pixel_values": px.numpy(),
+            "attention_mask": ids["attention_mask"].numpy()}
+    a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["pred_boxes"], feed)[0]
+    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
+    b = ort.InferenceSession(str(committed), providers=["CPUExecutionProvider"]).run(["pred_boxes"], feed)[0]
+    assert np.abs(a - b).max() < 1e-5, np.abs(a - b).max()
+    print(f"{path.relative_to(REPO)}: {path.stat().st_size / 1e6:.1f} MB, box bias computed by {sorted(ops & {'Range', 'Log', 'Sub'})}")
+
+
+def pick_size_threshold(scores, lo=0.5, hi=0.8):
+    """A detection threshold with no score within 0.005 of it, in lo..hi: the middle of the widest gap between
+    scores that leaves 10 to 150 detections over the images (the tests must check something)."""
+    s = sorted(x for x in scores if lo <= x <= hi)
+    gaps = sorted(((b - a, (a + b) / 2) for a, b in zip(s, s[1:])), reverse=True)
+    ok = [(w, m) for w, m in gaps if w >= 0.01 and 10 <= sum(x > m for x in scores) <= 150]
+    assert ok, f"no threshold in {lo}..{hi} leaves 10 to 150 detections"
+    threshold = round(ok[0][1], 4)
+    close = [s for s in scores if abs(s - threshold) < 0.005]
+    assert not close, f"scores too close to threshold {threshold}: {close[:5]}"
+    return threshold
+
+
+def owl_sizes_reference(model, tok, images_dir, sizes):
+    """transformers at other input sizes: the processor resizing to N x N and the model called with
+    interpolate_pos_encoding=True (bicubic position embeddings, box bias for the new grid), then
+    post_process_object_detection, for each size."""
+    cfg = owl_processor_nested()["image_processor"]
+    text = tok(OWL_PROMPTS, padding="max_length", max_length=16, return_tensors="pt")
+    out = {}
+    for size in sizes:
+        kw = {k: v for k, v in cfg.items() if k != "image_processor_type"}
+        kw["size"] = {"height": size, "width": size}
+        proc = OwlViTImageProcessorPil(**kw)
+        runs, scores = [], []
+        for name in IMAGES:
+            im = load_image(images_dir / name)
+            pv = proc(images=im, return_tensors="pt")["pixel_values"]
+            with torch.no_grad():
+                o = model(input_ids=text["input_ids"], pixel_values=pv, attention_mask=text["attention_mask"],
+                          interpolate_pos_encoding=True)
+            assert o.logits.shape[1] == (size // 32) ** 2, o.logits.shape
+            scores += torch.sigmoid(o.logits.max(-1).values).reshape(-1).tolist()
+            runs.append((name, im, pv, o))
+        threshold = pick_size_threshold(scores)
+        images = []
+        for name, im, pv, o in runs:
+            res = proc.post_process_object_detection(o, threshold=threshold, target_sizes=[(im.height, im.width)])[0]
+            images.append({"image": name, "size": [im.width, im.height], "pixel_values": pixel_sample(pv.numpy()),
+                           "fp32": detections(res, OWL_PROMPTS)})
+        counts = [len(i["fp32"]) for i in images]
+        labels = {d["prompt"] for i in images for d in i["fp32"]}
+        print(f"owlvit at {size}: threshold {threshold}, detections per image {counts}, prompts {sorted(labels)}")
+        assert sum(counts) >= 10 and len(labels) >= 2, f"too few detections at {size}: {counts} {labels}"
+        emb = model.owlvit.vision_model.embeddings
+        with torch.no_grad():
+            table = emb.interpolate_pos_encoding(torch.zeros(1, (size // 32) ** 2 + 1, emb.embed_dim), size, size)
+        out[str(size)] = {"threshold": threshold, "images": images,
+                          "exact_input": raw_patches(model, text, EXACT_IMAGE, size, cfg),
+                          "position_embedding": pixel_sample(table.numpy(), 1024)}
+    return {
+        "generated_by": f"models/make_fixtures.py --owl-sizes with transformers {transformers.__version__}, torch {torch.__version__}",
+        "reference": "OwlViTImageProcessorPil(size=N) + OwlViTForObjectDetection(interpolate_pos_encoding=True) + post_process_object_detection",
+        "prompts": OWL_PROMPTS,
+        "input_ids": text["input_ids"].tolist(),
+        "sizes": out,
+    }
+
+
+EXACT_IMAGE = "rocket.png"
+
+
+def raw_patches(model, text, name, size, cfg):
+    """Per-patch sigmoid scores (best query) and boxes on exact_input at `size`: the whole adapted graph checked
+    tightly, where detections (0.01 score tolerance) cannot tell interpolation kernels apart on a tiny model."""
+    im = load_image(REPO / "tests" / "fixtures" / "images" / name)
+    px = torch.from_numpy(exact_input(im, size, size, cfg["image_mean"], cfg["image_std"]))
+    native = size == model.config.vision_config.image_size
+    with torch.no_grad():
+        o = model(input_ids=text["input_ids"], pixel_values=px, attention_mask=text["attention_mask"],
+                  interpolate_pos_encoding=not native)
+    return {"image": name, "scores": torch.sigmoid(o.logits.max(-1).values)[0].tolist(),
+            "boxes": o.pred_boxes[0].reshape(-1).tolist()}
+
+
+class Owlv2Full(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, pixel_values, attention_mask):
+        o = self.m(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        return o.logits, o.pred_boxes, o.text_embeds, o.image_embeds, o.objectness_logits
+
+
+def owlv2_config(full):
+    from transformers import Owlv2Config
+
+    if full:
+        # OWLv2 B/16 as published: 960 px, 16 px patches (a 60x60 grid), text and vision as OWL-ViT B
+        cfg = Owlv2Config(vision_config=dict(image_size=960, patch_size=16))
+    else:
+        # the real input size, 32 px patches (a 30x30 grid) to keep the tests quick
+        cfg = Owlv2Config(
+            text_config=dict(hidden_size=8, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             max_position_embeddings=16, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
+                             pad_token_id=0),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=960, patch_size=32),
+            projection_dim=8,
+        )
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def owlv2_processor_flat():
+    """preprocessor_config.json as the published OWLv2 export carries it."""
+    return {
+        "do_normalize": True,
+        "do_pad": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_processor_type": "Owlv2ImageProcessor",
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "processor_class": "Owlv2Processor",
+        "resample": 2,
+        "rescale_factor": 1 / 255,
+        "size": {"height": 960, "width": 960},
+    }
+
+
+def owlv2_processor(size=None):
+    from transformers import Owlv2ImageProcessorPil
+
+    kw = {k: v for k, v in owlv2_processor_flat().items() if k not in ("image_processor_type", "processor_class")}
+    if size:
+        kw["size"] = {"height": size, "width": size}
+    return Owlv2ImageProcessorPil(**kw)
+
+
+def build_owlv2(out, full):
+    from transformers import Owlv2ForObjectDetection
+
+    torch.manual_seed(SEED + 3)
+    cfg = owlv2_config(full)
+    model = Owlv2ForObjectDetection(cfg).eval()
+    if not full:
+        # as the tiny OWL-ViT: damp the attention and scale the heads so scores and boxes vary
+        with torch.no_grad():
+            for layer in model.owlv2.vision_model.encoder.layers:
+                layer.self_attn.out_proj.weight.mul_(0.1)
+            for head in (model.box_head, model.objectness_head):
+                head.dense2.weight.mul_(0.01)
+                head.dense2.bias.zero_()
+            model.class_head.logit_scale.weight.zero_()
+            model.class_head.logit_scale.bias.fill_(10.0)
+            model.class_head.logit_shift.weight.zero_()
+            model.class_head.logit_shift.bias.fill_(-0.6)
+    round_params(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "preprocessor_config.json").write_text(json.dumps(owlv2_processor_flat(), indent=2))
+    tok = clip_tokenizer("!", 16)
+    save_tokenizer(tok, out)
+    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
+    size = cfg.vision_config.image_size
+    px = torch.randn(1, 3, size, size)
+    onnx_dir = out / "onnx"
+    export(Owlv2Full(model), (ids["input_ids"], px, ids["attention_mask"]), onnx_dir / "model.onnx",
+           ["input_ids", "pixel_values", "attention_mask"],
+           ["logits", "pred_boxes", "text_embeds", "image_embeds", "objectness_logits"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "sequence_length"},
+            "pixel_values": {0: "image_batch_size"},
+            "logits": {0: "image_batch_size", 2: "batch_size"}, "pred_boxes": {0: "image_batch_size"},
+            "text_embeds": {0: "image_batch_size", 1: "batch_size"}, "image_embeds": {0: "image_batch_size"},
+            "objectness_logits": {0: "image_batch_size"}})
+    quantize(onnx_dir / "model.onnx")
+    return model, tok
+
+
+def procedural_image(width, height):
+    """A deterministic RGB image with detail at every scale (promptcam's tests build the same pixels), to
+    check the Gaussian blur and zoom on an image larger than the model input."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.int64)
+    r = (x * 7 + y * 3 + (x * y) % 101) % 256
+    g = (x * 2 + y * 11 + (x ^ y) % 53) % 256
+    b = ((x // 16 + y // 16) % 2) * 200 + (x + y) % 56
+    return Image.fromarray(np.stack([r, g, b], axis=-1).astype(np.uint8), "RGB")
+
+
+PROCEDURAL = (1500, 900)
+
+
+def owlv2_reference(model, tok, images_dir):
+    """Owlv2ImageProcessorPil (pad, Gaussian blur + scipy zoom, normalize) + Owlv2ForObjectDetection
+    (interpolate_pos_encoding=True below the native size) + post_process_object_detection (boxes scaled by the
+    padded square), at each of OWLV2_SIZES; plus pixel samples for a procedural image larger than the input."""
+    text = tok(OWLV2_PROMPTS, padding="max_length", max_length=16, return_tensors="pt")
+    sizes = {}
+    for size in OWLV2_SIZES:
+        proc = owlv2_processor(size)
+        native = size == model.config.vision_config.image_size
+        runs, scores = [], []
+        for name in IMAGES:
+            im = load_image(images_dir / name)
+            pv = proc(images=im, return_tensors="pt")["pixel_values"]
+            with torch.no_grad():
+                o = model(input_ids=text["input_ids"], pixel_values=pv, attention_mask=text["attention_mask"],
+                          interpolate_pos_encoding=not native)
+            scores += torch.sigmoid(o.logits.max(-1).values).reshape(-1).tolist()
+            runs.append((name, im, pv, o))
+        threshold = pick_size_threshold(scores)
+        images = []
+        for name, im, pv, o in runs:
+            res = proc.post_process_object_detection(o, threshold=threshold, target_sizes=[(im.height, im.width)])[0]
+            images.append({"image": name, "size": [im.width, im.height], "pixel_values": pixel_sample(pv.numpy()),
+                           "objectness_mean": float(torch.sigmoid(o.objectness_logits).mean()),
+                           "fp32": detections(res, OWLV2_PROMPTS)})
+        big = procedural_image(*PROCEDURAL)
+        counts = [len(i["fp32"]) for i in images]
+        labels = {d["prompt"] for i in images for d in i["fp32"]}
+        print(f"owlv2 at {size}: threshold {threshold}, detections per image {counts}, prompts {sorted(labels)}")
+        assert sum(counts) >= 10 and len(labels) >= 2, f"too few detections at {size}: {counts} {labels}"
+        sizes[str(size)] = {"threshold": threshold, "images": images,
+                            "exact_input": raw_patches(model, text, EXACT_IMAGE, size, owlv2_processor_flat()),
+                            "procedural_pixel_values": pixel_sample(proc(images=big, return_tensors="np")["pixel_values"])}
+    return {
+        "generated_by": f"models/make_fixtures.py --owlv2 with transformers {transformers.__version__}, torch {torch.__version__}",
+        "reference": "Owlv2ImageProcessorPil(size=N) + Owlv2ForObjectDetection(interpolate_pos_encoding=N != 960) + post_process_object_detection",
+        "prompts": OWLV2_PROMPTS,
+        "input_ids": text["input_ids"].tolist(),
+        "procedural_size": list(PROCEDURAL),
+        "sizes": sizes,
+    }
+
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -974,7 +1279,35 @@ def main():
     ap.add_argument("--threshold", type=float, help="detection threshold recorded in the reference "
                     "(default: the middle of the widest score gap in 0.5..0.8)")
     ap.add_argument("--clipseg", action="store_true", help="only the CLIPSeg model (and, tiny, its reference)")
+    ap.add_argument("--owl-sizes", action="store_true",
+                    help="rebuild the committed tiny OWL-ViT (checked to hold the same weights) and write its references "
+                         "at other input sizes (tests/fixtures/reference/owlvit_sizes.json) and its export with the box "
+                         "bias computed in the graph (tests/fixtures/owlvit-graph-bias)")
+    ap.add_argument("--owlv2", action="store_true",
+                    help="only OWLv2: tiny in models/tiny/owlv2 with tests/fixtures/reference/owlv2.json, or with --full "
+                         "the B/16 shape in target/full-models/owlv2-base-patch16")
     args = ap.parse_args()
+    refs = REPO / "tests" / "fixtures" / "reference"
+    if args.owlv2:
+        if args.full:
+            build_owlv2((args.out or REPO / "target" / "full-models") / "owlv2-base-patch16", True)
+            return
+        out = REPO / "models" / "tiny" / "owlv2"
+        model, tok = build_owlv2(out, False)
+        ref = owlv2_reference(model, tok, REPO / "tests" / "fixtures" / "images")
+        (refs / "owlv2.json").write_text(json.dumps(ref) + "\n")
+        total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        print(f"{out.relative_to(REPO)}: {total / 1e6:.1f} MB")
+        return
+    if args.owl_sizes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model, tok = rebuild_tiny_owlvit(Path(tmp))
+        ref = owl_sizes_reference(model, tok, REPO / "tests" / "fixtures" / "images", OWL_SIZES)
+        (refs / "owlvit_sizes.json").write_text(json.dumps(ref) + "\n")
+        export_legacy_owlvit(model, tok, REPO / "tests" / "fixtures" / "owlvit-graph-bias")
+        return
     if args.clipseg:
         out = args.out or REPO / "target" / "full-models"
         if args.full:

@@ -8,8 +8,28 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tract_onnx::prelude::tvec;
 
-use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Precision};
+use std::path::Path;
+
+use crate::model::{owlvit, Clip, ClipSeg, Family, ModelDir, OwlVit, Owlv2, Precision};
 use crate::preprocess::to_rgb;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_threads_win_only_when_clearly_faster() {
+        assert_eq!(choose_threads(&[(2, 30.0), (1, 40.0)]), 2);
+        // slower, or within 3%: the fewer threads
+        assert_eq!(choose_threads(&[(2, 64.4), (1, 57.2)]), 1);
+        assert_eq!(choose_threads(&[(1, 40.0), (2, 39.5)]), 1);
+        assert_eq!(choose_threads(&[(1, 100.0), (2, 60.0), (4, 59.0)]), 2);
+        assert_eq!(choose_threads(&[(4, 30.0), (1, 100.0), (2, 60.0)]), 4);
+        assert_eq!(candidates(2), vec![1, 2]);
+        assert_eq!(candidates(4), vec![1, 2, 4]);
+        assert_eq!(candidates(1), vec![1]);
+    }
+}
 
 #[derive(Serialize)]
 pub struct Stage {
@@ -26,13 +46,17 @@ pub struct Report {
     pub frames: usize,
     pub image: String,
     pub image_size: [u32; 2],
+    /// OWL-ViT / OWLv2: the square size the model ran at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<u32>,
     pub load_ms: f64,
     pub decode: Stage,
     pub preprocess: Stage,
     pub model_run: Stage,
     pub postprocess: Stage,
     pub peak_rss_mb: f64,
-    /// Model time by op type on one frame (with `--profile`), slowest first.
+    /// Model time by op type, each op's median over the frames (with `--profile`), slowest
+    /// first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<crate::model::graph::OpTime>>,
 }
@@ -78,15 +102,82 @@ pub fn set_threads(threads: usize) -> usize {
     n
 }
 
-pub fn run(
-    dir: &std::path::Path,
-    quantized: bool,
-    threads: usize,
-    frames: usize,
-    image: &std::path::Path,
-    profile: bool,
-) -> Result<Report> {
-    let threads = set_threads(threads);
+/// What `promptcam bench` measures.
+pub struct Options<'a> {
+    pub dir: &'a Path,
+    pub quantized: bool,
+    /// 0 = all cores.
+    pub threads: usize,
+    pub frames: usize,
+    pub image: &'a Path,
+    pub profile: bool,
+    /// OWL-ViT / OWLv2 input size (None: native).
+    pub size: Option<u32>,
+    /// OWL-ViT / OWLv2: where to write the graph adapted to `size`.
+    pub save_graph: Option<&'a Path>,
+}
+
+/// The thread counts worth trying on `cores` cores: all of them, one, and half from 4 up.
+fn candidates(cores: usize) -> Vec<usize> {
+    let mut v = vec![1, cores.max(1)];
+    if cores >= 4 {
+        v.push(cores / 2);
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The fastest of `(threads, ms)` measurements; more threads must be at least 3% faster than
+/// fewer to win, so a tie goes to the count that leaves cores free.
+pub fn choose_threads(times: &[(usize, f64)]) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort_by_key(|(n, _)| *n);
+    let mut best = sorted.first().copied().unwrap_or((1, 0.0));
+    for (n, t) in sorted.into_iter().skip(1) {
+        if t < best.1 * 0.97 {
+            best = (n, t);
+        }
+    }
+    best.0
+}
+
+/// Times `run` (one analysed frame's models) at the candidate thread counts of this machine —
+/// one warm-up and the best of two timed runs each — and leaves the executor at the fastest
+/// ([`choose_threads`]). Returns the choice and the times: more threads are not always faster
+/// (issue 14: a 2-core Xeon ran int8 CLIP slower on two threads than on one).
+pub fn pick_threads(mut run: impl FnMut() -> Result<()>) -> Result<(usize, Vec<(usize, f64)>)> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut times = vec![];
+    for n in candidates(cores) {
+        set_threads(n);
+        run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..2 {
+            let t = Instant::now();
+            run()?;
+            best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.push((n, best));
+    }
+    let n = choose_threads(&times);
+    set_threads(n);
+    Ok((n, times))
+}
+
+pub fn run(o: &Options) -> Result<Report> {
+    let Options {
+        dir,
+        quantized,
+        frames,
+        image,
+        profile,
+        size,
+        ..
+    } = *o;
+    let threads = set_threads(o.threads);
     let precision = if quantized {
         Precision::Quantized
     } else {
@@ -101,6 +192,15 @@ pub fn run(
     };
     let first = decode()?;
     let model = ModelDir::open(dir)?;
+    if let Some(out) = o.save_graph {
+        crate::model::owlvit::write_adapted(&model, precision, size, out)?;
+    }
+    if size.is_some() && !matches!(model.family, Family::OwlVit | Family::Owlv2) {
+        anyhow::bail!(
+            "unable to bench {} at --size: input sizes apply to OWL-ViT and OWLv2 models; drop --size",
+            dir.display()
+        );
+    }
     let prompts = vec![
         "a photo of a person".to_string(),
         "a photo of a delivery van".to_string(),
@@ -109,11 +209,13 @@ pub fn run(
     enum M {
         Clip(Box<Clip>),
         Owl(Box<OwlVit>),
+        Owl2(Box<Owlv2>),
         Seg(Box<ClipSeg>),
     }
     let mut m = match model.family {
         Family::Clip => M::Clip(Box::new(Clip::load(&model, precision, &prompts)?)),
-        Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts)?)),
+        Family::OwlVit => M::Owl(Box::new(OwlVit::load(&model, precision, &prompts, size)?)),
+        Family::Owlv2 => M::Owl2(Box::new(Owlv2::load(&model, precision, &prompts, size)?)),
         Family::ClipSeg => M::Seg(Box::new(ClipSeg::load(&model, precision, &prompts)?)),
     };
     let load = t.elapsed();
@@ -147,6 +249,14 @@ pub fn run(
                 ));
                 (t2, t3, Instant::now())
             }
+            M::Owl2(o) => {
+                let px = o.preprocessor().run(&img)?;
+                let t2 = Instant::now();
+                let patches = o.patch_scores(px)?;
+                let t3 = Instant::now();
+                std::hint::black_box(o.post_process(&patches, 0.1, img.width(), img.height()));
+                (t2, t3, Instant::now())
+            }
             M::Seg(s) => {
                 let px = s.preprocessor().run(&img)?;
                 let t2 = Instant::now();
@@ -175,9 +285,17 @@ pub fn run(
                 let px = o.preprocessor().run(&first)?;
                 (o.runnable(), px)
             }
-            M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP and OWL-ViT; drop --profile"),
+            M::Owl2(o) => {
+                let px = o.preprocessor().run(&first)?;
+                (o.runnable(), px)
+            }
+            M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP, OWL-ViT and OWLv2; drop --profile"),
         };
-        Some(crate::model::graph::profile(model, tvec![pixels])?)
+        // every op's median over the frames: one frame on a busy machine is noise
+        let runs = (0..frames.clamp(1, 50))
+            .map(|_| crate::model::graph::profile(model, tvec![pixels.clone()]))
+            .collect::<Result<Vec<_>>>()?;
+        Some(crate::model::graph::median_profile(&runs))
     } else {
         None
     };
@@ -189,6 +307,11 @@ pub fn run(
         frames,
         image: image.display().to_string(),
         image_size: [first.width(), first.height()],
+        input_size: match &m {
+            M::Owl(o) => Some(o.input_size()),
+            M::Owl2(o) => Some(o.input_size()),
+            _ => None,
+        },
         load_ms: load.as_secs_f64() * 1000.0,
         decode: stage(d),
         preprocess: stage(p),
@@ -213,6 +336,9 @@ impl std::fmt::Display for Report {
             self.image_size[0],
             self.image_size[1]
         )?;
+        if let Some(n) = self.input_size {
+            writeln!(f, "  model input      {n}x{n}")?;
+        }
         writeln!(f, "  load + optimize  {:>9.1} ms", self.load_ms)?;
         for (name, s) in [
             ("decode", &self.decode),
@@ -229,7 +355,10 @@ impl std::fmt::Display for Report {
         write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)?;
         if let Some(ops) = &self.profile {
             let total: f64 = ops.iter().map(|o| o.ms).sum();
-            write!(f, "\n  profile of one frame, by op ({total:.1} ms in all):")?;
+            write!(
+                f,
+                "\n  profile by op, medians over the frames ({total:.1} ms in all):"
+            )?;
             for o in ops.iter().take(15) {
                 write!(
                     f,

@@ -74,6 +74,7 @@ struct RawModels {
     clip: Option<RawModel>,
     owlvit: Option<RawModel>,
     clipseg: Option<RawModel>,
+    owlv2: Option<RawModel>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +83,8 @@ struct RawModel {
     dir: String,
     #[serde(default)]
     quantized: bool,
+    /// OWL-ViT / OWLv2: the square input size in pixels (default: the export's own).
+    input_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,6 +142,8 @@ pub enum ModelKind {
     OwlVit,
     /// Coverage of a masked stuff ("water on the floor"): score = covered fraction of the frame.
     ClipSeg,
+    /// Boxed objects with OWLv2 (more accurate, slower).
+    Owlv2,
 }
 
 impl ModelKind {
@@ -147,6 +152,7 @@ impl ModelKind {
         match self {
             ModelKind::Clip => "clip",
             ModelKind::OwlVit => "owlvit",
+            ModelKind::Owlv2 => "owlv2",
             ModelKind::ClipSeg => "clipseg",
         }
     }
@@ -156,6 +162,8 @@ impl ModelKind {
 pub struct ModelConfig {
     pub dir: PathBuf,
     pub precision: Precision,
+    /// OWL-ViT / OWLv2 only: run at this many pixels square instead of the export's size.
+    pub input_size: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +213,7 @@ pub struct Config {
     pub clip: Option<ModelConfig>,
     pub owlvit: Option<ModelConfig>,
     pub clipseg: Option<ModelConfig>,
+    pub owlv2: Option<ModelConfig>,
     pub motion: Option<MotionConfig>,
     pub cameras: Vec<CameraConfig>,
     /// The raw `[mqtt]` table, validated by the MQTT stage; None prints events on stdout.
@@ -408,19 +417,10 @@ impl Validator<'_> {
             0,
             256,
         )? as usize;
-        let model = |m: &Option<RawModel>| {
-            m.as_ref().map(|m| ModelConfig {
-                dir: self.relative(&m.dir),
-                precision: if m.quantized {
-                    Precision::Quantized
-                } else {
-                    Precision::Fp32
-                },
-            })
-        };
-        let clip = model(&raw.models.clip);
-        let owlvit = model(&raw.models.owlvit);
-        let clipseg = model(&raw.models.clipseg);
+        let clip = self.model(&raw.models.clip, "clip")?;
+        let owlvit = self.model(&raw.models.owlvit, "owlvit")?;
+        let clipseg = self.model(&raw.models.clipseg, "clipseg")?;
+        let owlv2 = self.model(&raw.models.owlv2, "owlv2")?;
         let m = &raw.motion;
         let motion = if m.enabled.unwrap_or(true) {
             Some(MotionConfig {
@@ -511,6 +511,7 @@ impl Validator<'_> {
                     clip.is_some(),
                     owlvit.is_some(),
                     clipseg.is_some(),
+                    owlv2.is_some(),
                 )?);
             }
             for (i, p) in prompts.iter().enumerate() {
@@ -569,12 +570,66 @@ impl Validator<'_> {
             clip,
             owlvit,
             clipseg,
+            owlv2,
             motion,
             cameras,
             mqtt: raw.mqtt,
             http,
             history,
         })
+    }
+
+    /// A `[models.<kind>]` table. `input_size` (OWL-ViT and OWLv2 only) must be a multiple of
+    /// the model's patch size: checked here when the model's config.json is readable, else
+    /// when the model loads.
+    fn model(&self, m: &Option<RawModel>, kind: &str) -> Result<Option<ModelConfig>> {
+        let Some(m) = m else { return Ok(None) };
+        let dir = self.relative(&m.dir);
+        let key = format!("models.{kind}.input_size");
+        let input_size = match &m.input_size {
+            None => None,
+            Some(s) if !matches!(kind, "owlvit" | "owlv2") => {
+                return self.err(
+                    s.span(),
+                    &key,
+                    "input_size applies to [models.owlvit] and [models.owlv2] only",
+                )
+            }
+            Some(s) => {
+                let n = *s.get_ref();
+                if !(16..=4096).contains(&n) {
+                    return self.err(
+                        s.span(),
+                        &key,
+                        format!("{n} is out of range; use a multiple of the model's patch size (OWL-ViT B/32: 32, e.g. 384, 480, 576 or 768)"),
+                    );
+                }
+                if let Ok(g) = crate::model::ModelDir::open(&dir).and_then(|d| d.vision_geometry())
+                {
+                    if let Err(e) = crate::model::owlvit::check_input_size(
+                        n as u32,
+                        g.patch_size as u32,
+                        g.image_size as u32,
+                    ) {
+                        return self.err(
+                            s.span(),
+                            &key,
+                            format!("{n} does not fit {}: {e}", dir.display()),
+                        );
+                    }
+                }
+                Some(n as u32)
+            }
+        };
+        Ok(Some(ModelConfig {
+            dir,
+            precision: if m.quantized {
+                Precision::Quantized
+            } else {
+                Precision::Fp32
+            },
+            input_size,
+        }))
     }
 
     fn http(&self, h: &RawHttp) -> Result<Option<HttpConfig>> {
@@ -727,6 +782,7 @@ impl Validator<'_> {
         have_clip: bool,
         have_owl: bool,
         have_seg: bool,
+        have_owlv2: bool,
     ) -> Result<PromptConfig> {
         let text = p.text.get_ref().trim().to_string();
         if text.is_empty() {
@@ -736,7 +792,8 @@ impl Validator<'_> {
             "clip" if have_clip => ModelKind::Clip,
             "owlvit" if have_owl => ModelKind::OwlVit,
             "clipseg" if have_seg => ModelKind::ClipSeg,
-            m @ ("clip" | "owlvit" | "clipseg") => {
+            "owlv2" if have_owlv2 => ModelKind::Owlv2,
+            m @ ("clip" | "owlvit" | "clipseg" | "owlv2") => {
                 return self.err(
                     p.model.span(),
                     "cameras.prompts.model",
@@ -747,7 +804,9 @@ impl Validator<'_> {
                 return self.err(
                     p.model.span(),
                     "cameras.prompts.model",
-                    format!("{other:?} is not a model; use \"clip\", \"owlvit\" or \"clipseg\""),
+                    format!(
+                    "{other:?} is not a model; use \"clip\", \"owlvit\", \"owlv2\" or \"clipseg\""
+                ),
                 )
             }
         };
@@ -992,6 +1051,46 @@ negatives = ["an empty driveway"]
             e.contains("line 6, column 16") && e.contains("not UTF-8"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn owl_input_size_is_checked_against_the_model() {
+        let owl = |size: &str| {
+            format!("[models.owlvit]\ndir = \"models/tiny/owlvit\"\ninput_size = {size}\n{GOOD}")
+        };
+        let c = parse(&owl("384"), Path::new("t.toml")).unwrap();
+        assert_eq!(c.owlvit.unwrap().input_size, Some(384));
+        // the tiny OWL-ViT has 32 px patches
+        let e = err(&owl("500"));
+        for n in ["models.owlvit.input_size", "line 3", "480 or 512"] {
+            assert!(e.contains(n), "expected {n:?} in: {e}");
+        }
+        let e = err(&owl("0"));
+        assert!(e.contains("out of range"), "{e}");
+        let e = err(&GOOD.replace(
+            "dir = \"models/tiny/clip\"",
+            "dir = \"models/tiny/clip\"\ninput_size = 384",
+        ));
+        assert!(
+            e.contains("models.clip.input_size") && e.contains("[models.owlvit]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn owlv2_prompts_need_their_model_table() {
+        let prompt = "\n[[cameras.prompts]]\ntext = \"a person\"\nmodel = \"owlv2\"\n";
+        let e = err(&format!("{GOOD}{prompt}"));
+        assert!(e.contains("[models.owlv2]"), "{e}");
+        let c = parse(
+            &format!(
+                "[models.owlv2]\ndir = \"models/tiny/owlv2\"\ninput_size = 480\n{GOOD}{prompt}"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].prompts[1].model, ModelKind::Owlv2);
+        assert_eq!(c.owlv2.unwrap().input_size, Some(480));
     }
 
     #[test]

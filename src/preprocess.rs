@@ -11,6 +11,8 @@
 //! rescale (`x * rescale_factor` in f64, then f32) and normalize (`(x - mean) / std` in f32). The
 //! tensor is NCHW `[1, 3, H, W]` and its buffer is reused from frame to frame.
 
+pub mod owlv2;
+
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};

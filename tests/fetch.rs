@@ -98,6 +98,10 @@ fn without_network_it_fails_with_the_copy_instructions() {
         !err.contains("clipseg"),
         "CLIPSeg only with --with-clipseg: {err}"
     );
+    assert!(
+        !err.contains("owlv2"),
+        "OWLv2 only with --with-owlv2: {err}"
+    );
     let out = fetch(
         &format!("http://{closed}"),
         &fixture::path("models/manifest.sha256"),
@@ -113,6 +117,22 @@ fn without_network_it_fails_with_the_copy_instructions() {
         )),
         "{err}"
     );
+    let out = fetch(
+        &format!("http://{closed}"),
+        &fixture::path("models/manifest.sha256"),
+        &dest,
+        &["--with-owlv2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "-> {}/owlv2-base-patch16/onnx/model_quantized.onnx",
+            dest.display()
+        )) && err.contains("/Xenova/owlv2-base-patch16/resolve/main/preprocessor_config.json"),
+        "{err}"
+    );
+    assert!(!err.contains("clipseg"), "{err}");
     assert!(
         !dest.join("clip-vit-base-patch32/config.json").exists()
             && !dest.join("clip-vit-base-patch32/config.json.part").exists()

@@ -15,6 +15,7 @@ mod metrics;
 mod mqtt;
 mod mqtt_delivery;
 mod mqtt_hostile;
+mod owl;
 mod pixels;
 mod redirect;
 mod rtsp;

@@ -116,7 +116,12 @@ fn images_convert_to_rgb_exactly_as_transformers_does() {
 /// Compares our pixel tensor with the reference sample. Both sides decode the same file (zune-jpeg
 /// vs libjpeg-turbo) and resize it (fast_image_resize vs Pillow), each rounding to u8, so a few
 /// samples may be a level or two apart; the bulk must agree exactly.
-fn assert_pixels_match(config: ProcessorConfig, image: &str, reference: &Value, what: &str) {
+pub(crate) fn assert_pixels_match(
+    config: ProcessorConfig,
+    image: &str,
+    reference: &Value,
+    what: &str,
+) {
     let std_min = config
         .normalize
         .map(|(_, s)| s.iter().copied().fold(f32::INFINITY, f32::min))
@@ -212,7 +217,12 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// models the same input onnxruntime had, because dynamic int8 quantization (activation scales
 /// from each tensor's min and max) amplifies the one-level rounding differences two resamplers
 /// leave on a few pixels.
-fn exact_input(image: &str, width: usize, height: usize, config: &ProcessorConfig) -> TValue {
+pub(crate) fn exact_input(
+    image: &str,
+    width: usize,
+    height: usize,
+    config: &ProcessorConfig,
+) -> TValue {
     let img = read_image(&fixture::image(image)).unwrap();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (mean, std) = config.normalize.unwrap();
@@ -397,7 +407,7 @@ fn clip_towers_without_model_onnx_use_the_openai_scale() {
 
 /// Every reference detection is matched by one of ours with the same prompt, IoU >= 0.9 and a
 /// score within 0.01, and we have no extra ones.
-fn assert_detections_match(
+pub(crate) fn assert_detections_match(
     ours: &[Detection],
     reference: &Value,
     what: &str,
@@ -443,7 +453,7 @@ fn check_owl(precision: Precision, key: &str, feed: Feed, min_iou: f32, score_to
     let refs = fixture::reference("owlvit.json");
     let threshold = refs["threshold"].as_f64().unwrap() as f32;
     let prompts = strings(&refs["prompts"]);
-    let mut owl = OwlVit::load(&owl_dir(), precision, &prompts).unwrap();
+    let mut owl = OwlVit::load(&owl_dir(), precision, &prompts, None).unwrap();
     let config = owl_dir().processor().unwrap();
     let mut total = 0;
     for im in refs["images"].as_array().unwrap() {
@@ -537,7 +547,7 @@ fn load_error(dir: &std::path::Path, precision: Precision, owl: bool) -> String 
     let prompts = vec!["a cat".to_string()];
     let res = ModelDir::open(dir).and_then(|d| {
         if owl {
-            OwlVit::load(&d, precision, &prompts).map(|_| ())
+            OwlVit::load(&d, precision, &prompts, None).map(|_| ())
         } else {
             Clip::load(&d, precision, &prompts).map(|_| ())
         }

@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Classify whole images against prompts with CLIP (zero-shot).
     Classify(ClassifyArgs),
-    /// Find and box prompted objects in images with OWL-ViT (open-vocabulary).
+    /// Find and box prompted objects in images with OWL-ViT or OWLv2 (open-vocabulary).
     Detect(DetectArgs),
     /// Measure how much of images prompted things cover, with CLIPSeg masks (zero-shot).
     Segment(SegmentArgs),
@@ -47,7 +47,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Model directory (CLIP or OWL-ViT).
+    /// Model directory (CLIP, OWL-ViT, OWLv2 or CLIPSeg).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Use the dynamic int8 `*_quantized.onnx` files.
@@ -77,6 +77,14 @@ pub struct BenchArgs {
     /// camera-day, and a prompt lab query over all of them.
     #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(10..=10_000_000))]
     pub history: Option<u32>,
+    /// OWL-ViT / OWLv2: run at N x N pixels instead of the native size (a multiple of the patch
+    /// size).
+    #[arg(long, value_name = "N")]
+    pub size: Option<u32>,
+    /// OWL-ViT / OWLv2: also write the ONNX graph adapted to --size here (to run the same graph
+    /// in onnxruntime, as models/bench_ort.py does).
+    #[arg(long, value_name = "FILE")]
+    pub save_graph: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +152,10 @@ pub struct DetectArgs {
     /// Write the image with labelled boxes drawn here (a directory when several images are given).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Run the model at N x N pixels instead of its native size (a multiple of its patch size,
+    /// e.g. 384, 480 or 576 for OWL-ViT B/32): faster, less detail.
+    #[arg(long, value_name = "N")]
+    pub size: Option<u32>,
     /// Images to search (JPEG or PNG).
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -213,14 +225,16 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => {
-            let r = crate::bench::run(
-                &a.model,
-                a.quantized,
-                a.threads,
-                a.frames as usize,
-                &a.image,
-                a.profile,
-            )?;
+            let r = crate::bench::run(&crate::bench::Options {
+                dir: &a.model,
+                quantized: a.quantized,
+                threads: a.threads,
+                frames: a.frames as usize,
+                image: &a.image,
+                profile: a.profile,
+                size: a.size,
+                save_graph: a.save_graph.as_deref(),
+            })?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -1,4 +1,4 @@
-//! `promptcam classify` and `promptcam detect`: run CLIP or OWL-ViT on image files and print
+//! `promptcam classify` and `promptcam detect`: run CLIP or OWL-ViT / OWLv2 on image files and print
 //! one result per image (a table, or one JSON object per line with `--json`).
 
 use std::io::Write;
@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
-use crate::model::{owlvit, Clip, ClipScore, Detection, ModelDir, OwlVit, Precision};
+use crate::model::{
+    owlvit, Clip, ClipScore, Detection, Family, ModelDir, OwlVit, Owlv2, Precision,
+};
 use crate::preprocess::to_rgb;
 
 /// Reads an image file and converts it to RGB as the reference processors do.
@@ -94,9 +96,33 @@ struct DetectLine<'a> {
     detections: &'a [Detection],
 }
 
+/// OWL-ViT or OWLv2, by the model directory's family.
+enum Detector {
+    OwlVit(Box<OwlVit>),
+    Owlv2(Box<Owlv2>),
+}
+
+impl Detector {
+    fn load(dir: &ModelDir, args: &DetectArgs) -> Result<Detector> {
+        let p = precision(&args.model);
+        let prompts = &args.model.prompts;
+        Ok(match dir.family {
+            Family::Owlv2 => Detector::Owlv2(Box::new(Owlv2::load(dir, p, prompts, args.size)?)),
+            _ => Detector::OwlVit(Box::new(OwlVit::load(dir, p, prompts, args.size)?)),
+        })
+    }
+
+    fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
+        match self {
+            Detector::OwlVit(m) => m.detect(image, threshold),
+            Detector::Owlv2(m) => m.detect(image, threshold),
+        }
+    }
+}
+
 pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
-    let mut owl = OwlVit::load(&dir, precision(&args.model), &args.model.prompts)?;
+    let mut owl = Detector::load(&dir, &args)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();

@@ -23,6 +23,7 @@ use crate::motion::MotionGate;
 use crate::status::{CameraStatus, PromptStatus, Status};
 
 mod reload;
+mod threads;
 use reload::{reload, Reloads};
 
 /// A camera's CLIP model and, per prompt, which classes its score compares.
@@ -150,6 +151,9 @@ pub fn status_of(cameras: &[Camera]) -> Status {
 /// A camera's models for its prompt set: one CLIP with a class per prompt (or ensemble) and per
 /// negative, one OWL-ViT with the object prompts folded in, and a decider per prompt.
 fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
+    if cam.prompts.iter().any(|p| p.model == ModelKind::Owlv2) {
+        anyhow::bail!("unable to run camera {:?}: the daemon does not run OWLv2 prompts yet (`promptcam detect` does); use model = \"owlvit\" for now", cam.name);
+    }
     // the bigger model first: the smaller one's load peak then sits on its resident size, not
     // the other way round (both full-size int8 models, measured: 530 -> 470 MB peak)
     let owl_texts: Vec<String> = cam
@@ -166,8 +170,13 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
             .as_ref()
             .context("OWL-ViT prompts need [models.owlvit]")?;
         Some(
-            OwlVit::load(&ModelDir::open(&m.dir)?, m.precision, &owl_texts)
-                .with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?,
+            OwlVit::load(
+                &ModelDir::open(&m.dir)?,
+                m.precision,
+                &owl_texts,
+                m.input_size,
+            )
+            .with_context(|| format!("unable to load OWL-ViT for camera {:?}", cam.name))?,
         )
     };
     let clip_prompts: Vec<(usize, &PromptConfig)> = cam
@@ -255,13 +264,17 @@ pub fn run(config: Config) -> Result<()> {
     let control = Arc::new(Control::default());
     crate::signals::install(control.clone())?;
     let threads = crate::bench::set_threads(config.inference_threads);
-    tracing::info!("inference on {threads} thread(s)");
     let mqtt = config
         .mqtt
         .as_ref()
         .map(|raw| crate::mqtt::parse_config(raw, &config.path))
         .transpose()?;
-    let cameras = prepare(&config)?;
+    let mut cameras = prepare(&config)?;
+    let threads = match config.inference_threads {
+        0 => threads::calibrate(&mut cameras)?,
+        _ => threads,
+    };
+    tracing::info!("inference on {threads} thread(s)");
     let status = status_of(&cameras);
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
     let http = config

@@ -16,6 +16,7 @@ pub enum Family {
     Clip,
     OwlVit,
     ClipSeg,
+    Owlv2,
 }
 
 impl Family {
@@ -24,8 +25,18 @@ impl Family {
             Family::Clip => "CLIP",
             Family::OwlVit => "OWL-ViT",
             Family::ClipSeg => "CLIPSeg",
+            Family::Owlv2 => "OWLv2",
         }
     }
+}
+
+/// The vision tower's shape: what an input size must respect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisionGeometry {
+    /// The square input the export was made for (OWL-ViT B/32: 768, OWLv2 B/16: 960).
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_size: usize,
 }
 
 /// fp32 files or onnxruntime's dynamic int8 `*_quantized.onnx`.
@@ -58,8 +69,9 @@ impl ModelDir {
             "clip" => Family::Clip,
             "owlvit" => Family::OwlVit,
             "clipseg" => Family::ClipSeg,
+            "owlv2" => Family::Owlv2,
             other => bail!(
-                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\", \"owlvit\" and \"clipseg\" exports",
+                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\", \"owlvit\", \"owlv2\" and \"clipseg\" exports",
                 root.display()
             ),
         };
@@ -72,6 +84,22 @@ impl ModelDir {
 
     /// The image processor settings, from `preprocessor_config.json` or `processor_config.json`.
     pub fn processor(&self) -> Result<ProcessorConfig> {
+        let (json, path) = self.processor_file()?;
+        ProcessorConfig::from_json(&json, self.family != Family::Clip).with_context(|| {
+            format!(
+                "unable to use the image processor settings in {}",
+                path.display()
+            )
+        })
+    }
+
+    /// The processor config file as JSON (flat or nested), for processors with settings of
+    /// their own (OWLv2's `do_pad`).
+    pub fn processor_json(&self) -> Result<Value> {
+        Ok(self.processor_file()?.0)
+    }
+
+    fn processor_file(&self) -> Result<(Value, PathBuf)> {
         let flat = self.root.join("preprocessor_config.json");
         let nested = self.root.join("processor_config.json");
         let path = if flat.is_file() {
@@ -84,13 +112,7 @@ impl ModelDir {
                 self.root.display()
             );
         };
-        let json = read_json(&path)?;
-        ProcessorConfig::from_json(&json, self.family != Family::Clip).with_context(|| {
-            format!(
-                "unable to use the image processor settings in {}",
-                path.display()
-            )
-        })
+        Ok((read_json(&path)?, path))
     }
 
     /// The text context length: `text_config.max_position_embeddings` (CLIP 77, OWL-ViT 16).
@@ -101,8 +123,36 @@ impl ModelDir {
             .map(|n| n as usize)
             .unwrap_or(match self.family {
                 Family::Clip | Family::ClipSeg => 77,
-                Family::OwlVit => 16,
+                Family::OwlVit | Family::Owlv2 => 16,
             })
+    }
+
+    /// The vision tower's native input size, patch size and width, from `config.json`'s
+    /// `vision_config` (transformers' defaults where a key is missing: 768, 32 and 768 for
+    /// OWL-ViT, 768, 16 and 768 for OWLv2, 224, 32 and 768 otherwise).
+    pub fn vision_geometry(&self) -> Result<VisionGeometry> {
+        let (size, patch) = match self.family {
+            Family::OwlVit => (768, 32),
+            Family::Owlv2 => (768, 16),
+            _ => (224, 32),
+        };
+        let key = |k: &str, default: u64| -> Result<usize> {
+            match self.config.pointer(&format!("/vision_config/{k}")) {
+                None | Some(Value::Null) => Ok(default as usize),
+                Some(v) => match v.as_u64() {
+                    Some(n) if n > 0 => Ok(n as usize),
+                    _ => bail!(
+                        "unable to use {}: config.json's vision_config.{k} is {v}, not a positive integer",
+                        self.root.display()
+                    ),
+                },
+            }
+        };
+        Ok(VisionGeometry {
+            image_size: key("image_size", size)?,
+            patch_size: key("patch_size", patch)?,
+            hidden_size: key("hidden_size", 768)?,
+        })
     }
 
     /// The tokenizer, padding and truncating as the reference processor does.
@@ -124,7 +174,7 @@ impl ModelDir {
             });
         let pad = from_config.unwrap_or_else(|| match self.family {
             Family::Clip | Family::ClipSeg => "<|endoftext|>".into(),
-            Family::OwlVit => "!".into(),
+            Family::OwlVit | Family::Owlv2 => "!".into(),
         });
         PromptTokenizer::load(&path, &pad, self.text_max_length())
     }

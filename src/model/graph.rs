@@ -70,6 +70,22 @@ pub struct OnnxGraph {
 
 impl OnnxGraph {
     pub fn read(path: &Path) -> Result<OnnxGraph> {
+        Self::read_with(path, |_| Ok(()))
+    }
+
+    /// Like [`OnnxGraph::read`], rewriting the parsed file with `rewrite` first (e.g. OWL-ViT's
+    /// grid adaptation, `grid.rs`), before any load-time rewrite of our own.
+    pub fn read_with(
+        path: &Path,
+        rewrite: impl FnOnce(&mut pb::ModelProto) -> Result<()>,
+    ) -> Result<OnnxGraph> {
+        let mut proto = Self::parse(path)?;
+        rewrite(&mut proto)?;
+        Self::from_proto(path, proto)
+    }
+
+    /// Parses an ONNX file as it is.
+    pub fn parse(path: &Path) -> Result<pb::ModelProto> {
         if !path.is_file() {
             bail!(
                 "unable to find model file {}; {}",
@@ -77,14 +93,17 @@ impl OnnxGraph {
                 super::dir::FETCH_HINT
             );
         }
-        let mut proto = tract_onnx::onnx()
+        tract_onnx::onnx()
             .proto_model_for_path(path)
             .with_context(|| {
                 format!(
                     "unable to parse {} as ONNX; is the file complete? re-download it",
                     path.display()
                 )
-            })?;
+            })
+    }
+
+    fn from_proto(path: &Path, mut proto: pb::ModelProto) -> Result<OnnxGraph> {
         let graph = proto
             .graph
             .as_ref()
@@ -274,6 +293,12 @@ fn build(
         let n = super::quant::fold_constants(&mut optimized)
             .with_context(|| format!("unable to fold the constants of {file}"))?;
         tracing::debug!("{file}: {n} constant folds");
+        // PROMPTCAM_INT8_FUSE=0 keeps tract's own passes: for benchmarks (BENCHMARKS.md)
+        if std::env::var("PROMPTCAM_INT8_FUSE").as_deref() != Ok("0") {
+            let n = super::fused::fuse(&mut optimized)
+                .with_context(|| format!("unable to fuse the int8 passes of {file}"))?;
+            tracing::debug!("{file}: {n} int8 passes fused");
+        }
     }
     Ok(optimized)
 }
@@ -321,6 +346,32 @@ pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
         .collect();
     v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(v)
+}
+
+/// Each op type's median time over several profiled runs, slowest first.
+pub fn median_profile(runs: &[Vec<OpTime>]) -> Vec<OpTime> {
+    use std::collections::BTreeMap;
+    let mut by_op: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+    for run in runs {
+        for o in run {
+            let e = by_op.entry(&o.op).or_default();
+            e.0 = o.nodes;
+            e.1.push(o.ms);
+        }
+    }
+    let mut v: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (nodes, mut ms))| {
+            ms.sort_by(f64::total_cmp);
+            OpTime {
+                op: op.to_string(),
+                nodes,
+                ms: ms[ms.len() / 2],
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    v
 }
 
 /// Copies an output tensor into a flat `Vec<f32>` and its shape.

@@ -1,15 +1,18 @@
 //! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
-//! and its post-processing (`clip` for whole-frame states, `owlvit` for boxed objects, `clipseg` for
-//! masks and coverage), plus the
-//! pieces they share: the model directory layout (`dir`), ONNX loading and graph folding
-//! (`graph`, `skim` for a file's structure without its weights) and prompt tokenization
+//! and its post-processing (`clip` for whole-frame states, `owlvit` and `owlv2` for boxed
+//! objects, `clipseg` for masks and coverage), plus the pieces they share: the model directory
+//! layout (`dir`), ONNX loading and graph folding (`graph`, `skim` for a file's structure without
+//! its weights, `grid` for running OWL models at other input sizes) and prompt tokenization
 //! (`tokenize`).
 
 pub mod clip;
 pub mod clip_text;
 pub mod clipseg;
 pub mod dir;
+pub mod fused;
 pub mod graph;
+pub mod grid;
+pub mod owlv2;
 pub mod owlvit;
 pub mod quant;
 pub mod quantize;
@@ -20,4 +23,5 @@ pub use clip::{Clip, ClipScore};
 pub use clip_text::ClipText;
 pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use dir::{Family, ModelDir, Precision};
+pub use owlv2::Owlv2;
 pub use owlvit::{Detection, OwlVit};

@@ -14,6 +14,7 @@ use tract_onnx::prelude::*;
 
 use super::dir::{Family, ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::grid::{self, Grid};
 use crate::preprocess::Preprocessor;
 
 /// One detected object, in original-image pixels.
@@ -41,55 +42,202 @@ pub struct OwlVit {
     preprocess: Preprocessor,
     prompts: Vec<String>,
     pub file: std::path::PathBuf,
+    size: u32,
+}
+
+/// An OWL-family graph loaded for one prompt set and input size.
+pub(super) struct LoadedGraph {
+    pub model: Runnable,
+    pub file: std::path::PathBuf,
+    /// The square input size, in pixels.
+    pub size: u32,
+    /// The outputs kept, in the model's output order.
+    pub outputs: Vec<String>,
+}
+
+/// Loads `onnx/model[_quantized].onnx` of an OWL-ViT or OWLv2 directory with the prompt tokens
+/// folded in and `outputs` kept, at `input_size` (adapting the graph when it is not the native
+/// size) or the processor's size. `processor_size` is the processor config's output size.
+pub(super) fn load_graph(
+    dir: &ModelDir,
+    precision: Precision,
+    prompts: &[String],
+    processor_size: Option<(u32, u32)>,
+    input_size: Option<u32>,
+    outputs: &[&str],
+    optional: &[&str],
+) -> Result<LoadedGraph> {
+    let what = dir.family.name();
+    if prompts.is_empty() {
+        bail!("unable to detect without prompts; give at least one");
+    }
+    let geometry = dir.vision_geometry()?;
+    let native = geometry.image_size as u32;
+    let (w, h) = processor_size.with_context(|| {
+        format!(
+            "unable to use {}: its processor config has no fixed output size",
+            dir.root.display()
+        )
+    })?;
+    if (w, h) != (native, native) {
+        bail!(
+            "unable to use {}: its processor resizes to {w}x{h} but config.json's vision_config.image_size is {native}; the files do not belong together",
+            dir.root.display()
+        );
+    }
+    let size = input_size.unwrap_or(native);
+    check_input_size(size, geometry.patch_size as u32, native)
+        .with_context(|| format!("unable to run {what} at {size}x{size}"))?;
+    let tokens = dir.tokenizer()?.encode(prompts)?;
+    let path = dir.onnx_path("model", precision);
+    if !path.is_file() {
+        bail!(
+            "unable to find {}: an {what} directory needs onnx/model{}.onnx (found {}); {}",
+            path.display(),
+            if precision == Precision::Quantized {
+                "_quantized"
+            } else {
+                ""
+            },
+            dir.onnx_listing(),
+            super::dir::FETCH_HINT
+        );
+    }
+    let graph = OnnxGraph::read_with(&path, |proto| {
+        if size != native {
+            adapt_to(proto, geometry, size).with_context(|| {
+                format!(
+                    "unable to adapt {} from {native} to {size} px",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    })?;
+    let mut wanted: Vec<&str> = outputs.to_vec();
+    wanted.extend(optional.iter().filter(|o| graph.has_output(o)));
+    let model = graph.into_optimized(
+        &[
+            ("input_ids", Input::Const(tokens.ids_tensor()?)),
+            (
+                "pixel_values",
+                Input::Fed(f32::datum_type(), vec![1, 3, size as usize, size as usize]),
+            ),
+            ("attention_mask", Input::Const(tokens.mask_tensor()?)),
+        ],
+        &wanted,
+    )?;
+    Ok(LoadedGraph {
+        model: runnable(model)?,
+        file: path,
+        size,
+        outputs: wanted.iter().map(|o| o.to_string()).collect(),
+    })
+}
+
+/// Writes the ONNX file an OWL-ViT / OWLv2 directory's model runs at `size` (adapted as
+/// [`load_graph`] adapts it, without promptcam's own load-time rewrites), so that another runtime
+/// can run the same graph.
+pub fn write_adapted(
+    dir: &ModelDir,
+    precision: Precision,
+    size: Option<u32>,
+    out: &std::path::Path,
+) -> Result<()> {
+    use prost::Message;
+    if !matches!(dir.family, Family::OwlVit | Family::Owlv2) {
+        bail!(
+            "unable to write an adapted graph for {}: it is a {} model; only OWL-ViT and OWLv2 graphs are adapted",
+            dir.root.display(),
+            dir.family.name()
+        );
+    }
+    let geometry = dir.vision_geometry()?;
+    let path = dir.onnx_path("model", precision);
+    let mut proto = OnnxGraph::parse(&path)?;
+    if let Some(size) = size.filter(|s| *s as usize != geometry.image_size) {
+        check_input_size(size, geometry.patch_size as u32, geometry.image_size as u32)?;
+        adapt_to(&mut proto, geometry, size)
+            .with_context(|| format!("unable to adapt {} to {size} px", path.display()))?;
+    }
+    std::fs::write(out, proto.encode_to_vec())
+        .with_context(|| format!("unable to write {}", out.display()))
+}
+
+/// Rewrites a parsed OWL-family export for a `size` px square input (`grid.rs`).
+pub fn adapt_to(
+    proto: &mut tract_onnx::pb::ModelProto,
+    geometry: super::dir::VisionGeometry,
+    size: u32,
+) -> Result<()> {
+    let patch = geometry.patch_size;
+    let native = Grid::square(geometry.image_size / patch);
+    let target = Grid::square(size as usize / patch);
+    let adapted = grid::adapt(proto, native, target, geometry.hidden_size)?;
+    grid::set_input_size(proto, "pixel_values", size as usize, size as usize);
+    tracing::debug!("adapted to {size} px: {}", adapted.changes.join("; "));
+    Ok(())
+}
+
+/// Input sizes an OWL-family model runs at: multiples of its patch size from one patch to twice
+/// its native size. The error names the nearest allowed sizes.
+pub fn check_input_size(size: u32, patch: u32, native: u32) -> Result<()> {
+    let max = 2 * native;
+    if size % patch == 0 && (patch..=max).contains(&size) {
+        return Ok(());
+    }
+    let below = (size / patch * patch).clamp(patch, max);
+    let above = (size.div_ceil(patch) * patch).clamp(patch, max);
+    let near = if below == above {
+        format!("{below}")
+    } else {
+        format!("{below} or {above}")
+    };
+    bail!(
+        "the input size must be a multiple of the patch size {patch} from {patch} to {max} (the native size is {native}); use {near}"
+    )
 }
 
 impl OwlVit {
-    pub fn load(dir: &ModelDir, precision: Precision, prompts: &[String]) -> Result<OwlVit> {
+    /// Loads an OWL-ViT export with `prompts` folded in, at its native input size or, with
+    /// `input_size`, at that many pixels square (a multiple of the patch size: see `grid.rs`).
+    pub fn load(
+        dir: &ModelDir,
+        precision: Precision,
+        prompts: &[String],
+        input_size: Option<u32>,
+    ) -> Result<OwlVit> {
         if dir.family != Family::OwlVit {
-            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory", dir.root.display(), dir.family.name());
+            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory{}", dir.root.display(), dir.family.name(),
+                if dir.family == Family::Owlv2 { " (OWLv2 runs as model = \"owlv2\")" } else { "" });
         }
-        if prompts.is_empty() {
-            bail!("unable to detect without prompts; give at least one");
-        }
-        let processor = dir.processor()?;
-        let (w, h) = processor.output_size().with_context(|| {
-            format!(
-                "unable to use {}: its processor config has no fixed output size",
-                dir.root.display()
-            )
-        })?;
-        let tokens = dir.tokenizer()?.encode(prompts)?;
-        let path = dir.onnx_path("model", precision);
-        if !path.is_file() {
-            bail!(
-                "unable to find {}: an OWL-ViT directory needs onnx/model{}.onnx (found {}); {}",
-                path.display(),
-                if precision == Precision::Quantized {
-                    "_quantized"
-                } else {
-                    ""
-                },
-                dir.onnx_listing(),
-                super::dir::FETCH_HINT
-            );
-        }
-        let model = OnnxGraph::read(&path)?.into_optimized(
-            &[
-                ("input_ids", Input::Const(tokens.ids_tensor()?)),
-                (
-                    "pixel_values",
-                    Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]),
-                ),
-                ("attention_mask", Input::Const(tokens.mask_tensor()?)),
-            ],
+        let mut processor = dir.processor()?;
+        let loaded = load_graph(
+            dir,
+            precision,
+            prompts,
+            processor.output_size(),
+            input_size,
             &["logits", "pred_boxes"],
+            &[],
         )?;
+        processor.resize = Some(crate::preprocess::Resize::Exact {
+            width: loaded.size,
+            height: loaded.size,
+        });
+        processor.crop = None;
         Ok(OwlVit {
-            model: runnable(model)?,
+            model: loaded.model,
             preprocess: Preprocessor::new(processor),
             prompts: prompts.to_vec(),
-            file: path,
+            file: loaded.file,
+            size: loaded.size,
         })
+    }
+
+    /// The square input size the model runs at, in pixels.
+    pub fn input_size(&self) -> u32 {
+        self.size
     }
 
     pub fn prompts(&self) -> &[String] {
@@ -111,36 +259,7 @@ impl OwlVit {
             .model
             .run(tvec![pixels])
             .context("unable to run the OWL-ViT model")?;
-        let (lshape, logits) = f32_output(&out[0])?;
-        let (bshape, boxes) = f32_output(&out[1])?;
-        let q = self.prompts.len();
-        if lshape.len() != 3
-            || lshape[2] != q
-            || bshape.len() != 3
-            || bshape[2] != 4
-            || bshape[1] != lshape[1]
-        {
-            bail!("unable to read OWL-ViT outputs: logits {lshape:?}, pred_boxes {bshape:?}; expected [1, P, {q}] and [1, P, 4]");
-        }
-        let mut best_query = Vec::with_capacity(lshape[1]);
-        let mut scores = Vec::with_capacity(lshape[1]);
-        for row in logits.chunks(q) {
-            let (ix, best) = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
-                );
-            best_query.push(ix);
-            scores.push(sigmoid(best));
-        }
-        let boxes = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
-        Ok(PatchScores {
-            best_query,
-            scores,
-            boxes,
-        })
+        read_patches(&out[0], &out[1], self.prompts.len())
     }
 
     /// Detections above `threshold` in an image, highest score first.
@@ -157,6 +276,37 @@ impl OwlVit {
     }
 }
 
+/// Reads the `logits` `[1, P, Q]` and `pred_boxes` `[1, P, 4]` outputs.
+pub fn read_patches(logits: &TValue, boxes: &TValue, q: usize) -> Result<PatchScores> {
+    let (lshape, logits) = f32_output(logits)?;
+    let (bshape, boxes) = f32_output(boxes)?;
+    if lshape.len() != 3
+        || lshape[2] != q
+        || bshape.len() != 3
+        || bshape[2] != 4
+        || bshape[1] != lshape[1]
+    {
+        bail!("unable to read OWL-ViT outputs: logits {lshape:?}, pred_boxes {bshape:?}; expected [1, P, {q}] and [1, P, 4]");
+    }
+    let mut best_query = Vec::with_capacity(lshape[1]);
+    let mut scores = Vec::with_capacity(lshape[1]);
+    for row in logits.chunks(q) {
+        let (ix, best) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
+            );
+        best_query.push(ix);
+        scores.push(sigmoid(best));
+    }
+    let boxes = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
+    Ok(PatchScores {
+        best_query,
+        scores,
+        boxes,
+    })
+}
+
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -169,7 +319,17 @@ pub fn post_process(
     width: u32,
     height: u32,
 ) -> Vec<Detection> {
-    let (w, h) = (width as f32, height as f32);
+    post_process_scaled(p, prompts, threshold, width as f32, height as f32)
+}
+
+/// [`post_process`] with relative boxes scaled by `w` and `h` (OWLv2: the padded square's side).
+pub fn post_process_scaled(
+    p: &PatchScores,
+    prompts: &[String],
+    threshold: f32,
+    w: f32,
+    h: f32,
+) -> Vec<Detection> {
     let mut out: Vec<Detection> = p
         .scores
         .iter()

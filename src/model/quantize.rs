@@ -133,21 +133,66 @@ const ROUND: f32 = 12_582_912.0;
 /// `y[i] = clamp(round_half_even(x[i] / scale) + zero_point, 0, 255)`, as ONNX defines
 /// QuantizeLinear. A zero scale (an all-zero input) gives the zero point, as in onnxruntime.
 pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
-    let zp = zero_point as f32;
     if scale == 0.0 || !scale.is_finite() {
         y.fill(zero_point);
         return;
     }
-    // compares and selects, no float-to-int `as` (saturating, so scalar): the integer-valued
-    // result in 0..=255 is read from the low mantissa bits of `r + 2^23`
-    for (o, v) in y.iter_mut().zip(x) {
-        let q = v / scale;
-        // keep the magic-number rounding in range; beyond +-512 the result saturates anyway
-        let q = q.clamp(-512.0, 512.0);
-        let r = ((q + ROUND) - ROUND) + zp;
-        let r = r.clamp(0.0, 255.0);
-        *o = ((r + MANTISSA).to_bits() & 0xff) as u8;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above
+        return unsafe { levels_avx2(x, scale, zero_point as f32, y, 0) };
     }
+    levels(x, scale, zero_point as f32, y, 0);
+}
+
+/// [`quantize`] minus 128, as i8 (tract's OffsetU8asI8 of the result).
+pub(crate) fn quantize_i8(x: &[f32], scale: f32, zero_point: u8, y: &mut [i8]) {
+    let y: &mut [u8] = bytemuck::cast_slice_mut(y);
+    if scale == 0.0 || !scale.is_finite() {
+        y.fill(zero_point ^ 0x80);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above
+        return unsafe { levels_avx2(x, scale, zero_point as f32, y, 0x80) };
+    }
+    levels(x, scale, zero_point as f32, y, 0x80);
+}
+
+/// The per-element loop: each level as a byte, xor `flip`. Division, rounding and clamps are
+/// the same IEEE operations at any vector width, so the AVX2 copy gives the same bytes.
+#[inline(always)]
+fn levels(x: &[f32], scale: f32, zp: f32, y: &mut [u8], flip: u8) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o = byte(level(*v, scale, zp)) ^ flip;
+    }
+}
+
+/// [`levels`] compiled for AVX2 (8 lanes instead of SSE2's 4), chosen at run time: builds stay
+/// for the baseline CPU of their family.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn levels_avx2(x: &[f32], scale: f32, zp: f32, y: &mut [u8], flip: u8) {
+    levels(x, scale, zp, y, flip)
+}
+
+/// The quantized level of `v`, `clamp(round_half_even(v / scale) + zp, 0, 255)`, as an
+/// integer-valued f32. Compares and selects, no float-to-int `as` (saturating, so scalar): the
+/// caller's loop vectorises.
+#[inline(always)]
+fn level(v: f32, scale: f32, zp: f32) -> f32 {
+    let q = v / scale;
+    // keep the magic-number rounding in range; beyond +-512 the result saturates anyway
+    let q = q.clamp(-512.0, 512.0);
+    let r = ((q + ROUND) - ROUND) + zp;
+    r.clamp(0.0, 255.0)
+}
+
+/// An integer-valued `r` in 0..=255 as a byte, read from the low mantissa bits of `r + 2^23`.
+#[inline(always)]
+fn byte(r: f32) -> u8 {
+    ((r + MANTISSA).to_bits() & 0xff) as u8
 }
 
 /// `2^23`: for an integer-valued `r` in 0..=255, `r + 2^23` holds `r` in its low mantissa bits.
@@ -179,6 +224,31 @@ mod tests {
                 assert_eq!(*got, reference(*v, scale, zp), "x {v} zp {zp}");
             }
         }
+    }
+
+    #[test]
+    fn the_avx2_copy_and_the_i8_codes_agree_with_the_baseline_loop() {
+        let mut state = 99u32;
+        let x: Vec<f32> = (0..10_007)
+            .map(|_| {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                (state as f32 / u32::MAX as f32 - 0.5) * 90.0
+            })
+            .collect();
+        let mut baseline = vec![0u8; x.len()];
+        levels(&x, 0.37, 17.0, &mut baseline, 0);
+        // on x86_64 with AVX2 (checked at run time) this takes the AVX2 copy
+        let mut fast = vec![0u8; x.len()];
+        quantize(&x, 0.37, 17, &mut fast);
+        assert_eq!(baseline, fast);
+        let mut codes = vec![0i8; x.len()];
+        quantize_i8(&x, 0.37, 17, &mut codes);
+        assert!(codes
+            .iter()
+            .zip(&fast)
+            .all(|(c, u)| *c == u.wrapping_sub(128) as i8));
+        quantize_i8(&[0.0; 3], 0.0, 7, &mut codes[..3]);
+        assert_eq!(&codes[..3], &[7u8.wrapping_sub(128) as i8; 3]);
     }
 
     #[test]

@@ -1,0 +1,41 @@
+//! Threads: with `inference_threads = 0` (the default) the number of inference threads is
+//! measured once the models are loaded instead of assumed to be all cores: every camera's
+//! models run on a blank frame at each candidate count (`bench::pick_threads`) and the fastest
+//! count is kept, fewer threads on a tie. More threads are not always faster: single-core work
+//! between the matrix products, a core shared with other processes or SMT siblings can make two
+//! threads slower than one.
+
+use anyhow::Result;
+use image::RgbImage;
+
+use super::Camera;
+
+/// Picks and sets the inference thread count for these cameras' models; returns it.
+pub(super) fn calibrate(cameras: &mut [Camera]) -> Result<usize> {
+    // a mid-gray VGA frame: the models' cost does not depend on the content
+    let frame = RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]));
+    let (n, times) = crate::bench::pick_threads(|| {
+        for cam in cameras.iter_mut() {
+            if let Some(c) = cam.clip.as_mut() {
+                c.clip.classify(&frame)?;
+            }
+            if let Some(o) = cam.owl.as_mut() {
+                o.detect(&frame, 1.0)?;
+            }
+            if let Some(s) = cam.seg.as_mut() {
+                let px = s.preprocessor().run(&frame)?;
+                s.run_pixels(px)?;
+            }
+        }
+        Ok(())
+    })?;
+    let measured: Vec<String> = times
+        .iter()
+        .map(|(n, ms)| format!("{n} thread(s) {ms:.1} ms"))
+        .collect();
+    tracing::info!(
+        "inference threads measured on the loaded models: {}; using {n}",
+        measured.join(", ")
+    );
+    Ok(n)
+}
