@@ -45,7 +45,7 @@ fn release(fifo: &Path, contents: &[u8]) {
 fn loading(config: &Path) -> Proc {
     let d = Proc::run(config, None);
     // logged after the handlers are installed, just before the models load
-    assert!(d.wait_log("inference on", SECS(30)), "{}", d.log());
+    assert!(d.wait_log("loading the models", SECS(30)), "{}", d.log());
     std::thread::sleep(Duration::from_millis(300));
     d
 }

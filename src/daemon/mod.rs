@@ -263,6 +263,7 @@ pub fn run(config: Config) -> Result<()> {
     // signals first: a SIGHUP or SIGTERM while the models load must not kill the daemon
     let control = Arc::new(Control::default());
     crate::signals::install(control.clone())?;
+    tracing::info!("loading the models of {} camera(s)", config.cameras.len());
     let threads = crate::bench::set_threads(config.inference_threads);
     let mqtt = config
         .mqtt
