@@ -134,7 +134,7 @@ struct RawPrompt {
 // ------------------------------------------------------------------------------------------ runtime
 
 /// Which model a prompt runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ModelKind {
     /// Whole-frame states ("a garage door that is open").
     Clip,
@@ -147,6 +147,21 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// How messages name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            ModelKind::Clip => "CLIP",
+            ModelKind::OwlVit => "OWL-ViT",
+            ModelKind::Owlv2 => "OWLv2",
+            ModelKind::ClipSeg => "CLIPSeg",
+        }
+    }
+
+    /// An open-vocabulary detector (its prompts' scores are boxes; `owlvit_when` gates it).
+    pub fn is_detector(self) -> bool {
+        matches!(self, ModelKind::OwlVit | ModelKind::Owlv2)
+    }
+
     /// The name the config uses (`model = "..."`).
     pub fn name(self) -> &'static str {
         match self {
@@ -158,7 +173,7 @@ impl ModelKind {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub dir: PathBuf,
     pub precision: Precision,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 pub fn check(path: &Path) -> Result<()> {
     let config = crate::config::load(path)?;
-    let cameras = crate::daemon::prepare(&config)?;
+    let (_, cameras) = crate::daemon::prepare(&config)?;
     println!("{}: valid", path.display());
     for m in [
         ("clip", &config.clip),

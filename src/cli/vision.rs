@@ -10,9 +10,7 @@ use serde::Serialize;
 
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
-use crate::model::{
-    owlvit, Clip, ClipScore, Detection, Family, ModelDir, OwlVit, Owlv2, Precision,
-};
+use crate::model::{owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
 use crate::preprocess::to_rgb;
 
 /// Reads an image file and converts it to RGB as the reference processors do.
@@ -96,33 +94,9 @@ struct DetectLine<'a> {
     detections: &'a [Detection],
 }
 
-/// OWL-ViT or OWLv2, by the model directory's family.
-enum Detector {
-    OwlVit(Box<OwlVit>),
-    Owlv2(Box<Owlv2>),
-}
-
-impl Detector {
-    fn load(dir: &ModelDir, args: &DetectArgs) -> Result<Detector> {
-        let p = precision(&args.model);
-        let prompts = &args.model.prompts;
-        Ok(match dir.family {
-            Family::Owlv2 => Detector::Owlv2(Box::new(Owlv2::load(dir, p, prompts, args.size)?)),
-            _ => Detector::OwlVit(Box::new(OwlVit::load(dir, p, prompts, args.size)?)),
-        })
-    }
-
-    fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
-        match self {
-            Detector::OwlVit(m) => m.detect(image, threshold),
-            Detector::Owlv2(m) => m.detect(image, threshold),
-        }
-    }
-}
-
 pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
-    let mut owl = Detector::load(&dir, &args)?;
+    let mut owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();
