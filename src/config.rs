@@ -107,6 +107,8 @@ struct RawCamera {
     looped: bool,
     roi: Option<Spanned<Vec<i64>>>,
     owlvit_when: Option<Spanned<String>>,
+    motion_crops: Option<Spanned<bool>>,
+    full_frame_every: Option<Spanned<f64>>,
     #[serde(default)]
     prompts: Vec<RawPrompt>,
 }
@@ -217,6 +219,9 @@ pub struct CameraConfig {
     pub looped: bool,
     pub roi: Option<[u32; 4]>,
     pub owlvit_when: OwlVitWhen,
+    /// Detectors look at a square around the motion region instead of the whole frame
+    /// (`motion_crops`), except for one whole frame every `full_frame_every`.
+    pub motion_crops: Option<Duration>,
     pub prompts: Vec<PromptConfig>,
 }
 
@@ -512,6 +517,23 @@ impl Validator<'_> {
                     );
                 }
             };
+            let motion_crops = match &c.motion_crops {
+                Some(on) if *on.get_ref() && motion.is_none() => {
+                    return self.err(
+                        on.span(),
+                        "cameras.motion_crops",
+                        "motion crops need the motion gate; remove `enabled = false` from [motion] or set motion_crops = false",
+                    )
+                }
+                Some(on) if *on.get_ref() => Some(Duration::from_secs_f64(self.float(
+                    &c.full_frame_every,
+                    "cameras.full_frame_every",
+                    30.0,
+                    0.0,
+                    86400.0,
+                )?)),
+                _ => None,
+            };
             if c.prompts.is_empty() {
                 return self.err(
                     c.name.span(),
@@ -573,6 +595,7 @@ impl Validator<'_> {
                 looped: c.looped,
                 roi,
                 owlvit_when,
+                motion_crops,
                 prompts,
             });
         }
@@ -1003,6 +1026,19 @@ negatives = ["an empty driveway"]
                 &["motion.width", "line 14"],
             ),
             (&GOOD.replace("source", "sorce"), &["sorce"]),
+            (
+                &GOOD
+                    .replace("source =", "motion_crops = true\nsource =")
+                    .replace("[models.clip]", "[motion]\nenabled = false\n[models.clip]"),
+                &["cameras.motion_crops", "line 9", "[motion]"],
+            ),
+            (
+                &GOOD.replace(
+                    "source =",
+                    "motion_crops = true\nfull_frame_every = -1\nsource =",
+                ),
+                &["cameras.full_frame_every", "line 8", "0..=86400"],
+            ),
             (
                 &GOOD.replace("source =", "owlvit_when = \"sometimes\"\nsource ="),
                 &["cameras.owlvit_when", "line 7", "clip_on"],

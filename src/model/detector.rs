@@ -38,6 +38,14 @@ impl Detector {
         }
     }
 
+    /// The square input size the graph runs at, in pixels.
+    pub fn input_size(&self) -> u32 {
+        match self {
+            Detector::OwlVit(m) => m.input_size(),
+            Detector::Owlv2(m) => m.input_size(),
+        }
+    }
+
     pub fn prompts(&self) -> &[String] {
         match self {
             Detector::OwlVit(m) => m.prompts(),

@@ -105,12 +105,17 @@ impl Inference {
             self.send(ended)?;
             let cam = &self.cameras[c];
             let s = cam.stats.snapshot();
+            let t = cam.status.snapshot(Instant::now()).inference;
             tracing::info!(
-                "camera {}: {} frames captured, {} dropped, {} undecodable",
+                "camera {}: {} frames captured, {} dropped, {} undecodable, {} analysed ({} still), \
+                 {:.1} ms inference per analysed frame",
                 cam.config.id,
                 s.captured,
                 cam.slot.dropped(),
-                s.undecodable
+                s.undecodable,
+                s.analysed,
+                s.skipped_no_motion,
+                t.sum_ms / t.count.max(1) as f64
             );
         }
         Ok(())
