@@ -62,7 +62,7 @@ impl Validator<'_> {
                         ),
                     );
                 }
-                Some(crate::mqtt::Secret::new(token))
+                Some(super::Secret::new(token))
             }
         };
         let idle_timeout = Duration::from_secs_f64(self.float(

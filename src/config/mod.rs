@@ -1,14 +1,18 @@
 //! Config: the TOML file (`config/promptcam.example.toml` documents every key) parsed into raw
 //! serde structs (`raw`), then validated into the runtime [`Config`] the daemon runs on ("low
 //! args -> high args"): `validate` walks the file, `camera`, `prompt` and `http` check their
-//! tables, `ids` makes the slugs that name cameras and prompts. Unknown keys, wrong types and
+//! tables, `mqtt` the broker's, `ids` makes the slugs that name cameras and prompts, `syntax`
+//! places serde's errors. Unknown keys, wrong types and
 //! out-of-range values are errors naming the key, its line and column, and what is allowed.
 
 mod camera;
 mod http;
 mod ids;
+mod mqtt;
 mod prompt;
 mod raw;
+mod secret;
+mod syntax;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +25,8 @@ use crate::model::Precision;
 use crate::motion::MotionConfig;
 
 pub use ids::{make_id, slug, ID_MAX};
+pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
+pub use secret::Secret;
 
 const SEE: &str = "see config/promptcam.example.toml";
 
@@ -107,8 +113,8 @@ pub struct Config {
     pub owlv2: Option<ModelConfig>,
     pub motion: Option<MotionConfig>,
     pub cameras: Vec<CameraConfig>,
-    /// The raw `[mqtt]` table, validated by the MQTT stage; None prints events on stdout.
-    pub mqtt: Option<toml::Value>,
+    /// The MQTT broker (`[mqtt]`); None prints events on stdout.
+    pub mqtt: Option<MqttConfig>,
     /// The local HTTP endpoint (`[http]`); None when `enabled = false` (the default).
     pub http: Option<HttpConfig>,
     /// The history store (`[history]`); on by default when `[http]` is on.
@@ -130,7 +136,7 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
     /// page sets); required when `listen` is not a loopback address.
-    pub token: Option<crate::mqtt::Secret>,
+    pub token: Option<Secret>,
 }
 
 /// Reads and validates a config file.
@@ -143,7 +149,7 @@ pub fn load(path: &Path) -> Result<Config> {
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        let (line, col) = line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        let (line, col) = syntax::line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
         anyhow::anyhow!(
             "unable to read config {} at line {line}, column {col}: the file is not UTF-8 text (byte {at}); save it as UTF-8",
             path.display()
@@ -155,29 +161,9 @@ pub fn load(path: &Path) -> Result<Config> {
 /// Parses and validates config text; `path` names the file in messages and anchors relative
 /// model and source paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-        // quote the offending line: serde's type errors do not name the key
-        let quoted = text
-            .lines()
-            .nth(line.saturating_sub(1))
-            .map(str::trim)
-            .unwrap_or("");
-        anyhow::anyhow!(
-            "unable to parse config {} at line {line}, column {col} (`{quoted}`): {}; {SEE}",
-            path.display(),
-            e.message()
-        )
-    })?;
+    let raw: raw::RawConfig = syntax::from_toml(text, path, "")?;
     let v = validate::Validator { text, path };
     v.validate(raw)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
-    (line, col)
 }
 
 #[cfg(test)]

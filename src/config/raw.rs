@@ -15,7 +15,7 @@ pub(super) struct RawConfig {
     pub(super) motion: RawMotion,
     #[serde(default)]
     pub(super) cameras: Vec<RawCamera>,
-    pub(super) mqtt: Option<toml::Value>,
+    pub(super) mqtt: Option<Spanned<RawMqtt>>,
     #[serde(default)]
     pub(super) http: RawHttp,
     #[serde(default)]
@@ -112,4 +112,58 @@ pub(super) struct RawPrompt {
     pub(super) off_delay: Option<Spanned<f64>>,
     pub(super) cooldown: Option<Spanned<f64>>,
     pub(super) mask_threshold: Option<Spanned<f64>>,
+}
+
+/// `[mqtt]`. No `Debug`: it holds the password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMqtt {
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) client_id: Option<Spanned<String>>,
+    pub(super) topic_prefix: Option<Spanned<String>>,
+    pub(super) discovery_prefix: Option<Spanned<String>>,
+    pub(super) spool_dir: Option<Spanned<String>>,
+    pub(super) spool_max_events: Option<Spanned<i64>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+    pub(super) diagnostics_interval: Option<Spanned<f64>>,
+}
+
+/// `tls = true|false`, or a `[mqtt.tls]` table.
+pub(super) enum RawTls {
+    Enabled(bool),
+    Table(RawTlsTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsTable {
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) insecure: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawTls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawTls, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a [mqtt.tls] table")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawTls, E> {
+                Ok(RawTls::Enabled(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawTls, A::Error> {
+                // the table's own errors (unknown keys, wrong types) pass through unchanged
+                RawTlsTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTls::Table)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }

@@ -10,7 +10,8 @@ use anyhow::{bail, Result};
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawModel};
-use super::{line_col, slug, CameraConfig, Config, ModelConfig, SEE};
+use super::syntax::line_col;
+use super::{slug, CameraConfig, Config, ModelConfig, SEE};
 use crate::model::Precision;
 use crate::motion::MotionConfig;
 
@@ -146,6 +147,10 @@ impl Validator<'_> {
         }
         let http = self.http(&raw.http)?;
         let history = self.history(&raw.history, http.is_some())?;
+        let mqtt = match &raw.mqtt {
+            Some(m) => Some(self.mqtt(m.get_ref(), m.span())?),
+            None => None,
+        };
         Ok(Config {
             path: self.path.to_path_buf(),
             device_id,
@@ -156,7 +161,7 @@ impl Validator<'_> {
             owlv2,
             motion,
             cameras,
-            mqtt: raw.mqtt,
+            mqtt,
             http,
             history,
         })

@@ -265,11 +265,7 @@ pub fn run(config: Config) -> Result<()> {
     crate::signals::install(control.clone())?;
     tracing::info!("loading the models of {} camera(s)", config.cameras.len());
     let threads = crate::bench::set_threads(config.inference_threads);
-    let mqtt = config
-        .mqtt
-        .as_ref()
-        .map(|raw| crate::mqtt::parse_config(raw, &config.path))
-        .transpose()?;
+    let mqtt = config.mqtt.clone();
     let mut cameras = prepare(&config)?;
     let threads = match config.inference_threads {
         0 => threads::calibrate(&mut cameras)?,

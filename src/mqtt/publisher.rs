@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 
 use super::open::OpenEvents;
 use super::shared::Shared;
-use super::{discovery, spool, worker, MqttConfig};
-use crate::config::CameraConfig;
+use super::{discovery, spool, worker};
+use crate::config::{CameraConfig, MqttConfig};
 use crate::event::{Event, EventKind};
 use crate::status::Status;
 

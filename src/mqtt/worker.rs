@@ -23,8 +23,7 @@ use super::discovery::{self, Topics, OFFLINE, ONLINE};
 use super::live::Live;
 use super::shared::Shared;
 use super::window::{Tag, Window};
-use super::MqttConfig;
-use crate::config::CameraConfig;
+use crate::config::{CameraConfig, MqttConfig};
 
 /// QoS-1 publishes in flight at most: well under rumqttc's `inflight` (whose packet ids cycle
 /// through 1..=INFLIGHT), so that its packet ids never collide and PUBACKs map back to ours.
@@ -96,9 +95,7 @@ pub fn spawn(
         opts.set_credentials(u.clone(), String::new());
     }
     if let Some(tls) = &cfg.tls {
-        let config = tls
-            .client_config()
-            .context("unable to set up TLS for MQTT")?;
+        let config = super::tls::client_config(tls).context("unable to set up TLS for MQTT")?;
         opts.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(config),
         ));
