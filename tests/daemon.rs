@@ -381,7 +381,12 @@ fn the_example_config_is_a_valid_file() {
     let text = text.replace(line, "");
     let config = promptcam::config::parse(&text, &path).unwrap();
     assert_eq!(config.cameras[0].prompts.len(), 2);
-    assert!(config.motion.is_some() && config.clip.is_some() && config.owlvit.is_some());
+    use promptcam::model::ModelKind;
+    assert!(
+        config.motion.is_some()
+            && config.model(ModelKind::Clip).is_some()
+            && config.model(ModelKind::OwlVit).is_some()
+    );
     let m = config.mqtt.clone().unwrap();
     assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
 }

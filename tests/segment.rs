@@ -418,7 +418,7 @@ model = "clipseg"
     let p = &c.cameras[0].prompts[0];
     assert_eq!(
         (p.model, p.mask_threshold),
-        (promptcam::config::ModelKind::ClipSeg, 0.5)
+        (promptcam::model::ModelKind::ClipSeg, 0.5)
     );
     let err = |text: &str| {
         format!(

@@ -17,28 +17,22 @@ pub fn check(path: &Path) -> Result<()> {
     }
     let cameras = crate::daemon::prepare(&config)?;
     let mut report = vec![format!("{}: valid", path.display())];
-    for m in [
-        ("clip", &config.clip),
-        ("owlvit", &config.owlvit),
-        ("clipseg", &config.clipseg),
-    ] {
-        if let (name, Some(mc)) = m {
-            let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.ends_with(".onnx"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            report.push(format!(
-                "  model {name}: {} ({:?}) present and loads; onnx/: {}",
-                mc.dir.display(),
-                mc.precision,
-                files.join(", ")
-            ));
-        }
+    for (kind, mc) in &config.models {
+        let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".onnx"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        report.push(format!(
+            "  model {kind}: {} ({:?}) present and loads; onnx/: {}",
+            mc.dir.display(),
+            mc.precision,
+            files.join(", ")
+        ));
     }
     for cam in &cameras {
         let c = &cam.config;

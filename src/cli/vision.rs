@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
 use crate::model::{
-    owlvit, Clip, ClipScore, Detection, Family, ModelDir, OwlVit, Owlv2, Precision,
+    owlvit, Clip, ClipScore, Detection, ModelDir, ModelKind, OwlVit, Owlv2, Precision,
 };
 use crate::preprocess::to_rgb;
 
@@ -107,7 +107,7 @@ impl Detector {
         let p = precision(&args.model);
         let prompts = &args.model.prompts;
         Ok(match dir.family {
-            Family::Owlv2 => Detector::Owlv2(Box::new(Owlv2::load(dir, p, prompts, args.size)?)),
+            ModelKind::Owlv2 => Detector::Owlv2(Box::new(Owlv2::load(dir, p, prompts, args.size)?)),
             _ => Detector::OwlVit(Box::new(OwlVit::load(dir, p, prompts, args.size)?)),
         })
     }

@@ -1,23 +1,25 @@
 //! Camera: one `[[cameras]]` table (name, source, rate, region of interest, when OWL-ViT runs)
 //! and the checks that span its prompts (distinct ids, something for each CLIP prompt to beat).
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 
 use super::raw::RawCamera;
 use super::validate::Validator;
-use super::{make_id, CameraConfig, ModelKind, OwlVitWhen, PromptConfig};
+use super::{make_id, CameraConfig, ModelConfig, OwlVitWhen, PromptConfig};
+use crate::model::ModelKind;
 
 /// The largest pixel coordinate a region of interest may name (no camera frame is wider).
 const MAX_ROI: u32 = 65535;
 
 impl Validator<'_> {
-    /// A camera; `earlier` are the cameras before it in the file, `have` says which models have
-    /// a table (CLIP, OWL-ViT, CLIPSeg, OWLv2).
+    /// A camera; `earlier` are the cameras before it in the file, `models` the model tables.
     pub(super) fn camera(
         &self,
         c: &RawCamera,
         earlier: &[CameraConfig],
-        have: (bool, bool, bool, bool),
+        models: &BTreeMap<ModelKind, ModelConfig>,
     ) -> Result<CameraConfig> {
         let name = c.name.get_ref().trim().to_string();
         let id = make_id(&name);
@@ -79,7 +81,7 @@ impl Validator<'_> {
         }
         let mut prompts: Vec<PromptConfig> = vec![];
         for p in &c.prompts {
-            prompts.push(self.prompt(p, have.0, have.1, have.2, have.3)?);
+            prompts.push(self.prompt(p, models)?);
         }
         for (i, p) in prompts.iter().enumerate() {
             if prompts[..i].iter().any(|o| o.id == p.id) {

@@ -15,13 +15,14 @@ mod secret;
 mod syntax;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::decide::DecideConfig;
-use crate::model::Precision;
+use crate::model::{ModelKind, Precision};
 use crate::motion::MotionConfig;
 
 pub use ids::{make_id, slug, ID_MAX};
@@ -29,31 +30,6 @@ pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
 pub use secret::Secret;
 
 const SEE: &str = "see config/promptcam.example.toml";
-
-/// Which model a prompt runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelKind {
-    /// Whole-frame states ("a garage door that is open").
-    Clip,
-    /// Boxed objects ("a person").
-    OwlVit,
-    /// Coverage of a masked stuff ("water on the floor"): score = covered fraction of the frame.
-    ClipSeg,
-    /// Boxed objects with OWLv2 (more accurate, slower).
-    Owlv2,
-}
-
-impl ModelKind {
-    /// The name the config uses (`model = "..."`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Clip => "clip",
-            ModelKind::OwlVit => "owlvit",
-            ModelKind::Owlv2 => "owlv2",
-            ModelKind::ClipSeg => "clipseg",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -107,10 +83,8 @@ pub struct Config {
     pub path: PathBuf,
     pub device_id: String,
     pub inference_threads: usize,
-    pub clip: Option<ModelConfig>,
-    pub owlvit: Option<ModelConfig>,
-    pub clipseg: Option<ModelConfig>,
-    pub owlv2: Option<ModelConfig>,
+    /// The `[models.<kind>]` tables.
+    pub models: BTreeMap<ModelKind, ModelConfig>,
     pub motion: Option<MotionConfig>,
     pub cameras: Vec<CameraConfig>,
     /// The MQTT broker (`[mqtt]`); None prints events on stdout.
@@ -119,6 +93,13 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// The history store (`[history]`); on by default when `[http]` is on.
     pub history: Option<crate::history::HistoryConfig>,
+}
+
+impl Config {
+    /// The `[models.<kind>]` table of a kind, if the file has one.
+    pub fn model(&self, kind: ModelKind) -> Option<&ModelConfig> {
+        self.models.get(&kind)
+    }
 }
 
 /// The `[http]` table: `/healthz`, `/metrics` and `/snapshot/<camera>.jpg` (src/endpoint.rs).

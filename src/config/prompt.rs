@@ -1,51 +1,52 @@
 //! Prompt: one `[[cameras.prompts]]` table — its text and model, the decision rule (thresholds
 //! with hysteresis, window, delays) and the settings that apply to one model kind only.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use super::raw::RawPrompt;
 use super::validate::Validator;
-use super::{make_id, ModelKind, PromptConfig};
+use super::{make_id, ModelConfig, PromptConfig};
 use crate::decide::DecideConfig;
+use crate::model::ModelKind;
 
 impl Validator<'_> {
     pub(super) fn prompt(
         &self,
         p: &RawPrompt,
-        have_clip: bool,
-        have_owl: bool,
-        have_seg: bool,
-        have_owlv2: bool,
+        models: &BTreeMap<ModelKind, ModelConfig>,
     ) -> Result<PromptConfig> {
         let text = p.text.get_ref().trim().to_string();
         if text.is_empty() {
             return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
         }
-        let model = match p.model.get_ref().as_str() {
-            "clip" if have_clip => ModelKind::Clip,
-            "owlvit" if have_owl => ModelKind::OwlVit,
-            "clipseg" if have_seg => ModelKind::ClipSeg,
-            "owlv2" if have_owlv2 => ModelKind::Owlv2,
-            m @ ("clip" | "owlvit" | "clipseg" | "owlv2") => {
-                return self.err(
-                    p.model.span(),
-                    "cameras.prompts.model",
-                    format!("{m:?} needs a [models.{m}] table with its `dir`"),
-                )
-            }
-            other => {
+        let model = match ModelKind::from_name(p.model.get_ref()) {
+            Some(kind) if models.contains_key(&kind) => kind,
+            Some(kind) => {
                 return self.err(
                     p.model.span(),
                     "cameras.prompts.model",
                     format!(
-                    "{other:?} is not a model; use \"clip\", \"owlvit\", \"owlv2\" or \"clipseg\""
-                ),
+                        "{:?} needs a [models.{kind}] table with its `dir`",
+                        kind.name()
+                    ),
+                )
+            }
+            None => {
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.model",
+                    format!(
+                        "{:?} is not a model; use {}",
+                        p.model.get_ref(),
+                        ModelKind::names("or")
+                    ),
                 )
             }
         };
-        if model != ModelKind::Clip && !p.negatives.is_empty() {
+        if !model.scores_against_negatives() && !p.negatives.is_empty() {
             return self.err(
                 p.model.span(),
                 "cameras.prompts.negatives",
@@ -122,7 +123,7 @@ impl Validator<'_> {
             device_class: p.device_class.clone(),
             decide,
             mask_threshold: match (&p.mask_threshold, model) {
-                (Some(s), m) if m != ModelKind::ClipSeg => {
+                (Some(s), m) if !m.has_masks() => {
                     return self.err(
                         s.span(),
                         "cameras.prompts.mask_threshold",

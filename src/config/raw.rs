@@ -1,6 +1,8 @@
 //! Raw: the config file as serde reads it, before validation. Values keep their spans (so a
 //! validation error names the line and column); unknown keys are refused here.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -10,7 +12,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) daemon: RawDaemon,
     #[serde(default)]
-    pub(super) models: RawModels,
+    /// `[models.<kind>]`, by the kind's name (checked by the validator).
+    pub(super) models: BTreeMap<Spanned<String>, RawModel>,
     #[serde(default)]
     pub(super) motion: RawMotion,
     #[serde(default)]
@@ -49,15 +52,6 @@ pub(super) struct RawHistory {
 pub(super) struct RawDaemon {
     pub(super) device_id: Option<Spanned<String>>,
     pub(super) inference_threads: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawModels {
-    pub(super) clip: Option<RawModel>,
-    pub(super) owlvit: Option<RawModel>,
-    pub(super) clipseg: Option<RawModel>,
-    pub(super) owlv2: Option<RawModel>,
 }
 
 #[derive(Deserialize)]

@@ -123,6 +123,14 @@ fn bad_configs_name_the_key_and_line() {
             &format!("{GOOD}[http]\nidle_timeout = 0\n"),
             &["http.idle_timeout", "line 14"],
         ),
+        (
+            &format!("{GOOD}[models.yolo]\ndir = \"models/yolo\"\n"),
+            &[
+                "models.yolo",
+                "line 13",
+                "\"clip\", \"owlvit\", \"owlv2\" or \"clipseg\"",
+            ],
+        ),
     ];
     for (text, needles) in cases {
         let e = err(text);
@@ -157,7 +165,7 @@ fn owl_input_size_is_checked_against_the_model() {
         format!("[models.owlvit]\ndir = \"models/tiny/owlvit\"\ninput_size = {size}\n{GOOD}")
     };
     let c = parse(&owl("384"), Path::new("t.toml")).unwrap();
-    assert_eq!(c.owlvit.unwrap().input_size, Some(384));
+    assert_eq!(c.model(ModelKind::OwlVit).unwrap().input_size, Some(384));
     // the tiny OWL-ViT has 32 px patches
     let e = err(&owl("500"));
     for n in ["models.owlvit.input_size", "line 3", "480 or 512"] {
@@ -186,7 +194,7 @@ fn owlv2_prompts_need_their_model_table() {
     )
     .unwrap();
     assert_eq!(c.cameras[0].prompts[1].model, ModelKind::Owlv2);
-    assert_eq!(c.owlv2.unwrap().input_size, Some(480));
+    assert_eq!(c.model(ModelKind::Owlv2).unwrap().input_size, Some(480));
 }
 
 #[test]

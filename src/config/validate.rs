@@ -3,6 +3,7 @@
 //! column), the top-level walk and the `[models.*]` tables. Cameras, prompts, `[http]` and
 //! `[history]` are checked in their own files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use toml::Spanned;
 use super::raw::{RawConfig, RawModel};
 use super::syntax::line_col;
 use super::{slug, CameraConfig, Config, ModelConfig, SEE};
-use crate::model::Precision;
+use crate::model::{ModelKind, Precision};
 use crate::motion::MotionConfig;
 
 pub(super) struct Validator<'a> {
@@ -106,10 +107,21 @@ impl Validator<'_> {
             0,
             256,
         )? as usize;
-        let clip = self.model(&raw.models.clip, "clip")?;
-        let owlvit = self.model(&raw.models.owlvit, "owlvit")?;
-        let clipseg = self.model(&raw.models.clipseg, "clipseg")?;
-        let owlv2 = self.model(&raw.models.owlv2, "owlv2")?;
+        let mut models = BTreeMap::new();
+        for (name, m) in &raw.models {
+            let Some(kind) = ModelKind::from_name(name.get_ref()) else {
+                return self.err(
+                    name.span(),
+                    &format!("models.{}", name.get_ref()),
+                    format!(
+                        "{:?} is not a model kind; use {}",
+                        name.get_ref(),
+                        ModelKind::names("or")
+                    ),
+                );
+            };
+            models.insert(kind, self.model(m, kind)?);
+        }
         let m = &raw.motion;
         let motion = if m.enabled.unwrap_or(true) {
             Some(MotionConfig {
@@ -133,16 +145,7 @@ impl Validator<'_> {
         }
         let mut cameras: Vec<CameraConfig> = vec![];
         for c in &raw.cameras {
-            let camera = self.camera(
-                c,
-                &cameras,
-                (
-                    clip.is_some(),
-                    owlvit.is_some(),
-                    clipseg.is_some(),
-                    owlv2.is_some(),
-                ),
-            )?;
+            let camera = self.camera(c, &cameras, &models)?;
             cameras.push(camera);
         }
         let http = self.http(&raw.http)?;
@@ -155,10 +158,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             device_id,
             inference_threads,
-            clip,
-            owlvit,
-            clipseg,
-            owlv2,
+            models,
             motion,
             cameras,
             mqtt,
@@ -170,18 +170,22 @@ impl Validator<'_> {
     /// A `[models.<kind>]` table. `input_size` (OWL-ViT and OWLv2 only) must be a multiple of
     /// the model's patch size: checked here when the model's config.json is readable, else
     /// when the model loads.
-    fn model(&self, m: &Option<RawModel>, kind: &str) -> Result<Option<ModelConfig>> {
-        let Some(m) = m else { return Ok(None) };
+    fn model(&self, m: &RawModel, kind: ModelKind) -> Result<ModelConfig> {
         let dir = self.relative(&m.dir);
         let key = format!("models.{kind}.input_size");
         let input_size = match &m.input_size {
             None => None,
-            Some(s) if !matches!(kind, "owlvit" | "owlv2") => {
+            Some(s) if !kind.has_input_size() => {
+                let tables: Vec<String> = ModelKind::ALL
+                    .iter()
+                    .filter(|k| k.has_input_size())
+                    .map(|k| format!("[models.{k}]"))
+                    .collect();
                 return self.err(
                     s.span(),
                     &key,
-                    "input_size applies to [models.owlvit] and [models.owlv2] only",
-                )
+                    format!("input_size applies to {} only", tables.join(" and ")),
+                );
             }
             Some(s) => {
                 let n = *s.get_ref();
@@ -209,7 +213,7 @@ impl Validator<'_> {
                 Some(n as u32)
             }
         };
-        Ok(Some(ModelConfig {
+        Ok(ModelConfig {
             dir,
             precision: if m.quantized {
                 Precision::Quantized
@@ -217,6 +221,6 @@ impl Validator<'_> {
                 Precision::Fp32
             },
             input_size,
-        }))
+        })
     }
 }

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::config::{CameraConfig, Config, ModelKind, OwlVitWhen, PromptConfig};
+use crate::config::{CameraConfig, Config, OwlVitWhen, PromptConfig};
 use crate::decide::{Decider, Transition};
 use crate::event::{event_id, rfc3339, Event, EventKind};
 use crate::frame::{Frame, FrameSlot, SourceStats};
-use crate::model::{Clip, ClipSeg, ModelDir, OwlVit};
+use crate::model::{Clip, ClipSeg, ModelDir, ModelKind, OwlVit};
 use crate::motion::MotionGate;
 use crate::status::{CameraStatus, PromptStatus, Status};
 
@@ -116,8 +116,7 @@ fn load_seg(config: &Config, cam: &CameraConfig) -> Result<Option<ClipSeg>> {
         return Ok(None);
     }
     let m = config
-        .clipseg
-        .as_ref()
+        .model(ModelKind::ClipSeg)
         .context("CLIPSeg prompts need [models.clipseg]")?;
     let seg = ClipSeg::load(&ModelDir::open(&m.dir)?, m.precision, &texts)
         .with_context(|| format!("unable to load CLIPSeg for camera {:?}", cam.name))?;
@@ -166,8 +165,7 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         None
     } else {
         let m = config
-            .owlvit
-            .as_ref()
+            .model(ModelKind::OwlVit)
             .context("OWL-ViT prompts need [models.owlvit]")?;
         Some(
             OwlVit::load(
@@ -186,13 +184,14 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         .filter(|(_, p)| p.model == ModelKind::Clip)
         .collect();
     // with a history, every camera's frames get a CLIP embedding for the prompt lab
-    let embed_only = clip_prompts.is_empty() && config.history.is_some() && config.clip.is_some();
+    let embed_only = clip_prompts.is_empty()
+        && config.history.is_some()
+        && config.model(ModelKind::Clip).is_some();
     let clip = if clip_prompts.is_empty() && !embed_only {
         None
     } else {
         let m = config
-            .clip
-            .as_ref()
+            .model(ModelKind::Clip)
             .context("CLIP prompts need [models.clip]")?;
         let dir = ModelDir::open(&m.dir)?;
         let mut classes: Vec<Vec<String>> = vec![];
@@ -335,7 +334,7 @@ pub fn run(config: Config) -> Result<()> {
             let web = crate::web::Web::new(
                 status.clone(),
                 config.history.clone(),
-                config.clip.clone(),
+                config.model(ModelKind::Clip).cloned(),
                 history.as_ref().map(|h| h.stats.clone()),
             );
             Some(crate::endpoint::Endpoint::start(

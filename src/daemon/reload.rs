@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::{emit, load_models, load_seg, prompt_configs, prompt_statuses, Camera, Models};
-use crate::config::{CameraConfig, Config, ModelKind};
+use crate::config::{CameraConfig, Config};
 use crate::decide::Transition;
 use crate::event::Event;
 use crate::model::ClipSeg;
+use crate::model::ModelKind;
 
 /// What defines a camera's models: its prompts without their decision settings.
 fn prompt_set(c: &CameraConfig) -> Vec<(String, ModelKind, Vec<String>, Vec<String>)> {

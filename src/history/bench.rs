@@ -12,9 +12,10 @@ use serde::Serialize;
 use super::store::{NewFrame, Store};
 use super::writer::{prepare_frame, thumbnail};
 use super::{FrameRecord, History, HistoryConfig, PromptScore, Record};
-use crate::config::{ModelKind, PromptConfig};
+use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
 use crate::frame::Frame;
+use crate::model::ModelKind;
 use crate::model::{ClipText, ModelDir, Precision};
 use crate::web::search::{self, Query};
 
