@@ -7,6 +7,7 @@
 //! `signals`; `cli` is the command line around them.
 
 pub mod annotate;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -129,7 +129,7 @@ pub fn spawn(
         window: Window::new(WINDOW, WINDOW_OTHERS),
         cursor: 0,
         reannounce_at: None,
-        rng: super::net::Rng::new(),
+        rng: rand::make_rng(),
     };
     let worker = std::thread::Builder::new()
         .name("mqtt".into())
@@ -154,7 +154,8 @@ pub(super) struct Worker {
     /// Next spool sequence number to send on this connection.
     pub(super) cursor: u64,
     reannounce_at: Option<Instant>,
-    rng: super::net::Rng,
+    /// Draws the delay before discovery is announced again (no cryptographic use).
+    rng: rand::rngs::SmallRng,
     /// The retained topics that mirror the live status and the prompts' states.
     pub(super) live: Live,
     next_refresh: Instant,
@@ -254,7 +255,10 @@ impl Worker {
             }
             Msg::Mqtt(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if p.topic == self.topics.ha_status() && p.payload.as_ref() == b"online" {
-                    let delay = Duration::from_secs_f64(0.5 + 2.5 * self.rng.unit());
+                    let delay = Duration::from_secs_f64(rand::RngExt::random_range(
+                        &mut self.rng,
+                        0.5..3.0,
+                    ));
                     tracing::info!(
                         "Home Assistant is online: re-announcing in {:.1} s",
                         delay.as_secs_f64()
