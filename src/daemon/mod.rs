@@ -6,7 +6,7 @@
 //! prompts loads its new models on a `promptcam-reload` thread while the old ones keep serving.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use crate::event::{event_id, rfc3339, Event, EventKind};
 use crate::frame::{Frame, FrameSlot, SourceStats};
 use crate::model::{Clip, ClipSeg, ModelDir, ModelKind, OwlVit};
 use crate::motion::MotionGate;
+use crate::signals::Control;
 use crate::status::{CameraStatus, PromptStatus, Status};
 
 mod reload;
@@ -242,19 +243,6 @@ fn load_models(config: &Config, cam: &CameraConfig) -> Result<Models> {
         })
         .collect();
     Ok((clip, owl, prompts))
-}
-
-/// Shared between the threads: shutdown and reload requests, and the inference heartbeat.
-#[derive(Default)]
-pub struct Control {
-    pub shutdown: AtomicBool,
-    pub reload: AtomicBool,
-    /// False while the daemon starts (models loading, nothing to flush yet): a stop signal then
-    /// exits at once. The signal thread holds the lock while it exits, so the daemon cannot
-    /// start its cameras and publisher under it.
-    pub started: std::sync::Mutex<bool>,
-    /// Milliseconds since `started` at the inference thread's last loop.
-    pub heartbeat_ms: AtomicU64,
 }
 
 /// Runs the daemon until every source has ended or a stop signal arrives.

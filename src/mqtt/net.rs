@@ -19,8 +19,7 @@ use rumqttc::{
     Packet, StateError,
 };
 
-use super::shared::Shared;
-use super::worker::{Msg, INFLIGHT, OUTGOING_MAX};
+use super::shared::{Msg, Shared, INFLIGHT, OUTGOING_MAX};
 use crate::backoff::{sleep_unless, Backoff};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);

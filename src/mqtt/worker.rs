@@ -21,7 +21,8 @@ use rumqttc::{
 use super::commands;
 use super::discovery::{self, Topics, OFFLINE, ONLINE};
 use super::live::Live;
-use super::shared::Shared;
+use super::net;
+use super::shared::{Msg, Shared, INCOMING_MAX, INFLIGHT, OUTGOING_MAX};
 use super::window::{Tag, Window};
 use crate::config::{CameraConfig, MqttConfig};
 
@@ -30,33 +31,12 @@ use crate::config::{CameraConfig, MqttConfig};
 const WINDOW: usize = 50;
 /// Of those, at most this many that are not events (discovery, states, snapshots...).
 const WINDOW_OTHERS: usize = 16;
-pub(super) const INFLIGHT: u16 = 100;
-/// The largest packet the broker may send before `net` raises the limit for the next
-/// connection: commands are a few bytes, but a mistaken (even retained) large payload on a
-/// command topic must be read and refused, not drop the connection.
-pub(super) const INCOMING_MAX: usize = 8 << 20;
-/// The largest packet handed to rumqttc (a snapshot JPEG of a large frame fits); anything larger
-/// is set aside by the worker rather than breaking the connection on every attempt.
-pub(super) const OUTGOING_MAX: usize = 16 << 20;
 const CONNECT_TIMEOUT_S: u64 = 3;
 const STOP_FLUSH: Duration = Duration::from_millis(2500);
 const STOP_TOTAL: Duration = Duration::from_secs(3);
 /// How often pause, stream and threshold states are compared with the live status (and held
 /// events retried on the spool).
 const REFRESH: Duration = Duration::from_secs(1);
-
-/// What the worker thread is told.
-pub enum Msg {
-    /// The connection thread connected: the new connection's epoch.
-    Up(u64),
-    /// The connection thread lost (or failed to make) the connection: the reason.
-    Down(String),
-    /// Something happened on the connection.
-    Mqtt(MqttEvent),
-    /// New events or states to send.
-    Wake,
-    Stop,
-}
 
 /// Starts the connection and worker threads.
 pub fn spawn(
@@ -110,7 +90,7 @@ pub fn spawn(
     let net_shared = shared.clone();
     let net = std::thread::Builder::new()
         .name("mqtt-net".into())
-        .spawn(move || super::net::net_loop(connection, tx, net_shared, broker))
+        .spawn(move || net::net_loop(connection, tx, net_shared, broker))
         .context("unable to start the MQTT connection thread")?;
     let now = Instant::now();
     let mut w = Worker {
