@@ -11,7 +11,6 @@ use tract_onnx::prelude::tvec;
 use std::path::Path;
 
 use crate::model::{owlvit, Clip, ClipSeg, ModelDir, ModelKind, OwlVit, Owlv2, Precision};
-use crate::preprocess::to_rgb;
 
 #[cfg(test)]
 mod tests {
@@ -186,9 +185,7 @@ pub fn run(o: &Options) -> Result<Report> {
     let bytes =
         std::fs::read(image).with_context(|| format!("unable to read {}", image.display()))?;
     let decode = || -> Result<image::RgbImage> {
-        Ok(to_rgb(
-            image::load_from_memory(&bytes).context("unable to decode the bench image")?,
-        ))
+        crate::decode::decode_image(&bytes).context("unable to decode the bench image")
     };
     let first = decode()?;
     let model = ModelDir::open(dir)?;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod decode;
 pub mod endpoint;
 pub mod event;
 pub mod frame;

@@ -2,7 +2,7 @@
 //! (`interpolate_pos_encoding=True`, the OWLv2 processor and post-processing) for the tiny
 //! fixtures, as recorded by `models/make_fixtures.py --owl-sizes` and `--owlv2`.
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::graph::{Input, OnnxGraph};
 use promptcam::model::owlvit::post_process;
 use promptcam::model::{ModelDir, OwlVit, Owlv2, Precision};

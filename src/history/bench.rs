@@ -124,7 +124,7 @@ pub fn run(
     };
     let tower = ClipText::load(&ModelDir::open(model)?, precision)?;
     let dim = tower.embed(&["a probe".to_string()])?[0].len();
-    let picture = crate::cli::vision::read_image(image)?;
+    let picture = crate::decode::read_image(image)?;
     let thumb = thumbnail(&picture, 320).context("unable to encode a thumbnail")?;
     let dir = std::env::temp_dir().join(format!("promptcam-bench-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
