@@ -1,10 +1,15 @@
 //! Annotate: draws labelled boxes on a frame, so a person can check a detection at a glance
-//! (the `detect --out` picture and the snapshots published with events).
+//! (the `detect --out` picture), and [`Snapshot`]: an event's frame with its box or mask, drawn
+//! and encoded once, when a sink asks for it.
 //!
 //! Labels use the public-domain 8x8 bitmap font of `font8x8`, scaled with the image size; each
 //! prompt gets its own colour.
 
+use std::sync::{Arc, OnceLock};
+
 use image::{Rgb, RgbImage};
+
+use crate::frame::Frame;
 
 /// A box to draw: corners in image pixels, the label, and the index that picks its colour.
 pub struct Label<'a> {
@@ -155,5 +160,133 @@ mod tests {
             }],
         );
         assert_eq!(*img.get_pixel(9, 9), colour(0));
+    }
+}
+
+/// What a snapshot draws over its frame for the prompt.
+#[derive(Clone)]
+pub enum Overlay {
+    /// A detection's box, in frame pixels.
+    Box([f32; 4]),
+    /// The whole frame (a classification), framed and labelled.
+    Whole,
+    /// A segmentation prompt's mask (its index in `masks`) where it exceeds `threshold`.
+    Mask {
+        masks: Arc<crate::model::Masks>,
+        prompt: usize,
+        threshold: f32,
+    },
+}
+
+enum Picture {
+    Frame {
+        frame: Arc<Frame>,
+        label: String,
+        colour: usize,
+        overlay: Overlay,
+    },
+    Encoded,
+}
+
+/// An event's snapshot: the frame and what to draw on it, rendered and JPEG-encoded once, when
+/// a sink first asks for it (on the event thread, never on the inference thread).
+pub struct Snapshot {
+    picture: Picture,
+    jpeg: OnceLock<Option<Arc<Vec<u8>>>>,
+}
+
+impl Snapshot {
+    pub fn new(frame: Arc<Frame>, label: String, colour: usize, overlay: Overlay) -> Snapshot {
+        Snapshot {
+            picture: Picture::Frame {
+                frame,
+                label,
+                colour,
+                overlay,
+            },
+            jpeg: OnceLock::new(),
+        }
+    }
+
+    /// A snapshot that is JPEG already.
+    pub fn jpeg_only(jpeg: Vec<u8>) -> Snapshot {
+        Snapshot {
+            picture: Picture::Encoded,
+            jpeg: OnceLock::from(Some(Arc::new(jpeg))),
+        }
+    }
+
+    /// The JPEG, drawn and encoded at the first call; None when encoding failed (logged).
+    pub fn jpeg(&self) -> Option<Arc<Vec<u8>>> {
+        self.jpeg.get_or_init(|| self.render()).clone()
+    }
+
+    fn render(&self) -> Option<Arc<Vec<u8>>> {
+        let Picture::Frame {
+            frame,
+            label,
+            colour,
+            overlay,
+        } = &self.picture
+        else {
+            return None;
+        };
+        let mut img = frame.image.clone();
+        let (w, h) = img.dimensions();
+        match overlay {
+            Overlay::Mask {
+                masks,
+                prompt,
+                threshold,
+            } => {
+                let layer = crate::model::clipseg::Layer {
+                    prompt: *prompt,
+                    threshold: *threshold,
+                    label,
+                    colour_index: *colour,
+                };
+                crate::model::clipseg::overlay(&mut img, masks, &[layer]);
+            }
+            Overlay::Box(bbox) => draw(
+                &mut img,
+                &[Label {
+                    bbox: *bbox,
+                    text: label,
+                    colour_index: *colour,
+                }],
+            ),
+            Overlay::Whole => {
+                let bbox = [0.0, 0.0, w as f32 - 1.0, h as f32 - 1.0];
+                draw(
+                    &mut img,
+                    &[Label {
+                        bbox,
+                        text: label,
+                        colour_index: *colour,
+                    }],
+                );
+            }
+        }
+        let mut jpeg = vec![];
+        match image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img) {
+            Ok(()) => Some(Arc::new(jpeg)),
+            Err(e) => {
+                tracing::warn!("unable to encode the snapshot {label:?}: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl PartialEq for Snapshot {
+    /// The same snapshot, not an equal picture.
+    fn eq(&self, other: &Snapshot) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
     }
 }

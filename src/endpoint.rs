@@ -33,7 +33,6 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::config::HttpConfig;
-use crate::mqtt::StatsHandle;
 use crate::status::{CameraSnapshot, Status};
 
 mod conn;
@@ -173,12 +172,11 @@ impl App {
 
 impl Endpoint {
     /// Starts serving on `listener` from a thread named `http`. `fps` is each camera's frame
-    /// rate, in `status` order; `mqtt` the publisher's counters when events go to a broker.
+    /// rate, in `status` order.
     pub fn start(
         listener: Listener,
         status: Status,
         fps: &[f64],
-        mqtt: Option<StatsHandle>,
         web: crate::web::Web,
     ) -> Result<Endpoint> {
         let addr = listener.local_addr()?;
@@ -192,8 +190,6 @@ impl Endpoint {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Metrics {
             status: status.clone(),
-            mqtt,
-            history: web.history_stats.clone(),
         }));
         let app = Arc::new(App {
             status,

@@ -1,11 +1,10 @@
 //! Signals: SIGTERM/SIGINT ask for a graceful stop (finish the frame, flush events); a second one
 //! exits at once. SIGHUP asks for a config reload. The handlers are installed before the models
 //! load: a stop signal then exits at once and cleanly (there is nothing to flush yet), and a
-//! SIGHUP is kept for when the daemon runs (the file is read again then). [`Control`] is what the
-//! signal thread and the daemon's threads share.
+//! SIGHUP is kept for when the daemon runs (the file is read again then).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -19,8 +18,8 @@ pub struct Control {
     /// False while the daemon starts (models loading, nothing to flush yet): a stop signal then
     /// exits at once. The signal thread holds the lock while it exits, so the daemon cannot
     /// start its cameras and publisher under it.
-    pub started: std::sync::Mutex<bool>,
-    /// Milliseconds since `started` at the inference thread's last loop.
+    pub started: Mutex<bool>,
+    /// Milliseconds since the daemon started at the inference thread's last loop.
     pub heartbeat_ms: AtomicU64,
 }
 

@@ -226,15 +226,101 @@ impl CameraStatus {
     }
 }
 
-/// Every camera's status, in config order.
+/// One figure an output (a sink, the history) reports about itself, for `/metrics`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputMetric {
+    /// The family name, without the `_total` a counter gets or a unit suffix.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub counter: bool,
+    /// `Some("bytes")` adds the unit to the name.
+    pub unit: Option<&'static str>,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// What an output can say about itself; registered in [`Status::add_output`].
+pub trait OutputStats: Send + Sync {
+    fn metrics(&self) -> Vec<OutputMetric>;
+}
+
+/// Events handed to one sink, and those it failed to take.
+pub struct SinkStatus {
+    pub name: &'static str,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl SinkStatus {
+    pub fn new(name: &'static str) -> SinkStatus {
+        SinkStatus {
+            name,
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OutputStats for SinkStatus {
+    fn metrics(&self) -> Vec<OutputMetric> {
+        let metric = |name, help, value: u64| OutputMetric {
+            name,
+            help,
+            counter: true,
+            unit: None,
+            labels: vec![("sink", self.name.to_string())],
+            value: value as f64,
+        };
+        vec![
+            metric(
+                "promptcam_sink_events",
+                "Events handed to the sink.",
+                self.delivered.load(Ordering::Relaxed),
+            ),
+            metric(
+                "promptcam_sink_failures",
+                "Events the sink failed to take (see the log).",
+                self.failed.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// Every camera's status, in config order, and the outputs' figures.
 #[derive(Clone, Default)]
 pub struct Status {
     pub cameras: Vec<Arc<CameraStatus>>,
+    outputs: Arc<Mutex<Vec<Arc<dyn OutputStats>>>>,
 }
 
 impl Status {
+    pub fn new(cameras: Vec<Arc<CameraStatus>>) -> Status {
+        Status {
+            cameras,
+            outputs: Arc::default(),
+        }
+    }
+
     pub fn camera(&self, id: &str) -> Option<&Arc<CameraStatus>> {
         self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// Registers an output's figures (the sinks, the MQTT publisher, the history).
+    pub fn add_output(&self, o: Arc<dyn OutputStats>) {
+        self.outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(o);
+    }
+
+    /// Every output's figures, now.
+    pub fn output_metrics(&self) -> Vec<OutputMetric> {
+        let outputs = self
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        outputs.iter().flat_map(|o| o.metrics()).collect()
     }
 }
 

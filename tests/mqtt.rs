@@ -297,7 +297,7 @@ pub(crate) fn status_of(cameras: &[CameraConfig]) -> Status {
             ))
         })
         .collect();
-    Status { cameras }
+    Status::new(cameras)
 }
 
 pub(crate) fn start(cfg: MqttConfig) -> Publisher {

@@ -15,7 +15,7 @@ pub fn check(path: &Path) -> Result<()> {
     if let Some(m) = &config.mqtt {
         spool_dir_usable(&m.spool_dir)?;
     }
-    let cameras = crate::daemon::prepare(&config)?;
+    let (_, cameras) = crate::daemon::prepare(&config)?;
     let mut report = vec![format!("{}: valid", path.display())];
     for (kind, mc) in &config.models {
         let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))

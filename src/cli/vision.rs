@@ -5,15 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use image::RgbImage;
 use serde::Serialize;
 
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
 use crate::decode::read_image;
-use crate::model::{
-    owlvit, Clip, ClipScore, Detection, ModelDir, ModelKind, OwlVit, Owlv2, Precision,
-};
+use crate::model::{owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
 
 fn precision(m: &ModelArgs) -> Precision {
     if m.quantized {
@@ -81,33 +78,9 @@ struct DetectLine<'a> {
     detections: &'a [Detection],
 }
 
-/// OWL-ViT or OWLv2, by the model directory's family.
-enum Detector {
-    OwlVit(Box<OwlVit>),
-    Owlv2(Box<Owlv2>),
-}
-
-impl Detector {
-    fn load(dir: &ModelDir, args: &DetectArgs) -> Result<Detector> {
-        let p = precision(&args.model);
-        let prompts = &args.model.prompts;
-        Ok(match dir.family {
-            ModelKind::Owlv2 => Detector::Owlv2(Box::new(Owlv2::load(dir, p, prompts, args.size)?)),
-            _ => Detector::OwlVit(Box::new(OwlVit::load(dir, p, prompts, args.size)?)),
-        })
-    }
-
-    fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
-        match self {
-            Detector::OwlVit(m) => m.detect(image, threshold),
-            Detector::Owlv2(m) => m.detect(image, threshold),
-        }
-    }
-}
-
 pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
-    let mut owl = Detector::load(&dir, &args)?;
+    let mut owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();

@@ -31,7 +31,7 @@ pub use secret::Secret;
 
 const SEE: &str = "see config/promptcam.example.toml";
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub dir: PathBuf,
     pub precision: Precision,

@@ -11,14 +11,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use crate::mqtt::StatsHandle;
-use crate::status::{CameraSnapshot, Status, INFERENCE_BUCKETS_MS};
+use crate::status::{CameraSnapshot, OutputMetric, Status, INFERENCE_BUCKETS_MS};
 
 /// Reads [`Status`] (and the MQTT counters) on each scrape.
 pub(super) struct Metrics {
     pub(super) status: Status,
-    pub(super) mqtt: Option<StatsHandle>,
-    pub(super) history: Option<std::sync::Arc<crate::history::HistoryStats>>,
 }
 
 /// An f32 setting as the decimal it was written as (0.35, not 0.3499999940395355).
@@ -157,83 +154,34 @@ impl Collector for Metrics {
                 )?;
             }
         }
-        if let Some(h) = &self.history {
-            use std::sync::atomic::Ordering::Relaxed;
-            let families: [(&str, &str, u64); 3] = [
-                ("promptcam_history_frames", "Analysed frames written to the history.", h.frames.load(Relaxed)),
-                ("promptcam_history_events", "Events written to the history.", h.events.load(Relaxed)),
-                (
-                    "promptcam_history_dropped",
-                    "History records dropped (the history thread fell behind or the database refused them).",
-                    h.dropped.load(Relaxed),
-                ),
-            ];
-            for (name, help, v) in families {
-                ConstCounter::new(v).encode(enc.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    MetricType::Counter,
-                )?)?;
+        // the outputs' own figures (sinks, MQTT, history), one family per name
+        let outputs = self.status.output_metrics();
+        let mut names: Vec<&'static str> = outputs.iter().map(|m| m.name).collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let family: Vec<&OutputMetric> = outputs.iter().filter(|m| m.name == name).collect();
+            let first = family[0];
+            let unit = first.unit.map(|u| match u {
+                "bytes" => Unit::Bytes,
+                other => Unit::Other(other.to_string()),
+            });
+            let kind = if first.counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut enc = enc.encode_descriptor(name, first.help, unit.as_ref(), kind)?;
+            for m in family {
+                let labels: Vec<(&str, &str)> =
+                    m.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let e = enc.encode_family(&labels)?;
+                match first.counter {
+                    true => ConstCounter::new(m.value as u64).encode(e)?,
+                    false => ConstGauge::new(m.value).encode(e)?,
+                }
             }
-            let unit = Unit::Bytes;
-            ConstGauge::new(h.bytes.load(Relaxed) as i64).encode(enc.encode_descriptor(
-                "promptcam_history_size",
-                "Size of the history database after the last retention pass.",
-                Some(&unit),
-                MetricType::Gauge,
-            )?)?;
-        }
-        if let Some(mqtt) = &self.mqtt {
-            let st = mqtt.stats();
-            let gauge = |enc: &mut DescriptorEncoder,
-                         name: &str,
-                         help: &str,
-                         v: i64|
-             -> std::result::Result<(), std::fmt::Error> {
-                ConstGauge::new(v).encode(enc.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    MetricType::Gauge,
-                )?)
-            };
-            gauge(
-                &mut enc,
-                "promptcam_mqtt_spool_depth",
-                "Events spooled on disk and not yet acknowledged by the broker.",
-                st.spooled as i64,
-            )?;
-            gauge(
-                &mut enc,
-                "promptcam_mqtt_connected",
-                "1 while connected to the broker.",
-                st.connected as i64,
-            )?;
-            let counter = |enc: &mut DescriptorEncoder,
-                           name: &str,
-                           help: &str,
-                           v: u64|
-             -> std::result::Result<(), std::fmt::Error> {
-                ConstCounter::new(v).encode(enc.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    MetricType::Counter,
-                )?)
-            };
-            counter(
-                &mut enc,
-                "promptcam_mqtt_spool_dropped",
-                "Events dropped because the spool was full.",
-                st.dropped,
-            )?;
-            counter(
-                &mut enc,
-                "promptcam_mqtt_connections",
-                "Successful connections to the broker.",
-                st.connections,
-            )?;
         }
         Ok(())
     }

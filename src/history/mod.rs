@@ -92,6 +92,38 @@ pub struct HistoryStats {
     pub bytes: AtomicU64,
 }
 
+impl crate::status::OutputStats for HistoryStats {
+    fn metrics(&self) -> Vec<crate::status::OutputMetric> {
+        let m = |name, help, counter, unit, value: u64| crate::status::OutputMetric {
+            name,
+            help,
+            counter,
+            unit,
+            labels: vec![],
+            value: value as f64,
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            m("promptcam_history_frames", "Analysed frames written to the history.", true, None, get(&self.frames)),
+            m("promptcam_history_events", "Events written to the history.", true, None, get(&self.events)),
+            m(
+                "promptcam_history_dropped",
+                "History records dropped (the history thread fell behind or the database refused them).",
+                true,
+                None,
+                get(&self.dropped),
+            ),
+            m(
+                "promptcam_history_size",
+                "Size of the history database after the last retention pass.",
+                false,
+                Some("bytes"),
+                get(&self.bytes),
+            ),
+        ]
+    }
+}
+
 /// The handle the daemon keeps: records go to the `history` thread.
 pub struct History {
     tx: Option<SyncSender<Record>>,

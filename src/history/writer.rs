@@ -197,7 +197,7 @@ fn prepare_event(e: Event, at: SystemTime) -> NewEvent {
         t_ms: unix_ms(at),
         score: e.score,
         bbox: e.bbox,
-        snapshot: e.snapshot.map(|s| s.to_vec()),
+        snapshot: e.snapshot.and_then(|s| s.jpeg()).map(|j| j.to_vec()),
     }
 }
 

@@ -11,6 +11,7 @@ use image::RgbImage;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use super::clip_image::ClipImage;
 use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::kind::ModelKind;
@@ -30,8 +31,9 @@ pub struct ClipScore {
     pub similarity: f32,
 }
 
+/// A prompt set with the image side it scores frames through.
 pub struct Clip {
-    image_tower: Runnable,
+    image: std::sync::Arc<ClipImage>,
     preprocess: Preprocessor,
     prompts: Vec<String>,
     text_embeds: Vec<Vec<f32>>,
@@ -65,8 +67,7 @@ impl Clip {
         if dir.family != ModelKind::Clip {
             bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.title());
         }
-        let processor = dir.processor()?;
-        let (w, h) = processor.output_size().with_context(|| {
+        let (w, h) = dir.processor()?.output_size().with_context(|| {
             format!("unable to use {}: its processor config has no fixed output size (center crop or square resize)", dir.root.display())
         })?;
         let tokenizer = dir.tokenizer()?;
@@ -76,7 +77,6 @@ impl Clip {
             true => tokenizer.encode(&[String::new()])?,
             false => tokenizer.encode(&texts)?,
         };
-        let pixels = Input::Fed(f32::datum_type(), vec![1, 3, h as usize, w as usize]);
 
         // model.onnx is parsed whole only when a tower file is missing: it holds both towers
         let towers =
@@ -96,46 +96,18 @@ impl Clip {
         };
 
         // image side: vision_model.onnx, else model.onnx with the token inputs folded in
-        let image_tower = if dir.has_onnx("vision_model", precision) {
-            let g = OnnxGraph::read(&dir.onnx_path("vision_model", precision))?;
-            files.push(g.path.clone());
-            g.into_optimized(&[("pixel_values", pixels)], &["image_embeds"])?
-        } else if let Some(g) = &full {
-            files.push(g.path.clone());
-            g.optimized(
-                &[
-                    ("input_ids", Input::Const(tokens.ids_tensor()?)),
-                    ("attention_mask", Input::Const(tokens.mask_tensor()?)),
-                    ("pixel_values", pixels),
-                ],
-                &["image_embeds"],
-            )?
-        } else {
-            return Err(missing_tower(dir, precision, "image", "vision_model"));
-        };
+        let image = ClipImage::build(dir, precision, full.as_ref(), &tokens, &mut files)?;
         let mut rows = per_text.iter();
         let text_embeds = classes
             .iter()
             .map(|class| class_embedding(rows.by_ref().take(class.len()).map(Vec::as_slice)))
             .collect();
-        let logit_scale = match (&full, dir.has_onnx("model", precision)) {
-            (Some(g), _) => learned_logit_scale(g)?,
-            (None, true) => learned_logit_scale_of(&dir.onnx_path("model", precision))?,
-            (None, false) => {
-                tracing::warn!(
-                    "{} has no onnx/model{}.onnx to read the learned logit scale from; using {DEFAULT_LOGIT_SCALE}",
-                    dir.root.display(),
-                    suffix(precision)
-                );
-                DEFAULT_LOGIT_SCALE
-            }
-        };
         Ok(Clip {
-            image_tower: runnable(image_tower)?,
-            preprocess: Preprocessor::new(processor),
+            preprocess: image.preprocessor(),
+            logit_scale: image.logit_scale,
+            image: std::sync::Arc::new(image),
             prompts,
             text_embeds,
-            logit_scale,
             files,
         })
     }
@@ -152,18 +124,12 @@ impl Clip {
 
     /// Runs the image tower on an already preprocessed pixel tensor.
     pub fn embed_pixels(&self, pixels: TValue) -> Result<Vec<f32>> {
-        let out = self
-            .image_tower
-            .run(tvec![pixels])
-            .context("unable to run the CLIP image tower")?;
-        let (_, mut v) = f32_output(&out[0])?;
-        normalize(&mut v);
-        Ok(v)
+        self.image.embed_pixels(pixels)
     }
 
     /// The image tower, for profiling.
     pub fn image_tower(&self) -> &Runnable {
-        &self.image_tower
+        self.image.tower()
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
@@ -201,7 +167,12 @@ impl Clip {
 }
 
 /// Neither the single tower nor model.onnx is there: say which files were looked for.
-fn missing_tower(dir: &ModelDir, precision: Precision, side: &str, stem: &str) -> anyhow::Error {
+pub(super) fn missing_tower(
+    dir: &ModelDir,
+    precision: Precision,
+    side: &str,
+    stem: &str,
+) -> anyhow::Error {
     let s = suffix(precision);
     anyhow::anyhow!(
         "unable to find a CLIP {side} tower in {}: expected onnx/{stem}{s}.onnx or onnx/model{s}.onnx, found {}; {}",
@@ -211,7 +182,7 @@ fn missing_tower(dir: &ModelDir, precision: Precision, side: &str, stem: &str) -
     )
 }
 
-fn suffix(p: Precision) -> &'static str {
+pub(super) fn suffix(p: Precision) -> &'static str {
     match p {
         Precision::Fp32 => "",
         Precision::Quantized => "_quantized",

@@ -6,8 +6,10 @@
 //! (`tokenize`).
 
 pub mod clip;
+pub mod clip_image;
 pub mod clip_text;
 pub mod clipseg;
+pub mod detector;
 pub mod dir;
 pub mod fused;
 pub mod graph;
@@ -21,8 +23,10 @@ pub mod skim;
 pub mod tokenize;
 
 pub use clip::{Clip, ClipScore};
+pub use clip_image::ClipImage;
 pub use clip_text::ClipText;
 pub use clipseg::{ClipSeg, Coverage, Masks};
+pub use detector::Detector;
 pub use dir::{ModelDir, Precision};
 pub use kind::ModelKind;
 pub use owlv2::Owlv2;

@@ -279,6 +279,18 @@ impl OwlVit {
 
 /// Reads the `logits` `[1, P, Q]` and `pred_boxes` `[1, P, 4]` outputs.
 pub fn read_patches(logits: &TValue, boxes: &TValue, q: usize) -> Result<PatchScores> {
+    read_patches_among(logits, boxes, q, None)
+}
+
+/// [`read_patches`] where each patch's best query is chosen among `among` only (all when None):
+/// one run of a graph holding several cameras' prompts, post-processed per camera exactly as if
+/// the graph held that camera's prompts alone.
+pub fn read_patches_among(
+    logits: &TValue,
+    boxes: &TValue,
+    q: usize,
+    among: Option<&[usize]>,
+) -> Result<PatchScores> {
     let (lshape, logits) = f32_output(logits)?;
     let (bshape, boxes) = f32_output(boxes)?;
     if lshape.len() != 3
@@ -291,12 +303,22 @@ pub fn read_patches(logits: &TValue, boxes: &TValue, q: usize) -> Result<PatchSc
     }
     let mut best_query = Vec::with_capacity(lshape[1]);
     let mut scores = Vec::with_capacity(lshape[1]);
+    let all: Vec<usize> = (0..q).collect();
+    let among = among.unwrap_or(&all);
+    if among.iter().any(|i| *i >= q) {
+        bail!("unable to read OWL-ViT outputs: a query index is beyond the {q} prompts");
+    }
     for row in logits.chunks(q) {
-        let (ix, best) =
-            row.iter().enumerate().fold(
-                (0, f32::NEG_INFINITY),
-                |a, (i, v)| if *v > a.1 { (i, *v) } else { a },
-            );
+        let (ix, best) = among.iter().fold(
+            (among.first().copied().unwrap_or(0), f32::NEG_INFINITY),
+            |a, &i| {
+                if row[i] > a.1 {
+                    (i, row[i])
+                } else {
+                    a
+                }
+            },
+        );
         best_query.push(ix);
         scores.push(sigmoid(best));
     }

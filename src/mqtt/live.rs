@@ -253,13 +253,7 @@ mod tests {
             discovery_prefix: "homeassistant".into(),
         };
         let t0 = Instant::now();
-        let mut live = Live::new(
-            topics,
-            Status {
-                cameras: vec![cam.clone()],
-            },
-            t0,
-        );
+        let mut live = Live::new(topics, Status::new(vec![cam.clone()]), t0);
         cam.source.captured.fetch_add(3, Ordering::Relaxed);
         live.refresh(t0 + Duration::from_secs(1), true);
         let pending: BTreeMap<String, Vec<u8>> = live.pending().into_iter().collect();

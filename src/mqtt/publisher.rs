@@ -66,6 +66,47 @@ impl StatsHandle {
     }
 }
 
+impl crate::status::OutputStats for StatsHandle {
+    /// The spool and the connection, as `/metrics` shows them.
+    fn metrics(&self) -> Vec<crate::status::OutputMetric> {
+        let s = self.stats();
+        let m = |name, help, counter, value: f64| crate::status::OutputMetric {
+            name,
+            help,
+            counter,
+            unit: None,
+            labels: vec![],
+            value,
+        };
+        vec![
+            m(
+                "promptcam_mqtt_spool_depth",
+                "Events spooled on disk and not yet acknowledged by the broker.",
+                false,
+                s.spooled as f64,
+            ),
+            m(
+                "promptcam_mqtt_connected",
+                "1 while connected to the broker.",
+                false,
+                s.connected as u8 as f64,
+            ),
+            m(
+                "promptcam_mqtt_spool_dropped",
+                "Events dropped because the spool was full.",
+                true,
+                s.dropped as f64,
+            ),
+            m(
+                "promptcam_mqtt_connections",
+                "Successful connections to the broker.",
+                true,
+                s.connections as f64,
+            ),
+        ]
+    }
+}
+
 /// Publishes events, states and discovery to an MQTT broker from two background threads (the
 /// rumqttc connection and the worker that owns the spool).
 pub struct Publisher {

@@ -1,0 +1,129 @@
+//! CLIP prompts: each CLIP prompt's class (its text, or the mean of its ensemble templates)
+//! scored against the classes it must beat (its `negatives`, else the camera's other CLIP
+//! prompts) on the region of interest, through the shared image tower. The frame's embedding is
+//! kept for the history, also on cameras whose prompts are all of other kinds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{crop, Observation, PromptModel};
+use crate::config::PromptConfig;
+use crate::frame::Frame;
+use crate::model::clip::{class_embedding, dot, ensemble_texts, prompt_score};
+use crate::model::ClipImage;
+use crate::model::ModelKind;
+use crate::preprocess::Preprocessor;
+
+pub struct ClipPrompts {
+    image: Arc<ClipImage>,
+    preprocess: Preprocessor,
+    /// Class embeddings: each prompt's own, and each negative's.
+    classes: Vec<Vec<f32>>,
+    /// Per CLIP prompt: its index on the camera, its class, the classes it must beat.
+    compare: Vec<(usize, usize, Vec<usize>)>,
+    prompts: Vec<usize>,
+    embedding: Option<Vec<f32>>,
+}
+
+impl ClipPrompts {
+    /// The CLIP prompts among a camera's `prompts` (none: embeddings only); `texts` holds the
+    /// normalized embedding of every text they use (made by the text tower while the models load).
+    pub fn new(
+        image: Arc<ClipImage>,
+        prompts: &[PromptConfig],
+        texts: &BTreeMap<String, Vec<f32>>,
+    ) -> Result<ClipPrompts> {
+        let clip: Vec<(usize, &PromptConfig)> = prompts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.model == ModelKind::Clip)
+            .collect();
+        // classes by their texts; a class shared by two prompts (or a prompt and a negative) once
+        let mut class_texts: Vec<Vec<String>> = vec![];
+        let mut class_of = |t: Vec<String>| match class_texts.iter().position(|c| c[0] == t[0]) {
+            Some(i) => i,
+            None => {
+                class_texts.push(t);
+                class_texts.len() - 1
+            }
+        };
+        let own: Vec<usize> = clip
+            .iter()
+            .map(|(_, p)| class_of(ensemble_texts(&p.text, &p.ensemble)))
+            .collect();
+        let mut compare = vec![];
+        for (k, (i, p)) in clip.iter().enumerate() {
+            let beat: Vec<usize> = if p.negatives.is_empty() {
+                (0..clip.len())
+                    .filter(|j| *j != k)
+                    .map(|j| own[j])
+                    .collect()
+            } else {
+                p.negatives
+                    .iter()
+                    .map(|n| class_of(vec![n.clone()]))
+                    .collect()
+            };
+            compare.push((*i, own[k], beat));
+        }
+        let mut classes = vec![];
+        for class in &class_texts {
+            let rows = class
+                .iter()
+                .map(|t| {
+                    texts
+                        .get(t)
+                        .map(Vec::as_slice)
+                        .with_context(|| format!("no text embedding for {t:?}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            classes.push(class_embedding(rows));
+        }
+        Ok(ClipPrompts {
+            preprocess: image.preprocessor(),
+            image,
+            classes,
+            prompts: compare.iter().map(|c| c.0).collect(),
+            compare,
+            embedding: None,
+        })
+    }
+}
+
+impl PromptModel for ClipPrompts {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Clip
+    }
+
+    fn prompts(&self) -> &[usize] {
+        &self.prompts
+    }
+
+    fn observe(&mut self, frame: &Frame, roi: Option<[u32; 4]>) -> Result<Vec<Observation>> {
+        // CLIP classifies the region of interest, not the whole frame
+        let pixels = match roi {
+            Some(r) => self.preprocess.run(&crop(&frame.image, r))?,
+            None => self.preprocess.run(&frame.image)?,
+        };
+        let emb = self.image.embed_pixels(pixels)?;
+        let sims: Vec<f32> = self.classes.iter().map(|c| dot(c, &emb)).collect();
+        let scale = self.image.logit_scale;
+        let out = self
+            .compare
+            .iter()
+            .map(|(prompt, own, beat)| Observation {
+                prompt: *prompt,
+                score: prompt_score(sims[*own], beat.iter().map(|b| sims[*b]), scale),
+                bbox: None,
+            })
+            .collect();
+        self.embedding = Some(emb);
+        Ok(out)
+    }
+
+    fn embedding(&self) -> Option<&[f32]> {
+        self.embedding.as_deref()
+    }
+}

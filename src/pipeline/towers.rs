@@ -1,0 +1,267 @@
+//! Towers: the loaded models, one per model kind, shared by every camera that uses it, and the
+//! registry that builds each camera's prompt models on them.
+//!
+//! CLIP's image tower serves every camera (each keeps its own prompts' text embeddings). A
+//! detector's or segmenter's graph holds the prompts of every camera that uses it (its text side
+//! is folded in once), and each camera reads its own prompts from it. Memory therefore grows
+//! with the prompts, not with the cameras. A reload keeps the towers whose model and prompts did
+//! not change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::{Context, Result};
+
+use super::clip::ClipPrompts;
+use super::detect::DetectPrompts;
+use super::segment::SegPrompts;
+use super::PromptModel;
+use crate::config::{CameraConfig, Config, ModelConfig};
+use crate::model::clip::ensemble_texts;
+use crate::model::ModelKind;
+use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
+
+/// A model loaded with a prompt set (in its order), and what it was loaded from.
+struct Shared<M> {
+    model: Arc<Mutex<M>>,
+    texts: Vec<String>,
+    from: ModelConfig,
+}
+
+impl<M> Clone for Shared<M> {
+    fn clone(&self) -> Self {
+        Shared {
+            model: self.model.clone(),
+            texts: self.texts.clone(),
+            from: self.from.clone(),
+        }
+    }
+}
+
+/// Every loaded model of a config.
+#[derive(Clone, Default)]
+pub struct Towers {
+    clip: Option<(Arc<ClipImage>, ModelConfig)>,
+    detectors: BTreeMap<ModelKind, Shared<Detector>>,
+    seg: Option<Shared<ClipSeg>>,
+    /// CLIP text embeddings of every CLIP prompt text and negative of the config.
+    texts: BTreeMap<String, Vec<f32>>,
+}
+
+/// The model table a kind's prompts run on.
+pub fn model_config(config: &Config, kind: ModelKind) -> Option<&ModelConfig> {
+    config.model(kind)
+}
+
+/// The prompt texts of `kind` over all cameras, each once, in config order.
+fn texts_of(config: &Config, kind: ModelKind) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for p in config
+        .cameras
+        .iter()
+        .flat_map(|c| &c.prompts)
+        .filter(|p| p.model == kind)
+    {
+        if !out.contains(&p.text) {
+            out.push(p.text.clone());
+        }
+    }
+    out
+}
+
+fn model_of(config: &Config, kind: ModelKind) -> Result<&ModelConfig> {
+    model_config(config, kind)
+        .with_context(|| format!("{} prompts need [models.{}]", kind.title(), kind.name()))
+}
+
+/// `previous`'s model when it was loaded from the same table with the same prompts, else `load`.
+fn reuse_or<M>(
+    previous: Option<&Shared<M>>,
+    from: &ModelConfig,
+    texts: Vec<String>,
+    load: impl FnOnce(&ModelDir, &[String]) -> Result<M>,
+) -> Result<Shared<M>> {
+    if let Some(p) = previous.filter(|p| p.from == *from && p.texts == texts) {
+        return Ok(p.clone());
+    }
+    let model = load(&ModelDir::open(&from.dir)?, &texts)?;
+    Ok(Shared {
+        model: Arc::new(Mutex::new(model)),
+        texts,
+        from: from.clone(),
+    })
+}
+
+impl Towers {
+    /// Loads what `config`'s cameras need, reusing `previous`'s towers where nothing changed.
+    /// The biggest models load first, so the smaller ones' load peaks sit on resident memory
+    /// (both full-size int8 models, measured: 530 -> 470 MB peak), and the CLIP text tower is
+    /// dropped before the image tower loads.
+    pub fn load(config: &Config, previous: Option<&Towers>) -> Result<Towers> {
+        let mut towers = Towers::default();
+        for kind in [ModelKind::OwlVit, ModelKind::Owlv2] {
+            let texts = texts_of(config, kind);
+            if texts.is_empty() {
+                continue;
+            }
+            let from = model_of(config, kind)?;
+            let old = previous.and_then(|p| p.detectors.get(&kind));
+            let shared = reuse_or(old, from, texts, |dir, texts| {
+                Detector::load(dir, from.precision, texts, from.input_size)
+                    .with_context(|| format!("unable to load {}", kind.title()))
+            })?;
+            towers.detectors.insert(kind, shared);
+        }
+        // with a history, every camera's frames get a CLIP embedding for the prompt lab
+        let clip_texts = clip_texts(config);
+        let wants_clip = !clip_texts.is_empty() || config.history.is_some();
+        if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
+            let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f)| f == from));
+            let missing: Vec<String> = clip_texts
+                .iter()
+                .filter(|t| !known.is_some_and(|p| p.texts.contains_key(*t)))
+                .cloned()
+                .collect();
+            if let Some(p) = known {
+                towers.texts = p.texts.clone();
+            }
+            if !missing.is_empty() {
+                let tower = ClipText::load(&ModelDir::open(&from.dir)?, from.precision)
+                    .context("unable to load CLIP's text tower")?;
+                for (t, v) in missing.iter().zip(tower.embed(&missing)?) {
+                    towers.texts.insert(t.clone(), v);
+                }
+            }
+            towers.clip = Some(match known.and_then(|p| p.clip.clone()) {
+                Some(c) => c,
+                None => (
+                    ClipImage::load(&ModelDir::open(&from.dir)?, from.precision)
+                        .context("unable to load CLIP")?,
+                    from.clone(),
+                ),
+            });
+        } else if !clip_texts.is_empty() {
+            model_of(config, ModelKind::Clip)?;
+        }
+        let texts = texts_of(config, ModelKind::ClipSeg);
+        if !texts.is_empty() {
+            let from = model_of(config, ModelKind::ClipSeg)?;
+            let old = previous.and_then(|p| p.seg.as_ref());
+            towers.seg = Some(reuse_or(old, from, texts, |dir, texts| {
+                ClipSeg::load(dir, from.precision, texts).context("unable to load CLIPSeg")
+            })?);
+        }
+        Ok(towers)
+    }
+
+    /// A camera's prompt models on these towers, in the order they run: CLIP first (the
+    /// detector cascade reads its prompts' states), then the detectors, then segmentation.
+    pub fn prompt_models(&self, cam: &CameraConfig) -> Result<Vec<Box<dyn PromptModel>>> {
+        let mut models: Vec<Box<dyn PromptModel>> = vec![];
+        if let Some((image, _)) = &self.clip {
+            models.push(Box::new(ClipPrompts::new(
+                image.clone(),
+                &cam.prompts,
+                &self.texts,
+            )?));
+        }
+        let of_kind = |kind: ModelKind, texts: &[String]| -> (Vec<usize>, Vec<usize>) {
+            cam.prompts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.model == kind)
+                .filter_map(|(i, p)| Some((i, texts.iter().position(|t| *t == p.text)?)))
+                .unzip()
+        };
+        for (kind, d) in &self.detectors {
+            let (prompts, queries) = of_kind(*kind, &d.texts);
+            if !prompts.is_empty() {
+                models.push(Box::new(DetectPrompts::new(
+                    *kind,
+                    d.model.clone(),
+                    prompts,
+                    queries,
+                )));
+            }
+        }
+        if let Some(s) = &self.seg {
+            let (prompts, queries) = of_kind(ModelKind::ClipSeg, &s.texts);
+            if !prompts.is_empty() {
+                let thresholds = prompts
+                    .iter()
+                    .map(|i| cam.prompts[*i].mask_threshold)
+                    .collect();
+                models.push(Box::new(SegPrompts::new(
+                    s.model.clone(),
+                    prompts,
+                    queries,
+                    thresholds,
+                )));
+            }
+        }
+        Ok(models)
+    }
+
+    /// Runs every loaded model once on `image` (to measure the thread count on them).
+    pub fn run_once(&self, image: &image::RgbImage) -> Result<()> {
+        if let Some((c, _)) = &self.clip {
+            let px = c.preprocessor().run(image)?;
+            c.embed_pixels(px)?;
+        }
+        for d in self.detectors.values() {
+            d.model
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .detect(image, 1.0)?;
+        }
+        if let Some(s) = &self.seg {
+            let mut m = s.model.lock().unwrap_or_else(PoisonError::into_inner);
+            let px = m.preprocessor().run(image)?;
+            m.run_pixels(px)?;
+        }
+        Ok(())
+    }
+
+    /// The files each loaded model runs from, by kind (for `check`).
+    pub fn describe(&self) -> Vec<(ModelKind, String)> {
+        let mut out = vec![];
+        if let Some((c, _)) = &self.clip {
+            out.push((
+                ModelKind::Clip,
+                c.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        for (kind, d) in &self.detectors {
+            out.push((*kind, format!("{} prompt(s)", d.texts.len())));
+        }
+        if let Some(s) = &self.seg {
+            out.push((ModelKind::ClipSeg, format!("{} prompt(s)", s.texts.len())));
+        }
+        out
+    }
+}
+
+/// Every text a CLIP prompt of the config embeds: its own (or its ensemble's) and its negatives.
+fn clip_texts(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for p in config
+        .cameras
+        .iter()
+        .flat_map(|c| &c.prompts)
+        .filter(|p| p.model == ModelKind::Clip)
+    {
+        for t in ensemble_texts(&p.text, &p.ensemble)
+            .into_iter()
+            .chain(p.negatives.iter().cloned())
+        {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
