@@ -491,35 +491,6 @@ fn clip8(px: &mut [U16x3]) {
     }
 }
 
-/// Converts any decoded image to RGB as transformers' `convert_to_rgb` does (the processors' first
-/// step): an image with transparency (RGBA, grayscale + alpha, and palette or colour-key PNGs,
-/// whose tRNS chunk the PNG decoder expands into alpha) is composited onto opaque white; without
-/// it, grayscale is replicated and 16-bit samples are scaled to 8 bits.
-pub fn to_rgb(image: image::DynamicImage) -> RgbImage {
-    match image {
-        image::DynamicImage::ImageRgb8(rgb) => rgb,
-        other if other.color().has_alpha() => {
-            let rgba = other.into_rgba8();
-            let (w, h) = rgba.dimensions();
-            let raw: Vec<u8> = rgba
-                .into_raw()
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]].map(|c| over_white(c, p[3])))
-                .collect();
-            RgbImage::from_raw(w, h, raw).unwrap_or_default()
-        }
-        other => other.to_rgb8(),
-    }
-}
-
-/// One 8-bit sample of colour `c` with alpha `a` composited onto white: PIL's `alpha_composite`
-/// of the image over an opaque white background (what `convert_to_rgb` does), which with an
-/// opaque background reduces to round((c * a + 255 * (255 - a)) / 255).
-fn over_white(c: u8, a: u8) -> u8 {
-    let (c, a) = (c as u32, a as u32);
-    ((c * a + 255 * (255 - a) + 127) / 255) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,30 +675,5 @@ mod tests {
                 "case {i}: {w}x{h} -> {rw}x{rh} crop {crop}: {differ} samples differ"
             );
         }
-    }
-
-    #[test]
-    fn transparency_is_composited_onto_white() {
-        // values from transformers' convert_to_rgb (PIL's alpha_composite over white)
-        let rgba = image::RgbaImage::from_raw(
-            4,
-            1,
-            vec![
-                10, 20, 30, 0, // transparent: white
-                10, 20, 30, 255, // opaque: unchanged
-                10, 20, 30, 200, // 200/255 of the colour, the rest white
-                0, 128, 255, 128,
-            ],
-        )
-        .unwrap();
-        let rgb = to_rgb(image::DynamicImage::ImageRgba8(rgba));
-        assert_eq!(
-            rgb.into_raw(),
-            [255, 255, 255, 10, 20, 30, 63, 71, 79, 127, 191, 255]
-        );
-        // grayscale + alpha the same way, the gray replicated
-        let la = image::GrayAlphaImage::from_raw(2, 1, vec![40, 200, 40, 0]).unwrap();
-        let rgb = to_rgb(image::DynamicImage::ImageLumaA8(la));
-        assert_eq!(rgb.into_raw(), [86, 86, 86, 255, 255, 255]);
     }
 }

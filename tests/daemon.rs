@@ -290,6 +290,25 @@ fn check_validates_config_and_models_and_names_bad_keys() {
         "{err}"
     );
 
+    // a bad [mqtt] value is refused with the file, before "valid" and before any model loads
+    let bad_mqtt = tmp.path().join("bad-mqtt.toml");
+    let demo_text = std::fs::read_to_string(&demo).unwrap();
+    let port_line = demo_text.lines().count() + 4;
+    std::fs::write(
+        &bad_mqtt,
+        format!("{demo_text}\n[mqtt]\nhost = \"127.0.0.1\"\nport = \"not a number\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = fixture::promptcam(&["check", "--config", bad_mqtt.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("valid"), "{out}");
+    assert!(
+        err.contains("mqtt.port")
+            && err.contains(&format!("line {port_line}, column 8"))
+            && err.contains("expected an integer"),
+        "{err}"
+    );
+
     // a config whose model directory is missing fails at check, naming the directory
     let missing = tmp.path().join("missing.toml");
     std::fs::write(
@@ -354,14 +373,21 @@ fn the_systemd_unit_verifies_without_warnings() {
 fn the_example_config_is_a_valid_file() {
     let path = fixture::path("config/promptcam.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
+    // the password file only exists on a device; everything else in [mqtt] validates
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("password_file = "))
+        .unwrap();
+    let text = text.replace(line, "");
     let config = promptcam::config::parse(&text, &path).unwrap();
     assert_eq!(config.cameras[0].prompts.len(), 2);
-    assert!(config.motion.is_some() && config.clip.is_some() && config.owlvit.is_some());
-    // the password file only exists on a device; everything else in [mqtt] validates
-    let mut mqtt = config.mqtt.clone().unwrap();
-    let table = mqtt.as_table_mut().unwrap();
-    table.remove("password_file");
-    let m = promptcam::mqtt::parse_config(&mqtt, &path).unwrap();
+    use promptcam::model::ModelKind;
+    assert!(
+        config.motion.is_some()
+            && config.model(ModelKind::Clip).is_some()
+            && config.model(ModelKind::OwlVit).is_some()
+    );
+    let m = config.mqtt.clone().unwrap();
     assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
 }
 

@@ -2,7 +2,7 @@
 //! (`interpolate_pos_encoding=True`, the OWLv2 processor and post-processing) for the tiny
 //! fixtures, as recorded by `models/make_fixtures.py --owl-sizes` and `--owlv2`.
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::graph::{Input, OnnxGraph};
 use promptcam::model::owlvit::post_process;
 use promptcam::model::{ModelDir, OwlVit, Owlv2, Precision};
@@ -505,7 +505,7 @@ fn a_motion_crop_detects_what_the_detector_finds_on_that_cropped_image() {
     assert_eq!(detector.input_size(), 384);
     let detector = Arc::new(Mutex::new(detector));
     let mut model = DetectPrompts::new(
-        promptcam::config::ModelKind::OwlVit,
+        promptcam::model::ModelKind::OwlVit,
         detector.clone(),
         vec![0, 1],
         vec![0, 1],

@@ -22,8 +22,9 @@ use image::{Rgb, RgbImage};
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
-use super::dir::{Family, ModelDir, Precision, FETCH_HINT};
+use super::dir::{ModelDir, Precision, FETCH_HINT};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::kind::ModelKind;
 use crate::preprocess::Preprocessor;
 
 /// One prompt's result on one image.
@@ -91,11 +92,11 @@ impl ClipSeg {
         prompts: &[String],
         layout: Option<Layout>,
     ) -> Result<ClipSeg> {
-        if dir.family != Family::ClipSeg {
+        if dir.family != ModelKind::ClipSeg {
             bail!(
                 "unable to segment with {}: it is a {} model; segmentation needs a CLIPSeg model directory",
                 dir.root.display(),
-                dir.family.name()
+                dir.family.title()
             );
         }
         if prompts.is_empty() {

@@ -12,9 +12,10 @@ use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::grid::{self, Grid};
+use super::kind::ModelKind;
 use crate::preprocess::Preprocessor;
 
 /// One detected object, in original-image pixels.
@@ -67,7 +68,7 @@ pub(super) fn load_graph(
     outputs: &[&str],
     optional: &[&str],
 ) -> Result<LoadedGraph> {
-    let what = dir.family.name();
+    let what = dir.family.title();
     if prompts.is_empty() {
         bail!("unable to detect without prompts; give at least one");
     }
@@ -145,11 +146,11 @@ pub fn write_adapted(
     out: &std::path::Path,
 ) -> Result<()> {
     use prost::Message;
-    if !matches!(dir.family, Family::OwlVit | Family::Owlv2) {
+    if !dir.family.is_detector() {
         bail!(
             "unable to write an adapted graph for {}: it is a {} model; only OWL-ViT and OWLv2 graphs are adapted",
             dir.root.display(),
-            dir.family.name()
+            dir.family.title()
         );
     }
     let geometry = dir.vision_geometry()?;
@@ -207,9 +208,9 @@ impl OwlVit {
         prompts: &[String],
         input_size: Option<u32>,
     ) -> Result<OwlVit> {
-        if dir.family != Family::OwlVit {
-            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory{}", dir.root.display(), dir.family.name(),
-                if dir.family == Family::Owlv2 { " (OWLv2 runs as model = \"owlv2\")" } else { "" });
+        if dir.family != ModelKind::OwlVit {
+            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory{}", dir.root.display(), dir.family.title(),
+                if dir.family == ModelKind::Owlv2 { " (OWLv2 runs as model = \"owlv2\")" } else { "" });
         }
         let mut processor = dir.processor()?;
         let loaded = load_graph(

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::config::{CameraConfig, ModelKind};
+use crate::config::CameraConfig;
 
 /// Payload of the availability topic while connected (and of the `connectivity` sensor).
 pub const ONLINE: &str = "online";
@@ -418,7 +418,7 @@ pub fn messages(
             push("binary_sensor", &id, serde_json::to_string(&state)?);
             let score_id = format!("{id}_score");
             // a CLIPSeg score is the fraction of the region its mask covers: shown as percent
-            let coverage = p.model == ModelKind::ClipSeg;
+            let coverage = p.model.has_masks();
             let score = Sensor {
                 common: common(
                     "sensor",

@@ -10,11 +10,12 @@ use anyhow::Result;
 
 use super::{inside, Observation, PromptModel};
 use crate::annotate::Snapshot;
-use crate::config::{CameraConfig, ModelKind, OwlVitWhen, PromptConfig};
+use crate::config::{CameraConfig, OwlVitWhen, PromptConfig};
 use crate::decide::{DecideConfig, Decider, Transition};
 use crate::event::{Event, EventKind, EventTracker};
 use crate::frame::{Frame, FrameSlot, SourceStats};
 use crate::history::{FrameRecord, PromptScore, ThumbnailClock};
+use crate::model::ModelKind;
 use crate::motion::{MotionGate, Reason};
 use crate::status::{CameraStatus, PromptStatus};
 

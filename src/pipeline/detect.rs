@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Result;
 
 use super::{inside, Observation, PromptModel};
-use crate::config::ModelKind;
 use crate::frame::Frame;
 use crate::model::Detector;
+use crate::model::ModelKind;
 
 pub struct DetectPrompts {
     kind: ModelKind,

@@ -26,8 +26,8 @@ pub use worker::Inference;
 use anyhow::Result;
 
 use crate::annotate::Overlay;
-use crate::config::ModelKind;
 use crate::frame::Frame;
+use crate::model::ModelKind;
 
 /// One score of one prompt on one frame.
 #[derive(Clone, Debug, PartialEq)]

@@ -21,7 +21,7 @@ use image::RgbImage;
 
 use super::multipart::{boundary_from_content_type, MultipartParser, Part};
 use super::{redact, FrameSource};
-use crate::frame::decode_jpeg;
+use crate::decode::decode_image;
 
 /// How long to wait for a name lookup or a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,7 +271,7 @@ impl FrameSource for MjpegSource {
                 continue;
             };
             if let Some(part) = stream.ready.pop_front() {
-                match decode_jpeg(&part.body) {
+                match decode_image(&part.body) {
                     Ok(image) => {
                         self.bad_in_a_row = 0;
                         return Ok(Some(image));
@@ -374,7 +374,7 @@ impl FrameSource for SnapshotSource {
         let bytes = response.into_body().with_config().limit(MAX_PART_BYTES as u64).read_to_vec().map_err(|e| {
             anyhow!("unable to read a snapshot from {}: {e}; check the camera (pictures over {MAX_PART_BYTES} bytes are refused)", self.target.shown)
         })?;
-        decode_jpeg(&bytes).map(Some).map_err(|e| {
+        decode_image(&bytes).map(Some).map_err(|e| {
             self.undecodable += 1;
             anyhow!("unable to use the snapshot from {}: {e:#}; check that the URL serves a JPEG picture", self.target.shown)
         })

@@ -153,7 +153,7 @@ impl FrameSource for V4l2Source {
         let data = &buf[..(meta.bytesused as usize).min(buf.len())];
         let (w, h) = self.size;
         match self.format {
-            None => crate::frame::decode_jpeg(data).map(Some),
+            None => crate::decode::decode_image(data).map(Some),
             Some(f) => {
                 pixel::to_rgb(f, data, w as usize, h as usize, self.stride, &mut self.rgb)?;
                 let img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))
