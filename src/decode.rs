@@ -16,6 +16,28 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     decode(bytes).map_err(|why| anyhow!("unable to decode frame: {why}"))
 }
 
+/// Checks, without decoding, that camera bytes are a whole picture [`decode_image`] may decode:
+/// a PNG signature, or a JPEG start-of-image marker with an end-of-image marker after its last
+/// scan. What passes may still fail to decode (corrupt data inside); what fails never would.
+pub fn check_image(bytes: &[u8]) -> Result<()> {
+    if bytes.starts_with(PNG_SIGNATURE) {
+        return Ok(());
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err(anyhow!(
+            "unable to decode frame: neither JPEG nor PNG ({} bytes)",
+            bytes.len()
+        ));
+    }
+    if !jpeg_has_end_of_image(bytes) {
+        return Err(anyhow!(
+            "unable to decode frame: JPEG truncated ({} bytes, no end-of-image marker)",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Reads and decodes an image file as [`decode_image`] decodes a frame.
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let bytes =
@@ -28,9 +50,10 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
     })
 }
 
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
 /// The decoder behind both: the pixels, or why not.
 fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
-    const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
     let format = if bytes.starts_with(PNG_SIGNATURE) {
         image::ImageFormat::Png
     } else {
@@ -149,6 +172,33 @@ mod tests {
                 "cut {cut}: {err:#}"
             );
         }
+    }
+
+    #[test]
+    fn the_check_passes_whole_pictures_and_refuses_what_would_never_decode() {
+        let bytes = jpeg_bytes(160, 120);
+        check_image(&bytes).unwrap();
+        for cut in [bytes.len() / 2, bytes.len() - 2, 100, 2, 0] {
+            let e = format!("{:#}", check_image(&bytes[..cut]).unwrap_err());
+            assert!(e.contains("unable to decode frame"), "cut {cut}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            check_image(b"<html>not a picture</html>").unwrap_err()
+        );
+        assert!(e.contains("neither JPEG nor PNG"), "{e}");
+        let mut png = std::io::Cursor::new(Vec::new());
+        RgbImage::new(3, 2)
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        check_image(png.get_ref()).unwrap();
+        // the check is cheap, not a decode: a whole JPEG whose header is garbage passes it and
+        // fails later, when the frame is decoded
+        let mut corrupt = vec![0xFF, 0xD8];
+        corrupt.extend((0..500u32).map(|i| (i * 37 % 251) as u8));
+        corrupt.extend([0xFF, 0xDA, 1, 2, 3, 0xFF, 0xD9]);
+        check_image(&corrupt).unwrap();
+        assert!(decode_image(&corrupt).is_err());
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //!
 //! The slot holds at most one frame: a camera that produces faster than the models can consume
 //! never builds a backlog, it just replaces the waiting frame and counts the one it replaced.
+//! Compressed frames (MJPEG parts, snapshots, V4L2 MJPEG) wait in the slot as the camera sent
+//! them and are decoded by whoever takes them ([`Captured::decode`], on the inference thread),
+//! so the frames the slot replaces are never decoded at all.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,49 @@ pub struct Frame {
     pub monotonic: Instant,
 }
 
+/// What a source hands over: pixels, or a picture's bytes as the camera sent them (JPEG or PNG,
+/// checked to be whole by [`crate::decode::check_image`], decoded by [`Captured::decode`]).
+pub enum Picture {
+    Pixels(RgbImage),
+    Compressed(Vec<u8>),
+}
+
+/// A frame as it waits in the slot: its picture, possibly not decoded yet.
+pub struct Captured {
+    pub picture: Picture,
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub monotonic: Instant,
+}
+
+impl Captured {
+    /// The frame with its pixels: compressed bytes are decoded here (JPEG or PNG, the hardened
+    /// decoder); bytes that do not decode give "unable to decode frame: ...".
+    pub fn decode(self) -> anyhow::Result<Frame> {
+        let image = match self.picture {
+            Picture::Pixels(image) => image,
+            Picture::Compressed(bytes) => crate::decode::decode_image(&bytes)?,
+        };
+        Ok(Frame {
+            image,
+            seq: self.seq,
+            captured_at: self.captured_at,
+            monotonic: self.monotonic,
+        })
+    }
+}
+
+impl From<Frame> for Captured {
+    fn from(f: Frame) -> Captured {
+        Captured {
+            picture: Picture::Pixels(f.image),
+            seq: f.seq,
+            captured_at: f.captured_at,
+            monotonic: f.monotonic,
+        }
+    }
+}
+
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Frame")
@@ -37,7 +83,7 @@ impl fmt::Debug for Frame {
 
 #[derive(Default)]
 struct SlotState {
-    frame: Option<Frame>,
+    frame: Option<Captured>,
     dropped: u64,
     closed: bool,
 }
@@ -87,12 +133,12 @@ impl FrameSlot {
     /// Offers a frame without blocking. A frame still waiting in the slot is replaced and
     /// counted as dropped. After `close` the frame is discarded (not counted: nobody is
     /// consuming any more).
-    pub fn put(&self, frame: Frame) {
+    pub fn put(&self, frame: impl Into<Captured>) {
         let mut state = self.lock();
         if state.closed {
             return;
         }
-        if state.frame.replace(frame).is_some() {
+        if state.frame.replace(frame.into()).is_some() {
             state.dropped += 1;
         }
         drop(state);
@@ -101,13 +147,13 @@ impl FrameSlot {
 
     /// The waiting frame, if any, leaving the slot empty. Still works after `close`, so a
     /// frame put before shutdown can be drained.
-    pub fn take(&self) -> Option<Frame> {
+    pub fn take(&self) -> Option<Captured> {
         self.lock().frame.take()
     }
 
     /// Waits up to `timeout` for a frame and takes it. Returns `None` on timeout, and at once
     /// when the slot is (or becomes) closed.
-    pub fn wait_take(&self, timeout: Duration) -> Option<Frame> {
+    pub fn wait_take(&self, timeout: Duration) -> Option<Captured> {
         let state = self.lock();
         let (mut state, _) = self
             .inner

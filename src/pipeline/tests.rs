@@ -411,3 +411,43 @@ fn motion_crops_focus_the_detector_between_whole_frame_passes() {
     feed(&mut inf, square(10, 500));
     assert_eq!(*o.focused.lock().unwrap(), [None, None]);
 }
+
+#[test]
+fn compressed_frames_are_decoded_when_taken_and_bad_ones_counted() {
+    use crate::frame::{Captured, Picture};
+    let (clip, c) = fake(ModelKind::Clip, &[0]);
+    let cam = Camera::new(
+        &camera_config(
+            vec![prompt("a van", ModelKind::Clip)],
+            OwlVitWhen::Always,
+            None,
+        ),
+        None,
+        vec![clip],
+    );
+    let (mut inf, _rx) = inference(cam);
+    let mut jpeg = vec![];
+    image::RgbImage::from_pixel(40, 30, image::Rgb([90, 120, 200]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let captured = |bytes: Vec<u8>, seq| Captured {
+        picture: Picture::Compressed(bytes),
+        seq,
+        captured_at: SystemTime::UNIX_EPOCH,
+        monotonic: Instant::now(),
+    };
+    inf.cameras[0].slot.put(captured(jpeg.clone(), 1));
+    assert!(inf.step().unwrap());
+    assert_eq!(c.runs(), 1, "the decoded frame was analysed");
+    let latest = inf.cameras[0].status.latest().unwrap();
+    assert_eq!(latest.frame.image.dimensions(), (40, 30));
+    // bytes that do not decode: counted, not analysed, and the loop goes on
+    let cut = jpeg[..jpeg.len() / 2].to_vec();
+    inf.cameras[0].slot.put(captured(cut, 2));
+    assert!(inf.step().unwrap());
+    let stats = inf.cameras[0].stats.snapshot();
+    assert_eq!((stats.undecodable, stats.analysed, c.runs()), (1, 1, 1));
+}

@@ -65,7 +65,15 @@ impl Inference {
                 cam.status.paused_frames.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let frame = Arc::new(frame);
+            // decoded here, not by the capture thread: the frames the slot replaced never were
+            let frame = match frame.decode() {
+                Ok(frame) => Arc::new(frame),
+                Err(e) => {
+                    cam.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("camera {}: skipped a frame: {e:#}", cam.config.id);
+                    continue;
+                }
+            };
             let t = Instant::now();
             let Some(a) = cam.analyse(&frame)? else {
                 continue;

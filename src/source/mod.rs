@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::backoff::{sleep_unless, Backoff};
-use crate::frame::{Frame, FrameSlot, SourceStats};
+use crate::frame::{Captured, FrameSlot, Picture, SourceStats};
 
+pub mod bench;
 pub mod file;
 pub mod http;
 pub mod multipart;
@@ -23,6 +24,13 @@ pub mod v4l2;
 /// or the capture loop limits the rate), and returns `Ok(None)` at the end of a finite stream.
 pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<RgbImage>>;
+    /// The next frame as the capture loop wants it: sources that receive compressed pictures
+    /// (MJPEG parts, snapshots, V4L2 MJPEG) hand over the bytes, checked to be a whole picture
+    /// but not decoded, so a frame the rate limit or the slot drops costs no decoding; the
+    /// others decode (H.264 frames depend on earlier ones) and hand over pixels.
+    fn next_picture(&mut self) -> Result<Option<Picture>> {
+        Ok(self.next_frame()?.map(Picture::Pixels))
+    }
     /// A description for logs, with any credentials removed.
     fn describe(&self) -> String;
     /// Frames the source received but could not decode and skipped, so far.
@@ -118,24 +126,30 @@ pub fn capture_loop(
     let mut seq = 0u64;
     // this capture thread's own backoff (and jitter generator, seeded from the OS)
     let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+    // what the source counted as undecodable so far (the inference thread adds the frames
+    // that fail to decode there)
+    let mut undecodable = 0;
+    let mut count_undecodable = |source: &dyn FrameSource| {
+        let now = source.undecodable();
+        stats
+            .undecodable
+            .fetch_add(now.saturating_sub(undecodable), Ordering::Relaxed);
+        undecodable = now;
+    };
     while !shutdown.load(Ordering::Relaxed) {
-        // Every frame is decoded before the rate limit drops it: waste for MJPEG and V4L2 at a
-        // high camera rate, but unavoidable for RTSP, whose H.264 frames depend on earlier ones.
-        match source.next_frame() {
-            Ok(Some(image)) => {
+        match source.next_picture() {
+            Ok(Some(picture)) => {
                 backoff.reset();
                 stats.captured.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .undecodable
-                    .store(source.undecodable(), Ordering::Relaxed);
+                count_undecodable(source.as_ref());
                 let now = Instant::now();
                 if last.is_some_and(|l| now.duration_since(l) < min_gap) {
                     continue;
                 }
                 last = Some(now);
                 seq += 1;
-                slot.put(Frame {
-                    image,
+                slot.put(Captured {
+                    picture,
                     seq,
                     captured_at: SystemTime::now(),
                     monotonic: now,
@@ -144,9 +158,7 @@ pub fn capture_loop(
             Ok(None) => break,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .undecodable
-                    .store(source.undecodable(), Ordering::Relaxed);
+                count_undecodable(source.as_ref());
                 let wait = backoff.next_wait();
                 tracing::warn!(
                     "source {}: {e:#}; retrying in {:.1} s",
