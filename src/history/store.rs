@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-pub const FILE_NAME: &str = "history.sqlite";
+pub const FILE_NAME: &str = crate::config::HistoryConfig::FILE_NAME;
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
