@@ -1,5 +1,6 @@
 //! Unit tests of `clipseg`.
 
+use super::masks::axis;
 use super::*;
 
 fn masks(width: usize, height: usize, logits: Vec<f32>) -> Masks {
