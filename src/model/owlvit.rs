@@ -165,7 +165,7 @@ pub fn write_adapted(
         .with_context(|| format!("unable to write {}", out.display()))
 }
 
-/// Rewrites a parsed OWL-family export for a `size` px square input (`grid.rs`).
+/// Rewrites a parsed OWL-family export for a `size` px square input (`grid/`).
 pub fn adapt_to(
     proto: &mut tract_onnx::pb::ModelProto,
     geometry: super::dir::VisionGeometry,
@@ -201,7 +201,7 @@ pub fn check_input_size(size: u32, patch: u32, native: u32) -> Result<()> {
 
 impl OwlVit {
     /// Loads an OWL-ViT export with `prompts` folded in, at its native input size or, with
-    /// `input_size`, at that many pixels square (a multiple of the patch size: see `grid.rs`).
+    /// `input_size`, at that many pixels square (a multiple of the patch size: see `grid/`).
     pub fn load(
         dir: &ModelDir,
         precision: Precision,
