@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 

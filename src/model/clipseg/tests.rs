@@ -1,5 +1,7 @@
 //! Unit tests of `clipseg`.
 
+use image::Rgb;
+
 use super::masks::axis;
 use super::*;
 
