@@ -308,6 +308,24 @@ fn check_validates_config_and_models_and_names_bad_keys() {
             && err.contains("expected an integer"),
         "{err}"
     );
+    // ... and before any model directory is opened: with the models missing as well, the
+    // error is still the [mqtt] one
+    let bad_mqtt_no_models = tmp.path().join("bad-mqtt-no-models.toml");
+    std::fs::write(
+        &bad_mqtt_no_models,
+        std::fs::read_to_string(&bad_mqtt)
+            .unwrap()
+            .replace("models/tiny/", "models/nowhere/"),
+    )
+    .unwrap();
+    let (code, out, err) =
+        fixture::promptcam(&["check", "--config", bad_mqtt_no_models.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("valid"), "{out}");
+    assert!(
+        err.contains("mqtt.port") && !err.contains("models/nowhere"),
+        "{err}"
+    );
 
     // a config whose model directory is missing fails at check, naming the directory
     let missing = tmp.path().join("missing.toml");

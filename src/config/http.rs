@@ -1,12 +1,11 @@
-//! HTTP and history: the `[http]` table (the local endpoint: address, limits, the token that
-//! guards it) and the `[history]` table (where and how long frames and scores are kept).
+//! HTTP: the `[http]` table — the local endpoint's address, its limits, and the token that
+//! guards it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use super::raw::{RawHistory, RawHttp};
+use super::raw::RawHttp;
 use super::validate::Validator;
 use super::HttpConfig;
 
@@ -93,65 +92,5 @@ impl Validator<'_> {
             idle_timeout,
             max_connections,
         }))
-    }
-
-    /// `[history]`: on by default when `[http]` is; its directory defaults to `history` in
-    /// systemd's state directory (`$STATE_DIRECTORY`), else next to the config file.
-    pub(super) fn history(
-        &self,
-        h: &RawHistory,
-        http_on: bool,
-    ) -> Result<Option<crate::history::HistoryConfig>> {
-        let dir = match &h.path {
-            Some(p) if p.get_ref().trim().is_empty() => {
-                return self.err(
-                    p.span(),
-                    "history.path",
-                    "a history path needs a directory name",
-                )
-            }
-            Some(p) => {
-                let p = PathBuf::from(p.get_ref());
-                if p.is_absolute() {
-                    p
-                } else {
-                    self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
-                }
-            }
-            None => match std::env::var_os("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
-                // systemd may list several state directories, separated by colons
-                Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default())
-                    .join("history"),
-                None => self
-                    .path
-                    .parent()
-                    .map(|d| d.join("history"))
-                    .unwrap_or_else(|| PathBuf::from("history")),
-            },
-        };
-        let config = crate::history::HistoryConfig {
-            dir,
-            keep: Duration::from_secs_f64(
-                self.float(&h.keep_days, "history.keep_days", 7.0, 0.01, 3650.0)? * 86400.0,
-            ),
-            max_bytes: self.int(&h.max_mb, "history.max_mb", 1024, 16, 1 << 20)? as u64
-                * 1024
-                * 1024,
-            thumbnail_width: self.int(
-                &h.thumbnail_width,
-                "history.thumbnail_width",
-                320,
-                32,
-                1920,
-            )? as u32,
-            thumbnail_interval: Duration::from_secs_f64(self.float(
-                &h.thumbnail_interval,
-                "history.thumbnail_interval",
-                5.0,
-                0.0,
-                3600.0,
-            )?),
-        };
-        Ok(h.enabled.unwrap_or(http_on).then_some(config))
     }
 }

@@ -1,11 +1,12 @@
 //! Config: the TOML file (`config/promptcam.example.toml` documents every key) parsed into raw
 //! serde structs (`raw`), then validated into the runtime [`Config`] the daemon runs on ("low
-//! args -> high args"): `validate` walks the file, `camera`, `prompt` and `http` check their
-//! tables, `mqtt` the broker's, `ids` makes the slugs that name cameras and prompts, `syntax`
+//! args -> high args"): `validate` walks the file, `camera`, `prompt`, `http` and `history`
+//! check their tables, `mqtt` the broker's, `ids` makes the slugs that name cameras and prompts, `syntax`
 //! places serde's errors. Unknown keys, wrong types and
 //! out-of-range values are errors naming the key, its line and column, and what is allowed.
 
 mod camera;
+mod history;
 mod http;
 mod ids;
 mod mqtt;
@@ -25,6 +26,7 @@ use crate::decide::DecideConfig;
 use crate::model::{ModelKind, Precision};
 use crate::motion::MotionConfig;
 
+pub use history::HistoryConfig;
 pub use ids::{make_id, slug, ID_MAX};
 pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
 pub use secret::Secret;
@@ -95,7 +97,7 @@ pub struct Config {
     /// The local HTTP endpoint (`[http]`); None when `enabled = false` (the default).
     pub http: Option<HttpConfig>,
     /// The history store (`[history]`); on by default when `[http]` is on.
-    pub history: Option<crate::history::HistoryConfig>,
+    pub history: Option<HistoryConfig>,
 }
 
 impl Config {

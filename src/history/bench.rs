@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::store::{NewFrame, Store};
 use super::writer::{prepare_frame, thumbnail};
-use super::{FrameRecord, History, HistoryConfig, PromptScore, Record};
+use super::{FrameRecord, History, PromptScore, Record};
+use crate::config::HistoryConfig;
 use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
 use crate::frame::Frame;
