@@ -454,6 +454,86 @@ fn the_cascade_runs_owlvit_only_while_a_clip_prompt_is_on() {
 }
 
 #[test]
+fn owlv2_prompts_and_motion_cropped_detectors_run_in_the_daemon() {
+    let tmp = TempDir::new("daemon-owlv2");
+    // the rocket moves in from the right half of a grey canvas: motion in part of the frame
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let rocket = image::open(fixture::image("rocket.png")).unwrap().to_rgb8();
+    let small = image::imageops::resize(&rocket, 200, 120, image::imageops::FilterType::Triangle);
+    for i in 0..6u32 {
+        let mut canvas = image::RgbImage::from_pixel(1280, 720, image::Rgb([110, 110, 110]));
+        image::imageops::overlay(&mut canvas, &small, 1000 - 60 * i as i64, 400);
+        canvas.save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let config = tmp.path().join("promptcam.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[models.owlvit]
+dir = "{owlvit}"
+input_size = 384
+
+[models.owlv2]
+dir = "{owlv2}"
+input_size = 480
+
+[[cameras]]
+name = "Launch pad"
+source = "{frames}"
+fps = 10
+motion_crops = true
+full_frame_every = 60
+
+[[cameras.prompts]]
+text = "a rocket"
+model = "owlv2"
+threshold = 0.0
+window = 1
+min_frames = 1
+
+[[cameras.prompts]]
+text = "a launch tower"
+model = "owlvit"
+threshold = 0.0
+window = 1
+min_frames = 1
+"#,
+            owlvit = fixture::path("models/tiny/owlvit").display(),
+            owlv2 = fixture::path("models/tiny/owlv2").display(),
+            frames = frames.display(),
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&config, None);
+    assert_eq!(d.wait(Duration::from_secs(60)), 0);
+    let events: Vec<Value> = d
+        .lines
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    for prompt in ["a_rocket", "a_launch_tower"] {
+        let start = events
+            .iter()
+            .find(|e| e["prompt"] == prompt && e["type"] == "start")
+            .unwrap_or_else(|| panic!("no start for {prompt}: {events:?}"));
+        // a box in frame pixels (random weights: boxes may reach past the frame's edge, as
+        // transformers' post-processing does not clip them)
+        let b: Vec<f64> = start["box"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{start}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            b.len() == 4 && b[0] < b[2] && b[1] < b[3] && b[0] < 1280.0 && b[1] < 720.0,
+            "{start}"
+        );
+    }
+}
+
+#[test]
 fn under_journald_log_lines_carry_syslog_priorities_and_no_timestamps() {
     let tmp = TempDir::new("journald");
     let config = replay(tmp.path(), &["rocket.png"], false, 0.6);
