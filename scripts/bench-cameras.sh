@@ -56,14 +56,14 @@ text = "${PROMPTS[$((2 * i + 1))]}"
 model = "clip"
 negatives = ["an empty street"]
 [[cameras.prompts]]
-text = "${PROMPTS[$((2 * i + 1))]}"
+text = "the box of ${PROMPTS[$((2 * i + 1))]}"
 model = "owlvit"
 TOML
   done
 }
 for n in 1 4; do
   config "$n" > "$WORK/cameras-$n.toml"
-  /usr/bin/time -f "%M %e" -o "$WORK/time-$n" "$BIN" run --config "$WORK/cameras-$n.toml" > /dev/null 2> "$WORK/log-$n"
+  /usr/bin/time -f "%M %e" -o "$WORK/time-$n" "$BIN" run --config "$WORK/cameras-$n.toml" > /dev/null 2> "$WORK/log-$n" || { cat "$WORK/log-$n" >&2; exit 1; }
   read -r kb secs < "$WORK/time-$n"
   printf "%d camera(s): peak RSS %d MB, %s s for %d frames\n" "$n" $((kb / 1024)) "$secs" $((3 * n))
 done
