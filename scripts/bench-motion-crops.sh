@@ -24,7 +24,7 @@ mkdir -p "$WORK/frames"
 ffmpeg -loglevel error -f lavfi -i "testsrc2=size=1280x720" -frames:v 1 -vf "hue=s=0" "$WORK/bg.png"
 for i in $(seq 0 59); do
   ffmpeg -loglevel error -i "$WORK/bg.png" \
-    -vf "drawbox=x=900:y=420:w=220:h=160:color=navy:t=fill,drawbox=x=$((60 + (i * 37) % 1100)):y=240:w=90:h=90:color=red:t=fill" \
+    -vf "drawbox=x=900:y=420:w=220:h=160:color=navy:t=fill,drawbox=x=$((60 + (i * 80) % 1040)):y=240:w=160:h=160:color=red:t=fill" \
     -q:v 3 "$WORK/frames/f$(printf %03d "$i").jpg"
 done
 config() { # input_size motion_crops
@@ -59,4 +59,5 @@ for setting in "768 false" "384 false" "384 true"; do
   ends=$(grep -c '"type":"end"' "$WORK/events" || true)
   label="$1 px, $([ "$2" = true ] && echo "motion crops" || echo "whole frame")"
   printf "%-26s %9s %22s %s/%s\n" "$label" "$analysed" "$ms" "$starts" "$ends"
+  echo "    ($line)"
 done
