@@ -20,6 +20,7 @@ pub mod quant;
 pub mod quantize;
 pub mod skim;
 pub mod tokenize;
+pub mod tree;
 
 pub use clip::{Clip, ClipScore};
 pub use clip_image::ClipImage;
