@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod check;
 pub mod search;
 pub mod segment;
+pub mod tree;
 pub mod vision;
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,9 @@ pub enum Command {
     Detect(DetectArgs),
     /// Measure how much of images prompted things cover, with CLIPSeg masks (zero-shot).
     Segment(SegmentArgs),
+    /// Run a tree prompt: detect, classify the boxes, detect inside them (NanoOWL's grammar,
+    /// e.g. "[a person (a hard hat, no hard hat)]").
+    Tree(tree::TreeArgs),
     /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
     Run(ConfigArgs),
     /// Validate a config file, its sources and spool directory, and load its models, connecting
@@ -200,6 +204,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => vision::classify(a),
         Command::Detect(a) => vision::detect(a),
         Command::Segment(a) => segment::segment(a),
+        Command::Tree(a) => tree::tree(a),
         Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
         Command::Check(a) => check::check(&a.config),
         Command::Devices => {
