@@ -22,6 +22,7 @@ mod rtsp;
 mod segment;
 mod signals;
 mod spawn;
+mod tree;
 mod vision;
 mod web;
 mod webdriver;

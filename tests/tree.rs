@@ -1,0 +1,224 @@
+//! Tree prompts (issue 15): `Tree::run` on the tiny CLIP and OWL-ViT against the same steps done
+//! by hand with transformers (`models/make_fixtures.py --tree`: detector on the image, crop, CLIP
+//! on the crop, detector on the crop), and `promptcam tree`'s JSON and drawing.
+
+use promptcam::cli::vision::read_image;
+use promptcam::model::tree::{models::Models, ClassScore, Tree, TreeOutput};
+use promptcam::model::{ModelDir, Precision};
+use serde_json::Value;
+
+use crate::fixture::{self, floats, TempDir};
+
+fn dirs() -> (ModelDir, ModelDir) {
+    (
+        ModelDir::open(&fixture::path("models/tiny/owlvit")).unwrap(),
+        ModelDir::open(&fixture::path("models/tiny/clip")).unwrap(),
+    )
+}
+
+/// Same prompts in the same order, probabilities within 0.01 (the tolerance of the CLIP parity
+/// tests: the two resamplers differ by a level here and there).
+fn assert_classes(ours: &[ClassScore], want: &Value, what: &str) {
+    let want = want.as_array().unwrap();
+    let names: Vec<&str> = ours.iter().map(|c| c.prompt.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|c| c["prompt"].as_str().unwrap()).collect();
+    assert_eq!(names, want_names, "{what}: classes");
+    for (c, w) in ours.iter().zip(want) {
+        let s = w["score"].as_f64().unwrap() as f32;
+        assert!(
+            (c.score - s).abs() <= 0.01,
+            "{what}: {:?} {} vs {s}",
+            c.prompt,
+            c.score
+        );
+    }
+}
+
+/// Detection by detection in the reference's order (breadth first, each group's boxes by score):
+/// same prompt and parent, score within 0.01, corners within 0.5 px, same classes.
+fn assert_output(ours: &TreeOutput, want: &Value, what: &str) {
+    assert_classes(&ours.classes, &want["classes"], &format!("{what} frame"));
+    let dets = want["detections"].as_array().unwrap();
+    let got: Vec<(&str, Option<usize>)> = ours
+        .detections
+        .iter()
+        .map(|d| (d.prompt.as_str(), d.parent))
+        .collect();
+    let expected: Vec<(&str, Option<usize>)> = dets
+        .iter()
+        .map(|d| {
+            (
+                d["prompt"].as_str().unwrap(),
+                d["parent"].as_u64().map(|p| p as usize),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "{what}: detections (prompt, parent)");
+    for (i, (d, w)) in ours.detections.iter().zip(dets).enumerate() {
+        let s = w["score"].as_f64().unwrap() as f32;
+        assert!(
+            (d.score - s).abs() <= 0.01,
+            "{what} #{i}: score {} vs {s}",
+            d.score
+        );
+        let b = floats(&w["box"]);
+        for (x, y) in d.bbox.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 0.5,
+                "{what} #{i}: box {:?} vs {b:?}",
+                d.bbox
+            );
+        }
+        assert_classes(&d.classes, &w["classes"], &format!("{what} #{i}"));
+    }
+}
+
+#[test]
+fn trees_match_the_same_steps_done_by_hand_with_transformers() {
+    let refs = fixture::reference("tree.json");
+    let (owl, clip) = dirs();
+    let mut nested = 0;
+    let mut classified = 0;
+    for t in refs["trees"].as_array().unwrap() {
+        let source = t["tree"].as_str().unwrap();
+        let tree = Tree::parse(source).unwrap();
+        let threshold = t["threshold"].as_f64().unwrap() as f32;
+        let mut models =
+            Models::load(&tree, Some(&owl), Some(&clip), Precision::Fp32, None).unwrap();
+        for im in t["images"].as_array().unwrap() {
+            let name = im["image"].as_str().unwrap();
+            let image = read_image(&fixture::image(name)).unwrap();
+            let out = tree.run(&mut models, &image, threshold).unwrap();
+            assert_output(&out, im, &format!("{source} on {name}"));
+            nested += out.detections.iter().filter(|d| d.parent.is_some()).count();
+            classified += out
+                .detections
+                .iter()
+                .filter(|d| !d.classes.is_empty())
+                .count();
+        }
+    }
+    // the reference exercises every rule: boxes in crops, classified boxes
+    assert!(
+        nested >= 2 && classified >= 2,
+        "{nested} nested, {classified} classified"
+    );
+}
+
+#[test]
+fn a_tree_needs_the_models_its_groups_use() {
+    let (owl, clip) = dirs();
+    let tree = Tree::parse("[a cat (a photo of a cat, a photo of a dog)]").unwrap();
+    let e = Models::load(&tree, None, Some(&clip), Precision::Fp32, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--detector") && e.contains("column 1"), "{e}");
+    let e = Models::load(&tree, Some(&owl), None, Precision::Fp32, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--clip") && e.contains("column 8"), "{e}");
+    // a classification-only tree loads no detector
+    let tree = Tree::parse("(a photo of a cat, a photo of a dog)").unwrap();
+    let m = Models::load(&tree, None, Some(&clip), Precision::Fp32, None).unwrap();
+    assert!(m.detector.is_none() && m.clip.is_some());
+}
+
+#[test]
+fn the_tree_command_prints_the_issues_json_and_draws_the_boxes() {
+    let refs = fixture::reference("tree.json");
+    let t = &refs["trees"][0];
+    let im = t["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == "astronaut_portrait.png")
+        .unwrap();
+    let tmp = TempDir::new("tree-cli");
+    let out = tmp.path().join("drawn.png");
+    let image = fixture::image("astronaut_portrait.png");
+    let threshold = t["threshold"].as_f64().unwrap().to_string();
+    let (code, stdout, stderr) = fixture::promptcam(&[
+        "tree",
+        "--detector",
+        fixture::path("models/tiny/owlvit").to_str().unwrap(),
+        "--clip",
+        fixture::path("models/tiny/clip").to_str().unwrap(),
+        "--tree",
+        t["tree"].as_str().unwrap(),
+        "--threshold",
+        &threshold,
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&v),
+        ["classes", "detections", "height", "image", "width"]
+    );
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(300), Some(512))
+    );
+    assert_eq!(v["image"], image.to_str().unwrap());
+    let dets = v["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), im["detections"].as_array().unwrap().len());
+    for d in dets {
+        assert_eq!(keys(d), ["box", "classes", "parent", "prompt", "score"]);
+        for c in d["classes"].as_array().unwrap() {
+            assert_eq!(keys(c), ["prompt", "score"]);
+        }
+    }
+    assert!(dets[0]["parent"].is_null());
+    assert!(dets.iter().any(|d| d["parent"] == 0));
+    assert_eq!(dets[0]["classes"].as_array().unwrap().len(), 2);
+
+    // the drawing: the first box's outline in its label's colour, the rest of the picture kept
+    let drawn = image::open(&out).unwrap().to_rgb8();
+    let original = read_image(&image).unwrap();
+    assert_eq!(drawn.dimensions(), original.dimensions());
+    let b = floats(&dets[0]["box"]);
+    // the left edge at mid-height (nested boxes and their labels lie right of it)
+    let (x, y) = (b[0], (b[1] + b[3]) / 2.0);
+    let colour = promptcam::annotate::colour(2);
+    assert_eq!(
+        drawn.get_pixel(x as u32, y as u32),
+        &colour,
+        "left edge of {b:?}"
+    );
+    assert_eq!(drawn.get_pixel(150, 100), original.get_pixel(150, 100));
+}
+
+#[test]
+fn a_parse_error_points_at_its_column() {
+    let (code, _, stderr) = fixture::promptcam(&[
+        "tree",
+        "--tree",
+        "[a person (a hard hat, no hard hat]",
+        "x.png",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("column 35: expected ')' to close the '(' at column 11, found ']'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n  [a person (a hard hat, no hard hat]\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("\n  {}^\n", " ".repeat(34))),
+        "{stderr}"
+    );
+}
