@@ -6,7 +6,8 @@ the detector on the image, post_process_object_detection, the crop
 group), the detector on the crop with its boxes shifted back to the frame. Nothing of promptcam's
 tree code is used; the rules are NanoOWL's as the issue states them.
 
-Writes tests/fixtures/reference/tree.json.
+Also the CLIP example-image prompts: each example's normalized image embedding (CLIPModel), their mean
+normalized again, scored like a text prompt. Writes tests/fixtures/reference/tree.json and clip_examples.json.
 """
 
 import json
@@ -201,9 +202,55 @@ def tree_reference(hand, images_dir):
     }
 
 
+# example-image prompts: two sets of pictures next to two text prompts, scored on other images
+EXAMPLE_TEXTS = ["a photo of a cat", "an astronaut"]
+EXAMPLE_SETS = {"pets": ["chelsea.png", "coffee.png"], "launch": ["rocket.png", "astronaut_portrait.png"]}
+EXAMPLE_IMAGES = ["camera_gray.png", "transparent_rgba.png", "logo_rgba.png", "chelsea.png"]
+
+
+def examples_reference(hand, images_dir):
+    """CLIPModel's normalized image_embeds of each example (transformers' processor), their mean normalized
+    again, then softmax(logit_scale * cosine) over the text prompts and the example prompts."""
+    model, proc = hand.clip, hand.clip_proc
+
+    def embed(name):
+        pv = proc(images=mf.load_image(images_dir / name), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            e = model.get_image_features(pixel_values=pv)
+        e = e.pooler_output if hasattr(e, "pooler_output") else e
+        return torch.nn.functional.normalize(e[0], dim=-1)
+
+    text = hand.clip_tok(EXAMPLE_TEXTS, padding="max_length", max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        t = model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
+    t = t.pooler_output if hasattr(t, "pooler_output") else t
+    classes = [torch.nn.functional.normalize(r, dim=-1) for r in t]
+    sets = {}
+    for name, files in EXAMPLE_SETS.items():
+        mean = torch.stack([embed(f) for f in files]).mean(0)
+        sets[name] = torch.nn.functional.normalize(mean, dim=-1)
+        classes.append(sets[name])
+    scale = model.logit_scale.exp().item()
+    images = []
+    for name in EXAMPLE_IMAGES:
+        e = embed(name)
+        sims = torch.stack([c @ e for c in classes])
+        images.append({"image": name, "similarities": sims.tolist(), "scores": torch.softmax(scale * sims, 0).tolist()})
+    return {
+        "generated_by": f"models/make_fixtures.py --tree with transformers {transformers.__version__}, torch {torch.__version__}",
+        "reference": "CLIPImageProcessorPil + CLIPModel.get_image_features, L2-normalized, averaged per example "
+                     "set and normalized again; softmax(logit_scale * cosine) over texts then example sets",
+        "texts": EXAMPLE_TEXTS,
+        "sets": {k: {"files": v, "embedding": sets[k].tolist()} for k, v in EXAMPLE_SETS.items()},
+        "logit_scale": scale,
+        "images": images,
+    }
+
+
 def main(refs, images_dir):
     with tempfile.TemporaryDirectory() as tmp:
         owl, owl_tok = mf.rebuild_tiny_owlvit(Path(tmp) / "owlvit")
         clip, clip_tok = mf.rebuild_tiny_clip(Path(tmp) / "clip")
     hand = Hand(owl, owl_tok, clip, clip_tok)
     (refs / "tree.json").write_text(json.dumps(tree_reference(hand, images_dir), indent=1) + "\n")
+    (refs / "clip_examples.json").write_text(json.dumps(examples_reference(hand, images_dir), indent=1) + "\n")

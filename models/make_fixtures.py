@@ -1298,7 +1298,7 @@ def main():
                          "the B/16 shape in target/full-models/owlv2-base-patch16")
     ap.add_argument("--tree", action="store_true",
                     help="rebuild the committed tiny CLIP and OWL-ViT (checked to hold the same weights) and write the "
-                         "tree prompt references (tests/fixtures/reference/tree.json; "
+                         "tree prompt and CLIP example-image references (tests/fixtures/reference/tree.json, clip_examples.json; "
                          "see models/fixtures_tree.py)")
     args = ap.parse_args()
     refs = REPO / "tests" / "fixtures" / "reference"

@@ -7,6 +7,7 @@ mod daemon;
 mod decisions;
 mod docs;
 mod endpoint;
+mod examples;
 mod fetch;
 mod fixture;
 mod history;

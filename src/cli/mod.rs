@@ -123,7 +123,11 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// A text prompt; repeat for several.
-    #[arg(long = "prompt", value_name = "TEXT", required = true)]
+    #[arg(
+        long = "prompt",
+        value_name = "TEXT",
+        required_unless_present = "examples"
+    )]
     pub prompts: Vec<String>,
     /// Use the dynamic int8 `*_quantized.onnx` files.
     #[arg(long)]
@@ -137,6 +141,11 @@ pub struct ModelArgs {
 pub struct ClassifyArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// A prompt made of pictures: a directory of images or a glob; the mean of their CLIP
+    /// embeddings competes with the text prompts like one more prompt, named as given. Repeat
+    /// for several.
+    #[arg(long = "example", value_name = "DIR_OR_GLOB")]
+    pub examples: Vec<String>,
     /// Images to classify (JPEG or PNG).
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -146,6 +155,10 @@ pub struct ClassifyArgs {
 pub struct DetectArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Find objects like the one in this picture (image-guided detection); needs an export with
+    /// class embeddings: see models/README.md.
+    #[arg(long = "example", value_name = "IMAGE")]
+    pub examples: Vec<PathBuf>,
     /// Keep detections scoring above this (0..1).
     #[arg(long, default_value_t = 0.1, value_parser = unit_interval)]
     pub threshold: f32,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
-use crate::model::{owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
+use crate::model::{examples, owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
 use crate::preprocess::to_rgb;
 
 /// Reads an image file and converts it to RGB as the reference processors do.
@@ -44,7 +44,11 @@ struct ClassifyLine<'a> {
 
 pub fn classify(args: ClassifyArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
-    let mut clip = Clip::load(&dir, precision(&args.model), &args.model.prompts)?;
+    let texts: Vec<Vec<String>> = args.model.prompts.iter().map(|p| vec![p.clone()]).collect();
+    let mut clip = Clip::load_classes(&dir, precision(&args.model), &texts)?;
+    for spec in &args.examples {
+        examples::add_example_class(&mut clip, spec, spec)?;
+    }
     let mut out = std::io::stdout().lock();
     for path in &args.images {
         let image = read_image(path)?;
@@ -96,6 +100,9 @@ struct DetectLine<'a> {
 
 pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
+    if !args.examples.is_empty() {
+        return Err(examples::detector_refusal(dir.family));
+    }
     let mut owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;

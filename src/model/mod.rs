@@ -11,6 +11,7 @@ pub mod clip_text;
 pub mod clipseg;
 pub mod detector;
 pub mod dir;
+pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
