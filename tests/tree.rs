@@ -163,9 +163,33 @@ fn the_tree_command_prints_the_issues_json_and_draws_the_boxes() {
         k.sort();
         k
     };
+    // the issue's keys, and the leaf scores the daemon would threshold
     assert_eq!(
         keys(&v),
-        ["classes", "detections", "height", "image", "width"]
+        [
+            "classes",
+            "detections",
+            "height",
+            "image",
+            "leaves",
+            "width"
+        ]
+    );
+    let leaves: Vec<&str> = v["leaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        leaves,
+        [
+            "a cat",
+            "a rocket > a photo of a cat",
+            "a rocket > a photo of a dog",
+            "a rocket > a cup",
+            "a rocket > a person"
+        ]
     );
     assert_eq!(
         (v["width"].as_u64(), v["height"].as_u64()),

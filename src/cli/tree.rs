@@ -1,7 +1,8 @@
 //! `promptcam tree`: run a tree prompt (NanoOWL's grammar: `[detect]`, `(classify, ...)`,
 //! nested) on image files and print one result per image: an indented table, or with `--json`
 //! one object per line (`image`, `width`, `height`, scene `classes`, `detections` with `parent`
-//! indices and their `classes`). `--out` draws the boxes with their winning classes.
+//! indices and their `classes`, and `leaves`: each leaf path's score). `--out` draws the boxes
+//! with their winning classes; `--bench` times the tree instead.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +13,10 @@ use serde::Serialize;
 
 use super::vision::{output_path, prepare_out, read_image};
 use crate::annotate;
-use crate::model::tree::{models::Models, ClassScore, Tree, TreeDetection, TreeOutput};
+use crate::model::tree::{
+    models::{Models, Timed},
+    ClassScore, LeafScore, Tree, TreeDetection, TreeOutput,
+};
 use crate::model::{ModelDir, Precision};
 
 #[derive(Args, Debug)]
@@ -43,6 +47,13 @@ pub struct TreeArgs {
     /// images are given).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Instead of the results, time the tree: run it this many times per image (after one
+    /// warm-up run) and print the per-frame time, split by model.
+    #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub bench: Option<u32>,
+    /// With --bench: threads for matrix products (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Images to run the tree on (JPEG or PNG).
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -55,6 +66,8 @@ struct TreeLine<'a> {
     height: u32,
     #[serde(flatten)]
     output: &'a TreeOutput,
+    /// Each leaf path's score (what the daemon thresholds), in tree order.
+    leaves: Vec<LeafScore>,
 }
 
 /// Parses `--tree`, pointing at the column of a parse error under the text.
@@ -114,6 +127,10 @@ pub fn tree(args: TreeArgs) -> Result<()> {
         precision,
         args.size,
     )?;
+    if let Some(frames) = args.bench {
+        crate::bench::set_threads(args.threads);
+        return bench(&tree, &mut models, &args, frames);
+    }
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();
@@ -128,6 +145,7 @@ pub fn tree(args: TreeArgs) -> Result<()> {
                 width: image.width(),
                 height: image.height(),
                 output: &out,
+                leaves: out.leaf_scores(&tree),
             };
             writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -142,6 +160,9 @@ pub fn tree(args: TreeArgs) -> Result<()> {
             )?;
             if !out.classes.is_empty() {
                 writeln!(stdout, "  frame: {}", all_classes(&out.classes))?;
+            }
+            for leaf in out.leaf_scores(&tree) {
+                writeln!(stdout, "  leaf {:?}: {:.3}", leaf.path, leaf.score)?;
             }
             for (i, d) in out.detections.iter().enumerate() {
                 let b = d.bbox;
@@ -199,6 +220,44 @@ pub fn tree(args: TreeArgs) -> Result<()> {
                 )
             })?;
         }
+    }
+    Ok(())
+}
+
+/// `--bench`: per image, the median per-frame time of the whole tree over `frames` runs, and how
+/// many times each model ran per frame and for how long.
+fn bench(tree: &Tree, models: &mut Models, args: &TreeArgs, frames: u32) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for path in &args.images {
+        let image = read_image(path)?;
+        let out = tree.run(models, &image, args.threshold)?;
+        let mut totals = vec![];
+        let mut timed = Timed::new(models);
+        for _ in 0..frames {
+            let t = std::time::Instant::now();
+            tree.run(&mut timed, &image, args.threshold)?;
+            totals.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        totals.sort_by(f64::total_cmp);
+        let median = totals[totals.len() / 2];
+        let n = frames as f64;
+        let per = |(runs, time): (usize, std::time::Duration)| {
+            let runs = runs as f64 / n;
+            let ms = time.as_secs_f64() * 1000.0 / n;
+            (runs, ms, if runs > 0.0 { ms / runs } else { 0.0 })
+        };
+        let (dr, dms, dper) = per(timed.detect);
+        let (cr, cms, cper) = per(timed.classify);
+        let nested = out.detections.iter().filter(|d| d.parent.is_some()).count();
+        writeln!(
+            stdout,
+            "{} ({}x{}): {median:.1} ms per frame (median of {frames}); detector {dr:.0} run(s) {dms:.1} ms ({dper:.1} ms each), CLIP {cr:.0} run(s) {cms:.1} ms ({cper:.1} ms each); {} detection(s), {nested} nested, at threshold {}",
+            path.display(),
+            image.width(),
+            image.height(),
+            out.detections.len(),
+            args.threshold
+        )?;
     }
     Ok(())
 }

@@ -9,10 +9,12 @@
 //! with one alternative and the same prompt twice in a group are errors. Every error names the
 //! column (counted in characters from 1) and what was expected there.
 
+pub mod leaves;
 pub mod models;
 pub mod parse;
 pub mod run;
 
+pub use leaves::LeafScore;
 pub use parse::{ParseError, MAX_DEPTH};
 pub use run::{crop_rect, ClassScore, TreeDetection, TreeModels, TreeOutput, MAX_CROPS};
 

@@ -84,3 +84,45 @@ impl TreeModels for Models {
             .collect())
     }
 }
+
+/// Counts and times the model runs of a tree (`promptcam tree --bench`).
+pub struct Timed<'a> {
+    pub inner: &'a mut dyn TreeModels,
+    /// Detector runs and their total time.
+    pub detect: (usize, std::time::Duration),
+    /// CLIP runs and their total time.
+    pub classify: (usize, std::time::Duration),
+}
+
+impl<'a> Timed<'a> {
+    pub fn new(inner: &'a mut dyn TreeModels) -> Timed<'a> {
+        Timed {
+            inner,
+            detect: Default::default(),
+            classify: Default::default(),
+        }
+    }
+}
+
+impl TreeModels for Timed<'_> {
+    fn detect(
+        &mut self,
+        image: &RgbImage,
+        threshold: f32,
+        groups: &[&[usize]],
+    ) -> Result<Vec<Vec<Detection>>> {
+        let t = std::time::Instant::now();
+        let out = self.inner.detect(image, threshold, groups);
+        self.detect.0 += 1;
+        self.detect.1 += t.elapsed();
+        out
+    }
+
+    fn classify(&mut self, image: &RgbImage) -> Result<Vec<f32>> {
+        let t = std::time::Instant::now();
+        let out = self.inner.classify(image);
+        self.classify.0 += 1;
+        self.classify.1 += t.elapsed();
+        out
+    }
+}
