@@ -25,9 +25,13 @@ pub struct LeafScore {
     pub label: usize,
 }
 
+/// One way a leaf path is followed on a frame: its score and the box of its last detection.
+pub type Chain = (f32, Option<[f32; 4]>);
+
 impl TreeOutput {
-    /// One score per leaf of `tree` (the tree this output came from), in tree order.
-    pub fn leaf_scores(&self, tree: &Tree) -> Vec<LeafScore> {
+    /// Per leaf of `tree` (the tree this output came from), in tree order, every chain of
+    /// regions that follows its path.
+    pub fn leaf_chains(&self, tree: &Tree) -> Vec<Vec<Chain>> {
         tree.leaves()
             .into_iter()
             .map(|leaf| {
@@ -61,11 +65,22 @@ impl TreeOutput {
                             .collect(),
                     };
                 }
-                let best = chains.into_iter().max_by(|a, b| a.1.total_cmp(&b.1));
+                chains.into_iter().map(|(_, s, b)| (s, b)).collect()
+            })
+            .collect()
+    }
+
+    /// One score per leaf of `tree`, in tree order: its best chain's (0 without one).
+    pub fn leaf_scores(&self, tree: &Tree) -> Vec<LeafScore> {
+        tree.leaves()
+            .into_iter()
+            .zip(self.leaf_chains(tree))
+            .map(|(leaf, chains)| {
+                let best = chains.into_iter().max_by(|a, b| a.0.total_cmp(&b.0));
                 LeafScore {
                     path: tree.path_name(leaf),
-                    score: best.map_or(0.0, |c| c.1),
-                    bbox: best.and_then(|c| c.2),
+                    score: best.map_or(0.0, |c| c.0),
+                    bbox: best.and_then(|c| c.1),
                     label: leaf,
                 }
             })

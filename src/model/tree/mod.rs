@@ -14,7 +14,7 @@ pub mod models;
 pub mod parse;
 pub mod run;
 
-pub use leaves::LeafScore;
+pub use leaves::{Chain, LeafScore};
 pub use parse::{ParseError, MAX_DEPTH};
 pub use run::{crop_rect, ClassScore, TreeDetection, TreeModels, TreeOutput, MAX_CROPS};
 
