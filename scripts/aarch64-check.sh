@@ -3,7 +3,7 @@
 # tiny-model parity tests and a bench under qemu-user: a correctness check of tract's ARM
 # kernels (qemu times are not real timings).
 #
-#   scripts/aarch64-check.sh            # build + vision parity tests + bench under qemu
+#   scripts/aarch64-check.sh            # build + vision and OWL parity tests + bench under qemu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +23,11 @@ file target/$T/release/promptcam
 # the runner in .cargo/config.toml runs the test binary under qemu-aarch64-static; the CLI
 # tests run the promptcam binary through the same emulator
 export PROMPTCAM_TEST_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
-cargo test --target $T --test tests -- vision::
-# the hand-vectorised pieces (the fused int8 quantize step, the cropped resize) against their
-# definitions, on the ARM build
-cargo test --target $T --lib -- quantize preprocess
+cargo test --target $T --test tests -- vision:: owl::
+# the hand-vectorised pieces (the fused int8 passes, the cropped resize, OWLv2's blur and zoom,
+# the grid adaptation) against their definitions, on the ARM build
+cargo test --target $T --lib -- quantize fused preprocess grid
 # the vendored V4L2 bindings (vendor/v4l2-sys-mit) against the layout rustc uses for the target
 cargo test --target $T -p v4l2-sys-mit
 qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/clip --quantized --frames 3
+qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/owlvit --quantized --size 384 --frames 3

@@ -1,16 +1,18 @@
 //! Frame: what flows from capture to inference. Owns the `Frame` value, the latest-wins
 //! `FrameSlot` hand-off between a capture thread and the inference thread, the per-camera
-//! `SourceStats` counters, and `decode_jpeg` (camera bytes -> RGB pixels).
+//! `SourceStats` counters (camera bytes become pixels in `crate::decode`).
 //!
 //! The slot holds at most one frame: a camera that produces faster than the models can consume
 //! never builds a backlog, it just replaces the waiting frame and counts the one it replaced.
+//! Compressed frames (MJPEG parts, snapshots, V4L2 MJPEG) wait in the slot as the camera sent
+//! them and are decoded by whoever takes them ([`Captured::decode`], on the inference thread),
+//! so the frames the slot replaces are never decoded at all.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::anyhow;
 use image::RgbImage;
 
 /// One captured picture and when it was taken.
@@ -23,6 +25,49 @@ pub struct Frame {
     pub captured_at: SystemTime,
     /// Monotonic capture time, for intervals (motion refresh, latency).
     pub monotonic: Instant,
+}
+
+/// What a source hands over: pixels, or a picture's bytes as the camera sent them (JPEG or PNG,
+/// checked to be whole by [`crate::decode::check_image`], decoded by [`Captured::decode`]).
+pub enum Picture {
+    Pixels(RgbImage),
+    Compressed(Vec<u8>),
+}
+
+/// A frame as it waits in the slot: its picture, possibly not decoded yet.
+pub struct Captured {
+    pub picture: Picture,
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub monotonic: Instant,
+}
+
+impl Captured {
+    /// The frame with its pixels: compressed bytes are decoded here (JPEG or PNG, the hardened
+    /// decoder); bytes that do not decode give "unable to decode frame: ...".
+    pub fn decode(self) -> anyhow::Result<Frame> {
+        let image = match self.picture {
+            Picture::Pixels(image) => image,
+            Picture::Compressed(bytes) => crate::decode::decode_image(&bytes)?,
+        };
+        Ok(Frame {
+            image,
+            seq: self.seq,
+            captured_at: self.captured_at,
+            monotonic: self.monotonic,
+        })
+    }
+}
+
+impl From<Frame> for Captured {
+    fn from(f: Frame) -> Captured {
+        Captured {
+            picture: Picture::Pixels(f.image),
+            seq: f.seq,
+            captured_at: f.captured_at,
+            monotonic: f.monotonic,
+        }
+    }
 }
 
 impl fmt::Debug for Frame {
@@ -38,7 +83,7 @@ impl fmt::Debug for Frame {
 
 #[derive(Default)]
 struct SlotState {
-    frame: Option<Frame>,
+    frame: Option<Captured>,
     dropped: u64,
     closed: bool,
 }
@@ -88,12 +133,12 @@ impl FrameSlot {
     /// Offers a frame without blocking. A frame still waiting in the slot is replaced and
     /// counted as dropped. After `close` the frame is discarded (not counted: nobody is
     /// consuming any more).
-    pub fn put(&self, frame: Frame) {
+    pub fn put(&self, frame: impl Into<Captured>) {
         let mut state = self.lock();
         if state.closed {
             return;
         }
-        if state.frame.replace(frame).is_some() {
+        if state.frame.replace(frame.into()).is_some() {
             state.dropped += 1;
         }
         drop(state);
@@ -102,13 +147,13 @@ impl FrameSlot {
 
     /// The waiting frame, if any, leaving the slot empty. Still works after `close`, so a
     /// frame put before shutdown can be drained.
-    pub fn take(&self) -> Option<Frame> {
+    pub fn take(&self) -> Option<Captured> {
         self.lock().frame.take()
     }
 
     /// Waits up to `timeout` for a frame and takes it. Returns `None` on timeout, and at once
     /// when the slot is (or becomes) closed.
-    pub fn wait_take(&self, timeout: Duration) -> Option<Frame> {
+    pub fn wait_take(&self, timeout: Duration) -> Option<Captured> {
         let state = self.lock();
         let (mut state, _) = self
             .inner
@@ -176,55 +221,6 @@ impl SourceStats {
             skipped_no_motion: self.skipped_no_motion.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Decodes a camera frame: JPEG, or PNG when the bytes start with the PNG signature. The result
-/// is converted to RGB as transformers' `convert_to_rgb` does ([`crate::preprocess::to_rgb`]:
-/// transparency onto white). Truncated or corrupt bytes give an error
-/// ("unable to decode frame: ..."), never a panic.
-pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
-    const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    let format = if bytes.starts_with(PNG_SIGNATURE) {
-        image::ImageFormat::Png
-    } else {
-        image::ImageFormat::Jpeg
-    };
-    if format == image::ImageFormat::Jpeg
-        && bytes.starts_with(&[0xFF, 0xD8])
-        && !jpeg_has_end_of_image(bytes)
-    {
-        // The JPEG decoder fills a cut-off scan with grey instead of failing; a frame cut off
-        // mid-transfer would then look like sudden motion.
-        return Err(anyhow!(
-            "unable to decode frame: JPEG truncated ({} bytes, no end-of-image marker)",
-            bytes.len()
-        ));
-    }
-    // The decoders report bad input as errors; the unwind guard only keeps a decoder bug on
-    // hostile bytes from taking the capture thread down.
-    let decoded = std::panic::catch_unwind(|| image::load_from_memory_with_format(bytes, format))
-        .map_err(|_| {
-            anyhow!(
-                "unable to decode frame: {format:?} decoder panicked on {} bytes",
-                bytes.len()
-            )
-        })?
-        .map_err(|e| {
-            anyhow!(
-                "unable to decode frame: {e} ({format:?}, {} bytes)",
-                bytes.len()
-            )
-        })?;
-    Ok(crate::preprocess::to_rgb(decoded))
-}
-
-/// Whether an end-of-image marker (FF D9) follows the start of the last scan (FF DA). Inside
-/// entropy-coded data every FF byte is followed by 00 or a restart marker, so neither marker
-/// appears by accident; an embedded EXIF thumbnail ends before the main image's scans, and bytes
-/// some cameras append after the end marker are tolerated.
-fn jpeg_has_end_of_image(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    last_scan.is_some_and(|start| bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 #[cfg(test)]
@@ -326,70 +322,5 @@ mod tests {
                 ..Default::default()
             }
         );
-    }
-
-    /// A textured picture, so that most of the JPEG is scan data.
-    fn jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
-        let image = RgbImage::from_fn(width, height, |x, y| {
-            image::Rgb([((x * 7) ^ (y * 3)) as u8, (y * 5) as u8, (x ^ y) as u8])
-        });
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-            .encode_image(&image)
-            .unwrap();
-        out
-    }
-
-    #[test]
-    fn decode_jpeg_gives_the_right_size() {
-        let decoded = decode_jpeg(&jpeg_bytes(160, 120)).unwrap();
-        assert_eq!(decoded.dimensions(), (160, 120));
-        // padding some cameras send after the end-of-image marker is fine
-        let mut padded = jpeg_bytes(48, 32);
-        padded.extend_from_slice(&[0, 0, 0, 0, b'\r', b'\n']);
-        assert_eq!(decode_jpeg(&padded).unwrap().dimensions(), (48, 32));
-    }
-
-    #[test]
-    fn decode_png_by_magic_bytes() {
-        let image = RgbImage::from_pixel(5, 7, image::Rgb([1, 2, 3]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        image.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        let decoded = decode_jpeg(out.get_ref()).unwrap();
-        assert_eq!(decoded.dimensions(), (5, 7));
-        assert_eq!(decoded.get_pixel(2, 3).0, [1, 2, 3]);
-        let bytes = out.into_inner();
-        assert!(decode_jpeg(&bytes[..bytes.len() / 2]).is_err());
-    }
-
-    #[test]
-    fn truncated_jpeg_is_an_error() {
-        // the decoder itself accepts a scan cut short, so every cut must be caught
-        let bytes = jpeg_bytes(160, 120);
-        for cut in [
-            bytes.len() / 2,
-            bytes.len() * 3 / 4,
-            bytes.len() - 2,
-            400,
-            100,
-            2,
-        ] {
-            let err = decode_jpeg(&bytes[..cut]).unwrap_err();
-            assert!(
-                format!("{err:#}").contains("unable to decode frame"),
-                "cut {cut}: {err:#}"
-            );
-        }
-    }
-
-    #[test]
-    fn garbage_is_an_error() {
-        let garbage: Vec<u8> = (0..1000u32).map(|i| (i * 37 % 251) as u8).collect();
-        let err = decode_jpeg(&garbage).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unable to decode frame"),
-            "{err:#}"
-        );
-        assert!(decode_jpeg(&[]).is_err());
     }
 }

@@ -7,11 +7,13 @@
 //! `signals`; `cli` is the command line around them.
 
 pub mod annotate;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod decode;
 pub mod endpoint;
 pub mod event;
 pub mod frame;

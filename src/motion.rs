@@ -60,6 +60,9 @@ pub struct MotionVerdict {
     pub changed_fraction: f32,
     /// Why.
     pub reason: Reason,
+    /// With `Motion`: the bounding box of the changed thumbnail cells, in frame pixels
+    /// `[x0, y0, x1, y1]` (x1, y1 exclusive).
+    pub region: Option<[u32; 4]>,
 }
 
 /// Motion detector for one camera; see the module docs.
@@ -121,6 +124,7 @@ impl MotionGate {
                 analyse: false,
                 changed_fraction: 0.0,
                 reason: Reason::Still,
+                region: None,
             };
         }
         let thumb_size = thumbnail_size(width, height, self.config.width);
@@ -137,9 +141,10 @@ impl MotionGate {
                 analyse: true,
                 changed_fraction: 0.0,
                 reason: Reason::First,
+                region: None,
             };
         };
-        let changed_fraction = self.changed_fraction();
+        let (changed_fraction, region) = self.changes();
         let reason = if changed_fraction > 0.0 && changed_fraction >= self.config.min_changed {
             Reason::Motion
         } else if now.saturating_duration_since(last) >= self.config.refresh {
@@ -155,6 +160,7 @@ impl MotionGate {
             analyse,
             changed_fraction,
             reason,
+            region: region.filter(|_| reason == Reason::Motion),
         }
     }
 
@@ -194,8 +200,8 @@ impl MotionGate {
     }
 
     /// Fraction of counted thumbnail pixels differing from the reference by more than
-    /// `pixel_delta`.
-    fn changed_fraction(&self) -> f32 {
+    /// `pixel_delta`, and the frame pixels their cells cover (their bounding box).
+    fn changes(&self) -> (f32, Option<[u32; 4]>) {
         let (src_w, src_h) = (self.source_size.0 as usize, self.source_size.1 as usize);
         let (tw, th) = (self.thumb_size.0 as usize, self.thumb_size.1 as usize);
         let (cols, rows) = match self.roi {
@@ -207,21 +213,30 @@ impl MotionGate {
         };
         let counted = cols.len() * rows.len();
         if counted == 0 {
-            return 0.0;
+            return (0.0, None);
         }
         let delta = self.config.pixel_delta;
         let mut changed = 0usize;
+        // changed cells' bounding box: [min x, min y, max x, max y] in cells
+        let mut cells: Option<[usize; 4]> = None;
         for ty in rows {
             let start = ty * tw;
-            let cur = &self.current[start + cols.start..start + cols.end];
-            let reference = &self.reference[start + cols.start..start + cols.end];
-            changed += cur
-                .iter()
-                .zip(reference)
-                .filter(|(c, r)| c.abs_diff(**r) > delta)
-                .count();
+            for tx in cols.clone() {
+                if self.current[start + tx].abs_diff(self.reference[start + tx]) > delta {
+                    changed += 1;
+                    let b = cells.get_or_insert([tx, ty, tx, ty]);
+                    *b = [b[0].min(tx), b[1].min(ty), b[2].max(tx), b[3].max(ty)];
+                }
+            }
         }
-        changed as f32 / counted as f32
+        let region = cells.map(|[x0, y0, x1, y1]| {
+            let (px0, _) = cell_range(x0, tw, src_w);
+            let (_, px1) = cell_range(x1, tw, src_w);
+            let (py0, _) = cell_range(y0, th, src_h);
+            let (_, py1) = cell_range(y1, th, src_h);
+            [px0 as u32, py0 as u32, px1 as u32, py1 as u32]
+        });
+        (changed as f32 / counted as f32, region)
     }
 }
 
@@ -318,9 +333,45 @@ mod tests {
         let v = gate.check(&scene(Some((120, 100))), secs(t0, 1));
         assert_eq!((v.analyse, v.reason), (true, Reason::Motion));
         assert!(v.changed_fraction > 0.03, "{}", v.changed_fraction);
+        // the region covers where the square left and where it arrived, and little else
+        let [x0, y0, x1, y1] = v.region.expect("a motion region");
+        assert!(
+            x0 <= 20 && y0 <= 20 && x1 >= 160 && y1 >= 140,
+            "{:?}",
+            v.region
+        );
+        assert!(
+            x0 >= 10 && y0 >= 10 && x1 <= 170 && y1 <= 150,
+            "{:?}",
+            v.region
+        );
         // the reference moved with the analysis: the same frame again is still
         let v = gate.check(&scene(Some((120, 100))), secs(t0, 2));
-        assert_eq!(v.reason, Reason::Still);
+        assert_eq!((v.reason, v.region), (Reason::Still, None));
+        // a square appearing in one corner: a region around it only
+        let v = gate.check(&scene(Some((120, 100))).tap_square(250, 180), secs(t0, 3));
+        let [x0, y0, x1, y1] = v.region.expect("a motion region");
+        assert!(
+            x0 >= 240 && y0 >= 170 && x1 <= W && y1 <= H && x1 >= 290 && y1 >= 220,
+            "{:?}",
+            v.region
+        );
+    }
+
+    trait TapSquare {
+        fn tap_square(self, x: u32, y: u32) -> Self;
+    }
+
+    impl TapSquare for RgbImage {
+        /// Adds a dark 40x40 square at (x, y).
+        fn tap_square(mut self, x: u32, y: u32) -> RgbImage {
+            for yy in y..(y + 40).min(H) {
+                for xx in x..(x + 40).min(W) {
+                    self.put_pixel(xx, yy, Rgb([5, 5, 5]));
+                }
+            }
+            self
+        }
     }
 
     #[test]

@@ -445,3 +445,59 @@ fn garbage_snapshot_is_an_error_and_counted() {
     assert!(e.contains("unable to decode frame"), "{e}");
     assert_eq!(source.undecodable(), 1);
 }
+
+#[test]
+fn mjpeg_frames_wait_in_the_slot_undecoded_and_are_decoded_by_the_taker() {
+    use promptcam::frame::{FrameSlot, Picture, SourceStats};
+    // a whole JPEG whose header is garbage: it passes the capture side's check (markers in
+    // place) and fails when the inference side decodes it
+    let mut corrupt = vec![0xFF, 0xD8];
+    corrupt.extend((0..500u32).map(|i| (i * 37 % 251) as u8));
+    corrupt.extend([0xFF, 0xDA, 1, 2, 3, 0xFF, 0xD9]);
+    let parts = vec![jpeg(160, 120, 1), corrupt, jpeg(160, 120, 2)];
+    let body = multipart(&parts);
+    let server = Server::start(move |conn, stop| {
+        read_request(&mut BufReader::new(conn.try_clone().unwrap()));
+        let mut conn = conn;
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+        let _ = conn.write_all(&[head.as_bytes(), &body].concat());
+        hang(stop);
+    });
+    let source = Box::new(MjpegSource::open(&server.url("http", "", "/stream")).unwrap());
+    let (slot, stats) = (FrameSlot::new(), Arc::new(SourceStats::default()));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (s, st, sd) = (slot.clone(), stats.clone(), shutdown.clone());
+    let capture = thread::spawn(move || source::capture_loop(source, 100.0, s, st, sd));
+    let mut taken = vec![];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.captured.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        if let Some(c) = slot.wait_take(Duration::from_millis(50)) {
+            taken.push(c);
+        }
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    drop(server);
+    let _ = capture.join();
+    taken.extend(slot.take());
+    assert_eq!(stats.captured.load(Ordering::SeqCst), 3);
+    // the capture side counted nothing as undecodable: it never decoded
+    assert_eq!(stats.undecodable.load(Ordering::SeqCst), 0);
+    assert!(!taken.is_empty());
+    for c in taken {
+        let Picture::Compressed(bytes) = &c.picture else {
+            panic!("frame {} arrived decoded", c.seq);
+        };
+        let whole = parts.iter().any(|p| p == bytes);
+        assert!(
+            whole,
+            "frame {}: {} bytes, not a part as sent",
+            c.seq,
+            bytes.len()
+        );
+        match c.decode() {
+            Ok(f) => assert_eq!(f.image.dimensions(), (160, 120)),
+            Err(e) => assert!(format!("{e:#}").contains("unable to decode frame"), "{e:#}"),
+        }
+    }
+}

@@ -290,6 +290,43 @@ fn check_validates_config_and_models_and_names_bad_keys() {
         "{err}"
     );
 
+    // a bad [mqtt] value is refused with the file, before "valid" and before any model loads
+    let bad_mqtt = tmp.path().join("bad-mqtt.toml");
+    let demo_text = std::fs::read_to_string(&demo).unwrap();
+    let port_line = demo_text.lines().count() + 4;
+    std::fs::write(
+        &bad_mqtt,
+        format!("{demo_text}\n[mqtt]\nhost = \"127.0.0.1\"\nport = \"not a number\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = fixture::promptcam(&["check", "--config", bad_mqtt.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("valid"), "{out}");
+    assert!(
+        err.contains("mqtt.port")
+            && err.contains(&format!("line {port_line}, column 8"))
+            && err.contains("expected an integer"),
+        "{err}"
+    );
+    // ... and before any model directory is opened: with the models missing as well, the
+    // error is still the [mqtt] one
+    let bad_mqtt_no_models = tmp.path().join("bad-mqtt-no-models.toml");
+    std::fs::write(
+        &bad_mqtt_no_models,
+        std::fs::read_to_string(&bad_mqtt)
+            .unwrap()
+            .replace("models/tiny/", "models/nowhere/"),
+    )
+    .unwrap();
+    let (code, out, err) =
+        fixture::promptcam(&["check", "--config", bad_mqtt_no_models.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("valid"), "{out}");
+    assert!(
+        err.contains("mqtt.port") && !err.contains("models/nowhere"),
+        "{err}"
+    );
+
     // a config whose model directory is missing fails at check, naming the directory
     let missing = tmp.path().join("missing.toml");
     std::fs::write(
@@ -354,14 +391,21 @@ fn the_systemd_unit_verifies_without_warnings() {
 fn the_example_config_is_a_valid_file() {
     let path = fixture::path("config/promptcam.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
+    // the password file only exists on a device; everything else in [mqtt] validates
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("password_file = "))
+        .unwrap();
+    let text = text.replace(line, "");
     let config = promptcam::config::parse(&text, &path).unwrap();
     assert_eq!(config.cameras[0].prompts.len(), 2);
-    assert!(config.motion.is_some() && config.clip.is_some() && config.owlvit.is_some());
-    // the password file only exists on a device; everything else in [mqtt] validates
-    let mut mqtt = config.mqtt.clone().unwrap();
-    let table = mqtt.as_table_mut().unwrap();
-    table.remove("password_file");
-    let m = promptcam::mqtt::parse_config(&mqtt, &path).unwrap();
+    use promptcam::model::ModelKind;
+    assert!(
+        config.motion.is_some()
+            && config.model(ModelKind::Clip).is_some()
+            && config.model(ModelKind::OwlVit).is_some()
+    );
+    let m = config.mqtt.clone().unwrap();
     assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
 }
 
@@ -407,6 +451,86 @@ fn the_cascade_runs_owlvit_only_while_a_clip_prompt_is_on() {
     // and runs it once the CLIP prompt is ON
     let on = cascade_events("cascade-on", &["rocket.png"; 4], "clip_on");
     assert!(prompts(&on).iter().any(|p| p == "a_rocket"), "{on:?}");
+}
+
+#[test]
+fn owlv2_prompts_and_motion_cropped_detectors_run_in_the_daemon() {
+    let tmp = TempDir::new("daemon-owlv2");
+    // the rocket moves in from the right half of a grey canvas: motion in part of the frame
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let rocket = image::open(fixture::image("rocket.png")).unwrap().to_rgb8();
+    let small = image::imageops::resize(&rocket, 200, 120, image::imageops::FilterType::Triangle);
+    for i in 0..6u32 {
+        let mut canvas = image::RgbImage::from_pixel(1280, 720, image::Rgb([110, 110, 110]));
+        image::imageops::overlay(&mut canvas, &small, 1000 - 60 * i as i64, 400);
+        canvas.save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let config = tmp.path().join("promptcam.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[models.owlvit]
+dir = "{owlvit}"
+input_size = 384
+
+[models.owlv2]
+dir = "{owlv2}"
+input_size = 480
+
+[[cameras]]
+name = "Launch pad"
+source = "{frames}"
+fps = 10
+motion_crops = true
+full_frame_every = 60
+
+[[cameras.prompts]]
+text = "a rocket"
+model = "owlv2"
+threshold = 0.0
+window = 1
+min_frames = 1
+
+[[cameras.prompts]]
+text = "a launch tower"
+model = "owlvit"
+threshold = 0.0
+window = 1
+min_frames = 1
+"#,
+            owlvit = fixture::path("models/tiny/owlvit").display(),
+            owlv2 = fixture::path("models/tiny/owlv2").display(),
+            frames = frames.display(),
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&config, None);
+    assert_eq!(d.wait(Duration::from_secs(60)), 0);
+    let events: Vec<Value> = d
+        .lines
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    for prompt in ["a_rocket", "a_launch_tower"] {
+        let start = events
+            .iter()
+            .find(|e| e["prompt"] == prompt && e["type"] == "start")
+            .unwrap_or_else(|| panic!("no start for {prompt}: {events:?}"));
+        // a box in frame pixels (random weights: boxes may reach past the frame's edge, as
+        // transformers' post-processing does not clip them)
+        let b: Vec<f64> = start["box"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{start}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            b.len() == 4 && b[0] < b[2] && b[1] < b[3] && b[0] < 1280.0 && b[1] < 720.0,
+            "{start}"
+        );
+    }
 }
 
 #[test]

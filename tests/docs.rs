@@ -21,6 +21,21 @@ fn block(text: &str, name: &str) -> String {
     text[from..to].to_string()
 }
 
+/// The cells of a Markdown table's header row.
+fn header(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The cells of a Markdown table's data rows (header and separator skipped).
 fn rows(table: &str) -> Vec<Vec<String>> {
     table
@@ -85,14 +100,26 @@ fn readme_demo_prints_start_update_and_end_events() {
 fn readme_speed_table_is_benchmarks_figures() {
     let read = |f: &str| std::fs::read_to_string(fixture::path(f)).unwrap();
     let (readme, bench) = (read("README.md"), read("BENCHMARKS.md"));
-    // BENCHMARKS.md: model | threads | tract ms | ort ms | ratio | tract RSS MB | ...
+    // BENCHMARKS.md: model | threads | tract (promptcam) ms | ... | tract peak RSS MB | ...
+    let bench_table = block(&bench, "bench_ort");
+    let column = |name: &str| {
+        header(&bench_table)
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("BENCHMARKS.md's table has no {name:?} column"))
+    };
+    let (threads_at, ms_at, rss_at) = (
+        column("threads"),
+        column("tract (promptcam) ms"),
+        column("tract peak RSS MB"),
+    );
     let mut want: BTreeMap<String, (BTreeMap<u32, String>, u32)> = BTreeMap::new();
-    for r in rows(&block(&bench, "bench_ort")) {
+    for r in rows(&bench_table) {
         let entry = want.entry(r[0].clone()).or_default();
         entry
             .0
-            .insert(r[1].parse().unwrap(), format!("{} ms", r[2]));
-        entry.1 = entry.1.max(r[5].parse().unwrap());
+            .insert(r[threads_at].parse().unwrap(), format!("{} ms", r[ms_at]));
+        entry.1 = entry.1.max(r[rss_at].parse().unwrap());
     }
     assert!(
         want.len() >= 4,

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promptcam::config::CameraConfig;
+use promptcam::config::{parse_mqtt, MqttConfig};
 use promptcam::event::{Event, EventKind};
 use promptcam::frame::FrameSlot;
-use promptcam::mqtt::{discovery, parse_config, MqttConfig, Publisher};
+use promptcam::mqtt::{discovery, Publisher};
 use promptcam::status::{CameraStatus, PromptStatus, Status};
 use rumqttc::{Client, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -308,11 +309,7 @@ pub(crate) fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
         "host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}",
         spool.display()
     );
-    parse_config(
-        &toml::from_str(&text).unwrap(),
-        Path::new("/etc/promptcam/promptcam.toml"),
-    )
-    .unwrap()
+    parse_mqtt(&text, Path::new("/etc/promptcam/promptcam.toml")).unwrap()
 }
 
 pub(crate) fn event(kind: EventKind, n: usize) -> Event {

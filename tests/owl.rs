@@ -2,7 +2,7 @@
 //! (`interpolate_pos_encoding=True`, the OWLv2 processor and post-processing) for the tiny
 //! fixtures, as recorded by `models/make_fixtures.py --owl-sizes` and `--owlv2`.
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::graph::{Input, OnnxGraph};
 use promptcam::model::owlvit::post_process;
 use promptcam::model::{ModelDir, OwlVit, Owlv2, Precision};
@@ -479,4 +479,112 @@ fn detect_cli_runs_owlv2_and_other_sizes() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("use 96 or 128"), "{err}");
+}
+
+// ------------------------------------------------------------------------------ motion crops
+
+/// A camera frame of the procedural image.
+fn camera_frame(image: image::RgbImage) -> promptcam::frame::Frame {
+    promptcam::frame::Frame {
+        image,
+        seq: 0,
+        captured_at: std::time::SystemTime::now(),
+        monotonic: std::time::Instant::now(),
+    }
+}
+
+#[test]
+fn a_motion_crop_detects_what_the_detector_finds_on_that_cropped_image() {
+    use promptcam::model::Detector;
+    use promptcam::pipeline::detect::{square_around, DetectPrompts};
+    use promptcam::pipeline::PromptModel;
+    use std::sync::{Arc, Mutex};
+
+    let prompts = vec!["a cat".to_string(), "a dog".to_string()];
+    let detector = Detector::load(&owl_dir(), Precision::Fp32, &prompts, Some(384)).unwrap();
+    assert_eq!(detector.input_size(), 384);
+    let detector = Arc::new(Mutex::new(detector));
+    let mut model = DetectPrompts::new(
+        promptcam::model::ModelKind::OwlVit,
+        detector.clone(),
+        vec![0, 1],
+        vec![0, 1],
+    );
+    let frame = camera_frame(procedural(1280, 720));
+
+    // a 100x100 motion region off-centre: a 384-px square (the model's input, never less)
+    // centred on it, moved inside the frame where it would cross the edge
+    assert_eq!(
+        square_around([900, 300, 1000, 400], (1280, 720), 384),
+        Some([758, 158, 1142, 542])
+    );
+    assert_eq!(
+        square_around([1200, 650, 1270, 715], (1280, 720), 384),
+        Some([896, 336, 1280, 720])
+    );
+    // a large region: padded by half its size; none when that square exceeds the frame
+    assert_eq!(
+        square_around([100, 100, 400, 400], (1280, 720), 384),
+        Some([25, 25, 475, 475])
+    );
+    assert_eq!(square_around([0, 0, 700, 500], (1280, 720), 384), None);
+
+    // whole frame first: each prompt's best box is remembered
+    assert!(!model.focus(None, (1280, 720)));
+    let whole = model.observe(&frame, None).unwrap();
+    assert!(!whole.is_empty());
+
+    // then the crop: its boxes are the detector's on the cropped image, offset to the frame
+    let square = [758u32, 158, 1142, 542];
+    assert!(model.focus(Some([900, 300, 1000, 400]), (1280, 720)));
+    let seen = model.observe(&frame, None).unwrap();
+    let cropped = image::imageops::crop_imm(&frame.image, 758, 158, 384, 384).to_image();
+    let want = detector
+        .lock()
+        .unwrap()
+        .detect_groups(&cropped, 0.0, &[&[0, 1]])
+        .unwrap()
+        .remove(0);
+    assert!(!want.is_empty());
+    let inside = |b: &[f32; 4]| {
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        cx >= square[0] as f32
+            && cx < square[2] as f32
+            && cy >= square[1] as f32
+            && cy < square[3] as f32
+    };
+    let (found, held): (Vec<_>, Vec<_>) = seen.iter().partition(|o| {
+        want.iter().any(|d| {
+            let b = o.bbox.unwrap();
+            o.prompt == d.prompt_index
+                && o.score == d.score
+                && b == [
+                    d.bbox[0] + 758.0,
+                    d.bbox[1] + 158.0,
+                    d.bbox[2] + 758.0,
+                    d.bbox[3] + 158.0,
+                ]
+        })
+    });
+    assert_eq!(
+        found.len(),
+        want.len(),
+        "every box of the cropped image, in frame pixels"
+    );
+    // what else it reports: each prompt's best box of the whole-frame pass, when that lies
+    // outside the square (the crop did not look there)
+    for p in 0..2 {
+        let best = whole
+            .iter()
+            .filter(|o| o.prompt == p)
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .unwrap();
+        let kept: Vec<_> = held.iter().filter(|o| o.prompt == p).collect();
+        if inside(&best.bbox.unwrap()) {
+            assert!(kept.is_empty(), "prompt {p}: {kept:?}");
+        } else {
+            assert_eq!(kept, [&best], "prompt {p}");
+        }
+    }
+    assert!(!held.is_empty() && held.len() <= 2, "{held:?}");
 }

@@ -152,7 +152,7 @@ fn mjpeg_frames_decode_like_ffmpeg() {
         "rawvideo",
         rgb.to_str().unwrap(),
     ]);
-    let ours = promptcam::frame::decode_jpeg(&std::fs::read(&jpg).unwrap()).unwrap();
+    let ours = promptcam::decode::decode_image(&std::fs::read(&jpg).unwrap()).unwrap();
     assert_eq!(ours.dimensions(), (W as u32, H as u32));
     let (mean, max) = mean_abs(ours.as_raw(), &std::fs::read(&rgb).unwrap());
     eprintln!("mjpeg: mean abs error {mean:.3}, max {max}");

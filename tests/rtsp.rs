@@ -283,6 +283,7 @@ impl Capture {
             .take_while(|_| {
                 self.slot
                     .wait_take(wait)
+                    .map(|f| f.decode().unwrap())
                     .inspect(|f| assert_colour(&f.image))
                     .is_some()
             })

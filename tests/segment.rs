@@ -3,7 +3,7 @@
 //! fixture (`models/make_fixtures.py --clipseg` records them), the split and whole-model layouts
 //! against each other, `promptcam segment`, and a daemon run with a coverage sensor.
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::clipseg::Layout;
 use promptcam::model::{ClipSeg, Masks, ModelDir, Precision};
 use serde_json::Value;
@@ -418,7 +418,7 @@ model = "clipseg"
     let p = &c.cameras[0].prompts[0];
     assert_eq!(
         (p.model, p.mask_threshold),
-        (promptcam::config::ModelKind::ClipSeg, 0.5)
+        (promptcam::model::ModelKind::ClipSeg, 0.5)
     );
     let err = |text: &str| {
         format!(

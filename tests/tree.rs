@@ -2,7 +2,7 @@
 //! by hand with transformers (`models/make_fixtures.py --tree`: detector on the image, crop, CLIP
 //! on the crop, detector on the crop), and `promptcam tree`'s JSON and drawing.
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::tree::{models::Models, ClassScore, Tree, TreeOutput};
 use promptcam::model::{ModelDir, Precision};
 use serde_json::Value;

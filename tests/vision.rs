@@ -2,7 +2,7 @@
 //! `transformers` (fp32) and onnxruntime (the same `_quantized.onnx` files) output for the tiny
 //! random-weight fixture models (`models/make_fixtures.py` records both).
 
-use promptcam::cli::vision::read_image;
+use promptcam::decode::read_image;
 use promptcam::model::owlvit::{iou, post_process};
 use promptcam::model::{Clip, Detection, ModelDir, OwlVit, Precision};
 use promptcam::preprocess::{Preprocessor, ProcessorConfig};
@@ -84,7 +84,7 @@ fn images_convert_to_rgb_exactly_as_transformers_does() {
         }
         let sum: u64 = flat.iter().map(|&v| v as u64).sum();
         assert_eq!(Some(sum), im["sum"].as_u64(), "{name}: sum of all samples");
-        let frame = promptcam::frame::decode_jpeg(&std::fs::read(&path).unwrap()).unwrap();
+        let frame = promptcam::decode::decode_image(&std::fs::read(&path).unwrap()).unwrap();
         assert!(
             frame.as_raw() == flat,
             "{name}: the frame decoder converts differently"

@@ -1,63 +1,61 @@
 //! `promptcam check`: validates a config file the way `run` would start it — the file, the
 //! models (loaded), every camera's source (parsed, listed or looked up, never connected to) and
 //! the MQTT spool directory (writable, or creatable) — so that what `check` passes, `run` starts.
+//! It prints nothing (no "valid") unless every check passed, and loads no model for a file that
+//! does not validate.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 pub fn check(path: &Path) -> Result<()> {
+    // the whole file first (every table, [mqtt] included), then what is cheap to look at, and
+    // only then the models: nothing is printed until everything passed
     let config = crate::config::load(path)?;
+    if let Some(m) = &config.mqtt {
+        spool_dir_usable(&m.spool_dir)?;
+    }
     let (_, cameras) = crate::daemon::prepare(&config)?;
-    println!("{}: valid", path.display());
-    for m in [
-        ("clip", &config.clip),
-        ("owlvit", &config.owlvit),
-        ("clipseg", &config.clipseg),
-    ] {
-        if let (name, Some(mc)) = m {
-            let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.ends_with(".onnx"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            println!(
-                "  model {name}: {} ({:?}) present and loads; onnx/: {}",
-                mc.dir.display(),
-                mc.precision,
-                files.join(", ")
-            );
-        }
+    let mut report = vec![format!("{}: valid", path.display())];
+    for (kind, mc) in &config.models {
+        let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".onnx"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        report.push(format!(
+            "  model {kind}: {} ({:?}) present and loads; onnx/: {}",
+            mc.dir.display(),
+            mc.precision,
+            files.join(", ")
+        ));
     }
     for cam in &cameras {
         let c = &cam.config;
         // the same checks `run` makes when it opens the source, short of connecting
         let source = crate::source::check(&c.source, c.fps, c.looped)
             .with_context(|| format!("unable to open the source of camera {:?}", c.name))?;
-        println!(
+        report.push(format!(
             "  camera {} ({}): {} prompt(s), source {source}",
             c.id,
             c.name,
             c.prompts.len(),
-        );
+        ));
     }
-    match &config.mqtt {
-        None => println!("  no [mqtt] table: events go to stdout as JSON lines"),
-        Some(raw) => {
-            let m = crate::mqtt::parse_config(raw, &config.path)?;
-            spool_dir_usable(&m.spool_dir)?;
-            println!(
-                "  mqtt: broker {}:{} (not contacted by check), spool {}",
-                m.host,
-                m.port,
-                m.spool_dir.display()
-            );
-        }
-    }
+    report.push(match &config.mqtt {
+        None => "  no [mqtt] table: events go to stdout as JSON lines".to_string(),
+        Some(m) => format!(
+            "  mqtt: broker {}:{} (not contacted by check), spool {}",
+            m.host,
+            m.port,
+            m.spool_dir.display()
+        ),
+    });
+    println!("{}", report.join("\n"));
     Ok(())
 }
 

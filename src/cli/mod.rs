@@ -52,8 +52,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Model directory (CLIP, OWL-ViT, OWLv2 or CLIPSeg).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "capture")]
+    pub model: Option<PathBuf>,
     /// Use the dynamic int8 `*_quantized.onnx` files.
     #[arg(long)]
     pub quantized: bool,
@@ -85,6 +85,17 @@ pub struct BenchArgs {
     /// size).
     #[arg(long, value_name = "N")]
     pub size: Option<u32>,
+    /// Instead, measure what capturing this source costs the capture thread (a camera faster
+    /// than the analysis: frames decoded as they arrive, then decoded only when taken), taking
+    /// frames at --fps for --seconds per phase.
+    #[arg(long, value_name = "SOURCE", conflicts_with_all = ["model", "history"])]
+    pub capture: Option<String>,
+    /// With --capture: frames analysed per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub fps: f64,
+    /// With --capture: seconds per phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
     /// OWL-ViT / OWLv2: also write the ONNX graph adapted to --size here (to run the same graph
     /// in onnxruntime, as models/bench_ort.py does).
     #[arg(long, value_name = "FILE")]
@@ -232,9 +243,23 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Probe(a) => probe(a),
         Command::Search(a) => search::search(a),
+        Command::Bench(a) if a.capture.is_some() => {
+            let spec = a.capture.as_deref().unwrap_or_default();
+            if !(a.fps > 0.0 && a.seconds > 0.0) {
+                anyhow::bail!("unable to bench the capture: --fps and --seconds must be above 0");
+            }
+            let r = crate::source::bench::run(spec, a.fps, a.seconds)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
         Command::Bench(a) if a.history.is_some() => {
             let n = a.history.unwrap_or_default() as usize;
-            let r = crate::history::bench::run(&a.model, a.quantized, n, &a.image)?;
+            let model = a.model.as_deref().unwrap_or(std::path::Path::new(""));
+            let r = crate::history::bench::run(model, a.quantized, n, &a.image)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -244,7 +269,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => {
             let r = crate::bench::run(&crate::bench::Options {
-                dir: &a.model,
+                dir: a.model.as_deref().unwrap_or(std::path::Path::new("")),
                 quantized: a.quantized,
                 threads: a.threads,
                 frames: a.frames as usize,

@@ -62,8 +62,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
             )
         })?;
     let clip = config
-        .clip
-        .as_ref()
+        .model(crate::model::ModelKind::Clip)
         .context("unable to search: it needs a [models.clip] table in the config")?;
     let path = history.db_path();
     if !path.exists() {

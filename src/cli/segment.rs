@@ -7,8 +7,9 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::vision::{output_path, prepare_out, read_image};
+use super::vision::{output_path, prepare_out};
 use super::SegmentArgs;
+use crate::decode::read_image;
 use crate::model::{clipseg, ClipSeg, Coverage, ModelDir, Precision};
 
 #[derive(Serialize)]

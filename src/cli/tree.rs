@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::vision::{output_path, prepare_out, read_image};
+use super::vision::{output_path, prepare_out};
 use crate::annotate;
+use crate::decode::read_image;
 use crate::model::tree::{
     models::{Models, Timed},
     ClassScore, LeafScore, Tree, TreeDetection, TreeOutput,

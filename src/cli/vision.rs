@@ -5,28 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use image::RgbImage;
 use serde::Serialize;
 
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
+use crate::decode::read_image;
 use crate::model::{examples, owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
-use crate::preprocess::to_rgb;
-
-/// Reads an image file and converts it to RGB as the reference processors do.
-pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("unable to open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("unable to read image {}", path.display()))?;
-    let img = reader.decode().with_context(|| {
-        format!(
-            "unable to decode image {}; pass a JPEG or PNG file",
-            path.display()
-        )
-    })?;
-    Ok(to_rgb(img))
-}
 
 fn precision(m: &ModelArgs) -> Precision {
     if m.quantized {

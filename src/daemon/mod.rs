@@ -85,11 +85,7 @@ pub fn run(config: Config) -> Result<()> {
     crate::signals::install(control.clone())?;
     tracing::info!("loading the models of {} camera(s)", config.cameras.len());
     let threads = crate::bench::set_threads(config.inference_threads);
-    let mqtt = config
-        .mqtt
-        .as_ref()
-        .map(|raw| crate::mqtt::parse_config(raw, &config.path))
-        .transpose()?;
+    let mqtt = config.mqtt.clone();
     let (towers, cameras) = prepare(&config)?;
     let threads = match config.inference_threads {
         0 => threads::calibrate(&towers)?,
@@ -148,7 +144,7 @@ pub fn run(config: Config) -> Result<()> {
             let web = crate::web::Web::new(
                 status.clone(),
                 config.history.clone(),
-                config.clip.clone(),
+                config.model(crate::model::ModelKind::Clip).cloned(),
                 stats,
             );
             Some(crate::endpoint::Endpoint::start(

@@ -11,10 +11,12 @@ use serde::Serialize;
 
 use super::store::{NewFrame, Store};
 use super::writer::{prepare_frame, thumbnail};
-use super::{FrameRecord, History, HistoryConfig, PromptScore, Record};
-use crate::config::{ModelKind, PromptConfig};
+use super::{FrameRecord, History, PromptScore, Record};
+use crate::config::HistoryConfig;
+use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
 use crate::frame::Frame;
+use crate::model::ModelKind;
 use crate::model::{ClipText, ModelDir, Precision};
 use crate::web::search::{self, Query};
 
@@ -123,7 +125,7 @@ pub fn run(
     };
     let tower = ClipText::load(&ModelDir::open(model)?, precision)?;
     let dim = tower.embed(&["a probe".to_string()])?[0].len();
-    let picture = crate::cli::vision::read_image(image)?;
+    let picture = crate::decode::read_image(image)?;
     let thumb = thumbnail(&picture, 320).context("unable to encode a thumbnail")?;
     let dir = std::env::temp_dir().join(format!("promptcam-bench-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,7 +14,6 @@ pub mod lab;
 pub mod store;
 mod writer;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -23,30 +22,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
+use crate::config::HistoryConfig;
 use crate::event::Event;
 use crate::frame::Frame;
-
-/// The validated `[history]` table.
-#[derive(Clone, Debug)]
-pub struct HistoryConfig {
-    /// The directory holding `history.sqlite` (and any corrupt file set aside).
-    pub dir: PathBuf,
-    /// Rows older than this are deleted (`keep_days`, default 7).
-    pub keep: Duration,
-    /// The oldest rows are deleted while the database is bigger than this (`max_mb`, default 1024).
-    pub max_bytes: u64,
-    /// Thumbnail width in pixels (default 320).
-    pub thumbnail_width: u32,
-    /// At most one thumbnail per camera this often, plus one on every event (default 5 s).
-    pub thumbnail_interval: Duration,
-}
-
-impl HistoryConfig {
-    /// The database file inside [`HistoryConfig::dir`].
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.join(store::FILE_NAME)
-    }
-}
 
 /// One prompt's score on one frame, as its decider received it.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,6 +9,8 @@
 //! The writer owns one read-write connection; readers (the web pages, `promptcam search`) open
 //! their own, read-only: WAL lets them read while it writes. A file that is not a database, or a
 //! corrupt one, is renamed aside and a fresh one started.
+//!
+//! Here: the schema, opening, writing and retention; `queries` holds what the readers read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +18,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-pub const FILE_NAME: &str = "history.sqlite";
+mod queries;
+pub use queries::{Embeddings, EventRow, FrameRow};
+
+pub const FILE_NAME: &str = crate::config::HistoryConfig::FILE_NAME;
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -92,54 +97,6 @@ pub struct NewEvent {
     pub score: f32,
     pub bbox: Option<[f32; 4]>,
     pub snapshot: Option<Vec<u8>>,
-}
-
-/// A stored frame for plots: time, motion flag, and each prompt's (score, box).
-#[derive(Clone, Debug, PartialEq)]
-pub struct FrameRow {
-    pub id: i64,
-    pub t_ms: i64,
-    pub motion: bool,
-    pub scores: serde_json::Map<String, serde_json::Value>,
-    pub thumb: Option<i64>,
-}
-
-/// A stored event.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct EventRow {
-    pub id: i64,
-    pub event_id: String,
-    pub prompt: String,
-    pub kind: String,
-    pub t_ms: i64,
-    pub score: f32,
-    #[serde(rename = "box")]
-    pub bbox: Option<[f32; 4]>,
-    pub has_snapshot: bool,
-}
-
-/// Every stored embedding of a camera, in time order: `ids[i]`, `times[i]` and `thumbs[i]` (the
-/// frame's own thumbnail, if it has one) describe the `i`-th row of `vectors` (`dim` values
-/// each, as f32).
-#[derive(Clone, Debug, Default)]
-pub struct Embeddings {
-    pub ids: Vec<i64>,
-    pub times: Vec<i64>,
-    pub thumbs: Vec<Option<i64>>,
-    pub dim: usize,
-    pub vectors: Vec<f32>,
-}
-
-impl Embeddings {
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.vectors[i * self.dim..(i + 1) * self.dim]
-    }
 }
 
 /// An embedding as stored: little-endian f16 (half the size of f32; far inside the tolerance of
@@ -397,128 +354,6 @@ impl Store {
             bytes_after: self.size_bytes()?,
         })
     }
-
-    /// The cameras that have frames, each with its frame count.
-    pub fn cameras(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// A camera's frames with `since_ms <= t_ms < until_ms`, in time order.
-    pub fn frames(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<FrameRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, t_ms, motion, scores, thumb FROM frames \
-             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
-        )?;
-        let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
-            let scores: String = r.get(3)?;
-            Ok(FrameRow {
-                id: r.get(0)?,
-                t_ms: r.get(1)?,
-                motion: r.get(2)?,
-                scores: serde_json::from_str(&scores).unwrap_or_default(),
-                thumb: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// A camera's events with `since_ms <= t_ms < until_ms`, in time order.
-    pub fn events(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<EventRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, event_id, prompt, kind, t_ms, score, box, snapshot IS NOT NULL FROM events \
-             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
-        )?;
-        let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
-            let bbox: Option<String> = r.get(6)?;
-            Ok(EventRow {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                prompt: r.get(2)?,
-                kind: r.get(3)?,
-                t_ms: r.get(4)?,
-                score: r.get(5)?,
-                bbox: bbox.and_then(|b| serde_json::from_str(&b).ok()),
-                has_snapshot: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// A camera's embeddings with `t_ms >= since_ms`, in time order.
-    pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
-        )?;
-        let mut rows = st.query(params![camera, since_ms])?;
-        let mut out = Embeddings::default();
-        let mut raw: Vec<u8> = vec![];
-        while let Some(r) = rows.next()? {
-            let v = r.get_ref(3)?.as_blob()?;
-            if out.dim == 0 {
-                out.dim = v.len() / 2;
-            }
-            if v.len() != out.dim * 2 {
-                continue; // another model's embedding (the CLIP model changed): not comparable
-            }
-            out.ids.push(r.get(0)?);
-            out.times.push(r.get(1)?);
-            out.thumbs.push(r.get(2)?);
-            raw.extend_from_slice(v);
-        }
-        decode_embeddings_into(&raw, &mut out.vectors);
-        Ok(out)
-    }
-
-    pub fn thumbnail(&self, id: i64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .query_row("SELECT jpeg FROM thumbs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn event_snapshot(&self, id: i64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .query_row("SELECT snapshot FROM events WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .flatten())
-    }
-
-    /// Sets (or with `None` clears) a frame's yes/no mark for a lab question.
-    pub fn set_mark(
-        &mut self,
-        camera: &str,
-        query: &str,
-        frame: i64,
-        yes: Option<bool>,
-    ) -> Result<()> {
-        match yes {
-            Some(yes) => self.conn.execute(
-                "INSERT OR REPLACE INTO marks (camera, query, frame, yes) VALUES (?1, ?2, ?3, ?4)",
-                params![camera, query, frame, yes],
-            )?,
-            None => self.conn.execute(
-                "DELETE FROM marks WHERE camera = ?1 AND query = ?2 AND frame = ?3",
-                params![camera, query, frame],
-            )?,
-        };
-        Ok(())
-    }
-
-    /// The marks of a lab question: (frame id, yes).
-    pub fn marks(&self, camera: &str, query: &str) -> Result<Vec<(i64, bool)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT frame, yes FROM marks WHERE camera = ?1 AND query = ?2 ORDER BY frame",
-        )?;
-        let rows = st.query_map(params![camera, query], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
 }
 
 /// Renames a damaged database (and its WAL and shared-memory files) aside.
@@ -541,162 +376,4 @@ fn set_aside(path: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("promptcam-store-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    fn frame(camera: &str, t_ms: i64, thumb_bytes: usize) -> NewFrame {
-        let emb: Vec<f32> = (0..512)
-            .map(|i| ((i as f32 + t_ms as f32) * 0.37).sin() * 0.044)
-            .collect();
-        NewFrame {
-            camera: camera.into(),
-            t_ms,
-            motion: t_ms % 2 == 0,
-            scores: format!("{{\"a_cat\":[{}]}}", (t_ms % 1000) as f32 / 1000.0),
-            embedding: Some(encode_embedding(&emb)),
-            thumbnail: (thumb_bytes > 0).then(|| vec![0xAB; thumb_bytes]),
-        }
-    }
-
-    #[test]
-    fn rows_round_trip_and_embeddings_stay_close() {
-        let d = dir("roundtrip");
-        let mut s = Store::open(&d).unwrap();
-        s.insert(
-            &[
-                frame("porch", 1000, 10),
-                frame("porch", 2000, 0),
-                frame("yard", 1500, 0),
-            ],
-            &[NewEvent {
-                event_id: "1000-porch-a_cat".into(),
-                camera: "porch".into(),
-                prompt: "a_cat".into(),
-                kind: "start",
-                t_ms: 1000,
-                score: 0.75,
-                bbox: Some([1.0, 2.0, 3.0, 4.0]),
-                snapshot: Some(vec![1, 2, 3]),
-            }],
-        )
-        .unwrap();
-        let r = Store::open_read_only(&d.join(FILE_NAME)).unwrap();
-        let frames = r.frames("porch", 0, i64::MAX).unwrap();
-        assert_eq!(
-            frames.iter().map(|f| f.t_ms).collect::<Vec<_>>(),
-            vec![1000, 2000]
-        );
-        assert_eq!(frames[1].scores["a_cat"][0].as_f64(), Some(0.0));
-        assert!(frames[0].scores.get("a_dog").is_none());
-        assert!(frames[0].thumb.is_some() && frames[1].thumb.is_none());
-        let e = r.embeddings("porch", 0).unwrap();
-        assert_eq!((e.len(), e.dim), (2, 512));
-        let want: Vec<f32> = (0..512)
-            .map(|i| ((i as f32 + 1000.0) * 0.37).sin() * 0.044)
-            .collect();
-        let err = e
-            .row(0)
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 5e-5, "f16 storage error {err}");
-        let ev = r.events("porch", 0, i64::MAX).unwrap();
-        assert_eq!(
-            (ev.len(), ev[0].bbox, ev[0].has_snapshot),
-            (1, Some([1.0, 2.0, 3.0, 4.0]), true)
-        );
-        assert_eq!(r.event_snapshot(ev[0].id).unwrap(), Some(vec![1, 2, 3]));
-        assert!(
-            e.thumbs[0].is_some() && e.thumbs[1].is_none(),
-            "{:?}",
-            e.thumbs
-        );
-        assert!(r.thumbnail(e.thumbs[0].unwrap()).unwrap().is_some());
-        assert_eq!(
-            r.cameras().unwrap(),
-            vec![("porch".to_string(), 2), ("yard".to_string(), 1)]
-        );
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn retention_by_age_then_by_size_oldest_first() {
-        let d = dir("retain");
-        let mut s = Store::open(&d).unwrap();
-        let hour = 3_600_000;
-        // 48 hours of frames, one a minute, with a 2 kB thumbnail every tenth
-        let batch: Vec<NewFrame> = (0..48 * 60)
-            .map(|m| frame("porch", m * 60_000, if m % 10 == 0 { 2048 } else { 0 }))
-            .collect();
-        s.insert(&batch, &[]).unwrap();
-        let mut marks = Store::open_existing(&d.join(FILE_NAME)).unwrap();
-        marks.set_mark("porch", "a cat", 1, Some(true)).unwrap();
-        let full = s.size_bytes().unwrap();
-        // keep one day: the first day goes
-        let now = 48 * hour;
-        let r = s
-            .retain(now, Duration::from_secs(24 * 3600), u64::MAX)
-            .unwrap();
-        assert_eq!(r.frames, 24 * 60);
-        let left = s.frames("porch", 0, i64::MAX).unwrap();
-        assert_eq!(left.first().map(|f| f.t_ms), Some(24 * hour));
-        assert!(
-            s.marks("porch", "a cat").unwrap().is_empty(),
-            "marks of deleted frames go too"
-        );
-        assert!(r.bytes_after < full * 3 / 4, "{} of {full}", r.bytes_after);
-        let file = std::fs::metadata(d.join(FILE_NAME)).unwrap().len();
-        // then a size cap: the oldest go until it fits, the newest stay
-        let cap = r.bytes_after / 3;
-        let r = s.retain(now, Duration::from_secs(24 * 3600), cap).unwrap();
-        assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
-        let left = s.frames("porch", 0, i64::MAX).unwrap();
-        assert!(
-            !left.is_empty() && left.last().map(|f| f.t_ms) == Some((48 * 60 - 1) * 60_000),
-            "the newest frame stays"
-        );
-        assert!(
-            left[0].t_ms > 30 * hour,
-            "the oldest went first: {}",
-            left[0].t_ms
-        );
-        assert_eq!(s.embeddings("porch", 0).unwrap().len(), left.len());
-        // incremental vacuum gave the space back to the file system
-        s.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        assert!(
-            std::fs::metadata(d.join(FILE_NAME)).unwrap().len() < file,
-            "the file shrank"
-        );
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_set_aside_and_a_fresh_one_started() {
-        let d = dir("corrupt");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(
-            d.join(FILE_NAME),
-            b"this is not a database, it is a text file that got here somehow. ".repeat(200),
-        )
-        .unwrap();
-        let mut s = Store::open(&d).unwrap();
-        s.insert(&[frame("porch", 1000, 0)], &[]).unwrap();
-        assert_eq!(s.frames("porch", 0, i64::MAX).unwrap().len(), 1);
-        let aside: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("history.sqlite.corrupt-"))
-            .collect();
-        assert_eq!(aside.len(), 1, "{aside:?}");
-        let _ = std::fs::remove_dir_all(&d);
-    }
-}
+mod tests;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::store::{encode_embedding, NewEvent, NewFrame, Store};
-use super::{unix_ms, FrameRecord, HistoryConfig, HistoryStats, Record};
+use super::{unix_ms, FrameRecord, HistoryStats, Record};
+use crate::config::HistoryConfig;
 use crate::event::{Event, EventKind};
 
 /// Rows are committed at least this often (a crash loses at most about this much).

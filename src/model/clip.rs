@@ -12,8 +12,9 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use super::clip_image::ClipImage;
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::kind::ModelKind;
 use crate::preprocess::Preprocessor;
 
 /// The scale used when the directory has no `model.onnx` to read it from: what OpenAI's (and
@@ -63,8 +64,8 @@ impl Clip {
         }
         let prompts: Vec<String> = classes.iter().map(|c| c[0].clone()).collect();
         let texts: Vec<String> = classes.iter().flatten().cloned().collect();
-        if dir.family != Family::Clip {
-            bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.name());
+        if dir.family != ModelKind::Clip {
+            bail!("unable to classify with {}: it is an {} model; classification needs a CLIP model directory", dir.root.display(), dir.family.title());
         }
         let (w, h) = dir.processor()?.output_size().with_context(|| {
             format!("unable to use {}: its processor config has no fixed output size (center crop or square resize)", dir.root.display())

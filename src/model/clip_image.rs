@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use tract_onnx::prelude::*;
 
 use super::clip::{learned_logit_scale, learned_logit_scale_of, normalize, DEFAULT_LOGIT_SCALE};
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::kind::ModelKind;
 use super::tokenize::Tokens;
 use crate::preprocess::{Preprocessor, ProcessorConfig};
 
@@ -29,11 +30,11 @@ impl ClipImage {
     /// Loads the image tower of a CLIP directory: `vision_model.onnx`, else `model.onnx` with
     /// its text inputs folded to a constant.
     pub fn load(dir: &ModelDir, precision: Precision) -> Result<Arc<ClipImage>> {
-        if dir.family != Family::Clip {
+        if dir.family != ModelKind::Clip {
             bail!(
                 "unable to embed frames with {}: it is an {} model; this needs a CLIP model directory",
                 dir.root.display(),
-                dir.family.name()
+                dir.family.title()
             );
         }
         let full = (!dir.has_onnx("vision_model", precision) && dir.has_onnx("model", precision))

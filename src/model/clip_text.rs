@@ -9,8 +9,9 @@ use anyhow::{bail, Context, Result};
 use tract_onnx::prelude::*;
 
 use super::clip::{learned_logit_scale, learned_logit_scale_of, normalize, DEFAULT_LOGIT_SCALE};
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::kind::ModelKind;
 use super::tokenize::PromptTokenizer;
 
 pub struct ClipText {
@@ -25,11 +26,11 @@ pub struct ClipText {
 impl ClipText {
     /// Loads `text_model.onnx` (else the text side of `model.onnx`) with the token inputs fed.
     pub fn load(dir: &ModelDir, precision: Precision) -> Result<ClipText> {
-        if dir.family != Family::Clip {
+        if dir.family != ModelKind::Clip {
             bail!(
                 "unable to embed prompts with {}: it is an {} model; this needs a CLIP model directory",
                 dir.root.display(),
-                dir.family.name()
+                dir.family.title()
             );
         }
         let tokenizer = dir.tokenizer()?;

@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 use tract_onnx::prelude::tvec;
 
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
+use super::kind::ModelKind;
 use super::owlvit::{post_process_scaled, read_patches_among};
 use super::{Detection, OwlVit, Owlv2};
 
@@ -23,7 +24,7 @@ impl Detector {
         input_size: Option<u32>,
     ) -> Result<Detector> {
         Ok(match dir.family {
-            Family::Owlv2 => {
+            ModelKind::Owlv2 => {
                 Detector::Owlv2(Box::new(Owlv2::load(dir, precision, prompts, input_size)?))
             }
             _ => Detector::OwlVit(Box::new(OwlVit::load(dir, precision, prompts, input_size)?)),
@@ -35,6 +36,14 @@ impl Detector {
         match self {
             Detector::OwlVit(m) => m.detect(image, threshold),
             Detector::Owlv2(m) => m.detect(image, threshold),
+        }
+    }
+
+    /// The square input size the graph runs at, in pixels.
+    pub fn input_size(&self) -> u32 {
+        match self {
+            Detector::OwlVit(m) => m.input_size(),
+            Detector::Owlv2(m) => m.input_size(),
         }
     }
 

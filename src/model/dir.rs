@@ -7,28 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::kind::ModelKind;
 use super::tokenize::PromptTokenizer;
 use crate::preprocess::ProcessorConfig;
-
-/// Which architecture a directory holds, from `config.json`'s `model_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Clip,
-    OwlVit,
-    ClipSeg,
-    Owlv2,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Clip => "CLIP",
-            Family::OwlVit => "OWL-ViT",
-            Family::ClipSeg => "CLIPSeg",
-            Family::Owlv2 => "OWLv2",
-        }
-    }
-}
 
 /// The vision tower's shape: what an input size must respect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +32,8 @@ pub const FETCH_HINT: &str = "fetch the published export with models/fetch.sh (i
 
 pub struct ModelDir {
     pub root: PathBuf,
-    pub family: Family,
+    /// Which architecture the directory holds, from `config.json`'s `model_type`.
+    pub family: ModelKind,
     config: Value,
 }
 
@@ -65,15 +47,12 @@ impl ModelDir {
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let family = match model_type {
-            "clip" => Family::Clip,
-            "owlvit" => Family::OwlVit,
-            "clipseg" => Family::ClipSeg,
-            "owlv2" => Family::Owlv2,
-            other => bail!(
-                "unable to use model directory {}: config.json says model_type {other:?}; promptcam runs \"clip\", \"owlvit\", \"owlv2\" and \"clipseg\" exports",
-                root.display()
-            ),
+        let Some(family) = ModelKind::from_name(model_type) else {
+            bail!(
+                "unable to use model directory {}: config.json says model_type {model_type:?}; promptcam runs {} exports",
+                root.display(),
+                ModelKind::names("and")
+            )
         };
         Ok(ModelDir {
             root: root.to_path_buf(),
@@ -85,7 +64,7 @@ impl ModelDir {
     /// The image processor settings, from `preprocessor_config.json` or `processor_config.json`.
     pub fn processor(&self) -> Result<ProcessorConfig> {
         let (json, path) = self.processor_file()?;
-        ProcessorConfig::from_json(&json, self.family != Family::Clip).with_context(|| {
+        ProcessorConfig::from_json(&json, self.family.square_by_default()).with_context(|| {
             format!(
                 "unable to use the image processor settings in {}",
                 path.display()
@@ -121,24 +100,17 @@ impl ModelDir {
             .pointer("/text_config/max_position_embeddings")
             .and_then(Value::as_u64)
             .map(|n| n as usize)
-            .unwrap_or(match self.family {
-                Family::Clip | Family::ClipSeg => 77,
-                Family::OwlVit | Family::Owlv2 => 16,
-            })
+            .unwrap_or(self.family.default_text_length())
     }
 
     /// The vision tower's native input size, patch size and width, from `config.json`'s
     /// `vision_config` (transformers' defaults where a key is missing: 768, 32 and 768 for
     /// OWL-ViT, 768, 16 and 768 for OWLv2, 224, 32 and 768 otherwise).
     pub fn vision_geometry(&self) -> Result<VisionGeometry> {
-        let (size, patch) = match self.family {
-            Family::OwlVit => (768, 32),
-            Family::Owlv2 => (768, 16),
-            _ => (224, 32),
-        };
-        let key = |k: &str, default: u64| -> Result<usize> {
+        let (size, patch) = self.family.default_vision();
+        let key = |k: &str, default: usize| -> Result<usize> {
             match self.config.pointer(&format!("/vision_config/{k}")) {
-                None | Some(Value::Null) => Ok(default as usize),
+                None | Some(Value::Null) => Ok(default),
                 Some(v) => match v.as_u64() {
                     Some(n) if n > 0 => Ok(n as usize),
                     _ => bail!(
@@ -172,10 +144,7 @@ impl ModelDir {
                 Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
                 _ => None,
             });
-        let pad = from_config.unwrap_or_else(|| match self.family {
-            Family::Clip | Family::ClipSeg => "<|endoftext|>".into(),
-            Family::OwlVit | Family::Owlv2 => "!".into(),
-        });
+        let pad = from_config.unwrap_or_else(|| self.family.default_pad_token().into());
         PromptTokenizer::load(&path, &pad, self.text_max_length())
     }
 

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::clip::class_embedding;
-use super::{Clip, Family};
-use crate::cli::vision::read_image;
+use super::{Clip, ModelKind};
+use crate::decode::read_image;
 
 /// The example images a `DIR_OR_GLOB` names (a file, a directory's images, a glob's matches),
 /// sorted; an error when there are none.
@@ -55,9 +55,9 @@ pub fn add_example_class(clip: &mut Clip, name: &str, spec: &str) -> Result<usiz
 }
 
 /// Why a detector cannot take example images, and how to get an export that could.
-pub fn detector_refusal(family: Family) -> anyhow::Error {
+pub fn detector_refusal(family: ModelKind) -> anyhow::Error {
     let (what, query) = match family {
-        Family::Owlv2 => (
+        ModelKind::Owlv2 => (
             "OWLv2",
             "the query image's highest-objectness box embedding",
         ),

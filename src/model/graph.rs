@@ -74,7 +74,7 @@ impl OnnxGraph {
     }
 
     /// Like [`OnnxGraph::read`], rewriting the parsed file with `rewrite` first (e.g. OWL-ViT's
-    /// grid adaptation, `grid.rs`), before any load-time rewrite of our own.
+    /// grid adaptation, `grid/`), before any load-time rewrite of our own.
     pub fn read_with(
         path: &Path,
         rewrite: impl FnOnce(&mut pb::ModelProto) -> Result<()>,

@@ -1,6 +1,6 @@
 //! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
 //! and its post-processing (`clip` for whole-frame states, `owlvit` and `owlv2` for boxed
-//! objects, `clipseg` for masks and coverage), plus the pieces they share: the model directory
+//! objects, `clipseg` for masks and coverage; `kind` lists them), plus the pieces they share: the model directory
 //! layout (`dir`), ONNX loading and graph folding (`graph`, `skim` for a file's structure without
 //! its weights, `grid` for running OWL models at other input sizes) and prompt tokenization
 //! (`tokenize`).
@@ -15,6 +15,7 @@ pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
+pub mod kind;
 pub mod owlv2;
 pub mod owlvit;
 pub mod quant;
@@ -28,6 +29,7 @@ pub use clip_image::ClipImage;
 pub use clip_text::ClipText;
 pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use detector::Detector;
-pub use dir::{Family, ModelDir, Precision};
+pub use dir::{ModelDir, Precision};
+pub use kind::ModelKind;
 pub use owlv2::Owlv2;
 pub use owlvit::{Detection, OwlVit};

@@ -11,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use tract_onnx::prelude::*;
 
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, Runnable};
+use super::kind::ModelKind;
 use super::owlvit::{
     load_graph, post_process_scaled, read_patches, sigmoid, Detection, PatchScores,
 };
@@ -43,12 +44,12 @@ impl Owlv2 {
         prompts: &[String],
         input_size: Option<u32>,
     ) -> Result<Owlv2> {
-        if dir.family != Family::Owlv2 {
+        if dir.family != ModelKind::Owlv2 {
             bail!(
                 "unable to detect with {} as OWLv2: it is a {} model{}",
                 dir.root.display(),
-                dir.family.name(),
-                if dir.family == Family::OwlVit {
+                dir.family.title(),
+                if dir.family == ModelKind::OwlVit {
                     " (OWL-ViT runs as model = \"owlvit\")"
                 } else {
                     ""

@@ -12,9 +12,10 @@ use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
-use super::dir::{Family, ModelDir, Precision};
+use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::grid::{self, Grid};
+use super::kind::ModelKind;
 use crate::preprocess::Preprocessor;
 
 /// One detected object, in original-image pixels.
@@ -67,7 +68,7 @@ pub(super) fn load_graph(
     outputs: &[&str],
     optional: &[&str],
 ) -> Result<LoadedGraph> {
-    let what = dir.family.name();
+    let what = dir.family.title();
     if prompts.is_empty() {
         bail!("unable to detect without prompts; give at least one");
     }
@@ -145,11 +146,11 @@ pub fn write_adapted(
     out: &std::path::Path,
 ) -> Result<()> {
     use prost::Message;
-    if !matches!(dir.family, Family::OwlVit | Family::Owlv2) {
+    if !dir.family.is_detector() {
         bail!(
             "unable to write an adapted graph for {}: it is a {} model; only OWL-ViT and OWLv2 graphs are adapted",
             dir.root.display(),
-            dir.family.name()
+            dir.family.title()
         );
     }
     let geometry = dir.vision_geometry()?;
@@ -164,7 +165,7 @@ pub fn write_adapted(
         .with_context(|| format!("unable to write {}", out.display()))
 }
 
-/// Rewrites a parsed OWL-family export for a `size` px square input (`grid.rs`).
+/// Rewrites a parsed OWL-family export for a `size` px square input (`grid/`).
 pub fn adapt_to(
     proto: &mut tract_onnx::pb::ModelProto,
     geometry: super::dir::VisionGeometry,
@@ -200,16 +201,16 @@ pub fn check_input_size(size: u32, patch: u32, native: u32) -> Result<()> {
 
 impl OwlVit {
     /// Loads an OWL-ViT export with `prompts` folded in, at its native input size or, with
-    /// `input_size`, at that many pixels square (a multiple of the patch size: see `grid.rs`).
+    /// `input_size`, at that many pixels square (a multiple of the patch size: see `grid/`).
     pub fn load(
         dir: &ModelDir,
         precision: Precision,
         prompts: &[String],
         input_size: Option<u32>,
     ) -> Result<OwlVit> {
-        if dir.family != Family::OwlVit {
-            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory{}", dir.root.display(), dir.family.name(),
-                if dir.family == Family::Owlv2 { " (OWLv2 runs as model = \"owlv2\")" } else { "" });
+        if dir.family != ModelKind::OwlVit {
+            bail!("unable to detect with {}: it is a {} model; detection needs an OWL-ViT model directory{}", dir.root.display(), dir.family.title(),
+                if dir.family == ModelKind::Owlv2 { " (OWLv2 runs as model = \"owlv2\")" } else { "" });
         }
         let mut processor = dir.processor()?;
         let loaded = load_graph(
@@ -406,56 +407,5 @@ pub fn nms(dets: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn det(q: usize, score: f32, bbox: [f32; 4]) -> Detection {
-        Detection {
-            prompt: format!("p{q}"),
-            prompt_index: q,
-            score,
-            bbox,
-        }
-    }
-
-    #[test]
-    fn post_process_scales_corners_and_sorts() {
-        let p = PatchScores {
-            best_query: vec![1, 0, 0],
-            scores: vec![0.5, 0.9, 0.05],
-            boxes: vec![
-                [0.5, 0.5, 0.2, 0.4],
-                [0.25, 0.25, 0.5, 0.5],
-                [0.5, 0.5, 1.0, 1.0],
-            ],
-        };
-        let prompts = vec!["a".to_string(), "b".to_string()];
-        let d = post_process(&p, &prompts, 0.1, 200, 100);
-        assert_eq!(d.len(), 2);
-        assert_eq!(d[0].prompt, "a");
-        assert_eq!(d[0].bbox, [0.0, 0.0, 100.0, 50.0]);
-        assert_eq!(d[1].prompt, "b");
-        for (got, want) in d[1].bbox.iter().zip([80.0, 30.0, 120.0, 70.0]) {
-            assert!((got - want).abs() < 1e-3, "{:?}", d[1].bbox);
-        }
-    }
-
-    #[test]
-    fn nms_keeps_other_prompts_and_distant_boxes() {
-        let d = vec![
-            det(0, 0.9, [0.0, 0.0, 10.0, 10.0]),
-            det(0, 0.8, [1.0, 1.0, 11.0, 11.0]),
-            det(1, 0.7, [1.0, 1.0, 11.0, 11.0]),
-            det(0, 0.6, [50.0, 50.0, 60.0, 60.0]),
-        ];
-        let k = nms(d, 0.5);
-        let scores: Vec<f32> = k.iter().map(|d| d.score).collect();
-        assert_eq!(scores, vec![0.9, 0.7, 0.6]);
-    }
-
-    #[test]
-    fn iou_of_identical_and_disjoint() {
-        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
-        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
-    }
-}
+#[path = "owlvit_tests.rs"]
+mod tests;

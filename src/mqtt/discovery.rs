@@ -1,13 +1,17 @@
 //! Discovery: the topics this daemon publishes on and the Home Assistant MQTT discovery payloads
-//! (per-entity topics, which every Home Assistant version accepts), as typed serde structs. The
-//! daemon's device carries one connectivity `binary_sensor` fed by the availability topic; each
+//! (per-entity topics, which every Home Assistant version accepts), as typed serde structs
+//! (`payloads`). The daemon's device carries one connectivity `binary_sensor` fed by the
+//! availability topic; each
 //! camera is a device linked `via_device` to it, with a detection `event`, a last-detection
 //! `image`, a pause `switch`, a stream `binary_sensor` and diagnostic `sensor`s, and per prompt a `binary_sensor` (ON/OFF),
 //! a score `sensor` (in percent for CLIPSeg coverage), a snapshot `image` and a threshold `number`.
 
-use serde::Serialize;
+use crate::config::CameraConfig;
 
-use crate::config::{CameraConfig, ModelKind};
+mod payloads;
+pub use payloads::{
+    BinarySensor, Common, Device, EventEntity, Image, Number, Origin, Sensor, Switch,
+};
 
 /// Payload of the availability topic while connected (and of the `connectivity` sensor).
 pub const ONLINE: &str = "online";
@@ -89,124 +93,6 @@ impl Topics {
     fn config(&self, component: &str, object_id: &str) -> String {
         format!("{}/{component}/{object_id}/config", self.discovery_prefix)
     }
-}
-
-/// The `dev` block: which Home Assistant device an entity belongs to.
-#[derive(Clone, Debug, Serialize)]
-pub struct Device {
-    pub identifiers: Vec<String>,
-    pub name: String,
-    pub manufacturer: String,
-    pub model: String,
-    pub sw_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub via_device: Option<String>,
-}
-
-/// The origin block `o`: who published the discovery message.
-#[derive(Clone, Debug, Serialize)]
-pub struct Origin {
-    pub name: String,
-    pub sw_version: String,
-}
-
-/// What every discovery payload carries: names, ids, availability, device and origin.
-#[derive(Clone, Debug, Serialize)]
-pub struct Common {
-    pub name: String,
-    pub unique_id: String,
-    /// `<component>.<object_id>`: Home Assistant 2025.10 and later.
-    pub default_entity_id: String,
-    /// Deprecated in Home Assistant 2025.10, still sent for older installations.
-    pub object_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub availability_topic: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_available: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_not_available: Option<String>,
-    /// `diagnostic` or `config`; None for primary entities.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entity_category: Option<String>,
-    pub qos: u8,
-    pub dev: Device,
-    pub o: Origin,
-}
-
-/// A `binary_sensor` discovery payload.
-#[derive(Clone, Debug, Serialize)]
-pub struct BinarySensor {
-    #[serde(flatten)]
-    pub common: Common,
-    pub state_topic: String,
-    pub payload_on: String,
-    pub payload_off: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_class: Option<String>,
-}
-
-/// A `sensor` discovery payload (a prompt's score, or a camera's diagnostic counter).
-#[derive(Clone, Debug, Serialize)]
-pub struct Sensor {
-    #[serde(flatten)]
-    pub common: Common,
-    pub state_topic: String,
-    /// Extracts the value from a JSON payload (the diagnostics topic).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value_template: Option<String>,
-    pub state_class: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_class: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit_of_measurement: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub suggested_display_precision: Option<u8>,
-}
-
-/// An `image` discovery payload: the JPEG published on `image_topic`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Image {
-    #[serde(flatten)]
-    pub common: Common,
-    pub image_topic: String,
-    pub content_type: String,
-}
-
-/// An `event` discovery payload: JSON with an `event_type` key on `state_topic`; the other keys
-/// become the event's attributes.
-#[derive(Clone, Debug, Serialize)]
-pub struct EventEntity {
-    #[serde(flatten)]
-    pub common: Common,
-    pub state_topic: String,
-    pub event_types: Vec<String>,
-}
-
-/// A `switch` discovery payload: Home Assistant sends `ON`/`OFF` on `command_topic`, the daemon
-/// confirms on `state_topic`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Switch {
-    #[serde(flatten)]
-    pub common: Common,
-    pub state_topic: String,
-    pub command_topic: String,
-    pub payload_on: String,
-    pub payload_off: String,
-    pub icon: String,
-}
-
-/// A `number` discovery payload: Home Assistant sends the value on `command_topic`, the daemon
-/// confirms the value in force on `state_topic`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Number {
-    #[serde(flatten)]
-    pub common: Common,
-    pub state_topic: String,
-    pub command_topic: String,
-    pub min: f32,
-    pub max: f32,
-    pub step: f32,
-    pub mode: String,
 }
 
 /// One retained discovery message: topic and JSON payload.
@@ -418,7 +304,7 @@ pub fn messages(
             push("binary_sensor", &id, serde_json::to_string(&state)?);
             let score_id = format!("{id}_score");
             // a CLIPSeg score is the fraction of the region its mask covers: shown as percent
-            let coverage = p.model == ModelKind::ClipSeg;
+            let coverage = p.model.has_masks();
             let score = Sensor {
                 common: common(
                     "sensor",
@@ -475,62 +361,4 @@ pub fn messages(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CONFIG: &str = r#"
-[models.clip]
-dir = "models/tiny/clip"
-
-[models.clipseg]
-dir = "models/tiny/clipseg"
-
-[[cameras]]
-name = "Yard"
-source = "tests/fixtures/images"
-
-[[cameras.prompts]]
-text = "a person"
-model = "clip"
-negatives = ["an empty yard"]
-
-[[cameras.prompts]]
-text = "snow"
-model = "clipseg"
-"#;
-
-    fn score_sensor(msgs: &[Message], prompt: &str) -> serde_json::Value {
-        let topic = format!("homeassistant/sensor/t_yard_{prompt}_score/config");
-        let m = msgs
-            .iter()
-            .find(|m| m.topic == topic)
-            .unwrap_or_else(|| panic!("no {topic}"));
-        serde_json::from_str(&m.payload).expect("a JSON payload")
-    }
-
-    #[test]
-    fn a_clipseg_score_shows_percent_and_a_clip_score_a_fraction() {
-        let cameras = crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
-            .expect("a valid config")
-            .cameras;
-        let topics = Topics {
-            prefix: "promptcam".into(),
-            device_id: "t".into(),
-            discovery_prefix: "homeassistant".into(),
-        };
-        let msgs = messages(&topics, &cameras).expect("serializable payloads");
-        let seg = score_sensor(&msgs, "snow");
-        assert_eq!(seg["unit_of_measurement"], "%", "{seg}");
-        assert_eq!(
-            seg["value_template"], "{{ (value | float * 100) | round(1) }}",
-            "{seg}"
-        );
-        assert_eq!(seg["state_topic"], "promptcam/t/yard/snow/score");
-        let clip = score_sensor(&msgs, "a_person");
-        assert!(
-            clip.get("unit_of_measurement").is_none() && clip.get("value_template").is_none(),
-            "{clip}"
-        );
-        assert_eq!(clip["suggested_display_precision"], 2);
-    }
-}
+mod tests;

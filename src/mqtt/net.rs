@@ -12,33 +12,20 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{
     ConnectReturnCode, Connection, ConnectionError, Event as MqttEvent, MqttState, Outgoing,
     Packet, StateError,
 };
 
-use super::shared::Shared;
-use super::worker::{Msg, INFLIGHT, OUTGOING_MAX};
+use super::shared::{Msg, Shared, INFLIGHT, OUTGOING_MAX};
+use crate::backoff::{sleep_unless, Backoff};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The largest packet MQTT can express (its remaining length is at most 268 435 455 bytes).
 const MQTT_MAX: usize = 268_435_455 + 5;
-
-/// The jitter source (no cryptographic use): rand's small fast generator, seeded from the OS.
-pub struct Rng(rand::rngs::SmallRng);
-
-impl Rng {
-    pub fn new() -> Rng {
-        Rng(rand::make_rng())
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        rand::RngExt::random(&mut self.0)
-    }
-}
 
 fn explain(e: &ConnectionError, broker: &str) -> String {
     let text = format!("{e}");
@@ -58,8 +45,7 @@ fn explain(e: &ConnectionError, broker: &str) -> String {
 
 /// Polls the connection; after a failure waits the backoff before polling (= reconnecting) again.
 pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, broker: String) {
-    let mut rng = Rng::new();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut up = false;
     let mut epoch = 0;
     let mut last_logged = String::new();
@@ -84,7 +70,7 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
         match r {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 up = true;
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 epoch += 1;
                 if let Ok(mut l) = shared.link.lock() {
                     (l.up, l.epoch) = (true, epoch);
@@ -118,8 +104,7 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
                     }
                 }
                 let msg = explain(&e, &broker);
-                let delay = backoff.mul_f64(0.5 + 0.5 * rng.unit());
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let delay = backoff.next_wait();
                 if msg != last_logged {
                     tracing::warn!("{msg} (next try in {:.1} s)", delay.as_secs_f64());
                     last_logged = msg.clone();
@@ -129,13 +114,7 @@ pub fn net_loop(mut conn: Connection, tx: SyncSender<Msg>, shared: Arc<Shared>, 
                 if tx.send(Msg::Down(msg)).is_err() {
                     break;
                 }
-                let until = Instant::now() + delay;
-                while Instant::now() < until && !shared.shutdown.load(Ordering::SeqCst) {
-                    std::thread::sleep(
-                        Duration::from_millis(50)
-                            .min(until.saturating_duration_since(Instant::now())),
-                    );
-                }
+                sleep_unless(&shared.shutdown, delay);
             }
         }
     }

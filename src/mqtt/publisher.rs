@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 
 use super::open::OpenEvents;
-use super::shared::Shared;
-use super::{discovery, spool, worker, MqttConfig};
-use crate::config::CameraConfig;
+use super::shared::{Msg, Shared};
+use super::{discovery, spool, worker};
+use crate::config::{CameraConfig, MqttConfig};
 use crate::event::{Event, EventKind};
 use crate::status::Status;
 
@@ -112,7 +112,7 @@ impl crate::status::OutputStats for StatsHandle {
 pub struct Publisher {
     shared: Arc<Shared>,
     topics: discovery::Topics,
-    tx: SyncSender<worker::Msg>,
+    tx: SyncSender<Msg>,
     worker: Option<JoinHandle<()>>,
     net: Option<JoinHandle<()>>,
 }
@@ -204,7 +204,7 @@ impl Publisher {
         self.shared
             .push_camera_event(self.topics.camera_event(&event.camera), event);
         // a full channel already holds a wake-up for the worker
-        let _ = self.tx.try_send(worker::Msg::Wake);
+        let _ = self.tx.try_send(Msg::Wake);
         Ok(())
     }
 
@@ -212,7 +212,7 @@ impl Publisher {
     /// `<prefix>/<device_id>/<camera>/<prompt>/snapshot` (latest wins, not spooled).
     pub fn publish_snapshot(&self, camera: &str, prompt: &str, jpeg: Arc<Vec<u8>>) {
         self.shared.set_snapshot(camera, prompt, jpeg);
-        let _ = self.tx.try_send(worker::Msg::Wake);
+        let _ = self.tx.try_send(Msg::Wake);
     }
 
     /// Why the publisher is not connected now (secrets never appear here), if it is not.
@@ -241,7 +241,7 @@ impl Publisher {
 
     fn shutdown(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(worker::Msg::Stop);
+        let _ = self.tx.send(Msg::Stop);
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }

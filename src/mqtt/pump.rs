@@ -11,9 +11,9 @@ use std::sync::Arc;
 use rumqttc::{Client, QoS};
 
 use super::discovery::{OFF, ON};
-use super::shared::SnapshotKey;
+use super::shared::{SnapshotKey, OUTGOING_MAX};
 use super::window::Tag;
-use super::worker::{Worker, OUTGOING_MAX};
+use super::worker::Worker;
 
 /// What became of a message offered to the window.
 #[derive(PartialEq, Eq)]

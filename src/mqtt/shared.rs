@@ -1,17 +1,43 @@
 //! Shared: what the publisher handle (the daemon's event thread) and the two MQTT threads hold in
 //! common — the spool and the record of open events, the counters, whether the link is up (and
 //! which connection it is), and the latest-wins states, snapshots and Home Assistant event
-//! messages waiting for the worker.
+//! messages waiting for the worker — and what they agree on: the messages the worker is sent
+//! ([`Msg`]) and the packet limits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+
+use rumqttc::Event as MqttEvent;
 
 use super::open::OpenEvents;
 use super::spool::Spool;
 use super::Stats;
 use crate::config::CameraConfig;
 use crate::event::{Event, EventKind};
+
+/// rumqttc's in-flight limit: its packet ids cycle through 1..=INFLIGHT (the worker keeps
+/// its own window well under it).
+pub(super) const INFLIGHT: u16 = 100;
+/// The largest packet the broker may send before `net` raises the limit for the next
+/// connection: commands are a few bytes, but a mistaken (even retained) large payload on a
+/// command topic must be read and refused, not drop the connection.
+pub(super) const INCOMING_MAX: usize = 8 << 20;
+/// The largest packet handed to rumqttc (a snapshot JPEG of a large frame fits); anything larger
+/// is set aside by the worker rather than breaking the connection on every attempt.
+pub(super) const OUTGOING_MAX: usize = 16 << 20;
+/// What the worker thread is told, by the connection thread and by the publisher handle.
+pub enum Msg {
+    /// The connection thread connected: the new connection's epoch.
+    Up(u64),
+    /// The connection thread lost (or failed to make) the connection: the reason.
+    Down(String),
+    /// Something happened on the connection.
+    Mqtt(MqttEvent),
+    /// New events or states to send.
+    Wake,
+    Stop,
+}
 
 /// Messages for Home Assistant's event entities kept while they cannot be sent (oldest dropped).
 const CAMERA_EVENTS_MAX: usize = 256;

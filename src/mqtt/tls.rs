@@ -1,7 +1,7 @@
-//! TLS to the broker: the `tls` key of `[mqtt]` (`tls = true` for the system's root
-//! certificates, or a `[mqtt.tls]` table with a CA file, a client certificate and key for mutual
-//! TLS, and `insecure`) and the rustls client configuration built from it, with the `ring`
-//! provider chosen explicitly (no process-wide default, no panic when none is installed).
+//! TLS to the broker: the rustls client configuration built from the validated `tls` settings of
+//! `[mqtt]` ([`TlsConfig`]: the system's root certificates, or a CA file, a client certificate
+//! and key for mutual TLS, or `insecure`), with the `ring` provider chosen explicitly (no
+//! process-wide default, no panic when none is installed), and hints for TLS failures.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,22 +15,7 @@ use rumqttc::tokio_rustls::rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use super::SEE;
-
-/// The validated TLS settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM file with the CA certificate(s) that signed the broker's certificate; default: the
-    /// system's root certificates.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate (chain) and its private key, for brokers that require one.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// Accept any broker certificate (no verification at all): only by explicit choice.
-    pub insecure: bool,
-}
-
-const KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure"];
+use crate::config::TlsConfig;
 
 /// Where Debian, Fedora/RHEL and Alpine keep the system's CA bundle (`SSL_CERT_FILE` first).
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -39,112 +24,45 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// `tls = true|false` or a `[mqtt.tls]` table; relative paths are relative to `base`.
-pub fn parse(v: &toml::Value, base: &Path, file: &str) -> Result<Option<TlsConfig>> {
-    let bad = |key: &str, what: &str| anyhow!("invalid `mqtt.{key}` in {file}: {what}; {SEE}");
-    let table = match v {
-        toml::Value::Boolean(false) => return Ok(None),
-        toml::Value::Boolean(true) => return Ok(Some(TlsConfig::default())),
-        toml::Value::Table(t) => t,
-        v => {
-            return Err(bad(
-                "tls",
-                &format!("expected true, false or a table, found a {}", v.type_str()),
-            ))
+/// Reads the files `tls` names and builds the rustls configuration (TLS 1.2 and 1.3, `ring`).
+pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("unable to set up TLS: the ring provider lacks the default protocol versions")?;
+    let builder = if tls.insecure {
+        tracing::warn!(
+            "mqtt.tls.insecure = true: the broker's certificate is NOT verified, so anyone on the network path can read and \
+             change this traffic; name the broker's CA in mqtt.tls.ca_file instead"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        let (source, certs) = match &tls.ca_file {
+            Some(f) => (f.clone(), read_certs(f, "mqtt.tls.ca_file")?),
+            None => system_roots()?,
+        };
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            bail!("unable to use {} as CA: it holds no usable certificate; name a PEM file in mqtt.tls.ca_file", source.display());
         }
+        builder.with_root_certificates(roots)
     };
-    for k in table.keys() {
-        if !KEYS.contains(&k.as_str()) {
-            bail!(
-                "unknown key `mqtt.tls.{k}` in {file}: allowed keys are {}; {SEE}",
-                KEYS.join(", ")
-            );
-        }
-    }
-    let path = |key: &str| -> Result<Option<PathBuf>> {
-        match table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(base.join(s))),
-            Some(v) => Err(bad(
-                &format!("tls.{key}"),
-                &format!("expected a file name, found {v}"),
-            )),
-        }
-    };
-    let insecure = match table.get("insecure") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(v) => {
-            return Err(bad(
-                "tls.insecure",
-                &format!("expected true or false, found a {}", v.type_str()),
-            ))
-        }
-    };
-    let c = TlsConfig {
-        ca_file: path("ca_file")?,
-        cert_file: path("cert_file")?,
-        key_file: path("key_file")?,
-        insecure,
-    };
-    if c.cert_file.is_some() != c.key_file.is_some() {
-        return Err(bad(
-            "tls.key_file",
-            "a client certificate needs both `cert_file` and `key_file`",
-        ));
-    }
-    if c.insecure && c.ca_file.is_some() {
-        return Err(bad(
-            "tls.insecure",
-            "`insecure = true` verifies nothing, so `ca_file` would be ignored: set one of them",
-        ));
-    }
-    Ok(Some(c))
-}
-
-impl TlsConfig {
-    /// Reads the files and builds the rustls configuration (TLS 1.2 and 1.3, `ring`).
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context(
-                "unable to set up TLS: the ring provider lacks the default protocol versions",
-            )?;
-        let builder = if self.insecure {
-            tracing::warn!(
-                "mqtt.tls.insecure = true: the broker's certificate is NOT verified, so anyone on the network path can read and \
-                 change this traffic; name the broker's CA in mqtt.tls.ca_file instead"
-            );
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert, "mqtt.tls.cert_file")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                anyhow!("unable to read the private key mqtt.tls.key_file {}: {e}; name a PEM key (PKCS#8, PKCS#1 or SEC1) readable by the daemon", key.display())
+            })?;
             builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-        } else {
-            let (source, certs) = match &self.ca_file {
-                Some(f) => (f.clone(), read_certs(f, "mqtt.tls.ca_file")?),
-                None => system_roots()?,
-            };
-            let mut roots = RootCertStore::empty();
-            let (added, _ignored) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                bail!("unable to use {} as CA: it holds no usable certificate; name a PEM file in mqtt.tls.ca_file", source.display());
-            }
-            builder.with_root_certificates(roots)
-        };
-        let config = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = read_certs(cert, "mqtt.tls.cert_file")?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    anyhow!("unable to read the private key mqtt.tls.key_file {}: {e}; name a PEM key (PKCS#8, PKCS#1 or SEC1) readable by the daemon", key.display())
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| anyhow!("unable to use the client certificate {} with its key: {e}; check that mqtt.tls.key_file belongs to mqtt.tls.cert_file", cert.display()))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
-    }
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| anyhow!("unable to use the client certificate {} with its key: {e}; check that mqtt.tls.key_file belongs to mqtt.tls.cert_file", cert.display()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>> {
@@ -254,48 +172,13 @@ pub fn hint(error: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    fn parse_str(text: &str) -> Result<Option<TlsConfig>> {
-        let v: toml::Value = toml::from_str(text).unwrap();
-        parse(&v["tls"], Path::new("/etc/promptcam"), "promptcam.toml")
-    }
-
-    #[test]
-    fn parses_bool_and_table() {
-        assert_eq!(parse_str("tls = false").unwrap(), None);
-        assert_eq!(parse_str("tls = true").unwrap(), Some(TlsConfig::default()));
-        let c =
-            parse_str("[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"/k.pem\"")
-                .unwrap()
-                .unwrap();
-        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/promptcam/ca.pem")));
-        assert_eq!(c.key_file, Some(PathBuf::from("/k.pem")));
-        assert!(!c.insecure);
-        let e = parse_str("[tls]\ncert_file = \"c.pem\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("mqtt.tls.key_file"), "{e}");
-        let e = parse_str("[tls]\ninsecure = true\nca_file = \"ca.pem\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("mqtt.tls.insecure"), "{e}");
-        let e = parse_str("[tls]\ncafile = \"ca.pem\"")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("mqtt.tls.cafile") && e.contains("ca_file"),
-            "{e}"
-        );
-        let e = parse_str("tls = 1").unwrap_err().to_string();
-        assert!(e.contains("mqtt.tls"), "{e}");
-    }
-
     #[test]
     fn missing_files_are_named() {
         let c = TlsConfig {
             ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
             ..TlsConfig::default()
         };
-        let e = format!("{:#}", c.client_config().unwrap_err());
+        let e = format!("{:#}", client_config(&c).unwrap_err());
         assert!(
             e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"),
             "{e}"
@@ -304,7 +187,7 @@ mod tests {
             insecure: true,
             ..TlsConfig::default()
         };
-        assert!(insecure.client_config().is_ok());
+        assert!(client_config(&insecure).is_ok());
     }
 
     #[test]

@@ -21,43 +21,22 @@ use rumqttc::{
 use super::commands;
 use super::discovery::{self, Topics, OFFLINE, ONLINE};
 use super::live::Live;
-use super::shared::Shared;
+use super::net;
+use super::shared::{Msg, Shared, INCOMING_MAX, INFLIGHT, OUTGOING_MAX};
 use super::window::{Tag, Window};
-use super::MqttConfig;
-use crate::config::CameraConfig;
+use crate::config::{CameraConfig, MqttConfig};
 
 /// QoS-1 publishes in flight at most: well under rumqttc's `inflight` (whose packet ids cycle
 /// through 1..=INFLIGHT), so that its packet ids never collide and PUBACKs map back to ours.
 const WINDOW: usize = 50;
 /// Of those, at most this many that are not events (discovery, states, snapshots...).
 const WINDOW_OTHERS: usize = 16;
-pub(super) const INFLIGHT: u16 = 100;
-/// The largest packet the broker may send before `net` raises the limit for the next
-/// connection: commands are a few bytes, but a mistaken (even retained) large payload on a
-/// command topic must be read and refused, not drop the connection.
-pub(super) const INCOMING_MAX: usize = 8 << 20;
-/// The largest packet handed to rumqttc (a snapshot JPEG of a large frame fits); anything larger
-/// is set aside by the worker rather than breaking the connection on every attempt.
-pub(super) const OUTGOING_MAX: usize = 16 << 20;
 const CONNECT_TIMEOUT_S: u64 = 3;
 const STOP_FLUSH: Duration = Duration::from_millis(2500);
 const STOP_TOTAL: Duration = Duration::from_secs(3);
 /// How often pause, stream and threshold states are compared with the live status (and held
 /// events retried on the spool).
 const REFRESH: Duration = Duration::from_secs(1);
-
-/// What the worker thread is told.
-pub enum Msg {
-    /// The connection thread connected: the new connection's epoch.
-    Up(u64),
-    /// The connection thread lost (or failed to make) the connection: the reason.
-    Down(String),
-    /// Something happened on the connection.
-    Mqtt(MqttEvent),
-    /// New events or states to send.
-    Wake,
-    Stop,
-}
 
 /// Starts the connection and worker threads.
 pub fn spawn(
@@ -96,9 +75,7 @@ pub fn spawn(
         opts.set_credentials(u.clone(), String::new());
     }
     if let Some(tls) = &cfg.tls {
-        let config = tls
-            .client_config()
-            .context("unable to set up TLS for MQTT")?;
+        let config = super::tls::client_config(tls).context("unable to set up TLS for MQTT")?;
         opts.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(config),
         ));
@@ -113,7 +90,7 @@ pub fn spawn(
     let net_shared = shared.clone();
     let net = std::thread::Builder::new()
         .name("mqtt-net".into())
-        .spawn(move || super::net::net_loop(connection, tx, net_shared, broker))
+        .spawn(move || net::net_loop(connection, tx, net_shared, broker))
         .context("unable to start the MQTT connection thread")?;
     let now = Instant::now();
     let mut w = Worker {
@@ -132,7 +109,7 @@ pub fn spawn(
         window: Window::new(WINDOW, WINDOW_OTHERS),
         cursor: 0,
         reannounce_at: None,
-        rng: super::net::Rng::new(),
+        rng: rand::make_rng(),
     };
     let worker = std::thread::Builder::new()
         .name("mqtt".into())
@@ -157,7 +134,8 @@ pub(super) struct Worker {
     /// Next spool sequence number to send on this connection.
     pub(super) cursor: u64,
     reannounce_at: Option<Instant>,
-    rng: super::net::Rng,
+    /// Draws the delay before discovery is announced again (no cryptographic use).
+    rng: rand::rngs::SmallRng,
     /// The retained topics that mirror the live status and the prompts' states.
     pub(super) live: Live,
     next_refresh: Instant,
@@ -257,7 +235,10 @@ impl Worker {
             }
             Msg::Mqtt(MqttEvent::Incoming(Packet::Publish(p))) => {
                 if p.topic == self.topics.ha_status() && p.payload.as_ref() == b"online" {
-                    let delay = Duration::from_secs_f64(0.5 + 2.5 * self.rng.unit());
+                    let delay = Duration::from_secs_f64(rand::RngExt::random_range(
+                        &mut self.rng,
+                        0.5..3.0,
+                    ));
                     tracing::info!(
                         "Home Assistant is online: re-announcing in {:.1} s",
                         delay.as_secs_f64()

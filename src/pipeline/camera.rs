@@ -10,11 +10,12 @@ use anyhow::Result;
 
 use super::{inside, Observation, PromptModel};
 use crate::annotate::Snapshot;
-use crate::config::{CameraConfig, ModelKind, OwlVitWhen, PromptConfig};
+use crate::config::{CameraConfig, OwlVitWhen, PromptConfig};
 use crate::decide::{DecideConfig, Decider, Transition};
 use crate::event::{Event, EventKind, EventTracker};
 use crate::frame::{Frame, FrameSlot, SourceStats};
 use crate::history::{FrameRecord, PromptScore, ThumbnailClock};
+use crate::model::ModelKind;
 use crate::motion::{MotionGate, Reason};
 use crate::status::{CameraStatus, PromptStatus};
 
@@ -74,6 +75,8 @@ pub struct Camera {
     prompts: Vec<PromptState>,
     /// When this camera's next history thumbnail is due.
     pub thumbs: ThumbnailClock,
+    /// When a detector last looked at a whole frame (motion crops only).
+    whole_frame_at: Option<Instant>,
 }
 
 impl Camera {
@@ -100,6 +103,7 @@ impl Camera {
             models,
             prompts,
             thumbs: ThumbnailClock::default(),
+            whole_frame_at: None,
         };
         cam.publish_prompts();
         cam
@@ -130,7 +134,7 @@ impl Camera {
     /// Runs the models on a frame if the motion gate lets it through, and follows each prompt's
     /// score through its decider and event tracker; `None` when the gate held the frame back.
     pub fn analyse(&mut self, frame: &Arc<Frame>) -> Result<Option<Analysis>> {
-        let mut moved = true;
+        let (mut moved, mut region) = (true, None);
         if let Some(gate) = self.motion.as_mut() {
             let verdict = gate.check(&frame.image, frame.monotonic);
             if !verdict.analyse {
@@ -138,7 +142,9 @@ impl Camera {
                 return Ok(None);
             }
             moved = matches!(verdict.reason, Reason::Motion | Reason::First);
+            region = verdict.region;
         }
+        let focus = self.focus(region, frame.monotonic);
         self.stats.analysed.fetch_add(1, Ordering::Relaxed);
         let roi = self.config.roi;
         let mut out = Analysis {
@@ -157,6 +163,10 @@ impl Camera {
         for m in 0..self.models.len() {
             if !self.runs(m, moved) {
                 continue;
+            }
+            let cropped = self.models[m].focus(focus, frame.image.dimensions());
+            if self.models[m].kind().is_detector() && !cropped {
+                self.whole_frame_at = Some(frame.monotonic);
             }
             let seen = self.models[m].observe(frame, roi)?;
             if let Some(e) = self.models[m].embedding() {
@@ -189,6 +199,15 @@ impl Camera {
             }
         }
         Ok(Some(out))
+    }
+
+    /// The motion region detectors look around on this frame, with `motion_crops` on: none on
+    /// the first frame, when the gate saw no motion (a refresh), or when the last whole-frame
+    /// pass is `full_frame_every` old.
+    fn focus(&self, region: Option<[u32; 4]>, now: Instant) -> Option<[u32; 4]> {
+        let every = self.config.motion_crops?;
+        let last = self.whole_frame_at?;
+        (now.saturating_duration_since(last) < every).then_some(region)?
     }
 
     /// Whether model `m` runs on this frame: detectors only when the camera's `owlvit_when` says

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{crop, Observation, PromptModel};
-use crate::config::{ModelKind, PromptConfig};
+use crate::config::PromptConfig;
 use crate::frame::Frame;
 use crate::model::clip::{class_embedding, dot, ensemble_texts, prompt_score};
 use crate::model::ClipImage;
+use crate::model::ModelKind;
 use crate::preprocess::Preprocessor;
 
 pub struct ClipPrompts {

@@ -12,7 +12,7 @@
 
 mod camera;
 mod clip;
-mod detect;
+pub mod detect;
 mod segment;
 pub mod towers;
 pub mod tree;
@@ -27,8 +27,8 @@ pub use worker::Inference;
 use anyhow::Result;
 
 use crate::annotate::Overlay;
-use crate::config::ModelKind;
 use crate::frame::Frame;
+use crate::model::ModelKind;
 
 /// One score of one prompt on one frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +52,14 @@ pub trait PromptModel: Send {
     /// looks only inside it, a segmenter counts coverage inside it; a detector may report boxes
     /// anywhere (the camera drops those whose center is outside).
     fn observe(&mut self, frame: &Frame, roi: Option<[u32; 4]>) -> Result<Vec<Observation>>;
+
+    /// Where the motion gate saw change on the frame about to be observed (frame pixels), when
+    /// the camera crops to motion; None: look at the whole frame. Detectors look at a square
+    /// around it (see [`detect::square_around`]); other models ignore it. True when the next
+    /// `observe` will look at a crop only (false: the whole frame).
+    fn focus(&mut self, _region: Option<[u32; 4]>, _frame_size: (u32, u32)) -> bool {
+        false
+    }
 
     /// The frame's CLIP image embedding, when this model computed one on the last frame.
     fn embedding(&self) -> Option<&[f32]> {

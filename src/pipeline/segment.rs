@@ -8,8 +8,8 @@ use anyhow::Result;
 
 use super::{Observation, PromptModel};
 use crate::annotate::Overlay;
-use crate::config::ModelKind;
 use crate::frame::Frame;
+use crate::model::ModelKind;
 use crate::model::{ClipSeg, Masks};
 
 pub struct SegPrompts {

@@ -19,6 +19,7 @@ struct Fake {
     prompts: Vec<usize>,
     script: Arc<Mutex<VecDeque<Vec<Observation>>>>,
     runs: Arc<AtomicUsize>,
+    focused: Arc<Mutex<Vec<Option<[u32; 4]>>>>,
 }
 
 /// The handle a test keeps on its fake: what to answer next, and how often it ran.
@@ -26,6 +27,8 @@ struct Fake {
 struct Script {
     script: Arc<Mutex<VecDeque<Vec<Observation>>>>,
     runs: Arc<AtomicUsize>,
+    /// The motion focus each run was given.
+    focused: Arc<Mutex<Vec<Option<[u32; 4]>>>>,
 }
 
 impl Script {
@@ -50,12 +53,14 @@ fn fake(kind: ModelKind, prompts: &[usize]) -> (Box<dyn PromptModel>, Script) {
     let s = Script {
         script: Arc::default(),
         runs: Arc::default(),
+        focused: Arc::default(),
     };
     let m = Fake {
         kind,
         prompts: prompts.to_vec(),
         script: s.script.clone(),
         runs: s.runs.clone(),
+        focused: s.focused.clone(),
     };
     (Box::new(m), s)
 }
@@ -66,6 +71,10 @@ impl PromptModel for Fake {
     }
     fn prompts(&self) -> &[usize] {
         &self.prompts
+    }
+    fn focus(&mut self, region: Option<[u32; 4]>, _: (u32, u32)) -> bool {
+        self.focused.lock().unwrap().push(region);
+        region.is_some()
     }
     fn observe(&mut self, _: &Frame, _: Option<[u32; 4]>) -> Result<Vec<Observation>> {
         self.runs.fetch_add(1, Ordering::SeqCst);
@@ -107,6 +116,7 @@ fn camera_config(
         looped: false,
         roi,
         owlvit_when,
+        motion_crops: None,
         prompts,
     }
 }
@@ -336,4 +346,108 @@ fn new_prompts_swap_in_with_the_old_events_ended_and_finish_ends_the_rest() {
     // the daemon stops: what is open ends
     inf.finish().unwrap();
     assert_eq!(kinds(&rx), vec![("a_car".into(), EventKind::End)]);
+}
+
+#[test]
+fn motion_crops_focus_the_detector_between_whole_frame_passes() {
+    let prompts = vec![prompt("a cat", ModelKind::OwlVit)];
+    let (owl, o) = fake(ModelKind::OwlVit, &[0]);
+    let mut config = camera_config(prompts, OwlVitWhen::Always, None);
+    config.motion_crops = Some(Duration::from_secs(10));
+    let motion = MotionGate::new(MotionConfig {
+        refresh: Duration::from_secs(2),
+        ..MotionConfig::default()
+    });
+    let cam = Camera::new(&config, Some(motion), vec![owl]);
+    let (mut inf, _rx) = inference(cam);
+    let base = Instant::now();
+    // a dark square on a grey frame, moving right: the motion region is around it
+    let square = |x: u32, at: u64| {
+        let mut f = frame(128, base, at);
+        for yy in 10..26 {
+            for xx in x..x + 16 {
+                f.image.put_pixel(xx, yy, image::Rgb([0; 3]));
+            }
+        }
+        f
+    };
+    feed(&mut inf, square(2, 0)); // the first frame: whole
+    feed(&mut inf, square(10, 500)); // motion: cropped
+    feed(&mut inf, square(10, 3000)); // no motion, a refresh: whole
+    feed(&mut inf, square(20, 3500)); // motion: cropped
+    feed(&mut inf, square(30, 13500)); // motion, but the whole frame is 10 s old: whole
+    feed(&mut inf, square(40, 14000)); // motion: cropped
+    let focused = o.focused.lock().unwrap().clone();
+    let whole: Vec<bool> = focused.iter().map(Option::is_none).collect();
+    assert_eq!(
+        whole,
+        [true, false, true, false, true, false],
+        "{focused:?}"
+    );
+    // the region covers where the square was and where it went (cells of the 64-px-wide
+    // motion thumbnail: whole frame pixels here), and not the rest of the frame
+    let [x0, y0, x1, y1] = focused[1].unwrap();
+    assert!(
+        x0 <= 2 && x1 >= 26 && y0 <= 10 && y1 >= 26,
+        "{:?}",
+        focused[1]
+    );
+    assert!(x1 <= 34 && y1 <= 34, "{:?}", focused[1]);
+
+    // without motion_crops, never a focus
+    let (owl, o) = fake(ModelKind::OwlVit, &[0]);
+    let config = camera_config(
+        vec![prompt("a cat", ModelKind::OwlVit)],
+        OwlVitWhen::Always,
+        None,
+    );
+    let cam = Camera::new(
+        &config,
+        Some(MotionGate::new(MotionConfig::default())),
+        vec![owl],
+    );
+    let (mut inf, _rx) = inference(cam);
+    feed(&mut inf, square(2, 0));
+    feed(&mut inf, square(10, 500));
+    assert_eq!(*o.focused.lock().unwrap(), [None, None]);
+}
+
+#[test]
+fn compressed_frames_are_decoded_when_taken_and_bad_ones_counted() {
+    use crate::frame::{Captured, Picture};
+    let (clip, c) = fake(ModelKind::Clip, &[0]);
+    let cam = Camera::new(
+        &camera_config(
+            vec![prompt("a van", ModelKind::Clip)],
+            OwlVitWhen::Always,
+            None,
+        ),
+        None,
+        vec![clip],
+    );
+    let (mut inf, _rx) = inference(cam);
+    let mut jpeg = vec![];
+    image::RgbImage::from_pixel(40, 30, image::Rgb([90, 120, 200]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let captured = |bytes: Vec<u8>, seq| Captured {
+        picture: Picture::Compressed(bytes),
+        seq,
+        captured_at: SystemTime::UNIX_EPOCH,
+        monotonic: Instant::now(),
+    };
+    inf.cameras[0].slot.put(captured(jpeg.clone(), 1));
+    assert!(inf.step().unwrap());
+    assert_eq!(c.runs(), 1, "the decoded frame was analysed");
+    let latest = inf.cameras[0].status.latest().unwrap();
+    assert_eq!(latest.frame.image.dimensions(), (40, 30));
+    // bytes that do not decode: counted, not analysed, and the loop goes on
+    let cut = jpeg[..jpeg.len() / 2].to_vec();
+    inf.cameras[0].slot.put(captured(cut, 2));
+    assert!(inf.step().unwrap());
+    let stats = inf.cameras[0].stats.snapshot();
+    assert_eq!((stats.undecodable, stats.analysed, c.runs()), (1, 1, 1));
 }

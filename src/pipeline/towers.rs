@@ -16,8 +16,9 @@ use super::clip::ClipPrompts;
 use super::detect::DetectPrompts;
 use super::segment::SegPrompts;
 use super::PromptModel;
-use crate::config::{CameraConfig, Config, ModelConfig, ModelKind};
+use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
+use crate::model::ModelKind;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
 
 /// A model loaded with a prompt set (in its order), and what it was loaded from.
@@ -49,12 +50,7 @@ pub struct Towers {
 
 /// The model table a kind's prompts run on.
 pub fn model_config(config: &Config, kind: ModelKind) -> Option<&ModelConfig> {
-    match kind {
-        ModelKind::Clip => config.clip.as_ref(),
-        ModelKind::OwlVit => config.owlvit.as_ref(),
-        ModelKind::Owlv2 => config.owlv2.as_ref(),
-        ModelKind::ClipSeg => config.clipseg.as_ref(),
-    }
+    config.model(kind)
 }
 
 /// The prompt texts of `kind` over all cameras, each once, in config order.
@@ -119,7 +115,7 @@ impl Towers {
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
         let clip_texts = clip_texts(config);
         let wants_clip = !clip_texts.is_empty() || config.history.is_some();
-        if let (true, Some(from)) = (wants_clip, config.clip.as_ref()) {
+        if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
             let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f)| f == from));
             let missing: Vec<String> = clip_texts
                 .iter()

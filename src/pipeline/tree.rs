@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use super::{Observation, PromptModel};
-use crate::config::ModelKind;
 use crate::frame::Frame;
 use crate::model::clip::dot;
 use crate::model::tree::{Op, Tree, TreeModels};
+use crate::model::ModelKind;
 use crate::model::{ClipImage, Detection, Detector};
 use crate::preprocess::Preprocessor;
 

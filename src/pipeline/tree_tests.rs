@@ -21,7 +21,7 @@ fn leaf_observations_are_the_trees_leaf_scores() {
     let source = "[a cat, a rocket (a photo of a cat, a photo of a dog) [a cup, a person]]";
     let tree = Arc::new(Tree::parse(source).unwrap());
     let threshold = 0.725;
-    let image = crate::cli::vision::read_image(
+    let image = crate::decode::read_image(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/images/astronaut_portrait.png"),
     )

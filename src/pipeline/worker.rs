@@ -65,7 +65,15 @@ impl Inference {
                 cam.status.paused_frames.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let frame = Arc::new(frame);
+            // decoded here, not by the capture thread: the frames the slot replaced never were
+            let frame = match frame.decode() {
+                Ok(frame) => Arc::new(frame),
+                Err(e) => {
+                    cam.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("camera {}: skipped a frame: {e:#}", cam.config.id);
+                    continue;
+                }
+            };
             let t = Instant::now();
             let Some(a) = cam.analyse(&frame)? else {
                 continue;
@@ -105,12 +113,17 @@ impl Inference {
             self.send(ended)?;
             let cam = &self.cameras[c];
             let s = cam.stats.snapshot();
+            let t = cam.status.snapshot(Instant::now()).inference;
             tracing::info!(
-                "camera {}: {} frames captured, {} dropped, {} undecodable",
+                "camera {}: {} frames captured, {} dropped, {} undecodable, {} analysed ({} still), \
+                 {:.1} ms inference per analysed frame",
                 cam.config.id,
                 s.captured,
                 cam.slot.dropped(),
-                s.undecodable
+                s.undecodable,
+                s.analysed,
+                s.skipped_no_motion,
+                t.sum_ms / t.count.max(1) as f64
             );
         }
         Ok(())

@@ -82,7 +82,7 @@ impl FrameSource for FileSource {
             }
             let path = &self.files[self.next];
             self.next += 1;
-            match crate::cli::vision::read_image(path) {
+            match crate::decode::read_image(path) {
                 Ok(img) => {
                     if let Some(due) = self.due {
                         let now = Instant::now();
@@ -111,5 +111,31 @@ impl FrameSource for FileSource {
 
     fn describe(&self) -> String {
         format!("files {} ({} images)", self.spec, self.files.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files go through the hardened decoder: a JPEG cut off mid-scan is skipped and counted,
+    /// not played as a grey-filled frame.
+    #[test]
+    fn a_truncated_file_is_skipped_and_counted() {
+        let dir = std::env::temp_dir().join(format!("promptcam-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 9]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&image)
+            .unwrap();
+        std::fs::write(dir.join("a-cut.jpg"), &jpeg[..jpeg.len() * 3 / 4]).unwrap();
+        std::fs::write(dir.join("b-whole.jpg"), &jpeg).unwrap();
+        let mut source = FileSource::open(dir.to_str().unwrap(), 1000.0, false).unwrap();
+        let frame = source.next_frame();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(frame.unwrap().map(|f| f.dimensions()), Some((64, 48)));
+        assert_eq!(source.undecodable(), 1);
+        assert!(source.next_frame().unwrap().is_none());
     }
 }

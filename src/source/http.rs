@@ -21,7 +21,8 @@ use image::RgbImage;
 
 use super::multipart::{boundary_from_content_type, MultipartParser, Part};
 use super::{redact, FrameSource};
-use crate::frame::decode_jpeg;
+use crate::decode::{check_image, decode_image};
+use crate::frame::Picture;
 
 /// How long to wait for a name lookup or a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -257,12 +258,11 @@ impl MjpegSource {
     }
 }
 
-impl FrameSource for MjpegSource {
-    fn undecodable(&self) -> u64 {
-        MjpegSource::undecodable(self)
-    }
-
-    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+impl MjpegSource {
+    /// The next part `accept` takes (decoded, or checked to be a picture); parts it refuses
+    /// are counted and skipped, and after `MAX_BAD_IN_A_ROW` of them in a row the stream is
+    /// dropped with an error.
+    fn next_part<T>(&mut self, accept: impl Fn(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
         loop {
             if self.stream.is_none() {
                 self.stream = Some(self.connect()?);
@@ -271,10 +271,10 @@ impl FrameSource for MjpegSource {
                 continue;
             };
             if let Some(part) = stream.ready.pop_front() {
-                match decode_jpeg(&part.body) {
-                    Ok(image) => {
+                match accept(part.body) {
+                    Ok(picture) => {
                         self.bad_in_a_row = 0;
-                        return Ok(Some(image));
+                        return Ok(Some(picture));
                     }
                     Err(e) => {
                         self.undecodable += 1;
@@ -311,6 +311,21 @@ impl FrameSource for MjpegSource {
                 bail!("unable to read the MJPEG stream from {}: the camera ended the stream; reconnecting", self.target.shown);
             }
         }
+    }
+}
+
+impl FrameSource for MjpegSource {
+    fn undecodable(&self) -> u64 {
+        MjpegSource::undecodable(self)
+    }
+
+    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+        self.next_part(|bytes| decode_image(&bytes))
+    }
+
+    /// The part's bytes, checked to be a whole JPEG or PNG but not decoded.
+    fn next_picture(&mut self) -> Result<Option<Picture>> {
+        self.next_part(|bytes| check_image(&bytes).map(|()| Picture::Compressed(bytes)))
     }
 
     fn describe(&self) -> String {
@@ -355,14 +370,11 @@ impl SnapshotSource {
     }
 }
 
-impl FrameSource for SnapshotSource {
-    fn undecodable(&self) -> u64 {
-        SnapshotSource::undecodable(self)
-    }
-
-    /// Fetches one picture. An undecodable one is counted and returned as an error (each fetch
-    /// stands alone, so the next call simply fetches again).
-    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+impl SnapshotSource {
+    /// Fetches one picture and hands it to `accept` (decoding, or checking it is a picture).
+    /// One it refuses is counted and returned as an error (each fetch stands alone, so the next
+    /// call simply fetches again).
+    fn fetch<T>(&mut self, accept: impl Fn(Vec<u8>) -> Result<T>) -> Result<Option<T>> {
         if let Some(due) = self.due {
             let now = Instant::now();
             if due > now {
@@ -374,10 +386,25 @@ impl FrameSource for SnapshotSource {
         let bytes = response.into_body().with_config().limit(MAX_PART_BYTES as u64).read_to_vec().map_err(|e| {
             anyhow!("unable to read a snapshot from {}: {e}; check the camera (pictures over {MAX_PART_BYTES} bytes are refused)", self.target.shown)
         })?;
-        decode_jpeg(&bytes).map(Some).map_err(|e| {
+        accept(bytes).map(Some).map_err(|e| {
             self.undecodable += 1;
             anyhow!("unable to use the snapshot from {}: {e:#}; check that the URL serves a JPEG picture", self.target.shown)
         })
+    }
+}
+
+impl FrameSource for SnapshotSource {
+    fn undecodable(&self) -> u64 {
+        SnapshotSource::undecodable(self)
+    }
+
+    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+        self.fetch(|bytes| decode_image(&bytes))
+    }
+
+    /// The snapshot's bytes, checked to be a whole JPEG or PNG but not decoded.
+    fn next_picture(&mut self) -> Result<Option<Picture>> {
+        self.fetch(|bytes| check_image(&bytes).map(|()| Picture::Compressed(bytes)))
     }
 
     fn describe(&self) -> String {

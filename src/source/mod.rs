@@ -9,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::frame::{Frame, FrameSlot, SourceStats};
+use crate::backoff::{sleep_unless, Backoff};
+use crate::frame::{Captured, FrameSlot, Picture, SourceStats};
 
+pub mod bench;
 pub mod file;
 pub mod http;
 pub mod multipart;
@@ -22,6 +24,13 @@ pub mod v4l2;
 /// or the capture loop limits the rate), and returns `Ok(None)` at the end of a finite stream.
 pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<RgbImage>>;
+    /// The next frame as the capture loop wants it: sources that receive compressed pictures
+    /// (MJPEG parts, snapshots, V4L2 MJPEG) hand over the bytes, checked to be a whole picture
+    /// but not decoded, so a frame the rate limit or the slot drops costs no decoding; the
+    /// others decode (H.264 frames depend on earlier ones) and hand over pixels.
+    fn next_picture(&mut self) -> Result<Option<Picture>> {
+        Ok(self.next_frame()?.map(Picture::Pixels))
+    }
     /// A description for logs, with any credentials removed.
     fn describe(&self) -> String;
     /// Frames the source received but could not decode and skipped, so far.
@@ -115,27 +124,32 @@ pub fn capture_loop(
     let min_gap = Duration::from_secs_f64(1.0 / fps.max(0.001));
     let mut last: Option<Instant> = None;
     let mut seq = 0u64;
-    let mut backoff = Duration::from_millis(500);
-    // this capture thread's own generator, seeded from the OS
-    let mut rng = rand::rng();
+    // this capture thread's own backoff (and jitter generator, seeded from the OS)
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+    // what the source counted as undecodable so far (the inference thread adds the frames
+    // that fail to decode there)
+    let mut undecodable = 0;
+    let mut count_undecodable = |source: &dyn FrameSource| {
+        let now = source.undecodable();
+        stats
+            .undecodable
+            .fetch_add(now.saturating_sub(undecodable), Ordering::Relaxed);
+        undecodable = now;
+    };
     while !shutdown.load(Ordering::Relaxed) {
-        // Every frame is decoded before the rate limit drops it: waste for MJPEG and V4L2 at a
-        // high camera rate, but unavoidable for RTSP, whose H.264 frames depend on earlier ones.
-        match source.next_frame() {
-            Ok(Some(image)) => {
-                backoff = Duration::from_millis(500);
+        match source.next_picture() {
+            Ok(Some(picture)) => {
+                backoff.reset();
                 stats.captured.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .undecodable
-                    .store(source.undecodable(), Ordering::Relaxed);
+                count_undecodable(source.as_ref());
                 let now = Instant::now();
                 if last.is_some_and(|l| now.duration_since(l) < min_gap) {
                     continue;
                 }
                 last = Some(now);
                 seq += 1;
-                slot.put(Frame {
-                    image,
+                slot.put(Captured {
+                    picture,
                     seq,
                     captured_at: SystemTime::now(),
                     monotonic: now,
@@ -144,46 +158,23 @@ pub fn capture_loop(
             Ok(None) => break,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .undecodable
-                    .store(source.undecodable(), Ordering::Relaxed);
-                let wait = jitter(backoff, &mut rng);
+                count_undecodable(source.as_ref());
+                let wait = backoff.next_wait();
                 tracing::warn!(
                     "source {}: {e:#}; retrying in {:.1} s",
                     source.describe(),
                     wait.as_secs_f64()
                 );
                 sleep_unless(&shutdown, wait);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
     slot.close();
 }
 
-/// The longest wait between reconnects.
+/// The first wait before reconnecting, and the longest.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// A random 50-100% of `backoff` (so never more than [`MAX_BACKOFF`]), drawn from `rng`:
-/// cameras that dropped together (a switch or an NVR restarting) spread their reconnects instead
-/// of all knocking in the same instant.
-pub fn jitter(backoff: Duration, rng: &mut impl rand::Rng) -> Duration {
-    backoff
-        .min(MAX_BACKOFF)
-        .mul_f64(rand::RngExt::random_range(rng, 0.5..1.0))
-}
-
-/// Sleeps up to `d`, waking early when `shutdown` is set.
-pub fn sleep_unless(shutdown: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while !shutdown.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -210,43 +201,5 @@ mod tests {
         assert_eq!(percent_decode("100%"), b"100%");
         assert_eq!(percent_decode("%zz%4"), b"%zz%4");
         assert_eq!(percent_decode("%C3%A9"), "\u{e9}".as_bytes());
-    }
-
-    #[test]
-    fn jitter_stays_between_half_and_all_of_the_capped_backoff_and_varies() {
-        use rand::SeedableRng;
-        for seed in [1, 2, 0, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-            for backoff in [
-                Duration::from_millis(500),
-                Duration::from_secs(8),
-                MAX_BACKOFF,
-                Duration::from_secs(600),
-            ] {
-                let capped = backoff.min(MAX_BACKOFF);
-                let waits: Vec<Duration> = (0..200).map(|_| jitter(backoff, &mut rng)).collect();
-                assert!(
-                    waits.iter().all(|w| *w >= capped / 2 && *w <= capped),
-                    "seed {seed}, {backoff:?}: {waits:?}"
-                );
-                let (lo, hi) = (waits.iter().min().copied(), waits.iter().max().copied());
-                // spread over the range, not stuck on one value
-                assert!(
-                    hi.zip(lo).is_some_and(|(h, l)| h - l > capped / 4),
-                    "seed {seed}, {backoff:?}: {waits:?}"
-                );
-            }
-        }
-        // two capture threads (two cameras) draw different waits
-        let draw = || {
-            std::thread::spawn(|| {
-                let mut rng = rand::rng();
-                (0..8)
-                    .map(|_| jitter(MAX_BACKOFF, &mut rng))
-                    .collect::<Vec<_>>()
-            })
-        };
-        let (a, b) = (draw(), draw());
-        assert_ne!(a.join().unwrap(), b.join().unwrap());
     }
 }

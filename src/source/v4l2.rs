@@ -17,6 +17,7 @@ use v4l::FourCC;
 
 use super::pixel::{self, RawFormat};
 use super::FrameSource;
+use crate::frame::Picture;
 
 /// Formats in order of preference, with their V4L2 fourcc.
 const PREFERRED: [(&[u8; 4], Option<RawFormat>); 4] = [
@@ -153,7 +154,7 @@ impl FrameSource for V4l2Source {
         let data = &buf[..(meta.bytesused as usize).min(buf.len())];
         let (w, h) = self.size;
         match self.format {
-            None => crate::frame::decode_jpeg(data).map(Some),
+            None => crate::decode::decode_image(data).map(Some),
             Some(f) => {
                 pixel::to_rgb(f, data, w as usize, h as usize, self.stride, &mut self.rgb)?;
                 let img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))
@@ -161,6 +162,22 @@ impl FrameSource for V4l2Source {
                 Ok(Some(img))
             }
         }
+    }
+
+    /// MJPEG frames as the camera sent them (checked to be whole, not decoded); raw formats
+    /// converted to RGB as by `next_frame` (the driver's buffer is reused, so they are copied
+    /// out either way).
+    fn next_picture(&mut self) -> Result<Option<Picture>> {
+        if self.format.is_some() {
+            return Ok(self.next_frame()?.map(Picture::Pixels));
+        }
+        let (buf, meta) = self
+            .stream
+            .next()
+            .with_context(|| format!("unable to read a frame from {} within 5 s", self.path))?;
+        let data = &buf[..(meta.bytesused as usize).min(buf.len())];
+        crate::decode::check_image(data)?;
+        Ok(Some(Picture::Compressed(data.to_vec())))
     }
 
     fn describe(&self) -> String {

@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::mqtt::Secret;
+use crate::config::Secret;
 
 pub const COOKIE: &str = "promptcam_token";
 

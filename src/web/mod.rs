@@ -24,8 +24,9 @@ use anyhow::{Context, Result};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::config::HistoryConfig;
 use crate::config::ModelConfig;
-use crate::history::{HistoryConfig, HistoryStats};
+use crate::history::HistoryStats;
 use crate::model::{ClipText, ModelDir};
 use crate::status::Status;
 

@@ -6,11 +6,12 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::config::{ModelKind, PromptConfig};
+use crate::config::PromptConfig;
 use crate::history::lab::{score_all, QueryEmbeddings};
 use crate::history::store::{Embeddings, Store};
 use crate::model::clip::{class_embedding, ensemble_texts};
 use crate::model::ClipText;
+use crate::model::ModelKind;
 
 /// A query the user must change (the pages answer 400 with it).
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,156 @@
+//! Config: the TOML file (`config/promptcam.example.toml` documents every key) parsed into raw
+//! serde structs (`raw`), then validated into the runtime [`Config`] the daemon runs on ("low
+//! args -> high args"): `validate` walks the file, `camera`, `prompt`, `http` and `history`
+//! check their tables, `mqtt` the broker's, `ids` makes the slugs that name cameras and prompts, `syntax`
+//! places serde's errors. Unknown keys, wrong types and
+//! out-of-range values are errors naming the key, its line and column, and what is allowed.
+
+mod camera;
+mod history;
+mod http;
+mod ids;
+mod mqtt;
+mod prompt;
+mod raw;
+mod secret;
+mod syntax;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::decide::DecideConfig;
+use crate::model::{ModelKind, Precision};
+use crate::motion::MotionConfig;
+
+pub use history::HistoryConfig;
+pub use ids::{make_id, slug, ID_MAX};
+pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
+pub use secret::Secret;
+
+const SEE: &str = "see config/promptcam.example.toml";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub dir: PathBuf,
+    pub precision: Precision,
+    /// OWL-ViT / OWLv2 only: run at this many pixels square instead of the export's size.
+    pub input_size: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PromptConfig {
+    pub text: String,
+    pub name: String,
+    /// Stable slug for topics and ids.
+    pub id: String,
+    pub model: ModelKind,
+    /// CLIP only: what the prompt must beat; empty means the camera's other CLIP prompts.
+    pub negatives: Vec<String>,
+    /// CLIP only: templates such as "a photo of {}", averaged into one embedding.
+    pub ensemble: Vec<String>,
+    pub device_class: Option<String>,
+    pub decide: DecideConfig,
+    /// CLIPSeg only: a pixel is covered when its mask probability exceeds this.
+    pub mask_threshold: f32,
+}
+
+/// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion
+/// (not on the periodic refresh), or only while one of its CLIP prompts is ON (a cascade:
+/// "a delivery van" from CLIP, then "a package" boxed by OWL-ViT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwlVitWhen {
+    Always,
+    Motion,
+    ClipOn,
+}
+
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    pub name: String,
+    pub id: String,
+    pub source: String,
+    pub fps: f64,
+    pub looped: bool,
+    pub roi: Option<[u32; 4]>,
+    pub owlvit_when: OwlVitWhen,
+    /// Detectors look at a square around the motion region instead of the whole frame
+    /// (`motion_crops`), except for one whole frame every `full_frame_every`.
+    pub motion_crops: Option<Duration>,
+    pub prompts: Vec<PromptConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub device_id: String,
+    pub inference_threads: usize,
+    /// The `[models.<kind>]` tables.
+    pub models: BTreeMap<ModelKind, ModelConfig>,
+    pub motion: Option<MotionConfig>,
+    pub cameras: Vec<CameraConfig>,
+    /// The MQTT broker (`[mqtt]`); None prints events on stdout.
+    pub mqtt: Option<MqttConfig>,
+    /// The local HTTP endpoint (`[http]`); None when `enabled = false` (the default).
+    pub http: Option<HttpConfig>,
+    /// The history store (`[history]`); on by default when `[http]` is on.
+    pub history: Option<HistoryConfig>,
+}
+
+impl Config {
+    /// The `[models.<kind>]` table of a kind, if the file has one.
+    pub fn model(&self, kind: ModelKind) -> Option<&ModelConfig> {
+        self.models.get(&kind)
+    }
+}
+
+/// The `[http]` table: `/healthz`, `/metrics` and `/snapshot/<camera>.jpg` (src/endpoint.rs).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Default 127.0.0.1:9464.
+    pub listen: std::net::SocketAddr,
+    /// `/healthz` fails when a running camera made no progress for this long (or three frame
+    /// intervals, if longer). Default 30 s.
+    pub stale_after: Duration,
+    /// A connection is closed when its request head takes longer than this, when it stays idle
+    /// this long between requests, or when its client stops reading for this long. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
+    pub max_connections: usize,
+    /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
+    /// page sets); required when `listen` is not a loopback address.
+    pub token: Option<Secret>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "unable to read config {}; {SEE} for a starting point",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let (line, col) = syntax::line_col(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        anyhow::anyhow!(
+            "unable to read config {} at line {line}, column {col}: the file is not UTF-8 text (byte {at}); save it as UTF-8",
+            path.display()
+        )
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in messages and anchors relative
+/// model and source paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let raw: raw::RawConfig = syntax::from_toml(text, path, "")?;
+    let v = validate::Validator { text, path };
+    v.validate(raw)
+}
+
+#[cfg(test)]
+mod tests;

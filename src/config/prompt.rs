@@ -1,0 +1,137 @@
+//! Prompt: one `[[cameras.prompts]]` table — its text and model, the decision rule (thresholds
+//! with hysteresis, window, delays) and the settings that apply to one model kind only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::raw::RawPrompt;
+use super::validate::Validator;
+use super::{make_id, ModelConfig, PromptConfig};
+use crate::decide::DecideConfig;
+use crate::model::ModelKind;
+
+impl Validator<'_> {
+    pub(super) fn prompt(
+        &self,
+        p: &RawPrompt,
+        models: &BTreeMap<ModelKind, ModelConfig>,
+    ) -> Result<PromptConfig> {
+        let text = p.text.get_ref().trim().to_string();
+        if text.is_empty() {
+            return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
+        }
+        let model = match ModelKind::from_name(p.model.get_ref()) {
+            Some(kind) if models.contains_key(&kind) => kind,
+            Some(kind) => {
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.model",
+                    format!(
+                        "{:?} needs a [models.{kind}] table with its `dir`",
+                        kind.name()
+                    ),
+                )
+            }
+            None => {
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.model",
+                    format!(
+                        "{:?} is not a model; use {}",
+                        p.model.get_ref(),
+                        ModelKind::names("or")
+                    ),
+                )
+            }
+        };
+        if !model.scores_against_negatives() && !p.negatives.is_empty() {
+            return self.err(
+                p.model.span(),
+                "cameras.prompts.negatives",
+                "negatives apply to CLIP prompts only",
+            );
+        }
+        for e in &p.ensemble {
+            if !e.get_ref().contains("{}") {
+                return self.err(
+                    e.span(),
+                    "cameras.prompts.ensemble",
+                    format!("template {:?} has no {{}} for the prompt text", e.get_ref()),
+                );
+            }
+        }
+        let d = DecideConfig::default();
+        let threshold = self.float(
+            &p.threshold,
+            "cameras.prompts.threshold",
+            d.threshold as f64,
+            0.0,
+            1.0,
+        )? as f32;
+        let off_threshold = self.float(
+            &p.off_threshold,
+            "cameras.prompts.off_threshold",
+            // four fifths of the threshold, as in DecideConfig::default
+            threshold as f64 * 0.8,
+            0.0,
+            1.0,
+        )? as f32;
+        if off_threshold > threshold {
+            let span = p
+                .off_threshold
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(p.text.span());
+            return self.err(span, "cameras.prompts.off_threshold", format!("{off_threshold} is above threshold {threshold}; hysteresis needs off_threshold <= threshold"));
+        }
+        let decide = DecideConfig {
+            threshold,
+            off_threshold,
+            window: self.int(&p.window, "cameras.prompts.window", d.window as i64, 1, 100)?
+                as usize,
+            min_frames: self.int(
+                &p.min_frames,
+                "cameras.prompts.min_frames",
+                d.min_frames as i64,
+                1,
+                1000,
+            )? as usize,
+            off_delay: Duration::from_secs_f64(self.float(
+                &p.off_delay,
+                "cameras.prompts.off_delay",
+                d.off_delay.as_secs_f64(),
+                0.0,
+                86400.0,
+            )?),
+            cooldown: Duration::from_secs_f64(self.float(
+                &p.cooldown,
+                "cameras.prompts.cooldown",
+                d.cooldown.as_secs_f64(),
+                0.0,
+                86400.0,
+            )?),
+        };
+        Ok(PromptConfig {
+            name: p.name.clone().unwrap_or_else(|| text.clone()),
+            id: make_id(&text),
+            text,
+            model,
+            negatives: p.negatives.clone(),
+            ensemble: p.ensemble.iter().map(|e| e.get_ref().clone()).collect(),
+            device_class: p.device_class.clone(),
+            decide,
+            mask_threshold: match (&p.mask_threshold, model) {
+                (Some(s), m) if !m.has_masks() => {
+                    return self.err(
+                        s.span(),
+                        "cameras.prompts.mask_threshold",
+                        "mask_threshold applies to CLIPSeg prompts only",
+                    )
+                }
+                (v, _) => self.float(v, "cameras.prompts.mask_threshold", 0.5, 0.0, 1.0)? as f32,
+            },
+        })
+    }
+}

@@ -1,0 +1,165 @@
+//! Raw: the config file as serde reads it, before validation. Values keep their spans (so a
+//! validation error names the line and column); unknown keys are refused here.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) daemon: RawDaemon,
+    #[serde(default)]
+    /// `[models.<kind>]`, by the kind's name (checked by the validator).
+    pub(super) models: BTreeMap<Spanned<String>, RawModel>,
+    #[serde(default)]
+    pub(super) motion: RawMotion,
+    #[serde(default)]
+    pub(super) cameras: Vec<RawCamera>,
+    pub(super) mqtt: Option<Spanned<RawMqtt>>,
+    #[serde(default)]
+    pub(super) http: RawHttp,
+    #[serde(default)]
+    pub(super) history: RawHistory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) enabled: Option<bool>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) stale_after: Option<Spanned<f64>>,
+    pub(super) idle_timeout: Option<Spanned<f64>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    pub(super) enabled: Option<bool>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) keep_days: Option<Spanned<f64>>,
+    pub(super) max_mb: Option<Spanned<i64>>,
+    pub(super) thumbnail_width: Option<Spanned<i64>>,
+    pub(super) thumbnail_interval: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) device_id: Option<Spanned<String>>,
+    pub(super) inference_threads: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModel {
+    pub(super) dir: String,
+    #[serde(default)]
+    pub(super) quantized: bool,
+    /// OWL-ViT / OWLv2: the square input size in pixels (default: the export's own).
+    pub(super) input_size: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMotion {
+    pub(super) enabled: Option<bool>,
+    pub(super) width: Option<Spanned<i64>>,
+    pub(super) pixel_delta: Option<Spanned<i64>>,
+    pub(super) min_changed: Option<Spanned<f64>>,
+    pub(super) refresh: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCamera {
+    pub(super) name: Spanned<String>,
+    pub(super) source: String,
+    pub(super) fps: Option<Spanned<f64>>,
+    #[serde(rename = "loop", default)]
+    pub(super) looped: bool,
+    pub(super) roi: Option<Spanned<Vec<i64>>>,
+    pub(super) owlvit_when: Option<Spanned<String>>,
+    pub(super) motion_crops: Option<Spanned<bool>>,
+    pub(super) full_frame_every: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) prompts: Vec<RawPrompt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrompt {
+    pub(super) text: Spanned<String>,
+    pub(super) model: Spanned<String>,
+    pub(super) name: Option<String>,
+    pub(super) threshold: Option<Spanned<f64>>,
+    pub(super) off_threshold: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) negatives: Vec<String>,
+    #[serde(default)]
+    pub(super) ensemble: Vec<Spanned<String>>,
+    pub(super) device_class: Option<String>,
+    pub(super) window: Option<Spanned<i64>>,
+    pub(super) min_frames: Option<Spanned<i64>>,
+    pub(super) off_delay: Option<Spanned<f64>>,
+    pub(super) cooldown: Option<Spanned<f64>>,
+    pub(super) mask_threshold: Option<Spanned<f64>>,
+}
+
+/// `[mqtt]`. No `Debug`: it holds the password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMqtt {
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) client_id: Option<Spanned<String>>,
+    pub(super) topic_prefix: Option<Spanned<String>>,
+    pub(super) discovery_prefix: Option<Spanned<String>>,
+    pub(super) spool_dir: Option<Spanned<String>>,
+    pub(super) spool_max_events: Option<Spanned<i64>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+    pub(super) diagnostics_interval: Option<Spanned<f64>>,
+}
+
+/// `tls = true|false`, or a `[mqtt.tls]` table.
+pub(super) enum RawTls {
+    Enabled(bool),
+    Table(RawTlsTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsTable {
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) insecure: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawTls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawTls, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a [mqtt.tls] table")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawTls, E> {
+                Ok(RawTls::Enabled(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawTls, A::Error> {
+                // the table's own errors (unknown keys, wrong types) pass through unchanged
+                RawTlsTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTls::Table)
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}

@@ -1,0 +1,179 @@
+//! Queries: what the web pages and `promptcam search` read from the history (cameras, frames,
+//! events, embeddings, thumbnails and snapshots) and the lab's yes/no marks.
+
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension};
+
+use super::{decode_embeddings_into, Store};
+
+/// A stored frame for plots: time, motion flag, and each prompt's (score, box).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameRow {
+    pub id: i64,
+    pub t_ms: i64,
+    pub motion: bool,
+    pub scores: serde_json::Map<String, serde_json::Value>,
+    pub thumb: Option<i64>,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub event_id: String,
+    pub prompt: String,
+    pub kind: String,
+    pub t_ms: i64,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    pub has_snapshot: bool,
+}
+
+/// Every stored embedding of a camera, in time order: `ids[i]`, `times[i]` and `thumbs[i]` (the
+/// frame's own thumbnail, if it has one) describe the `i`-th row of `vectors` (`dim` values
+/// each, as f32).
+#[derive(Clone, Debug, Default)]
+pub struct Embeddings {
+    pub ids: Vec<i64>,
+    pub times: Vec<i64>,
+    pub thumbs: Vec<Option<i64>>,
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+impl Store {
+    /// The cameras that have frames, each with its frame count.
+    pub fn cameras(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A camera's frames with `since_ms <= t_ms < until_ms`, in time order.
+    pub fn frames(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<FrameRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, t_ms, motion, scores, thumb FROM frames \
+             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
+        )?;
+        let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
+            let scores: String = r.get(3)?;
+            Ok(FrameRow {
+                id: r.get(0)?,
+                t_ms: r.get(1)?,
+                motion: r.get(2)?,
+                scores: serde_json::from_str(&scores).unwrap_or_default(),
+                thumb: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A camera's events with `since_ms <= t_ms < until_ms`, in time order.
+    pub fn events(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<EventRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, event_id, prompt, kind, t_ms, score, box, snapshot IS NOT NULL FROM events \
+             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
+        )?;
+        let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
+            let bbox: Option<String> = r.get(6)?;
+            Ok(EventRow {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                prompt: r.get(2)?,
+                kind: r.get(3)?,
+                t_ms: r.get(4)?,
+                score: r.get(5)?,
+                bbox: bbox.and_then(|b| serde_json::from_str(&b).ok()),
+                has_snapshot: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A camera's embeddings with `t_ms >= since_ms`, in time order.
+    pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
+        )?;
+        let mut rows = st.query(params![camera, since_ms])?;
+        let mut out = Embeddings::default();
+        let mut raw: Vec<u8> = vec![];
+        while let Some(r) = rows.next()? {
+            let v = r.get_ref(3)?.as_blob()?;
+            if out.dim == 0 {
+                out.dim = v.len() / 2;
+            }
+            if v.len() != out.dim * 2 {
+                continue; // another model's embedding (the CLIP model changed): not comparable
+            }
+            out.ids.push(r.get(0)?);
+            out.times.push(r.get(1)?);
+            out.thumbs.push(r.get(2)?);
+            raw.extend_from_slice(v);
+        }
+        decode_embeddings_into(&raw, &mut out.vectors);
+        Ok(out)
+    }
+
+    pub fn thumbnail(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT jpeg FROM thumbs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn event_snapshot(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT snapshot FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
+    /// Sets (or with `None` clears) a frame's yes/no mark for a lab question.
+    pub fn set_mark(
+        &mut self,
+        camera: &str,
+        query: &str,
+        frame: i64,
+        yes: Option<bool>,
+    ) -> Result<()> {
+        match yes {
+            Some(yes) => self.conn.execute(
+                "INSERT OR REPLACE INTO marks (camera, query, frame, yes) VALUES (?1, ?2, ?3, ?4)",
+                params![camera, query, frame, yes],
+            )?,
+            None => self.conn.execute(
+                "DELETE FROM marks WHERE camera = ?1 AND query = ?2 AND frame = ?3",
+                params![camera, query, frame],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// The marks of a lab question: (frame id, yes).
+    pub fn marks(&self, camera: &str, query: &str) -> Result<Vec<(i64, bool)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT frame, yes FROM marks WHERE camera = ?1 AND query = ?2 ORDER BY frame",
+        )?;
+        let rows = st.query_map(params![camera, query], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

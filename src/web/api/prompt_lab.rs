@@ -1,0 +1,241 @@
+//! The prompt lab's API: a typed prompt's scores over the history (`/api/lab`), the decision
+//! rules replayed on them (`/api/lab/replay`), the yes/no marks (`/api/lab/mark`) and the
+//! threshold suggested from them (`/api/lab/suggest`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+
+use super::search;
+use super::{
+    bad, blocking, bucket_max, buckets, camera, decide_json, json_response, since, store, ApiError,
+    ApiResult, Params, Web, TOP,
+};
+use crate::config::PromptConfig;
+use crate::decide::DecideConfig;
+use crate::history::lab;
+use crate::history::store::Store;
+
+pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, hours) = since(&p, 24.0)?;
+    blocking(move || {
+        let store = store(&web)?;
+        let tower = web.text_tower()?;
+        let query = p.query();
+        let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
+        let order = lab::ranked(&s.scores);
+        // the galleries rank the frames that have a picture (thumbnails are taken every few
+        // seconds and on events); scores and the histogram cover every frame
+        let pictured: Vec<usize> = order.iter().copied().filter(|&i| s.frames.thumbs[i].is_some()).collect();
+        let pool = if pictured.is_empty() { &order } else { &pictured };
+        let top: Vec<usize> = pool.iter().copied().take(TOP).collect();
+        let bottom: Vec<usize> = pool.iter().rev().copied().filter(|i| !top.contains(i)).take(TOP).collect();
+        let b = buckets(s.scores.len());
+        let same = prompts.iter().find(|c| c.text == query.text.trim());
+        json_response(json!({
+            "camera": camera, "prompt": query.text.trim(), "hours": hours, "searched": s.scores.len(),
+            "negatives": s.negatives,
+            "series": { "t": b.iter().map(|r| s.frames.times[r.start]).collect::<Vec<_>>(), "score": bucket_max(&s.scores, &b) },
+            "histogram": lab::histogram(&s.scores, 20),
+            "top": search::hits(&s, &top),
+            "bottom": search::hits(&s, &bottom),
+            "marks": store.marks(&camera, query.text.trim())?,
+            "running": same.map(|c| c.id.clone()),
+        }))
+    })
+    .await
+}
+
+/// The decision settings a replay uses: those given, else the running prompt's with the same
+/// text, else the config defaults.
+fn decide_params(
+    p: &Params,
+    prompts: &[PromptConfig],
+    text: &str,
+) -> std::result::Result<DecideConfig, ApiError> {
+    let base = prompts
+        .iter()
+        .find(|c| c.text == text.trim())
+        .map(|c| c.decide.clone())
+        .unwrap_or_default();
+    let threshold = p
+        .number("threshold", 0.0, 1.0)?
+        .map_or(base.threshold, |v| v as f32);
+    let gap = base.threshold - base.off_threshold;
+    let off = p
+        .number("off_threshold", 0.0, 1.0)?
+        .map_or((threshold - gap).max(0.0), |v| v as f32);
+    if off > threshold {
+        return Err(bad(format!("off_threshold {off} is above threshold {threshold}; hysteresis needs off_threshold <= threshold")));
+    }
+    Ok(DecideConfig {
+        threshold,
+        off_threshold: off,
+        window: p
+            .number("window", 1.0, 100.0)?
+            .map_or(base.window, |v| v as usize),
+        min_frames: p
+            .number("min_frames", 1.0, 1000.0)?
+            .map_or(base.min_frames, |v| v as usize),
+        off_delay: p
+            .number("off_delay", 0.0, 86400.0)?
+            .map_or(base.off_delay, Duration::from_secs_f64),
+        cooldown: p
+            .number("cooldown", 0.0, 86400.0)?
+            .map_or(base.cooldown, Duration::from_secs_f64),
+    })
+}
+
+/// The fires as JSON, each with the thumbnail of its best-scoring frame that has one.
+fn fires_json(s: &search::Scored, fires: &[lab::Fire]) -> Vec<Value> {
+    fires
+        .iter()
+        .take(100)
+        .map(|f| {
+            let end = f.end_ms.unwrap_or(i64::MAX);
+            let shown = (f.start_index..s.scores.len())
+                .take_while(|&i| s.frames.times[i] <= end)
+                .filter(|&i| s.frames.thumbs[i].is_some())
+                .max_by(|&a, &b| s.scores[a].total_cmp(&s.scores[b]));
+            json!({
+                "start": search::rfc3339_ms(f.start_ms), "end": f.end_ms.map(search::rfc3339_ms), "best": f.best,
+                "frame": s.frames.ids[shown.unwrap_or(f.best_index)],
+                "thumbnail": shown.and_then(|i| s.frames.thumbs[i]).map(search::thumb_url),
+            })
+        })
+        .collect()
+}
+
+/// What the replay and suggestion requests share: the query, its camera and time span, and
+/// the decision settings to replay with.
+struct Replay {
+    p: Params,
+    camera: String,
+    prompts: Vec<PromptConfig>,
+    since: i64,
+    hours: f64,
+    decide: DecideConfig,
+}
+
+impl Replay {
+    fn parse(web: &Web, q: Option<String>) -> std::result::Result<Replay, ApiError> {
+        let p = Params::parse(q);
+        let (camera, prompts) = camera(web, &p)?;
+        let (since, hours) = since(&p, 24.0)?;
+        let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
+        Ok(Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        })
+    }
+}
+
+pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let r = Replay::parse(&web, q)?;
+    blocking(move || {
+        let (store, tower) = (store(&web)?, web.text_tower()?);
+        let Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        } = r;
+        let s = search::score(&store, &tower, &camera, &p.query(), &prompts, since)?;
+        let fires = lab::replay(&s.frames.times, &s.scores, &decide);
+        json_response(json!({
+            "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
+            "decide": decide_json(&decide), "fires": fires_json(&s, &fires),
+        }))
+    })
+    .await
+}
+
+pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let r = Replay::parse(&web, q)?;
+    blocking(move || {
+        let (store, tower) = (store(&web)?, web.text_tower()?);
+        let Replay {
+            p,
+            camera,
+            prompts,
+            since,
+            hours,
+            decide,
+        } = r;
+        let query = p.query();
+        // marks count wherever they are, not only in the replayed window
+        let all = search::score(&store, &tower, &camera, &query, &prompts, 0)?;
+        let marks = store.marks(&camera, query.text.trim())?;
+        let marked: Vec<(f32, bool)> = marks
+            .iter()
+            .filter_map(|(frame, yes)| {
+                all.frames
+                    .ids
+                    .binary_search(frame)
+                    .ok()
+                    .map(|i| (all.scores[i], *yes))
+            })
+            .collect();
+        let Some(sug) = lab::suggest_threshold(&marked) else {
+            return json_response(json!({ "suggestion": null, "marked": marked.len(),
+                "message": "mark at least one frame yes and one no" }));
+        };
+        let gap = decide.threshold - decide.off_threshold;
+        let at = DecideConfig {
+            threshold: sug.threshold as f32,
+            off_threshold: (sug.threshold as f32 - gap).max(0.0),
+            ..decide
+        };
+        let first = all.frames.times.partition_point(|t| *t < since);
+        let fires = lab::replay(&all.frames.times[first..], &all.scores[first..], &at);
+        json_response(
+            json!({ "suggestion": sug, "marked": marked.len(), "hours": hours, "fired": fires.len(),
+            "decide": decide_json(&at) }),
+        )
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+pub struct Mark {
+    camera: String,
+    q: String,
+    frame: i64,
+    yes: Option<bool>,
+}
+
+pub async fn mark(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let m: Mark = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"camera\", \"q\", \"frame\", \"yes\"}}: {e}"
+        ))
+    })?;
+    if web.status.camera(&m.camera).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no camera {:?}", m.camera),
+        ));
+    }
+    blocking(move || {
+        let cfg = web
+            .history
+            .as_ref()
+            .ok_or_else(|| bad("the history is off"))?;
+        let mut store = Store::open_existing(&cfg.db_path())?;
+        store.set_mark(&m.camera, m.q.trim(), m.frame, m.yes)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
