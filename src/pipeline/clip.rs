@@ -38,7 +38,7 @@ impl ClipPrompts {
         let clip: Vec<(usize, &PromptConfig)> = prompts
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.model == ModelKind::Clip)
+            .filter(|(_, p)| p.model == ModelKind::Clip && p.tree.is_none())
             .collect();
         // classes by their texts; a class shared by two prompts (or a prompt and a negative) once
         let mut class_texts: Vec<Vec<String>> = vec![];

@@ -100,6 +100,7 @@ fn prompt(text: &str, model: ModelKind) -> PromptConfig {
             cooldown: Duration::ZERO,
         },
         mask_threshold: 0.5,
+        tree: None,
     }
 }
 

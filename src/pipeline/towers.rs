@@ -15,9 +15,12 @@ use anyhow::{Context, Result};
 use super::clip::ClipPrompts;
 use super::detect::DetectPrompts;
 use super::segment::SegPrompts;
+use super::tree::{TreeBackends, TreePrompts};
 use super::PromptModel;
+use crate::config::{tree_texts, TreeLeaf};
 use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
+use crate::model::tree::Op;
 use crate::model::ModelKind;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
 
@@ -56,14 +59,24 @@ pub fn model_config(config: &Config, kind: ModelKind) -> Option<&ModelConfig> {
 /// The prompt texts of `kind` over all cameras, each once, in config order.
 fn texts_of(config: &Config, kind: ModelKind) -> Vec<String> {
     let mut out: Vec<String> = vec![];
-    for p in config
-        .cameras
-        .iter()
-        .flat_map(|c| &c.prompts)
-        .filter(|p| p.model == kind)
-    {
+    let of_kind = || {
+        config
+            .cameras
+            .iter()
+            .flat_map(|c| &c.prompts)
+            .filter(move |p| p.model == kind)
+    };
+    for p in of_kind().filter(|p| p.tree.is_none()) {
         if !out.contains(&p.text) {
             out.push(p.text.clone());
+        }
+    }
+    // a tree's detection prompts ride on the detector its `model` names
+    if kind.is_detector() {
+        for t in tree_texts(of_kind(), Op::Detect) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
         }
     }
     out
@@ -169,7 +182,7 @@ impl Towers {
             cam.prompts
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.model == kind)
+                .filter(|(_, p)| p.model == kind && p.tree.is_none())
                 .filter_map(|(i, p)| Some((i, texts.iter().position(|t| *t == p.text)?)))
                 .unzip()
         };
@@ -199,7 +212,77 @@ impl Towers {
                 )));
             }
         }
+        for (leaf, rest) in cam.prompts.iter().enumerate() {
+            // one model per tree, made at its first leaf
+            let Some(t) = rest.tree.as_ref().filter(|t| t.leaf == 0) else {
+                continue;
+            };
+            let leaves: Vec<usize> = (leaf..cam.prompts.len())
+                .filter(|i| {
+                    cam.prompts[*i]
+                        .tree
+                        .as_ref()
+                        .is_some_and(|o| Arc::ptr_eq(&o.tree, &t.tree))
+                })
+                .collect();
+            models.push(Box::new(self.tree_prompts(rest.model, t, leaves)?));
+        }
         Ok(models)
+    }
+
+    /// A tree prompt's model on these towers: its detection prompts among its detector's, its
+    /// classification texts' embeddings.
+    fn tree_prompts(
+        &self,
+        kind: ModelKind,
+        t: &TreeLeaf,
+        leaves: Vec<usize>,
+    ) -> Result<TreePrompts> {
+        let tree = &t.tree;
+        let detector = match tree.detects() {
+            false => None,
+            true => {
+                let d = self.detectors.get(&kind).with_context(|| {
+                    format!("the tree {:?} needs {}", tree.source, kind.title())
+                })?;
+                let queries = tree
+                    .texts(Op::Detect)
+                    .iter()
+                    .map(|t| d.texts.iter().position(|d| d == t))
+                    .collect::<Option<Vec<usize>>>()
+                    .with_context(|| {
+                        format!("{} was loaded without the tree's prompts", kind.title())
+                    })?;
+                Some((d.model.clone(), queries))
+            }
+        };
+        let clip = match tree.classifies() {
+            false => None,
+            true => {
+                let (image, _) = self
+                    .clip
+                    .as_ref()
+                    .context("the tree's classifications need CLIP")?;
+                let texts = tree
+                    .texts(Op::Classify)
+                    .iter()
+                    .map(|t| {
+                        self.texts
+                            .get(t)
+                            .cloned()
+                            .with_context(|| format!("no text embedding for {t:?}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some((image.clone(), texts))
+            }
+        };
+        TreePrompts::new(
+            kind,
+            tree.clone(),
+            t.threshold,
+            leaves,
+            TreeBackends { detector, clip },
+        )
     }
 
     /// Runs every loaded model once on `image` (to measure the thread count on them).
@@ -252,7 +335,7 @@ fn clip_texts(config: &Config) -> Vec<String> {
         .cameras
         .iter()
         .flat_map(|c| &c.prompts)
-        .filter(|p| p.model == ModelKind::Clip)
+        .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
     {
         for t in ensemble_texts(&p.text, &p.ensemble)
             .into_iter()
@@ -261,6 +344,13 @@ fn clip_texts(config: &Config) -> Vec<String> {
             if !out.contains(&t) {
                 out.push(t);
             }
+        }
+    }
+    // a tree's classification alternatives are CLIP texts too
+    let prompts = config.cameras.iter().flat_map(|c| &c.prompts);
+    for t in tree_texts(prompts, Op::Classify) {
+        if !out.contains(&t) {
+            out.push(t);
         }
     }
     out

@@ -93,3 +93,87 @@ fn leaf_observations_are_the_trees_leaf_scores() {
     // one observation per chain: the nested persons are many
     assert!(seen.len() > want.len(), "{} observations", seen.len());
 }
+
+#[test]
+fn a_configured_tree_runs_on_the_shared_towers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = format!(
+        r#"
+[models.clip]
+dir = "{root}/models/tiny/clip"
+
+[models.owlvit]
+dir = "{root}/models/tiny/owlvit"
+
+[[cameras]]
+name = "Pad"
+source = "{root}/tests/fixtures/images"
+
+[[cameras.prompts]]
+text = "a package on the doorstep"
+model = "owlvit"
+
+[[cameras.prompts]]
+tree = "[a cat, a rocket (a photo of a cat, a photo of a dog) [a cup, a person]]"
+model = "owlvit"
+tree_threshold = 0.725
+
+[[cameras]]
+name = "Gate"
+source = "{root}/tests/fixtures/images"
+
+[[cameras.prompts]]
+text = "a person"
+model = "owlvit"
+"#,
+        root = root.display()
+    );
+    let config = crate::config::parse(&text, &root.join("t.toml")).unwrap();
+    let cam = &config.cameras[0];
+    assert_eq!(cam.prompts.len(), 6, "one plain prompt and five leaves");
+    let towers = super::super::towers::Towers::load(&config, None).unwrap();
+    let mut models = towers.prompt_models(cam).unwrap();
+    let tree_model = models
+        .iter_mut()
+        .find(|m| m.prompts() == [1, 2, 3, 4, 5])
+        .expect("the tree's model serves its five leaves");
+    let image =
+        crate::decode::read_image(&root.join("tests/fixtures/images/astronaut_portrait.png"))
+            .unwrap();
+    let frame = Frame {
+        image: image.clone(),
+        seq: 1,
+        captured_at: SystemTime::now(),
+        monotonic: Instant::now(),
+    };
+    let seen = tree_model.observe(&frame, None).unwrap();
+
+    let tree = cam.prompts[1].tree.as_ref().unwrap().tree.clone();
+    let mut own = Models::load(
+        &tree,
+        Some(&dir("owlvit")),
+        Some(&dir("clip")),
+        Precision::Fp32,
+        None,
+    )
+    .unwrap();
+    let want = tree
+        .run(&mut own, &image, 0.725)
+        .unwrap()
+        .leaf_scores(&tree);
+    for (k, leaf) in want.iter().enumerate() {
+        let best = seen
+            .iter()
+            .filter(|o| o.prompt == k + 1)
+            .map(|o| o.score)
+            .fold(0f32, f32::max);
+        assert!(
+            (best - leaf.score).abs() < 1e-4,
+            "{}: {best} vs {}",
+            leaf.path,
+            leaf.score
+        );
+    }
+    // the plain prompts still run on their own models, not the tree's
+    assert!(models.iter().any(|m| m.prompts() == [0]));
+}
