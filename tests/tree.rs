@@ -246,3 +246,151 @@ fn a_parse_error_points_at_its_column() {
         "{stderr}"
     );
 }
+
+/// The reference's leaf scores for the first tree on one image, computed from its detections:
+/// a leaf's best chain of detection scores times class probabilities.
+fn reference_leaves(im: &Value) -> Vec<(&'static str, f32)> {
+    let dets = im["detections"].as_array().unwrap();
+    let score = |d: &Value| d["score"].as_f64().unwrap() as f32;
+    let class = |d: &Value, name: &str| {
+        d["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["prompt"] == name)
+            .map_or(0.0, |c| c["score"].as_f64().unwrap() as f32)
+    };
+    let top = |prompt: &'static str| {
+        dets.iter()
+            .enumerate()
+            .filter(move |(_, d)| d["parent"].is_null() && d["prompt"] == prompt)
+    };
+    let best = |v: Vec<f32>| v.into_iter().fold(0f32, f32::max);
+    let nested = |name: &'static str| {
+        best(
+            top("a rocket")
+                .flat_map(|(i, r)| {
+                    dets.iter()
+                        .filter(move |d| d["parent"] == i && d["prompt"] == name)
+                        .map(move |d| score(r) * score(d))
+                })
+                .collect(),
+        )
+    };
+    vec![
+        ("a_cat", best(top("a cat").map(|(_, d)| score(d)).collect())),
+        (
+            "a_rocket_a_photo_of_a_cat",
+            best(
+                top("a rocket")
+                    .map(|(_, d)| score(d) * class(d, "a photo of a cat"))
+                    .collect(),
+            ),
+        ),
+        (
+            "a_rocket_a_photo_of_a_dog",
+            best(
+                top("a rocket")
+                    .map(|(_, d)| score(d) * class(d, "a photo of a dog"))
+                    .collect(),
+            ),
+        ),
+        ("a_rocket_a_cup", nested("a cup")),
+        ("a_rocket_a_person", nested("a person")),
+    ]
+}
+
+#[test]
+fn the_daemon_makes_each_leaf_path_a_state_scored_as_the_reference() {
+    let refs = fixture::reference("tree.json");
+    let t = &refs["trees"][0];
+    let im = t["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == "astronaut_portrait.png")
+        .unwrap();
+    let tmp = TempDir::new("tree-daemon");
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    // the tree's leaves start on the astronaut and end on coffee (no detection there)
+    std::fs::copy(
+        fixture::image("astronaut_portrait.png"),
+        frames.join("0.png"),
+    )
+    .unwrap();
+    std::fs::copy(fixture::image("coffee.png"), frames.join("1.png")).unwrap();
+    let config = tmp.path().join("promptcam.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[models.clip]
+dir = "{clip}"
+
+[models.owlvit]
+dir = "{owl}"
+
+[motion]
+enabled = false
+
+[[cameras]]
+name = "Pad"
+source = "{frames}"
+fps = 10
+loop = false
+
+  [[cameras.prompts]]
+  tree = "{tree}"
+  model = "owlvit"
+  tree_threshold = {threshold}
+  threshold = 0.5
+  window = 1
+  min_frames = 1
+  off_delay = 0
+"#,
+            clip = fixture::path("models/tiny/clip").display(),
+            owl = fixture::path("models/tiny/owlvit").display(),
+            frames = frames.display(),
+            tree = t["tree"].as_str().unwrap(),
+            threshold = t["threshold"],
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = fixture::promptcam(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut started = 0;
+    for (id, want) in reference_leaves(im) {
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["prompt"] == id && e["type"] == "start")
+            .collect();
+        let ends = events
+            .iter()
+            .filter(|e| e["prompt"] == id && e["type"] == "end")
+            .count();
+        if want < 0.5 {
+            assert!(
+                starts.is_empty(),
+                "{id}: {want} is under the threshold: {starts:?}"
+            );
+            continue;
+        }
+        assert_eq!((starts.len(), ends), (1, 1), "{id}: {stdout}");
+        let got = starts[0]["score"].as_f64().unwrap() as f32;
+        assert!(
+            (got - want).abs() <= 0.02,
+            "{id}: {got} vs the reference's {want}"
+        );
+        assert!(
+            starts[0]["box"].is_array(),
+            "{id}: a leaf under a detection has a box"
+        );
+        started += 1;
+    }
+    assert!(started >= 3, "{started} leaves started: {stdout}");
+}
