@@ -159,3 +159,61 @@ fn detect_with_an_example_names_the_export_it_needs() {
         }
     }
 }
+
+#[test]
+fn the_daemon_scores_an_example_prompt_against_negative_examples_as_transformers() {
+    use promptcam::frame::Frame;
+    use promptcam::pipeline::towers::Towers;
+    use std::time::{Instant, SystemTime};
+
+    let refs = fixture::reference("clip_examples.json");
+    let tmp = TempDir::new("examples-daemon");
+    example_dir(&refs, "pets", &tmp.path().join("pets"));
+    example_dir(&refs, "launch", &tmp.path().join("launch"));
+    let text = format!(
+        r#"
+[models.clip]
+dir = "{clip}"
+
+[[cameras]]
+name = "Yard"
+source = "{images}"
+
+[[cameras.prompts]]
+examples = ["{pets}"]
+negative_examples = ["{launch}/*.png"]
+name = "Our pets"
+model = "clip"
+"#,
+        clip = fixture::path("models/tiny/clip").display(),
+        images = fixture::path("tests/fixtures/images").display(),
+        pets = tmp.path().join("pets").display(),
+        launch = tmp.path().join("launch").display(),
+    );
+    let config = promptcam::config::parse(&text, &tmp.path().join("t.toml")).unwrap();
+    let towers = Towers::load(&config, None).unwrap();
+    let mut models = towers.prompt_models(&config.cameras[0]).unwrap();
+    let scale = refs["logit_scale"].as_f64().unwrap() as f32;
+    let mut undecided = 0;
+    for want in refs["images"].as_array().unwrap() {
+        let name = want["image"].as_str().unwrap();
+        let frame = Frame {
+            image: promptcam::decode::read_image(&fixture::image(name)).unwrap(),
+            seq: 1,
+            captured_at: SystemTime::now(),
+            monotonic: Instant::now(),
+        };
+        let seen = models[0].observe(&frame, None).unwrap();
+        assert_eq!(seen.len(), 1);
+        // the reference's similarities to the two sets (after the two texts)
+        let sims = floats(&want["similarities"]);
+        let expected = 1.0 / (1.0 + ((sims[3] - sims[2]) * scale).exp());
+        assert!(
+            (seen[0].score - expected).abs() <= 0.01,
+            "{name}: {} vs {expected}",
+            seen[0].score
+        );
+        undecided += usize::from((0.05..0.95).contains(&expected));
+    }
+    assert!(undecided >= 1, "every expected score is saturated");
+}

@@ -124,6 +124,7 @@ impl Validator<'_> {
             if p.model == ModelKind::Clip
                 && p.tree.is_none()
                 && p.negatives.is_empty()
+                && p.negative_examples.is_empty()
                 && clip_prompts.len() < 2
             {
                 return self.err(

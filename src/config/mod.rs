@@ -61,6 +61,11 @@ pub struct PromptConfig {
     /// A leaf path of a tree prompt (`tree = "..."`), whose state this prompt is; its `text` is
     /// then the path ("a person > no hard hat").
     pub tree: Option<TreeLeaf>,
+    /// CLIP: pictures (directories or globs) whose mean image embedding is the prompt's, instead
+    /// of its text's; `text` is then its name.
+    pub examples: Vec<String>,
+    /// CLIP: pictures of what the prompt must beat, one class per entry (next to `negatives`).
+    pub negative_examples: Vec<String>,
 }
 
 /// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion

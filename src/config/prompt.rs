@@ -20,6 +20,16 @@ impl Validator<'_> {
     ) -> Result<Vec<PromptConfig>> {
         let text = match (&p.text, &p.tree) {
             (Some(t), None) | (None, Some(t)) => t.get_ref().trim().to_string(),
+            (None, None) if !p.examples.is_empty() => match &p.name {
+                Some(n) => n.trim().to_string(),
+                None => {
+                    return self.err(
+                        p.span(),
+                        "cameras.prompts.name",
+                        "a prompt made of `examples` needs a `name` (e.g. name = \"Our car\")",
+                    )
+                }
+            },
             (Some(_), Some(t)) => {
                 return self.err(
                     t.span(),
@@ -38,11 +48,20 @@ impl Validator<'_> {
         if text.is_empty() {
             return self.err(p.span(), "cameras.prompts.text", "a prompt needs text");
         }
-        if p.tree.is_some() && !(p.negatives.is_empty() && p.ensemble.is_empty()) {
+        if p.tree.is_some()
+            && !(p.negatives.is_empty() && p.ensemble.is_empty() && p.negative_examples.is_empty())
+        {
             return self.err(
                 p.span(),
                 "cameras.prompts.negatives",
                 "negatives and ensemble apply to CLIP text prompts; a tree's classification groups are their own alternatives",
+            );
+        }
+        if let (Some(e), Some(_)) = (p.examples.first(), p.text.as_ref().or(p.tree.as_ref())) {
+            return self.err(
+                e.span(),
+                "cameras.prompts.examples",
+                "a prompt is made of `text`, a `tree` or `examples`, one of them",
             );
         }
         if let (None, Some(t)) = (&p.tree, &p.tree_threshold) {
@@ -163,7 +182,25 @@ impl Validator<'_> {
                 (v, _) => self.float(v, "cameras.prompts.mask_threshold", 0.5, 0.0, 1.0)? as f32,
             },
             tree: None,
+            examples: p.examples.iter().map(|e| e.get_ref().clone()).collect(),
+            negative_examples: p
+                .negative_examples
+                .iter()
+                .map(|e| e.get_ref().clone())
+                .collect(),
         };
+        if let Some(e) = p.examples.iter().chain(&p.negative_examples).next() {
+            if model != ModelKind::Clip {
+                return self.err(
+                    e.span(),
+                    "cameras.prompts.examples",
+                    format!(
+                        "example pictures apply to CLIP prompts only; {}",
+                        crate::model::examples::detector_refusal(model)
+                    ),
+                );
+            }
+        }
         match &p.tree {
             Some(t) => self.tree_prompts(t, &p.tree_threshold, prompt, p.name.as_deref(), models),
             None => Ok(vec![prompt]),

@@ -97,6 +97,12 @@ pub(super) struct RawPrompt {
     /// A tree prompt instead of `text` (`config/tree.rs`).
     pub(super) tree: Option<Spanned<String>>,
     pub(super) tree_threshold: Option<Spanned<f64>>,
+    /// CLIP: a prompt made of pictures (directories or globs), instead of `text`.
+    #[serde(default)]
+    pub(super) examples: Vec<Spanned<String>>,
+    /// CLIP: pictures of what the prompt must beat, one class per entry.
+    #[serde(default)]
+    pub(super) negative_examples: Vec<Spanned<String>>,
     pub(super) model: Spanned<String>,
     pub(super) name: Option<String>,
     pub(super) threshold: Option<Spanned<f64>>,
@@ -119,6 +125,7 @@ impl RawPrompt {
         self.text
             .as_ref()
             .or(self.tree.as_ref())
+            .or(self.examples.first())
             .map_or(self.model.span(), |t| t.span())
     }
 }

@@ -115,3 +115,38 @@ fn tree_errors_point_into_the_tree() {
     let e = err("tree = \"[a]\"\nmodel = \"owlvit\"\n[[cameras.prompts]]\ntree = \"[a]\"\nmodel = \"owlvit\"");
     assert!(e.contains("appears twice"), "{e}");
 }
+
+#[test]
+fn example_prompts_are_clip_prompts_with_a_name() {
+    let c = config(
+        "examples = [\"cars/*.jpg\", \"more\"]\nnegative_examples = [\"street/*.jpg\"]\nmodel = \"clip\"\nname = \"Our car\"",
+    )
+    .unwrap();
+    let p = &c.cameras[0].prompts[0];
+    assert_eq!((p.id.as_str(), p.text.as_str()), ("our_car", "Our car"));
+    assert_eq!(p.examples, ["cars/*.jpg", "more"]);
+    assert_eq!(p.negative_examples, ["street/*.jpg"]);
+    let cases: &[(&str, &str)] = &[
+        (
+            "examples = [\"a\"]\nmodel = \"clip\"\nnegatives = [\"b\"]",
+            "needs a `name`",
+        ),
+        (
+            "examples = [\"a\"]\ntext = \"x\"\nmodel = \"clip\"\nnegatives = [\"b\"]",
+            "`text`, a `tree` or `examples`, one of them",
+        ),
+        (
+            "examples = [\"a\"]\nname = \"A\"\nmodel = \"owlvit\"",
+            "class_embeds",
+        ),
+        // alone on its camera, an example prompt needs negatives like a text prompt
+        (
+            "examples = [\"a\"]\nname = \"A\"\nmodel = \"clip\"",
+            "something to beat",
+        ),
+    ];
+    for (prompt, needle) in cases {
+        let e = err(prompt);
+        assert!(e.contains(needle), "{prompt}: {e}");
+    }
+}

@@ -110,6 +110,8 @@ fn prompt(text: &str) -> PromptConfig {
         decide: DecideConfig::default(),
         mask_threshold: 0.5,
         tree: None,
+        examples: vec![],
+        negative_examples: vec![],
     }
 }
 

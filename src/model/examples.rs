@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::clip::class_embedding;
-use super::{Clip, ModelKind};
+use super::{Clip, ClipImage, ModelKind};
 use crate::decode::read_image;
 
 /// The example images a `DIR_OR_GLOB` names (a file, a directory's images, a glob's matches),
@@ -35,15 +35,38 @@ pub fn example_files(spec: &str) -> Result<Vec<PathBuf>> {
 
 /// The example prompt's embedding: the normalized mean of the images' normalized embeddings.
 pub fn example_embedding(clip: &mut Clip, files: &[PathBuf]) -> Result<Vec<f32>> {
+    mean_embedding(files, |image| clip.image_embedding(image))
+}
+
+/// [`example_embedding`] through a bare image tower, for the pictures every spec names.
+pub fn tower_embedding(tower: &ClipImage, specs: &[String]) -> Result<Vec<f32>> {
+    let mut files = vec![];
+    for spec in specs {
+        files.extend(example_files(spec)?);
+    }
+    let mut pre = tower.preprocessor();
+    mean_embedding(&files, |image| tower.embed_pixels(pre.run(image)?))
+}
+
+fn mean_embedding(
+    files: &[PathBuf],
+    mut embed: impl FnMut(&image::RgbImage) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
     let mut rows = Vec::with_capacity(files.len());
     for f in files {
         let image = read_image(f)?;
         rows.push(
-            clip.image_embedding(&image)
+            embed(&image)
                 .with_context(|| format!("unable to embed the example {}", f.display()))?,
         );
     }
     Ok(class_embedding(rows.iter().map(Vec::as_slice)))
+}
+
+/// The key an example class's embedding is kept under, next to the text embeddings (it cannot
+/// collide with a text: texts hold no control characters here).
+pub fn example_key(specs: &[String]) -> String {
+    format!("\u{1}examples\u{1}{}", specs.join("\u{1}"))
 }
 
 /// Adds a class named `name` made of the images `spec` names; returns how many there were.

@@ -101,6 +101,8 @@ fn prompt(text: &str, model: ModelKind) -> PromptConfig {
         },
         mask_threshold: 0.5,
         tree: None,
+        examples: vec![],
+        negative_examples: vec![],
     }
 }
 

@@ -20,6 +20,7 @@ use super::PromptModel;
 use crate::config::{tree_texts, TreeLeaf};
 use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
+use crate::model::examples::{example_key, tower_embedding};
 use crate::model::tree::Op;
 use crate::model::ModelKind;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
@@ -127,7 +128,8 @@ impl Towers {
         }
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
         let clip_texts = clip_texts(config);
-        let wants_clip = !clip_texts.is_empty() || config.history.is_some();
+        let examples = example_classes(config);
+        let wants_clip = !clip_texts.is_empty() || !examples.is_empty() || config.history.is_some();
         if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
             let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f)| f == from));
             let missing: Vec<String> = clip_texts
@@ -145,14 +147,24 @@ impl Towers {
                     towers.texts.insert(t.clone(), v);
                 }
             }
-            towers.clip = Some(match known.and_then(|p| p.clip.clone()) {
+            let (image, from) = match known.and_then(|p| p.clip.clone()) {
                 Some(c) => c,
                 None => (
                     ClipImage::load(&ModelDir::open(&from.dir)?, from.precision)
                         .context("unable to load CLIP")?,
                     from.clone(),
                 ),
-            });
+            };
+            for (key, specs) in examples {
+                if let std::collections::btree_map::Entry::Vacant(slot) = towers.texts.entry(key) {
+                    slot.insert(
+                        tower_embedding(&image, &specs).with_context(|| {
+                            format!("unable to make the example prompt {specs:?}")
+                        })?,
+                    );
+                }
+            }
+            towers.clip = Some((image, from));
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
         }
@@ -328,6 +340,25 @@ impl Towers {
     }
 }
 
+/// Every class of example pictures in the config (a prompt's `examples` together, each of its
+/// `negative_examples` alone), by key.
+fn example_classes(config: &Config) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = vec![];
+    for p in config.cameras.iter().flat_map(|c| &c.prompts) {
+        let own = (!p.examples.is_empty()).then(|| p.examples.clone());
+        for specs in own
+            .into_iter()
+            .chain(p.negative_examples.iter().map(|e| vec![e.clone()]))
+        {
+            let key = example_key(&specs);
+            if !out.iter().any(|(k, _)| *k == key) {
+                out.push((key, specs));
+            }
+        }
+    }
+    out
+}
+
 /// Every text a CLIP prompt of the config embeds: its own (or its ensemble's) and its negatives.
 fn clip_texts(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = vec![];
@@ -337,10 +368,12 @@ fn clip_texts(config: &Config) -> Vec<String> {
         .flat_map(|c| &c.prompts)
         .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
     {
-        for t in ensemble_texts(&p.text, &p.ensemble)
-            .into_iter()
-            .chain(p.negatives.iter().cloned())
-        {
+        // an example prompt's own class comes from pictures (`example_classes`)
+        let own = match p.examples.is_empty() {
+            true => ensemble_texts(&p.text, &p.ensemble),
+            false => vec![],
+        };
+        for t in own.into_iter().chain(p.negatives.iter().cloned()) {
             if !out.contains(&t) {
                 out.push(t);
             }
