@@ -125,16 +125,22 @@ fn a_tree_needs_the_models_its_groups_use() {
     assert!(m.detector.is_none() && m.clip.is_some());
 }
 
-#[test]
-fn the_tree_command_prints_the_issues_json_and_draws_the_boxes() {
-    let refs = fixture::reference("tree.json");
+/// The reference's first tree and its result on `image`.
+fn first_tree_on<'a>(refs: &'a Value, image: &str) -> (&'a Value, &'a Value) {
     let t = &refs["trees"][0];
     let im = t["images"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["image"] == "astronaut_portrait.png")
+        .find(|i| i["image"] == image)
         .unwrap();
+    (t, im)
+}
+
+#[test]
+fn the_tree_command_prints_the_issues_json_and_draws_the_boxes() {
+    let refs = fixture::reference("tree.json");
+    let (t, im) = first_tree_on(&refs, "astronaut_portrait.png");
     let tmp = TempDir::new("tree-cli");
     let out = tmp.path().join("drawn.png");
     let image = fixture::image("astronaut_portrait.png");
@@ -303,13 +309,7 @@ fn reference_leaves(im: &Value) -> Vec<(&'static str, f32)> {
 #[test]
 fn the_daemon_makes_each_leaf_path_a_state_scored_as_the_reference() {
     let refs = fixture::reference("tree.json");
-    let t = &refs["trees"][0];
-    let im = t["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["image"] == "astronaut_portrait.png")
-        .unwrap();
+    let (t, im) = first_tree_on(&refs, "astronaut_portrait.png");
     let tmp = TempDir::new("tree-daemon");
     let frames = tmp.path().join("frames");
     std::fs::create_dir_all(&frames).unwrap();

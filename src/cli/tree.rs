@@ -214,12 +214,7 @@ pub fn tree(args: TreeArgs) -> Result<()> {
                 let scale = (image.width().min(image.height()) / 400 + 1).clamp(1, 4);
                 annotate::text(&mut image, 0, 0, &scene, scale, annotate::colour(0));
             }
-            image.save(&target).with_context(|| {
-                format!(
-                    "unable to write {}; use a .jpg or .png name",
-                    target.display()
-                )
-            })?;
+            super::vision::save_drawn(&image, &target)?;
         }
     }
     Ok(())

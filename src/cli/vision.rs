@@ -153,15 +153,20 @@ pub fn detect(args: DetectArgs) -> Result<()> {
                 })
                 .collect();
             annotate::draw(&mut image, &drawn);
-            image.save(&target).with_context(|| {
-                format!(
-                    "unable to write {}; use a .jpg or .png name",
-                    target.display()
-                )
-            })?;
+            save_drawn(&image, &target)?;
         }
     }
     Ok(())
+}
+
+/// Writes a drawn copy (`--out`), its format from the file name.
+pub(super) fn save_drawn(image: &image::RgbImage, target: &Path) -> Result<()> {
+    image.save(target).with_context(|| {
+        format!(
+            "unable to write {}; use a .jpg or .png name",
+            target.display()
+        )
+    })
 }
 
 /// Creates `--out` as a directory when it names one (several images, or an existing directory).
