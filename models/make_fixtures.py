@@ -993,6 +993,16 @@ def rebuild_tiny_owlvit(tmp):
     return model, tok
 
 
+def rebuild_tiny_clip(tmp):
+    """The committed tiny CLIP, rebuilt from its seed and checked as rebuild_tiny_owlvit checks OWL-ViT."""
+    model, tok = build_clip(tmp, False)
+    for name in ["model.onnx", "vision_model.onnx", "text_model.onnx"]:
+        committed = REPO / "models" / "tiny" / "clip" / "onnx" / name
+        assert same_weights(tmp / "onnx" / name, committed), \
+            f"the rebuilt tiny CLIP {name} differs from models/tiny/clip: other torch/transformers versions?"
+    return model, tok
+
+
 def graph_box_predictor(self, image_feats, feature_map, interpolate_pos_encoding=False):
     """OwlViTForObjectDetection.box_predictor with compute_box_bias written on the traced feature-map shape
     (as exports traced for dynamic sizes compute it): the exported graph then computes the box bias with
@@ -1286,8 +1296,17 @@ def main():
     ap.add_argument("--owlv2", action="store_true",
                     help="only OWLv2: tiny in models/tiny/owlv2 with tests/fixtures/reference/owlv2.json, or with --full "
                          "the B/16 shape in target/full-models/owlv2-base-patch16")
+    ap.add_argument("--tree", action="store_true",
+                    help="rebuild the committed tiny CLIP and OWL-ViT (checked to hold the same weights) and write the "
+                         "tree prompt and CLIP example-image references (tests/fixtures/reference/tree.json, clip_examples.json; "
+                         "see models/fixtures_tree.py)")
     args = ap.parse_args()
     refs = REPO / "tests" / "fixtures" / "reference"
+    if args.tree:
+        import fixtures_tree
+
+        fixtures_tree.main(refs, REPO / "tests" / "fixtures" / "images")
+        return
     if args.owlv2:
         if args.full:
             build_owlv2((args.out or REPO / "target" / "full-models") / "owlv2-base-patch16", True)

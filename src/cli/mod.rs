@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod check;
 pub mod search;
 pub mod segment;
+pub mod tree;
 pub mod vision;
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,9 @@ pub enum Command {
     Detect(DetectArgs),
     /// Measure how much of images prompted things cover, with CLIPSeg masks (zero-shot).
     Segment(SegmentArgs),
+    /// Run a tree prompt: detect, classify the boxes, detect inside them (NanoOWL's grammar,
+    /// e.g. "[a person (a hard hat, no hard hat)]").
+    Tree(tree::TreeArgs),
     /// Run the daemon: cameras -> motion gate -> models -> decisions -> events.
     Run(ConfigArgs),
     /// Validate a config file, its sources and spool directory, and load its models, connecting
@@ -130,7 +134,11 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// A text prompt; repeat for several.
-    #[arg(long = "prompt", value_name = "TEXT", required = true)]
+    #[arg(
+        long = "prompt",
+        value_name = "TEXT",
+        required_unless_present = "examples"
+    )]
     pub prompts: Vec<String>,
     /// Use the dynamic int8 `*_quantized.onnx` files.
     #[arg(long)]
@@ -144,6 +152,11 @@ pub struct ModelArgs {
 pub struct ClassifyArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// A prompt made of pictures: a directory of images or a glob; the mean of their CLIP
+    /// embeddings competes with the text prompts like one more prompt, named as given. Repeat
+    /// for several.
+    #[arg(long = "example", value_name = "DIR_OR_GLOB")]
+    pub examples: Vec<String>,
     /// Images to classify (JPEG or PNG).
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -153,6 +166,10 @@ pub struct ClassifyArgs {
 pub struct DetectArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Find objects like the one in this picture (image-guided detection); needs an export with
+    /// class embeddings: see models/README.md.
+    #[arg(long = "example", value_name = "IMAGE")]
+    pub examples: Vec<PathBuf>,
     /// Keep detections scoring above this (0..1).
     #[arg(long, default_value_t = 0.1, value_parser = unit_interval)]
     pub threshold: f32,
@@ -211,6 +228,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => vision::classify(a),
         Command::Detect(a) => vision::detect(a),
         Command::Segment(a) => segment::segment(a),
+        Command::Tree(a) => tree::tree(a),
         Command::Run(a) => crate::daemon::run(crate::config::load(&a.config)?),
         Command::Check(a) => check::check(&a.config),
         Command::Devices => {

@@ -92,12 +92,7 @@ pub fn segment(args: SegmentArgs) -> Result<()> {
                 })
                 .collect();
             clipseg::overlay(&mut image, masks, &layers);
-            image.save(&target).with_context(|| {
-                format!(
-                    "unable to write {}; use a .jpg or .png name",
-                    target.display()
-                )
-            })?;
+            super::vision::save_drawn(&image, &target)?;
         }
     }
     Ok(())

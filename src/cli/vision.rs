@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{ClassifyArgs, DetectArgs, ModelArgs};
 use crate::annotate;
 use crate::decode::read_image;
-use crate::model::{owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
+use crate::model::{examples, owlvit, Clip, ClipScore, Detection, Detector, ModelDir, Precision};
 
 fn precision(m: &ModelArgs) -> Precision {
     if m.quantized {
@@ -28,7 +28,11 @@ struct ClassifyLine<'a> {
 
 pub fn classify(args: ClassifyArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
-    let mut clip = Clip::load(&dir, precision(&args.model), &args.model.prompts)?;
+    let texts: Vec<Vec<String>> = args.model.prompts.iter().map(|p| vec![p.clone()]).collect();
+    let mut clip = Clip::load_classes(&dir, precision(&args.model), &texts)?;
+    for spec in &args.examples {
+        examples::add_example_class(&mut clip, spec, spec)?;
+    }
     let mut out = std::io::stdout().lock();
     for path in &args.images {
         let image = read_image(path)?;
@@ -80,6 +84,9 @@ struct DetectLine<'a> {
 
 pub fn detect(args: DetectArgs) -> Result<()> {
     let dir = ModelDir::open(&args.model.model)?;
+    if !args.examples.is_empty() {
+        return Err(examples::detector_refusal(dir.family));
+    }
     let mut owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
@@ -146,15 +153,20 @@ pub fn detect(args: DetectArgs) -> Result<()> {
                 })
                 .collect();
             annotate::draw(&mut image, &drawn);
-            image.save(&target).with_context(|| {
-                format!(
-                    "unable to write {}; use a .jpg or .png name",
-                    target.display()
-                )
-            })?;
+            save_drawn(&image, &target)?;
         }
     }
     Ok(())
+}
+
+/// Writes a drawn copy (`--out`), its format from the file name.
+pub(super) fn save_drawn(image: &image::RgbImage, target: &Path) -> Result<()> {
+    image.save(target).with_context(|| {
+        format!(
+            "unable to write {}; use a .jpg or .png name",
+            target.display()
+        )
+    })
 }
 
 /// Creates `--out` as a directory when it names one (several images, or an existing directory).

@@ -99,14 +99,18 @@ impl Validator<'_> {
                 format!("camera {name:?} has no [[cameras.prompts]]"),
             );
         }
-        let mut prompts: Vec<PromptConfig> = vec![];
-        for p in &c.prompts {
-            prompts.push(self.prompt(p, models)?);
+        // a tree prompt is one prompt per leaf path; `raw` maps them back to their tables
+        let (mut prompts, mut raw): (Vec<PromptConfig>, Vec<usize>) = (vec![], vec![]);
+        for (r, p) in c.prompts.iter().enumerate() {
+            for q in self.prompt(p, models)? {
+                prompts.push(q);
+                raw.push(r);
+            }
         }
         for (i, p) in prompts.iter().enumerate() {
             if prompts[..i].iter().any(|o| o.id == p.id) {
                 return self.err(
-                    c.prompts[i].text.span(),
+                    c.prompts[raw[i]].span(),
                     "cameras.prompts.text",
                     format!("prompt {:?} appears twice on camera {name:?}", p.text),
                 );
@@ -114,12 +118,17 @@ impl Validator<'_> {
         }
         let clip_prompts: Vec<&PromptConfig> = prompts
             .iter()
-            .filter(|p| p.model == ModelKind::Clip)
+            .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
             .collect();
         for (i, p) in prompts.iter().enumerate() {
-            if p.model == ModelKind::Clip && p.negatives.is_empty() && clip_prompts.len() < 2 {
+            if p.model == ModelKind::Clip
+                && p.tree.is_none()
+                && p.negatives.is_empty()
+                && p.negative_examples.is_empty()
+                && clip_prompts.len() < 2
+            {
                 return self.err(
-                    c.prompts[i].text.span(),
+                    c.prompts[raw[i]].span(),
                     "cameras.prompts.negatives",
                     "a CLIP prompt needs something to beat: give `negatives` (e.g. [\"an empty driveway\"]) or a second CLIP prompt on this camera",
                 );

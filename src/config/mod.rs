@@ -14,6 +14,7 @@ mod prompt;
 mod raw;
 mod secret;
 mod syntax;
+mod tree;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use history::HistoryConfig;
 pub use ids::{make_id, slug, ID_MAX};
 pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
 pub use secret::Secret;
+pub use tree::{tree_texts, TreeLeaf};
 
 const SEE: &str = "see config/promptcam.example.toml";
 
@@ -56,6 +58,14 @@ pub struct PromptConfig {
     pub decide: DecideConfig,
     /// CLIPSeg only: a pixel is covered when its mask probability exceeds this.
     pub mask_threshold: f32,
+    /// A leaf path of a tree prompt (`tree = "..."`), whose state this prompt is; its `text` is
+    /// then the path ("a person > no hard hat").
+    pub tree: Option<TreeLeaf>,
+    /// CLIP: pictures (directories or globs) whose mean image embedding is the prompt's, instead
+    /// of its text's; `text` is then its name.
+    pub examples: Vec<String>,
+    /// CLIP: pictures of what the prompt must beat, one class per entry (next to `negatives`).
+    pub negative_examples: Vec<String>,
 }
 
 /// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion

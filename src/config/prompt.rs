@@ -17,10 +17,59 @@ impl Validator<'_> {
         &self,
         p: &RawPrompt,
         models: &BTreeMap<ModelKind, ModelConfig>,
-    ) -> Result<PromptConfig> {
-        let text = p.text.get_ref().trim().to_string();
+    ) -> Result<Vec<PromptConfig>> {
+        let text = match (&p.text, &p.tree) {
+            (Some(t), None) | (None, Some(t)) => t.get_ref().trim().to_string(),
+            (None, None) if !p.examples.is_empty() => match &p.name {
+                Some(n) => n.trim().to_string(),
+                None => {
+                    return self.err(
+                        p.span(),
+                        "cameras.prompts.name",
+                        "a prompt made of `examples` needs a `name` (e.g. name = \"Our car\")",
+                    )
+                }
+            },
+            (Some(_), Some(t)) => {
+                return self.err(
+                    t.span(),
+                    "cameras.prompts.tree",
+                    "a prompt has either `text` or `tree`, not both",
+                )
+            }
+            (None, None) => {
+                return self.err(
+                    p.model.span(),
+                    "cameras.prompts.text",
+                    "a prompt needs `text` (or a `tree`, e.g. \"[a person (a hard hat, no hard hat)]\")",
+                )
+            }
+        };
         if text.is_empty() {
-            return self.err(p.text.span(), "cameras.prompts.text", "a prompt needs text");
+            return self.err(p.span(), "cameras.prompts.text", "a prompt needs text");
+        }
+        if p.tree.is_some()
+            && !(p.negatives.is_empty() && p.ensemble.is_empty() && p.negative_examples.is_empty())
+        {
+            return self.err(
+                p.span(),
+                "cameras.prompts.negatives",
+                "negatives and ensemble apply to CLIP text prompts; a tree's classification groups are their own alternatives",
+            );
+        }
+        if let (Some(e), Some(_)) = (p.examples.first(), p.text.as_ref().or(p.tree.as_ref())) {
+            return self.err(
+                e.span(),
+                "cameras.prompts.examples",
+                "a prompt is made of `text`, a `tree` or `examples`, one of them",
+            );
+        }
+        if let (None, Some(t)) = (&p.tree, &p.tree_threshold) {
+            return self.err(
+                t.span(),
+                "cameras.prompts.tree_threshold",
+                "tree_threshold applies to tree prompts only",
+            );
         }
         let model = match ModelKind::from_name(p.model.get_ref()) {
             Some(kind) if models.contains_key(&kind) => kind,
@@ -83,7 +132,7 @@ impl Validator<'_> {
                 .off_threshold
                 .as_ref()
                 .map(|s| s.span())
-                .unwrap_or(p.text.span());
+                .unwrap_or(p.span());
             return self.err(span, "cameras.prompts.off_threshold", format!("{off_threshold} is above threshold {threshold}; hysteresis needs off_threshold <= threshold"));
         }
         let decide = DecideConfig {
@@ -113,7 +162,7 @@ impl Validator<'_> {
                 86400.0,
             )?),
         };
-        Ok(PromptConfig {
+        let prompt = PromptConfig {
             name: p.name.clone().unwrap_or_else(|| text.clone()),
             id: make_id(&text),
             text,
@@ -132,6 +181,29 @@ impl Validator<'_> {
                 }
                 (v, _) => self.float(v, "cameras.prompts.mask_threshold", 0.5, 0.0, 1.0)? as f32,
             },
-        })
+            tree: None,
+            examples: p.examples.iter().map(|e| e.get_ref().clone()).collect(),
+            negative_examples: p
+                .negative_examples
+                .iter()
+                .map(|e| e.get_ref().clone())
+                .collect(),
+        };
+        if let Some(e) = p.examples.iter().chain(&p.negative_examples).next() {
+            if model != ModelKind::Clip {
+                return self.err(
+                    e.span(),
+                    "cameras.prompts.examples",
+                    format!(
+                        "example pictures apply to CLIP prompts only; {}",
+                        crate::model::examples::detector_refusal(model)
+                    ),
+                );
+            }
+        }
+        match &p.tree {
+            Some(t) => self.tree_prompts(t, &p.tree_threshold, prompt, p.name.as_deref(), models),
+            None => Ok(vec![prompt]),
+        }
     }
 }

@@ -93,7 +93,16 @@ pub(super) struct RawCamera {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPrompt {
-    pub(super) text: Spanned<String>,
+    pub(super) text: Option<Spanned<String>>,
+    /// A tree prompt instead of `text` (`config/tree.rs`).
+    pub(super) tree: Option<Spanned<String>>,
+    pub(super) tree_threshold: Option<Spanned<f64>>,
+    /// CLIP: a prompt made of pictures (directories or globs), instead of `text`.
+    #[serde(default)]
+    pub(super) examples: Vec<Spanned<String>>,
+    /// CLIP: pictures of what the prompt must beat, one class per entry.
+    #[serde(default)]
+    pub(super) negative_examples: Vec<Spanned<String>>,
     pub(super) model: Spanned<String>,
     pub(super) name: Option<String>,
     pub(super) threshold: Option<Spanned<f64>>,
@@ -108,6 +117,17 @@ pub(super) struct RawPrompt {
     pub(super) off_delay: Option<Spanned<f64>>,
     pub(super) cooldown: Option<Spanned<f64>>,
     pub(super) mask_threshold: Option<Spanned<f64>>,
+}
+
+impl RawPrompt {
+    /// Where the prompt's errors point: its `text`, else its `tree`, else its `model`.
+    pub(super) fn span(&self) -> std::ops::Range<usize> {
+        self.text
+            .as_ref()
+            .or(self.tree.as_ref())
+            .or(self.examples.first())
+            .map_or(self.model.span(), |t| t.span())
+    }
 }
 
 /// `[mqtt]`. No `Debug`: it holds the password.

@@ -31,7 +31,8 @@ fn same_models(a: &CameraConfig, b: &CameraConfig) -> bool {
                 &q.negatives,
                 &q.ensemble,
                 q.mask_threshold,
-            )
+            ) && (&p.tree, &p.examples, &p.negative_examples)
+                == (&q.tree, &q.examples, &q.negative_examples)
         })
 }
 

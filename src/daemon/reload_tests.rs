@@ -232,3 +232,38 @@ fn models_that_fail_to_load_leave_the_old_prompts_serving() {
         kinds(&events)
     );
 }
+
+#[test]
+fn a_changed_tree_or_example_set_needs_new_models() {
+    let parse = |prompt: &str| {
+        let text = format!(
+            "[models.clip]\ndir = \"{}/models/tiny/clip\"\n\n[models.owlvit]\ndir = \"{}/models/tiny/owlvit\"\n\n[[cameras]]\nname = \"Pad\"\nsource = \"tests/fixtures/images\"\n\n[[cameras.prompts]]\n{prompt}\n",
+            env!("CARGO_MANIFEST_DIR"),
+            env!("CARGO_MANIFEST_DIR")
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .cameras
+            .remove(0)
+    };
+    let tree = parse("tree = \"[a [b]]\"\nmodel = \"owlvit\"");
+    assert!(same_models(
+        &tree,
+        &parse("tree = \"[a [b]]\"\nmodel = \"owlvit\"\nthreshold = 0.7")
+    ));
+    // another tree; the same tree with another tree_threshold (same leaves, same texts)
+    assert!(!same_models(
+        &tree,
+        &parse("tree = \"(u, a [b])\"\nmodel = \"owlvit\"")
+    ));
+    assert!(!same_models(
+        &tree,
+        &parse("tree = \"[a [b]]\"\nmodel = \"owlvit\"\ntree_threshold = 0.3")
+    ));
+    let pets = "examples = [\"x\"]\nname = \"Pets\"\nmodel = \"clip\"\nnegatives = [\"n\"]";
+    assert!(same_models(&parse(pets), &parse(pets)));
+    assert!(!same_models(
+        &parse(pets),
+        &parse(&pets.replace("[\"x\"]", "[\"y\"]"))
+    ));
+}

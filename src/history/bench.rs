@@ -109,6 +109,9 @@ fn prompt(text: &str) -> PromptConfig {
         device_class: None,
         decide: DecideConfig::default(),
         mask_threshold: 0.5,
+        tree: None,
+        examples: vec![],
+        negative_examples: vec![],
     }
 }
 

@@ -116,6 +116,13 @@ impl Clip {
         &self.prompts
     }
 
+    /// Adds a class scored like the others from a ready embedding (L2-normalized), e.g. one made
+    /// of example images (`examples.rs`).
+    pub fn push_class(&mut self, name: String, embedding: Vec<f32>) {
+        self.prompts.push(name);
+        self.text_embeds.push(embedding);
+    }
+
     /// The L2-normalized image embedding of a frame.
     pub fn image_embedding(&mut self, image: &RgbImage) -> Result<Vec<f32>> {
         let pixels = self.preprocess.run(image)?;

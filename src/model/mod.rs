@@ -11,6 +11,7 @@ pub mod clip_text;
 pub mod clipseg;
 pub mod detector;
 pub mod dir;
+pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
@@ -21,6 +22,7 @@ pub mod quant;
 pub mod quantize;
 pub mod skim;
 pub mod tokenize;
+pub mod tree;
 
 pub use clip::{Clip, ClipScore};
 pub use clip_image::ClipImage;

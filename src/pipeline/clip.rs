@@ -12,6 +12,7 @@ use super::{crop, Observation, PromptModel};
 use crate::config::PromptConfig;
 use crate::frame::Frame;
 use crate::model::clip::{class_embedding, dot, ensemble_texts, prompt_score};
+use crate::model::examples::example_key;
 use crate::model::ClipImage;
 use crate::model::ModelKind;
 use crate::preprocess::Preprocessor;
@@ -38,7 +39,7 @@ impl ClipPrompts {
         let clip: Vec<(usize, &PromptConfig)> = prompts
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.model == ModelKind::Clip)
+            .filter(|(_, p)| p.model == ModelKind::Clip && p.tree.is_none())
             .collect();
         // classes by their texts; a class shared by two prompts (or a prompt and a negative) once
         let mut class_texts: Vec<Vec<String>> = vec![];
@@ -49,22 +50,28 @@ impl ClipPrompts {
                 class_texts.len() - 1
             }
         };
+        // a prompt made of pictures is the class of their embeddings (`examples.rs`)
         let own: Vec<usize> = clip
             .iter()
-            .map(|(_, p)| class_of(ensemble_texts(&p.text, &p.ensemble)))
+            .map(|(_, p)| match p.examples.is_empty() {
+                true => class_of(ensemble_texts(&p.text, &p.ensemble)),
+                false => class_of(vec![example_key(&p.examples)]),
+            })
             .collect();
         let mut compare = vec![];
         for (k, (i, p)) in clip.iter().enumerate() {
-            let beat: Vec<usize> = if p.negatives.is_empty() {
+            let beat: Vec<usize> = if p.negatives.is_empty() && p.negative_examples.is_empty() {
                 (0..clip.len())
                     .filter(|j| *j != k)
                     .map(|j| own[j])
                     .collect()
             } else {
-                p.negatives
+                let texts = p.negatives.iter().map(|n| vec![n.clone()]);
+                let pictures = p
+                    .negative_examples
                     .iter()
-                    .map(|n| class_of(vec![n.clone()]))
-                    .collect()
+                    .map(|e| vec![example_key(std::slice::from_ref(e))]);
+                texts.chain(pictures).map(&mut class_of).collect()
             };
             compare.push((*i, own[k], beat));
         }

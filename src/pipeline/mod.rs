@@ -15,6 +15,7 @@ mod clip;
 pub mod detect;
 mod segment;
 pub mod towers;
+pub mod tree;
 pub mod worker;
 
 #[cfg(test)]

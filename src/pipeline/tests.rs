@@ -100,6 +100,9 @@ fn prompt(text: &str, model: ModelKind) -> PromptConfig {
             cooldown: Duration::ZERO,
         },
         mask_threshold: 0.5,
+        tree: None,
+        examples: vec![],
+        negative_examples: vec![],
     }
 }
 

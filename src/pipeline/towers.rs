@@ -15,9 +15,13 @@ use anyhow::{Context, Result};
 use super::clip::ClipPrompts;
 use super::detect::DetectPrompts;
 use super::segment::SegPrompts;
+use super::tree::{TreeBackends, TreePrompts};
 use super::PromptModel;
+use crate::config::{tree_texts, TreeLeaf};
 use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
+use crate::model::examples::{example_key, tower_embedding};
+use crate::model::tree::Op;
 use crate::model::ModelKind;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
 
@@ -56,14 +60,24 @@ pub fn model_config(config: &Config, kind: ModelKind) -> Option<&ModelConfig> {
 /// The prompt texts of `kind` over all cameras, each once, in config order.
 fn texts_of(config: &Config, kind: ModelKind) -> Vec<String> {
     let mut out: Vec<String> = vec![];
-    for p in config
-        .cameras
-        .iter()
-        .flat_map(|c| &c.prompts)
-        .filter(|p| p.model == kind)
-    {
+    let of_kind = || {
+        config
+            .cameras
+            .iter()
+            .flat_map(|c| &c.prompts)
+            .filter(move |p| p.model == kind)
+    };
+    for p in of_kind().filter(|p| p.tree.is_none()) {
         if !out.contains(&p.text) {
             out.push(p.text.clone());
+        }
+    }
+    // a tree's detection prompts ride on the detector its `model` names
+    if kind.is_detector() {
+        for t in tree_texts(of_kind(), Op::Detect) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
         }
     }
     out
@@ -114,7 +128,8 @@ impl Towers {
         }
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
         let clip_texts = clip_texts(config);
-        let wants_clip = !clip_texts.is_empty() || config.history.is_some();
+        let examples = example_classes(config);
+        let wants_clip = !clip_texts.is_empty() || !examples.is_empty() || config.history.is_some();
         if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
             let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f)| f == from));
             let missing: Vec<String> = clip_texts
@@ -132,14 +147,24 @@ impl Towers {
                     towers.texts.insert(t.clone(), v);
                 }
             }
-            towers.clip = Some(match known.and_then(|p| p.clip.clone()) {
+            let (image, from) = match known.and_then(|p| p.clip.clone()) {
                 Some(c) => c,
                 None => (
                     ClipImage::load(&ModelDir::open(&from.dir)?, from.precision)
                         .context("unable to load CLIP")?,
                     from.clone(),
                 ),
-            });
+            };
+            for (key, specs) in examples {
+                if let std::collections::btree_map::Entry::Vacant(slot) = towers.texts.entry(key) {
+                    slot.insert(
+                        tower_embedding(&image, &specs).with_context(|| {
+                            format!("unable to make the example prompt {specs:?}")
+                        })?,
+                    );
+                }
+            }
+            towers.clip = Some((image, from));
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
         }
@@ -169,7 +194,7 @@ impl Towers {
             cam.prompts
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.model == kind)
+                .filter(|(_, p)| p.model == kind && p.tree.is_none())
                 .filter_map(|(i, p)| Some((i, texts.iter().position(|t| *t == p.text)?)))
                 .unzip()
         };
@@ -199,7 +224,77 @@ impl Towers {
                 )));
             }
         }
+        for (leaf, rest) in cam.prompts.iter().enumerate() {
+            // one model per tree, made at its first leaf
+            let Some(t) = rest.tree.as_ref().filter(|t| t.leaf == 0) else {
+                continue;
+            };
+            let leaves: Vec<usize> = (leaf..cam.prompts.len())
+                .filter(|i| {
+                    cam.prompts[*i]
+                        .tree
+                        .as_ref()
+                        .is_some_and(|o| Arc::ptr_eq(&o.tree, &t.tree))
+                })
+                .collect();
+            models.push(Box::new(self.tree_prompts(rest.model, t, leaves)?));
+        }
         Ok(models)
+    }
+
+    /// A tree prompt's model on these towers: its detection prompts among its detector's, its
+    /// classification texts' embeddings.
+    fn tree_prompts(
+        &self,
+        kind: ModelKind,
+        t: &TreeLeaf,
+        leaves: Vec<usize>,
+    ) -> Result<TreePrompts> {
+        let tree = &t.tree;
+        let detector = match tree.detects() {
+            false => None,
+            true => {
+                let d = self.detectors.get(&kind).with_context(|| {
+                    format!("the tree {:?} needs {}", tree.source, kind.title())
+                })?;
+                let queries = tree
+                    .texts(Op::Detect)
+                    .iter()
+                    .map(|t| d.texts.iter().position(|d| d == t))
+                    .collect::<Option<Vec<usize>>>()
+                    .with_context(|| {
+                        format!("{} was loaded without the tree's prompts", kind.title())
+                    })?;
+                Some((d.model.clone(), queries))
+            }
+        };
+        let clip = match tree.classifies() {
+            false => None,
+            true => {
+                let (image, _) = self
+                    .clip
+                    .as_ref()
+                    .context("the tree's classifications need CLIP")?;
+                let texts = tree
+                    .texts(Op::Classify)
+                    .iter()
+                    .map(|t| {
+                        self.texts
+                            .get(t)
+                            .cloned()
+                            .with_context(|| format!("no text embedding for {t:?}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some((image.clone(), texts))
+            }
+        };
+        TreePrompts::new(
+            kind,
+            tree.clone(),
+            t.threshold,
+            leaves,
+            TreeBackends { detector, clip },
+        )
     }
 
     /// Runs every loaded model once on `image` (to measure the thread count on them).
@@ -245,6 +340,25 @@ impl Towers {
     }
 }
 
+/// Every class of example pictures in the config (a prompt's `examples` together, each of its
+/// `negative_examples` alone), by key.
+fn example_classes(config: &Config) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = vec![];
+    for p in config.cameras.iter().flat_map(|c| &c.prompts) {
+        let own = (!p.examples.is_empty()).then(|| p.examples.clone());
+        for specs in own
+            .into_iter()
+            .chain(p.negative_examples.iter().map(|e| vec![e.clone()]))
+        {
+            let key = example_key(&specs);
+            if !out.iter().any(|(k, _)| *k == key) {
+                out.push((key, specs));
+            }
+        }
+    }
+    out
+}
+
 /// Every text a CLIP prompt of the config embeds: its own (or its ensemble's) and its negatives.
 fn clip_texts(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = vec![];
@@ -252,15 +366,24 @@ fn clip_texts(config: &Config) -> Vec<String> {
         .cameras
         .iter()
         .flat_map(|c| &c.prompts)
-        .filter(|p| p.model == ModelKind::Clip)
+        .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
     {
-        for t in ensemble_texts(&p.text, &p.ensemble)
-            .into_iter()
-            .chain(p.negatives.iter().cloned())
-        {
+        // an example prompt's own class comes from pictures (`example_classes`)
+        let own = match p.examples.is_empty() {
+            true => ensemble_texts(&p.text, &p.ensemble),
+            false => vec![],
+        };
+        for t in own.into_iter().chain(p.negatives.iter().cloned()) {
             if !out.contains(&t) {
                 out.push(t);
             }
+        }
+    }
+    // a tree's classification alternatives are CLIP texts too
+    let prompts = config.cameras.iter().flat_map(|c| &c.prompts);
+    for t in tree_texts(prompts, Op::Classify) {
+        if !out.contains(&t) {
+            out.push(t);
         }
     }
     out

@@ -21,32 +21,37 @@ pub struct FileSource {
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "ppm"];
 
+/// The image files a spec names, sorted: the file itself, a directory's .jpg/.jpeg/.png/.ppm
+/// files, or a glob's matches (maybe none).
+pub fn image_files(spec: &str) -> Result<Vec<PathBuf>> {
+    let path = Path::new(spec);
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .with_context(|| format!("unable to list {spec}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect()
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        glob::glob(spec)
+            .with_context(|| {
+                format!("unable to use {spec:?}: not a file, a directory or a valid glob")
+            })?
+            .filter_map(|p| p.ok())
+            .collect()
+    };
+    files.sort();
+    Ok(files)
+}
+
 impl FileSource {
     pub fn open(spec: &str, fps: f64, looped: bool) -> Result<FileSource> {
-        let path = Path::new(spec);
-        let mut files: Vec<PathBuf> = if path.is_dir() {
-            std::fs::read_dir(path)
-                .with_context(|| format!("unable to list {spec}"))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-                })
-                .collect()
-        } else if path.is_file() {
-            vec![path.to_path_buf()]
-        } else {
-            glob::glob(spec)
-                .with_context(|| {
-                    format!(
-                        "unable to use source {spec:?}: not a file, a directory or a valid glob"
-                    )
-                })?
-                .filter_map(|p| p.ok())
-                .collect()
-        };
-        files.sort();
+        let files = image_files(spec)?;
         if files.is_empty() {
             bail!(
                 "unable to open source {spec:?}: no image files found there (looked for {})",

@@ -91,7 +91,12 @@ pub fn query_embeddings(
         // as the daemon does for a CLIP prompt without negatives: the camera's other CLIP prompts
         let others: Vec<&PromptConfig> = camera_prompts
             .iter()
-            .filter(|p| p.model == ModelKind::Clip && p.text != text)
+            .filter(|p| {
+                p.model == ModelKind::Clip
+                    && p.tree.is_none()
+                    && p.examples.is_empty()
+                    && p.text != text
+            })
             .collect();
         if others.is_empty() {
             bail!(BadQuery(format!(
