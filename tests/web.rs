@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::fixture::TempDir;
+use crate::fixture::{self, TempDir};
 use crate::history::{lab_config, Run};
 use crate::webdriver::Browser;
 
@@ -133,6 +133,46 @@ fn the_pages_work_in_a_real_browser() {
         .as_f64()
         .unwrap();
     assert!(suggested > 0.05 && suggested < best, "{suggested}");
+
+    // the marked frames become an example prompt: pictures saved, TOML lines shown
+    b.type_into("#example-name", "Our cat");
+    b.click("#examples-btn");
+    b.wait(
+        "the example prompt's TOML is shown",
+        "document.querySelector('#examples-toml') && document.querySelector('#examples-toml').textContent.includes('examples = [')",
+        long,
+    );
+    let toml_lines = b.text("#examples-toml");
+    let glob_of = |key: &str| {
+        let line = toml_lines
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = [")))
+            .unwrap_or_else(|| panic!("no {key} in {toml_lines}"));
+        line.split('"').nth(1).unwrap().to_string()
+    };
+    for (key, want) in [("examples", 1), ("negative_examples", 1)] {
+        let glob = glob_of(key);
+        let dir = std::path::Path::new(glob.strip_suffix("/*.jpg").unwrap());
+        let files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), want, "{key}: {glob}");
+        let picture = image::open(files[0].path()).unwrap();
+        assert!(picture.width() >= 32, "{key}: a thumbnail");
+    }
+    assert!(toml_lines.contains("name = \"Our cat\""), "{toml_lines}");
+    assert!(
+        toml_lines.contains("negatives = [\"a photo of a dog\"]"),
+        "{toml_lines}"
+    );
+    // the lines are a prompt the config takes
+    let config = format!(
+        "[models.clip]\ndir = {:?}\n[[cameras]]\nname = \"Yard\"\nsource = {:?}\n{toml_lines}",
+        fixture::path("models/tiny/clip").display().to_string(),
+        fixture::path("tests/fixtures/images").display().to_string(),
+    );
+    let parsed = promptcam::config::parse(&config, std::path::Path::new("examples.toml"))
+        .unwrap_or_else(|e| panic!("{e:#}\n{config}"));
+    assert_eq!(parsed.cameras[0].prompts[0].name, "Our cat");
+    b.screenshot(&shots.join("lab-examples.png"));
 
     // apply a threshold to the running prompt: the daemon takes it
     b.exec("document.querySelector('#apply-prompt').value = 'a_photo_of_a_dog'; return true;");

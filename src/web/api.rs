@@ -29,7 +29,7 @@ use crate::history::store::Store;
 use crate::history::unix_ms;
 
 mod prompt_lab;
-pub use prompt_lab::{lab, mark, replay, suggest};
+pub use prompt_lab::{examples, lab, mark, replay, suggest};
 
 /// Points sent for a plot at most; longer series keep each bucket's highest score.
 const PLOT_POINTS: usize = 1500;

@@ -85,6 +85,7 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/api/lab/replay", get(api::replay))
         .route("/api/lab/mark", post(api::mark))
         .route("/api/lab/suggest", get(api::suggest))
+        .route("/api/lab/examples", post(api::examples))
         .route("/api/threshold", post(api::threshold))
         .route("/history/thumb/{file}", get(api::thumbnail))
         .route("/history/event/{file}", get(api::event_snapshot))

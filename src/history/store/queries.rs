@@ -130,6 +130,18 @@ impl Store {
         Ok(out)
     }
 
+    /// A frame's own thumbnail (JPEG), if it has one.
+    pub fn frame_thumbnail(&self, frame: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT t.jpeg FROM frames f JOIN thumbs t ON t.id = f.thumb WHERE f.id = ?1",
+                [frame],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn thumbnail(&self, id: i64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn

@@ -1,6 +1,7 @@
 //! The prompt lab's API: a typed prompt's scores over the history (`/api/lab`), the decision
-//! rules replayed on them (`/api/lab/replay`), the yes/no marks (`/api/lab/mark`) and the
-//! threshold suggested from them (`/api/lab/suggest`).
+//! rules replayed on them (`/api/lab/replay`), the yes/no marks (`/api/lab/mark`), the
+//! threshold suggested from them (`/api/lab/suggest`) and an example prompt made of the frames
+//! marked yes (`/api/lab/examples`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,4 +239,113 @@ pub async fn mark(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiRe
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
+}
+
+#[derive(serde::Deserialize)]
+pub struct Examples {
+    camera: String,
+    q: String,
+    /// The new prompt's name (default: the question).
+    name: Option<String>,
+    /// The text negatives the lab scored the question against (kept for the new prompt).
+    #[serde(default)]
+    negatives: Vec<String>,
+}
+
+/// An example-image prompt from a lab question's marks: the thumbnails of the frames marked yes
+/// are saved under the state directory (`examples/<name>/`, next to the history's directory),
+/// those marked no under `examples/<name>-not/` as its negative examples, and the TOML lines
+/// of the prompt are returned for the config. Files already there are kept (a frame's file is
+/// named by its id, so asking again rewrites the same pictures).
+pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let e: Examples = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected {{\"camera\", \"q\", \"name\"}}: {e}")))?;
+    if web.status.camera(&e.camera).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no camera {:?}", e.camera),
+        ));
+    }
+    let q = e.q.trim().to_string();
+    let name = e.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let name = name.unwrap_or(&q).to_string();
+    let slug = crate::config::slug(&name);
+    if slug.is_empty() {
+        return Err(bad("give the prompt a name with letters or digits"));
+    }
+    blocking(move || {
+        let cfg = web
+            .history
+            .as_ref()
+            .ok_or_else(|| bad("the history is off"))?;
+        let store = Store::open_existing(&cfg.db_path())?;
+        let marks = store.marks(&e.camera, &q)?;
+        if !marks.iter().any(|(_, yes)| *yes) {
+            return Err(bad(format!(
+                "no frame is marked yes for {q:?}: mark the frames that show it first"
+            )));
+        }
+        let state = cfg.dir.parent().unwrap_or(&cfg.dir);
+        let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
+        let dirs = [
+            state.join("examples").join(&slug),
+            state.join("examples").join(format!("{slug}-not")),
+        ];
+        let mut saved = [0usize; 2];
+        for (frame, yes) in &marks {
+            let Some(jpeg) = store.frame_thumbnail(*frame)? else {
+                continue; // marked in the lab, whose frames all have thumbnails; gone since
+            };
+            let dir = &dirs[usize::from(!*yes)];
+            std::fs::create_dir_all(dir).map_err(|err| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unable to create {}: {err}", dir.display()),
+                )
+            })?;
+            let file = dir.join(format!("frame-{frame}.jpg"));
+            std::fs::write(&file, jpeg).map_err(|err| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unable to write {}: {err}", file.display()),
+                )
+            })?;
+            saved[usize::from(!*yes)] += 1;
+        }
+        if saved[0] == 0 {
+            return Err(bad("the frames marked yes have no thumbnails left (the history deleted them); mark newer frames"));
+        }
+        let glob = |d: &std::path::Path| toml_string(&format!("{}/*.jpg", d.display()));
+        let mut toml = format!(
+            "[[cameras.prompts]]\nname = {}\nmodel = \"clip\"\nexamples = [{}]\n",
+            toml_string(&name),
+            glob(&dirs[0])
+        );
+        let negatives: Vec<String> = e
+            .negatives
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(toml_string)
+            .collect();
+        if !negatives.is_empty() {
+            toml += &format!("negatives = [{}]\n", negatives.join(", "));
+        }
+        if saved[1] > 0 {
+            toml += &format!("negative_examples = [{}]\n", glob(&dirs[1]));
+        }
+        if negatives.is_empty() && saved[1] == 0 {
+            toml += "# it needs something to beat: negatives = [\"...\"], frames marked no, or another\n\
+                     # CLIP prompt on the camera\n";
+        }
+        json_response(json!({
+            "name": name, "examples": saved[0], "negative_examples": saved[1],
+            "dir": dirs[0].display().to_string(), "toml": toml,
+        }))
+    })
+    .await
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }

@@ -342,6 +342,21 @@ async function labPage() {
     } catch (e) { applyOut.replaceChildren(el("p", { class: "error" }, e.message)); }
   }
 
+  const exampleName = el("input", { id: "example-name", placeholder: "its name (default: the prompt)" });
+  const examplesOut = el("div", { id: "examples-out" });
+  async function makeExamples() {
+    try {
+      const r = await post("/api/lab/examples", {
+        camera, q: prompt.value, name: exampleName.value,
+        negatives: negatives.value.split("\n").map((s) => s.trim()).filter(Boolean),
+      });
+      examplesOut.replaceChildren(
+        el("p", {}, `Saved ${r.examples} picture(s) marked yes` + (r.negative_examples ? ` and ${r.negative_examples} marked no` : "") +
+          ` in ${r.dir}. A prompt made of them, for the config (then reload: systemctl reload promptcam):`),
+        el("pre", { id: "examples-toml" }, r.toml));
+    } catch (e) { examplesOut.replaceChildren(el("p", { class: "error" }, e.message)); }
+  }
+
   const form = el("form", { class: "card", id: "lab-form", onsubmit: score },
     el("div", { class: "form" },
       el("div", {}, el("label", { for: "prompt" }, "Prompt"), prompt, el("label", { for: "hours" }, "Frames"), hours),
@@ -357,6 +372,10 @@ async function labPage() {
       el("div", { class: "toolbar", style: "margin-top:.6rem" }, el("button", { id: "replay-btn", onclick: replay }, "Replay the decider"),
         el("button", { id: "suggest-btn", class: "secondary", onclick: suggest }, "Suggest a threshold from my marks")),
       suggestion, fired, moments),
+    el("section", { class: "card" }, el("h2", {}, "A prompt made of these pictures"),
+      el("p", { class: "muted" }, "The frames marked yes become the examples of a new CLIP prompt (their mean image embedding), those marked no its negative examples."),
+      el("div", { class: "toolbar" }, exampleName, el("button", { id: "examples-btn", class: "secondary", onclick: makeExamples }, "Make a prompt from the frames marked yes")),
+      examplesOut),
     el("section", { class: "card" }, el("h2", {}, "Apply the threshold"),
       el("div", { class: "toolbar" }, applyTo, el("button", { id: "apply-btn", onclick: apply }, "Apply to the running prompt")), applyOut));
   if (prompt.value) await score();
