@@ -275,7 +275,11 @@ fn a_backlog_of_3000_events_drains_while_states_keep_changing() {
         publisher.publish(&e).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    let delivered = sub.events(EVENTS, 3100, SECS(60));
+    // alone this drains in 2-4 s (also beside six busy loops); one full `cargo test` beside a
+    // cross-build delivered 2554 in 60 s, so the limit is generous: what is asserted is that
+    // everything arrives, in order
+    let started = std::time::Instant::now();
+    let delivered = sub.events(EVENTS, 3100, SECS(180));
     let ids: Vec<String> = delivered
         .iter()
         .map(|v| {
@@ -291,7 +295,13 @@ fn a_backlog_of_3000_events_drains_while_states_keep_changing() {
         let kind = if i % 2 == 0 { "start" } else { "end" };
         format!("{kind}-live-{}", i / 2)
     }));
-    assert_eq!(ids.len(), want.len(), "delivered {} of 3100", ids.len());
+    assert_eq!(
+        ids.len(),
+        want.len(),
+        "delivered {} of 3100 in {:.1} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(ids, want, "in spool order");
     // the counters follow the acknowledgements, a moment after the subscriber has the messages
     assert!(
