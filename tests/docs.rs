@@ -21,18 +21,21 @@ fn block(text: &str, name: &str) -> String {
     text[from..to].to_string()
 }
 
+/// The cells of one Markdown table row.
+fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
 /// The cells of a Markdown table's header row.
 fn header(table: &str) -> Vec<String> {
     table
         .lines()
         .find(|l| l.starts_with('|'))
-        .map(|l| {
-            l.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(cells)
         .unwrap_or_default()
 }
 
@@ -42,13 +45,7 @@ fn rows(table: &str) -> Vec<Vec<String>> {
         .lines()
         .filter(|l| l.starts_with('|'))
         .skip(2)
-        .map(|l| {
-            l.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(cells)
         .collect()
 }
 

@@ -58,18 +58,19 @@ impl Validator<'_> {
                 }
             }
         };
+        // where an owlvit_when error points: the key, or the camera's name without one
+        let when_span = c
+            .owlvit_when
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(c.name.span());
         let owlvit_when = match c.owlvit_when.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("always") => OwlVitWhen::Always,
             Some("motion") => OwlVitWhen::Motion,
             Some("clip_on") => OwlVitWhen::ClipOn,
             Some(other) => {
-                let span = c
-                    .owlvit_when
-                    .as_ref()
-                    .map(|s| s.span())
-                    .unwrap_or(c.name.span());
                 return self.err(
-                    span,
+                    when_span,
                     "cameras.owlvit_when",
                     format!("{other:?} is not allowed; use \"always\", \"motion\" or \"clip_on\""),
                 );
@@ -136,13 +137,8 @@ impl Validator<'_> {
         }
         if owlvit_when == OwlVitWhen::ClipOn && !prompts.iter().any(|p| p.model == ModelKind::Clip)
         {
-            let span = c
-                .owlvit_when
-                .as_ref()
-                .map(|s| s.span())
-                .unwrap_or(c.name.span());
             return self.err(
-                span,
+                when_span,
                 "cameras.owlvit_when",
                 "\"clip_on\" needs a CLIP prompt on this camera",
             );

@@ -43,15 +43,7 @@ impl Validator<'_> {
         lo: f64,
         hi: f64,
     ) -> Result<f64> {
-        match v {
-            None => Ok(default),
-            Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-            Some(s) => self.err(
-                s.span(),
-                key,
-                format!("{} is out of range; allowed {lo}..={hi}", s.get_ref()),
-            ),
-        }
+        self.in_range(v, key, default, lo, hi)
     }
 
     pub(super) fn int(
@@ -62,6 +54,18 @@ impl Validator<'_> {
         lo: i64,
         hi: i64,
     ) -> Result<i64> {
+        self.in_range(v, key, default, lo, hi)
+    }
+
+    /// A number between `lo` and `hi` (inclusive), `default` when absent.
+    fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+        &self,
+        v: &Option<Spanned<T>>,
+        key: &str,
+        default: T,
+        lo: T,
+        hi: T,
+    ) -> Result<T> {
         match v {
             None => Ok(default),
             Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
