@@ -26,13 +26,14 @@ pub struct QueryEmbeddings {
 /// The prompt's score on every stored frame, in the order of `emb`.
 pub fn score_all(emb: &Embeddings, q: &QueryEmbeddings, logit_scale: f32) -> Vec<f32> {
     let mut negs = vec![0.0; q.negatives.len()];
+    let mut row = vec![0.0; emb.dim];
     (0..emb.len())
         .map(|i| {
-            let row = emb.row(i);
+            emb.row_into(i, &mut row);
             for (n, neg) in negs.iter_mut().zip(&q.negatives) {
-                *n = dot_lanes(neg, row);
+                *n = dot_lanes(neg, &row);
             }
-            prompt_score(dot_lanes(&q.own, row), negs.iter().copied(), logit_scale)
+            prompt_score(dot_lanes(&q.own, &row), negs.iter().copied(), logit_scale)
         })
         .collect()
 }
@@ -276,13 +277,13 @@ mod tests {
 
     #[test]
     fn scores_match_the_daemons_formula() {
-        let emb = Embeddings {
-            ids: vec![1, 2],
-            times: vec![0, 1],
-            thumbs: vec![None, None],
-            dim: 2,
-            vectors: vec![1.0, 0.0, 0.6, 0.8],
-        };
+        let emb = Embeddings::from_f32(
+            vec![1, 2],
+            vec![0, 1],
+            vec![None, None],
+            2,
+            &[1.0, 0.0, 0.6, 0.8],
+        );
         let q = QueryEmbeddings {
             own: vec![1.0, 0.0],
             negatives: vec![vec![0.0, 1.0]],

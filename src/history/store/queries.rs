@@ -4,7 +4,7 @@
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
 
-use super::{decode_embeddings_into, Store};
+use super::{decode_f16, encode_embedding, Store};
 
 /// A stored frame for plots: time, motion flag, and each prompt's (score, box).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,26 +31,49 @@ pub struct EventRow {
 }
 
 /// Every stored embedding of a camera, in time order: `ids[i]`, `times[i]` and `thumbs[i]` (the
-/// frame's own thumbnail, if it has one) describe the `i`-th row of `vectors` (`dim` values
-/// each, as f32).
+/// frame's own thumbnail, if it has one) describe the `i`-th row of `halves` (`dim` values
+/// each, little-endian f16 as stored: [`Embeddings::row_into`] gives a row as f32).
 #[derive(Clone, Debug, Default)]
 pub struct Embeddings {
     pub ids: Vec<i64>,
     pub times: Vec<i64>,
     pub thumbs: Vec<Option<i64>>,
     pub dim: usize,
-    pub vectors: Vec<f32>,
+    pub halves: Vec<u8>,
 }
 
 impl Embeddings {
+    /// Embeddings from f32 rows (stored as f16, as the history stores them).
+    pub fn from_f32(
+        ids: Vec<i64>,
+        times: Vec<i64>,
+        thumbs: Vec<Option<i64>>,
+        dim: usize,
+        rows: &[f32],
+    ) -> Embeddings {
+        Embeddings {
+            ids,
+            times,
+            thumbs,
+            dim,
+            halves: encode_embedding(rows),
+        }
+    }
     pub fn len(&self) -> usize {
         self.ids.len()
     }
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    /// Row `i` as f32, into `out` (`dim` values).
+    pub fn row_into(&self, i: usize, out: &mut [f32]) {
+        decode_f16(&self.halves[i * self.dim * 2..(i + 1) * self.dim * 2], out);
+    }
+    /// Row `i` as f32.
+    pub fn row(&self, i: usize) -> Vec<f32> {
+        let mut v = vec![0.0; self.dim];
+        self.row_into(i, &mut v);
+        v
     }
 }
 
@@ -107,26 +130,51 @@ impl Store {
 
     /// A camera's embeddings with `t_ms >= since_ms`, in time order.
     pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
+        // the first row's size sets the dimension: rows of another model are skipped, as
+        // they are not comparable
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT length(v) FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame LIMIT 1",
+                params![camera, since_ms],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match first {
+            Some(bytes) => {
+                self.embeddings_between(camera, since_ms, bytes as usize, (i64::MIN, i64::MAX))
+            }
+            None => Ok(Embeddings::default()),
+        }
+    }
+
+    /// The embeddings of `bytes` bytes among frames `from..=to` (ids), in time order.
+    fn embeddings_between(
+        &self,
+        camera: &str,
+        since_ms: i64,
+        bytes: usize,
+        (from, to): (i64, i64),
+    ) -> Result<Embeddings> {
         let mut st = self.conn.prepare_cached(
-            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
+            "SELECT frame, t_ms, thumb, v FROM embeddings \
+             WHERE frame BETWEEN ?3 AND ?4 AND camera = ?1 AND t_ms >= ?2 ORDER BY frame",
         )?;
-        let mut rows = st.query(params![camera, since_ms])?;
-        let mut out = Embeddings::default();
-        let mut raw: Vec<u8> = vec![];
+        let mut rows = st.query(params![camera, since_ms, from, to])?;
+        let mut out = Embeddings {
+            dim: bytes / 2,
+            ..Embeddings::default()
+        };
         while let Some(r) = rows.next()? {
             let v = r.get_ref(3)?.as_blob()?;
-            if out.dim == 0 {
-                out.dim = v.len() / 2;
-            }
-            if v.len() != out.dim * 2 {
+            if v.len() != bytes {
                 continue; // another model's embedding (the CLIP model changed): not comparable
             }
             out.ids.push(r.get(0)?);
             out.times.push(r.get(1)?);
             out.thumbs.push(r.get(2)?);
-            raw.extend_from_slice(v);
+            out.halves.extend_from_slice(v);
         }
-        decode_embeddings_into(&raw, &mut out.vectors);
         Ok(out)
     }
 
