@@ -99,6 +99,10 @@ impl Broker {
         }
     }
 
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     fn log_count(&self, needle: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()

@@ -257,7 +257,11 @@ fn prespool(dir: &Path, n: usize) {
 #[test]
 fn a_backlog_of_3000_events_drains_while_states_keep_changing() {
     let dir = TempDir::new("mqtt-backlog");
-    let broker = Broker::start(dir.path(), "");
+    // mosquitto queues at most 1000 QoS-1 messages for a subscriber by default and drops the
+    // rest: under a full `cargo test` this test's subscriber fell behind the 3000-event burst
+    // and lost messages the publisher had delivered (its PUBACKs all came back). The test is
+    // about the publisher, so its subscriber's queue is unbounded.
+    let broker = Broker::start(dir.path(), "max_queued_messages 0");
     let spool = dir.path().join("spool");
     prespool(&spool, 3000);
     let sub = Sub::new(broker.port, "backlog-events", &[EVENTS], false);
@@ -275,9 +279,8 @@ fn a_backlog_of_3000_events_drains_while_states_keep_changing() {
         publisher.publish(&e).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    // alone this drains in 2-4 s (also beside six busy loops); one full `cargo test` beside a
-    // cross-build delivered 2554 in 60 s, so the limit is generous: what is asserted is that
-    // everything arrives, in order
+    // alone this drains in 2-4 s (also beside six busy loops); the limit is generous: what is
+    // asserted is that everything arrives, in order
     let started = std::time::Instant::now();
     let delivered = sub.events(EVENTS, 3100, SECS(180));
     let ids: Vec<String> = delivered
@@ -295,6 +298,13 @@ fn a_backlog_of_3000_events_drains_while_states_keep_changing() {
         let kind = if i % 2 == 0 { "start" } else { "end" };
         format!("{kind}-live-{}", i / 2)
     }));
+    if ids.len() != want.len() {
+        let dropped = broker
+            .log()
+            .matches("being dropped for client backlog-events")
+            .count();
+        eprintln!("the broker reported dropping messages for the subscriber {dropped} time(s)");
+    }
     assert_eq!(
         ids.len(),
         want.len(),
