@@ -104,10 +104,7 @@ impl Broker {
     }
 
     fn log_count(&self, needle: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches(needle)
-            .count()
+        self.log().matches(needle).count()
     }
 }
 

@@ -128,46 +128,19 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A camera's embeddings with `t_ms >= since_ms`, in time order.
+    /// A camera's embeddings with `t_ms >= since_ms`, in time order, as stored (f16).
     pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
-        // the first row's size sets the dimension: rows of another model are skipped, as
-        // they are not comparable
-        let first: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT length(v) FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame LIMIT 1",
-                params![camera, since_ms],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match first {
-            Some(bytes) => {
-                self.embeddings_between(camera, since_ms, bytes as usize, (i64::MIN, i64::MAX))
-            }
-            None => Ok(Embeddings::default()),
-        }
-    }
-
-    /// The embeddings of `bytes` bytes among frames `from..=to` (ids), in time order.
-    fn embeddings_between(
-        &self,
-        camera: &str,
-        since_ms: i64,
-        bytes: usize,
-        (from, to): (i64, i64),
-    ) -> Result<Embeddings> {
         let mut st = self.conn.prepare_cached(
-            "SELECT frame, t_ms, thumb, v FROM embeddings \
-             WHERE frame BETWEEN ?3 AND ?4 AND camera = ?1 AND t_ms >= ?2 ORDER BY frame",
+            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
         )?;
-        let mut rows = st.query(params![camera, since_ms, from, to])?;
-        let mut out = Embeddings {
-            dim: bytes / 2,
-            ..Embeddings::default()
-        };
+        let mut rows = st.query(params![camera, since_ms])?;
+        let mut out = Embeddings::default();
         while let Some(r) = rows.next()? {
             let v = r.get_ref(3)?.as_blob()?;
-            if v.len() != bytes {
+            if out.dim == 0 {
+                out.dim = v.len() / 2;
+            }
+            if v.len() != out.dim * 2 {
                 continue; // another model's embedding (the CLIP model changed): not comparable
             }
             out.ids.push(r.get(0)?);

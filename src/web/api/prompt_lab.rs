@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::search;
 use super::{
-    bad, blocking, bucket_max, buckets, camera, decide_json, json_response, since, store, ApiError,
-    ApiResult, Params, Web, TOP,
+    bad, blocking, bucket_max, buckets, camera, decide_json, json_response, since, store,
+    toml_string, ApiError, ApiResult, Params, Web, TOP,
 };
 use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
@@ -209,6 +209,14 @@ pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiR
     .await
 }
 
+/// A camera a request body names must be one the daemon runs.
+fn known_camera(web: &Web, id: &str) -> std::result::Result<(), ApiError> {
+    match web.status.camera(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no camera {id:?}"))),
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct Mark {
     camera: String,
@@ -223,12 +231,7 @@ pub async fn mark(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiRe
             "expected {{\"camera\", \"q\", \"frame\", \"yes\"}}: {e}"
         ))
     })?;
-    if web.status.camera(&m.camera).is_none() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no camera {:?}", m.camera),
-        ));
-    }
+    known_camera(&web, &m.camera)?;
     blocking(move || {
         let cfg = web
             .history
@@ -260,12 +263,7 @@ pub struct Examples {
 pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
     let e: Examples = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("expected {{\"camera\", \"q\", \"name\"}}: {e}")))?;
-    if web.status.camera(&e.camera).is_none() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no camera {:?}", e.camera),
-        ));
-    }
+    known_camera(&web, &e.camera)?;
     let q = e.q.trim().to_string();
     let name = e.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
     let name = name.unwrap_or(&q).to_string();
@@ -274,11 +272,11 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
         return Err(bad("give the prompt a name with letters or digits"));
     }
     blocking(move || {
+        let store = store(&web)?;
         let cfg = web
             .history
             .as_ref()
             .ok_or_else(|| bad("the history is off"))?;
-        let store = Store::open_existing(&cfg.db_path())?;
         let marks = store.marks(&e.camera, &q)?;
         if !marks.iter().any(|(_, yes)| *yes) {
             return Err(bad(format!(
@@ -297,19 +295,15 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
                 continue; // marked in the lab, whose frames all have thumbnails; gone since
             };
             let dir = &dirs[usize::from(!*yes)];
-            std::fs::create_dir_all(dir).map_err(|err| {
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("unable to create {}: {err}", dir.display()),
-                )
-            })?;
             let file = dir.join(format!("frame-{frame}.jpg"));
-            std::fs::write(&file, jpeg).map_err(|err| {
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("unable to write {}: {err}", file.display()),
-                )
-            })?;
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&file, jpeg))
+                .map_err(|err| {
+                    ApiError(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("unable to write {}: {err}", file.display()),
+                    )
+                })?;
             saved[usize::from(!*yes)] += 1;
         }
         if saved[0] == 0 {
@@ -344,8 +338,4 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
         }))
     })
     .await
-}
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
