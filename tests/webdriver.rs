@@ -46,6 +46,28 @@ fn call(
     Ok(v["value"].clone())
 }
 
+/// The browser binary where each distribution puts it: Debian's `chromium` package installs
+/// /usr/bin/chromium, Ubuntu's `chromium-browser` /usr/bin/chromium-browser (a snap wrapper);
+/// `PROMPTCAM_CHROMIUM` names another.
+fn chromium_binary() -> String {
+    if let Ok(p) = std::env::var("PROMPTCAM_CHROMIUM") {
+        return p;
+    }
+    let candidates = ["chromium", "chromium-browser", "google-chrome"];
+    for name in candidates {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let p = Path::new(dir).join(name);
+            if p.is_file() {
+                return p.display().to_string();
+            }
+        }
+    }
+    panic!(
+        "unable to find a chromium binary (looked for {candidates:?} on PATH): install Debian's \
+         chromium or Ubuntu's chromium-browser (scripts/test does), or set PROMPTCAM_CHROMIUM"
+    )
+}
+
 impl Browser {
     pub fn start(profile: &Path) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -92,7 +114,7 @@ impl Browser {
         .chain([format!("--user-data-dir={}", profile.display())])
         .collect::<Vec<_>>();
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+            "goog:chromeOptions": {"binary": chromium_binary(), "args": args}}}});
         let session = call(&agent, "POST", &format!("{base}/session"), Some(caps))
             .unwrap_or_else(|e| panic!("{e}"));
         let session = session["sessionId"]
