@@ -56,6 +56,8 @@ pub struct Report {
     pub model_run: Stage,
     pub postprocess: Stage,
     pub peak_rss_mb: f64,
+    /// The kernels tract chose for the image tower's (or detector's) matrix products.
+    pub kernels: Vec<crate::model::graph::KernelUse>,
     /// Model time by op type, each op's median over the frames (with `--profile`), slowest
     /// first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,6 +277,12 @@ pub fn run(o: &Options) -> Result<Report> {
             q.push(t4 - t3);
         }
     }
+    let kernels = match &m {
+        M::Clip(c) => crate::model::graph::kernels(c.image_tower().model()),
+        M::Owl(o) => crate::model::graph::kernels(o.runnable().model()),
+        M::Owl2(o) => crate::model::graph::kernels(o.runnable().model()),
+        M::Seg(s) => crate::model::graph::kernels(s.image_graph().model()),
+    };
     let profile = if profile {
         let (model, pixels) = match &mut m {
             M::Clip(c) => {
@@ -318,6 +326,7 @@ pub fn run(o: &Options) -> Result<Report> {
         model_run: stage(r),
         postprocess: stage(q),
         peak_rss_mb: peak_rss_mb(),
+        kernels,
         profile,
     })
 }
@@ -353,6 +362,20 @@ impl std::fmt::Display for Report {
             )?;
         }
         write!(f, "  peak RSS         {:>9.1} MB", self.peak_rss_mb)?;
+        let kernels: Vec<String> = self
+            .kernels
+            .iter()
+            .map(|k| format!("{} x{}", k.kernel, k.nodes))
+            .collect();
+        write!(
+            f,
+            "\n  matmul kernels   {}",
+            if kernels.is_empty() {
+                "none (no optimized matrix product)".to_string()
+            } else {
+                kernels.join(", ")
+            }
+        )?;
         if let Some(ops) = &self.profile {
             let total: f64 = ops.iter().map(|o| o.ms).sum();
             write!(

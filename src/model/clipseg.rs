@@ -223,6 +223,14 @@ impl ClipSeg {
         &self.prompts
     }
 
+    /// The image-side graph: the vision tower of the split layout, or the whole model.
+    pub fn image_graph(&self) -> &Runnable {
+        match &self.graphs {
+            Graphs::Split { vision, .. } => vision,
+            Graphs::Whole { model, .. } => model,
+        }
+    }
+
     pub fn layout(&self) -> Layout {
         match &self.graphs {
             Graphs::Split { .. } => Layout::Split,

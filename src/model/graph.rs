@@ -374,6 +374,47 @@ pub fn median_profile(runs: &[Vec<OpTime>]) -> Vec<OpTime> {
     v
 }
 
+/// How many matrix products of a model run on one tract kernel, and of which operand types.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelUse {
+    /// tract-linalg's kernel name, e.g. `avx2_mmm_i32_8x8` or `fma_mmm_f32_16x6`; a model
+    /// whose product picks one of two kernels by shape at run time lists both.
+    pub kernel: String,
+    /// The kernel's family: its name up to `_mmm` (`avx2`, `fma`, `arm64simd`, `generic`, ...).
+    pub family: String,
+    pub nodes: usize,
+}
+
+/// The kernels tract chose for the matrix products (`OptMatMul`) of an optimized model, most
+/// used first: what `promptcam bench` prints, since the same file runs other kernels on other
+/// CPUs (issue 21: int8 on AVX2 without VNNI fell to a path 100x slower than fp32).
+pub fn kernels(model: &TypedModel) -> Vec<KernelUse> {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
+    for node in model.nodes() {
+        if let Some(op) = node.op_as::<OptMatMul>() {
+            for mmm in &op.mmm {
+                *by_name.entry(mmm.name().to_string()).or_default() += 1;
+            }
+        }
+    }
+    let mut v: Vec<KernelUse> = by_name
+        .into_iter()
+        .map(|(kernel, nodes)| KernelUse {
+            family: kernel_family(&kernel).to_string(),
+            kernel,
+            nodes,
+        })
+        .collect();
+    v.sort_by(|a, b| b.nodes.cmp(&a.nodes).then(a.kernel.cmp(&b.kernel)));
+    v
+}
+
+/// `avx2_mmm_i32_8x8` -> `avx2`; a name without `_mmm` is its own family.
+pub fn kernel_family(kernel: &str) -> &str {
+    kernel.split("_mmm").next().unwrap_or(kernel)
+}
+
 /// Copies an output tensor into a flat `Vec<f32>` and its shape.
 pub fn f32_output(v: &TValue) -> Result<(Vec<usize>, Vec<f32>)> {
     let t = v.cast_to::<f32>()?;
