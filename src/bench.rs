@@ -277,31 +277,25 @@ pub fn run(o: &Options) -> Result<Report> {
             q.push(t4 - t3);
         }
     }
-    let kernels = match &m {
-        M::Clip(c) => crate::model::graph::kernels(c.image_tower().model()),
-        M::Owl(o) => crate::model::graph::kernels(o.runnable().model()),
-        M::Owl2(o) => crate::model::graph::kernels(o.runnable().model()),
-        M::Seg(s) => crate::model::graph::kernels(s.image_graph().model()),
+    // the graph that takes the pixels: its kernels are reported, and --profile times it
+    let graph = |m: &M| match m {
+        M::Clip(c) => c.image_tower().clone(),
+        M::Owl(o) => o.runnable().clone(),
+        M::Owl2(o) => o.runnable().clone(),
+        M::Seg(s) => s.image_graph().clone(),
     };
+    let kernels = crate::model::graph::kernels(graph(&m).model());
     let profile = if profile {
-        let (model, pixels) = match &mut m {
-            M::Clip(c) => {
-                let px = c.preprocessor().run(&first)?;
-                (c.image_tower(), px)
-            }
-            M::Owl(o) => {
-                let px = o.preprocessor().run(&first)?;
-                (o.runnable(), px)
-            }
-            M::Owl2(o) => {
-                let px = o.preprocessor().run(&first)?;
-                (o.runnable(), px)
-            }
+        let pixels = match &mut m {
+            M::Clip(c) => c.preprocessor().run(&first)?,
+            M::Owl(o) => o.preprocessor().run(&first)?,
+            M::Owl2(o) => o.preprocessor().run(&first)?,
             M::Seg(_) => anyhow::bail!("unable to profile a CLIPSeg model: --profile covers CLIP, OWL-ViT and OWLv2; drop --profile"),
         };
+        let model = graph(&m);
         // every op's median over the frames: one frame on a busy machine is noise
         let runs = (0..frames.clamp(1, 50))
-            .map(|_| crate::model::graph::profile(model, tvec![pixels.clone()]))
+            .map(|_| crate::model::graph::profile(&model, tvec![pixels.clone()]))
             .collect::<Result<Vec<_>>>()?;
         Some(crate::model::graph::median_profile(&runs))
     } else {

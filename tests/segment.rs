@@ -161,7 +161,7 @@ fn whole_model_layouts_agree_with_the_split_graphs() {
         // mask on another prompt, a broadcast over the wrong axis) moves logits by a good part
         // of their range, hundreds of times this bound.
         let scale = (0..split.prompts)
-            .flat_map(|q| split.logits(q).to_vec())
+            .flat_map(|q| split.logits(q).iter().copied())
             .fold(0f32, |a, v| a.max(v.abs()));
         let bound = 4.0 * REDUCTIONS as f32 * f32::EPSILON / 2.0 * scale;
         eprintln!("{layout:?}: worst logit difference {worst} (scale {scale}, bound {bound})");

@@ -54,9 +54,10 @@ fn chromium_binary() -> String {
         return p;
     }
     let candidates = ["chromium", "chromium-browser", "google-chrome"];
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for name in candidates {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let p = Path::new(dir).join(name);
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
             if p.is_file() {
                 return p.display().to_string();
             }

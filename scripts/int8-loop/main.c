@@ -1,7 +1,7 @@
 // The inner loop of tract-linalg's AVX2 int8 kernel (avx2_mmm_i32_8x8), as upstream has it
 // (legacy-SSE movq), with VEX loads, and two K steps per vpmaddwd (vendor/tract-linalg's
-// patch), against the f32 fma 8x8 loop: GMAC/s on one core, hot caches. pairs.S checks itself
-// against a plain C product first. Run: scripts/int8-loop/run.sh
+// patch), against the f32 fma 8x8 loop (all in loops.S): GMAC/s on one core, hot caches, after
+// checking the three int8 loops against a plain C product. Run: scripts/int8-loop/run.sh
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 out=$(mktemp -d)
-gcc -O2 main.c legacy.S pairs.S f32.S -o "$out/int8-loop"
+gcc -O2 main.c loops.S -o "$out/int8-loop"
 "$out/int8-loop"
 rm -r "$out"

@@ -374,7 +374,7 @@ pub fn median_profile(runs: &[Vec<OpTime>]) -> Vec<OpTime> {
     v
 }
 
-/// How many matrix products of a model run on one tract kernel, and of which operand types.
+/// How many matrix products of a model run on one tract kernel.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct KernelUse {
     /// tract-linalg's kernel name, e.g. `avx2_mmm_i32_8x8` or `fma_mmm_f32_16x6`; a model
