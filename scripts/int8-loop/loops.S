@@ -5,6 +5,10 @@
 //   kern_old(a, b, k, out)  the same loop with a VEX load (vmovq)
 //   kern_new(a, b, k, out)  the patched loop: two K steps per vpmaddwd, the single-K body for
 //                           an odd K's last step
+//   kern_k2(a16, b, k, out) the shipped loop: A in the K-paired i16 packing (PackedI16K2: per
+//                           K pair, row r's (a[r,k], a[r,k+1]) as i16, 32 bytes), each row's
+//                           pair broadcast from memory, the tile accumulated by rows and
+//                           transposed at the end (vendor/tract-linalg/x86_64/fma)
 //   kern_f32(a, b, k, out)  the f32 fma 8x8 loop (tract's fma_mmm_f32_8x8 shape)
 // rdi = a, rsi = b, rdx = k, rcx = out (64 values, column by column)
 .intel_syntax noprefix
@@ -118,6 +122,80 @@ kern_new:
     jz              3f
     SINGLE_K vmovq
 3:
+    STORE
+
+.macro K2_ROWS
+    .irp r, 0, 1, 2, 3, 4, 5, 6, 7
+    vpbroadcastd    ymm9, dword ptr [rdi + 4 * \r]
+    vpmaddwd        ymm9, ymm9, ymm8
+    vpaddd          ymm\r, ymm\r, ymm9
+    .endr
+.endm
+
+// the 8x8 tile in ymm0-7 transposed in place (ymm8-15 scratch), as avx2_transpose_8x8_i32.j2
+.macro TRANSPOSE
+    vpunpckldq      ymm8, ymm0, ymm1
+    vpunpckhdq      ymm9, ymm0, ymm1
+    vpunpckldq      ymm10, ymm2, ymm3
+    vpunpckhdq      ymm11, ymm2, ymm3
+    vpunpckldq      ymm12, ymm4, ymm5
+    vpunpckhdq      ymm13, ymm4, ymm5
+    vpunpckldq      ymm14, ymm6, ymm7
+    vpunpckhdq      ymm15, ymm6, ymm7
+    vpunpcklqdq     ymm0, ymm8, ymm10
+    vpunpckhqdq     ymm1, ymm8, ymm10
+    vpunpcklqdq     ymm2, ymm9, ymm11
+    vpunpckhqdq     ymm3, ymm9, ymm11
+    vpunpcklqdq     ymm4, ymm12, ymm14
+    vpunpckhqdq     ymm5, ymm12, ymm14
+    vpunpcklqdq     ymm6, ymm13, ymm15
+    vpunpckhqdq     ymm7, ymm13, ymm15
+    vperm2i128      ymm8, ymm0, ymm4, 32
+    vperm2i128      ymm9, ymm1, ymm5, 32
+    vperm2i128      ymm10, ymm2, ymm6, 32
+    vperm2i128      ymm11, ymm3, ymm7, 32
+    vperm2i128      ymm12, ymm0, ymm4, 49
+    vperm2i128      ymm13, ymm1, ymm5, 49
+    vperm2i128      ymm14, ymm2, ymm6, 49
+    vperm2i128      ymm15, ymm3, ymm7, 49
+    vmovdqa         ymm0, ymm8
+    vmovdqa         ymm1, ymm9
+    vmovdqa         ymm2, ymm10
+    vmovdqa         ymm3, ymm11
+    vmovdqa         ymm4, ymm12
+    vmovdqa         ymm5, ymm13
+    vmovdqa         ymm6, ymm14
+    vmovdqa         ymm7, ymm15
+.endm
+
+.globl kern_k2
+kern_k2:
+    ZERO
+    mov             r8, 0x0b030a0209010800
+    vmovq           xmm15, r8
+    mov             r8, 0x0f070e060d050c04
+    vpinsrq         xmm15, xmm15, r8, 1        // bytes 0,8,1,9,...,7,15: interleave k, k+1
+    mov             r8, rdx
+    shr             r8, 1
+    jz              2f
+1:
+    vmovdqu         xmm8, xmmword ptr [rsi]    // B: cols 0-7 at k, then at k+1
+    vpshufb         xmm8, xmm8, xmm15
+    vpmovsxbw       ymm8, xmm8                 // col c: (b[c,k], b[c,k+1]) as i16
+    K2_ROWS
+    add             rdi, 32
+    add             rsi, 16
+    dec             r8
+    jnz             1b
+2:
+    test            rdx, 1
+    jz              3f
+    vmovq           xmm8, qword ptr [rsi]      // B at the last k, zeros above
+    vpshufb         xmm8, xmm8, xmm15
+    vpmovsxbw       ymm8, xmm8
+    K2_ROWS
+3:
+    TRANSPOSE
     STORE
 
 .globl kern_f32

@@ -15,6 +15,8 @@ pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
+#[cfg(test)]
+mod int8_kernels;
 pub mod kind;
 pub mod owlv2;
 pub mod owlvit;

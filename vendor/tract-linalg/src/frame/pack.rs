@@ -1334,6 +1334,110 @@ impl MMMInputFormat for PackedI8K4 {
     }
 }
 
+// promptcam patch (PROMPTCAM.md): K-paired i16 packing for the AVX2 int8 kernel of x86 CPUs
+// without VNNI. i8 values are sign-extended to i16 and each lane's K steps stored in pairs:
+// out[(k/2)*r*2 + m*2 + (k%2)] = src[m,k] as i16, K padded to even with zeros. The kernel then
+// broadcasts one lane's pair with a plain 32-bit load and feeds it to `vpmaddwd` as is, so its
+// inner loop spends no shuffle on this side. Twice the bytes of an i8 packing (half of f32's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PackedI16K2 {
+    pub r: usize,
+    pub align: usize,
+}
+impl PackedI16K2 {
+    pub fn new(r: usize) -> Self {
+        PackedI16K2 { r, align: 32 }
+    }
+    /// Bytes of one panel: K rounded up to even, r lanes, two bytes each.
+    fn panel_bytes(&self, k: usize) -> usize {
+        k.div_ceil(2) * 2 * self.r * 2
+    }
+    pub fn pack_view(
+        &self,
+        t: &TensorView,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
+        ensure!(t.datum_type() == i8::datum_type(), "I16K2 packs i8, got {:?}", t.datum_type());
+        let k = t.shape()[k_axis];
+        let mn = t.shape()[mn_axis];
+        let pl = self.panel_bytes(k);
+        let panels = mn.div_ceil(self.r);
+        let st = t.strides();
+        let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
+        blob.as_bytes_mut().fill(0);
+        let (ks, ms) = (st[k_axis], st[mn_axis]);
+        unsafe {
+            let src = t.as_ptr_unchecked::<i8>();
+            let dst = blob.as_mut_ptr() as *mut i16;
+            for p in 0..panels {
+                let pw = self.r.min(mn - p * self.r);
+                let panel = dst.add(p * pl / 2);
+                let mn0 = (p * self.r) as isize;
+                for kk in 0..k {
+                    let srow = src.offset(kk as isize * ks + mn0 * ms);
+                    let dcol = panel.add((kk / 2) * self.r * 2 + kk % 2);
+                    for lm in 0..pw {
+                        *dcol.add(lm * 2) = *srow.offset(lm as isize * ms) as i16;
+                    }
+                }
+            }
+        }
+        Ok(Box::new(EagerPackedInput {
+            fact: PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k },
+            packed: blob.into(),
+            panel_bytes: pl,
+            mn,
+        }))
+    }
+}
+impl std::fmt::Display for PackedI16K2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "I16K2[{}]", self.r)
+    }
+}
+impl MMMInputFormat for PackedI16K2 {
+    fn prepare_tensor(&self, t: &Tensor, k_axis: usize, mn_axis: usize) -> TractResult<Tensor> {
+        Ok(PackedMatrixStorage::new(self.prepare_one(t, k_axis, mn_axis)?)
+            .into_tensor(t.datum_type()))
+    }
+    fn prepare_one_view(
+        &self,
+        t: &TensorView,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        self.pack_view(t, k_axis, mn_axis)
+    }
+    fn precursor(&self) -> WeightType {
+        WeightType::Plain(i8::datum_type())
+    }
+    fn r(&self) -> usize {
+        self.r
+    }
+    // The packing pads K itself and the kernel takes an odd K's last step alone: callers need
+    // not align K.
+    fn k_alignment(&self) -> usize {
+        1
+    }
+    fn merge_with<'o, 'a: 'o, 'b: 'o>(
+        &'a self,
+        o: &'b dyn MMMInputFormat,
+    ) -> Option<&'o dyn MMMInputFormat> {
+        o.downcast_ref::<PackedI16K2>().filter(|x| x.r == self.r).map(|_| self as _)
+    }
+    fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
+        mn.divceil(self.r) * self.panel_bytes(k.to_usize().unwrap_or(0))
+    }
+    fn extract_at_mn_f16(&self, _: &EagerPackedInput, _: usize, _: &mut [f16]) -> TractResult<()> {
+        bail!("no f16 extract")
+    }
+    fn extract_at_mn_f32(&self, _: &EagerPackedInput, _: usize, _: &mut [f32]) -> TractResult<()> {
+        bail!("no f32 extract")
+    }
+}
+
 pub trait Packing {
     fn packing(r: usize) -> PackedFormat;
 }

@@ -6,6 +6,7 @@ use crate::isa::IsaSet;
 use crate::mmm::{Query, Suitable};
 use crate::mmm_tiers::MmmTier;
 use crate::pack::PackedFormat;
+use crate::pack::PackedI16K2;
 #[cfg(any(tract_avx512vnni, tract_avxvnni, tract_amx_int8))]
 use crate::pack::PackedI8K4;
 
@@ -142,8 +143,10 @@ MMMExternKernel! { x86_64; avx_mmm_i32_8x4<i32>(8,4)@(256,4) isa(X86_64Avx)
     store(i8)
 }
 
+// promptcam patch (PROMPTCAM.md): A in the K-paired i16 packing, so the i8i8 loop broadcasts
+// A's pairs straight from memory; B stays the plain i8 packing that im2col and QSumB expect.
 MMMExternKernel! { x86_64; avx2_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Avx2)
-    packing[1] = i8i8 => |k| k.with_packing(PackedFormat::new(DatumType::I8, 8, 256), PackedFormat::new(DatumType::I8, 8, 4));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI16K2::new(8), PackedFormat::new(DatumType::I8, 8, 4));
 
     store(i8)
 }
