@@ -106,6 +106,16 @@ pub fn set_threads(threads: usize) -> usize {
     n
 }
 
+/// How many threads tract's matrix-product executor runs now.
+pub fn current_threads() -> usize {
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    match current_tract_executor() {
+        Executor::SingleThread => 1,
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        Executor::RayonGlobal => rayon::current_num_threads(),
+    }
+}
+
 /// What `promptcam bench` measures.
 pub struct Options<'a> {
     pub dir: &'a Path,

@@ -92,7 +92,7 @@ fn check_and_run_agree_on_every_config() {
     let config = crate::daemon::replay(tmp.path(), &["rocket.png"], false, 0.6);
     let base = std::fs::read_to_string(&config).unwrap();
     let mut table = rows(tmp.path(), &base);
-    // a file that is not UTF-8: a Latin-1 byte in the camera's name, on line 9
+    // a file that is not UTF-8: a Latin-1 byte in the camera's name, on line 10
     let mut latin1 = base.replace("Launch pad", "Launch p\u{e4}d").into_bytes();
     let at = latin1
         .windows(2)
@@ -104,7 +104,7 @@ fn check_and_run_agree_on_every_config() {
     table.push((
         "a Latin-1 file",
         String::new(),
-        Some(&["line 9, column 17", "UTF-8"]),
+        Some(&["line 10, column 17", "UTF-8"]),
     ));
     for (name, text, complaint) in table {
         let path = if text.is_empty() {

@@ -105,6 +105,7 @@ fn write_config(path: &Path, frames: &Path, looped: bool, threshold: f32) {
         r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [motion]
 enabled = false
@@ -344,6 +345,121 @@ fn check_validates_config_and_models_and_names_bad_keys() {
     );
 }
 
+/// The `int8 X ms, fp32 Y ms` figures and the choice of `model`'s precision log line, if any.
+fn precision_line(log: &str, model: &str) -> Option<(f64, f64, String)> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("{model}: int8 ")))?;
+    let rest = line.split(&format!("{model}: int8 ")).nth(1)?;
+    let int8: f64 = rest.split(" ms").next()?.parse().ok()?;
+    let fp32: f64 = rest
+        .split("fp32 ")
+        .nth(1)?
+        .split(" ms")
+        .next()?
+        .parse()
+        .ok()?;
+    let using = rest.split("using ").nth(1)?.split(' ').next()?.to_string();
+    Some((int8, fp32, using))
+}
+
+#[test]
+fn quantized_auto_times_both_precisions_and_keeps_the_faster() {
+    let demo = fixture::path("config/demo.toml");
+    let demo_text = std::fs::read_to_string(&demo).unwrap();
+    assert!(
+        !demo_text.contains("quantized"),
+        "the demo relies on the default"
+    );
+    // the default is "auto": both precisions timed, both figures logged, the faster kept (int8
+    // unless fp32 beats it by 3%), and `check` says which runs
+    let (code, out, err) = fixture::promptcam(&["check", "--config", demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for (model, key) in [("CLIP", "clip"), ("OWL-ViT", "owlvit")] {
+        let (int8, fp32, using) = precision_line(&err, model).unwrap_or_else(|| panic!("{err}"));
+        let want = if fp32 < int8 * 0.97 { "fp32" } else { "int8" };
+        assert_eq!(using, want, "{err}");
+        assert!(
+            out.contains(&format!("model {key}: ")) && out.contains(&format!("({want} (Auto))")),
+            "{out}"
+        );
+    }
+
+    let tmp = TempDir::new("precision");
+    let with = |name: &str, line: &str| {
+        let p = tmp.path().join(name);
+        let text = demo_text.replace(
+            "dir = \"models/tiny/clip\"\n",
+            &format!("dir = \"models/tiny/clip\"\n{line}\n"),
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // an explicit true keeps int8 and logs both figures (a warning past 3x fp32)
+    let (code, out, err) = fixture::promptcam(&[
+        "check",
+        "--config",
+        with("true.toml", "quantized = true").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(int8 (Int8))"), "{out}");
+    let (int8, fp32, _) = precision_line(&err, "CLIP").unwrap_or_else(|| panic!("{err}"));
+    let warned = err.contains("slower than fp32 on this CPU");
+    assert_eq!(warned, int8 > 3.0 * fp32, "{err}");
+    // false runs fp32 without timing int8
+    let (code, out, err) = fixture::promptcam(&[
+        "check",
+        "--config",
+        with("false.toml", "quantized = false").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(fp32 (Fp32))") && precision_line(&err, "CLIP").is_none(),
+        "{out}{err}"
+    );
+    // a word that is not a choice is refused with the choices
+    let (code, _, err) = fixture::promptcam(&[
+        "check",
+        "--config",
+        with("word.toml", "quantized = \"fast\"").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("models.clip.quantized") && err.contains("\"auto\"") && err.contains("line 7"),
+        "{err}"
+    );
+
+    // a model directory without int8 files runs fp32 under "auto", and says why
+    let fp32_only = tmp.path().join("clip");
+    std::fs::create_dir_all(fp32_only.join("onnx")).unwrap();
+    let src = fixture::path("models/tiny/clip");
+    for e in std::fs::read_dir(&src).unwrap().map(Result::unwrap) {
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), fp32_only.join(e.file_name())).unwrap();
+        }
+    }
+    for e in std::fs::read_dir(src.join("onnx"))
+        .unwrap()
+        .map(Result::unwrap)
+    {
+        if !e.file_name().to_string_lossy().contains("_quantized") {
+            std::fs::copy(e.path(), fp32_only.join("onnx").join(e.file_name())).unwrap();
+        }
+    }
+    let p = tmp.path().join("fp32-only.toml");
+    std::fs::write(
+        &p,
+        demo_text.replace("models/tiny/clip", fp32_only.to_str().unwrap()),
+    )
+    .unwrap();
+    let (code, out, err) = fixture::promptcam(&["check", "--config", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("no int8 files to time against it") && out.contains("(fp32 (Auto))"),
+        "{out}{err}"
+    );
+}
+
 #[test]
 fn the_systemd_unit_verifies_without_warnings() {
     let unit = std::fs::read_to_string(fixture::path("systemd/promptcam.service")).unwrap();
@@ -418,7 +534,7 @@ fn cascade_events(tag: &str, frames: &[&str], owlvit_when: &str) -> Vec<Value> {
         &format!("loop = false\nowlvit_when = \"{owlvit_when}\""),
     );
     let text = format!(
-        "{text}\n[[cameras.prompts]]\ntext = \"a rocket\"\nmodel = \"owlvit\"\nthreshold = 0.3\nwindow = 1\nmin_frames = 1\n\n[models.owlvit]\ndir = \"{}\"\n",
+        "{text}\n[[cameras.prompts]]\ntext = \"a rocket\"\nmodel = \"owlvit\"\nthreshold = 0.3\nwindow = 1\nmin_frames = 1\n\n[models.owlvit]\ndir = \"{}\"\nquantized = false\n",
         fixture::path("models/tiny/owlvit").display()
     );
     std::fs::write(&config, text).unwrap();
@@ -473,10 +589,12 @@ fn owlv2_prompts_and_motion_cropped_detectors_run_in_the_daemon() {
             r#"
 [models.owlvit]
 dir = "{owlvit}"
+quantized = false
 input_size = 384
 
 [models.owlv2]
 dir = "{owlv2}"
+quantized = false
 input_size = 480
 
 [[cameras]]

@@ -140,6 +140,7 @@ fn the_rules_give_exactly_the_events_they_imply() {
             r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [motion]
 enabled = false
@@ -242,7 +243,7 @@ min_frames = 1
     std::fs::write(
         &config,
         format!(
-            "[models.clip]\ndir = \"{}\"\n\n[models.owlvit]\ndir = \"{}\"\n\n[motion]\nenabled = false\n{}{}",
+            "[models.clip]\ndir = \"{}\"\nquantized = false\n\n[models.owlvit]\ndir = \"{}\"\nquantized = false\n\n[motion]\nenabled = false\n{}{}",
             fixture::path("models/tiny/clip").display(),
             fixture::path("models/tiny/owlvit").display(),
             camera("Left", "[0, 0, 256, 256]"),

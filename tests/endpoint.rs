@@ -173,6 +173,7 @@ fn healthz_metrics_and_snapshot_follow_the_camera() {
             r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [[cameras]]
 name = "Porch"

@@ -174,6 +174,7 @@ fn the_daemon_scores_an_example_prompt_against_negative_examples_as_transformers
         r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [[cameras]]
 name = "Yard"

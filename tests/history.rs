@@ -121,6 +121,7 @@ pub(crate) fn lab_config(
         r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [motion]
 enabled = false

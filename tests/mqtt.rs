@@ -243,6 +243,7 @@ device_id = "garage_pi"
 
 [models.clip]
 dir = "models/tiny/clip"
+quantized = false
 
 [[cameras]]
 name = "Driveway"

@@ -92,6 +92,7 @@ fn an_oversized_retained_command_is_refused_without_dropping_the_connection() {
 const LONG_PROMPTS: &str = r#"
 [models.clip]
 dir = "models/tiny/clip"
+quantized = false
 
 [[cameras]]
 name = "Driveway"

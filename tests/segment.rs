@@ -376,6 +376,7 @@ fn a_clipseg_prompt_in_the_daemon_is_a_coverage_sensor() {
             r#"
 [models.clipseg]
 dir = "{model}"
+quantized = false
 
 [motion]
 enabled = false

@@ -327,9 +327,11 @@ fn the_daemon_makes_each_leaf_path_a_state_scored_as_the_reference() {
             r#"
 [models.clip]
 dir = "{clip}"
+quantized = false
 
 [models.owlvit]
 dir = "{owl}"
+quantized = false
 
 [motion]
 enabled = false

@@ -165,7 +165,7 @@ fn the_pages_work_in_a_real_browser() {
     );
     // the lines are a prompt the config takes
     let config = format!(
-        "[models.clip]\ndir = {:?}\n[[cameras]]\nname = \"Yard\"\nsource = {:?}\n{toml_lines}",
+        "[models.clip]\ndir = {:?}\nquantized = false\n[[cameras]]\nname = \"Yard\"\nsource = {:?}\n{toml_lines}",
         fixture::path("models/tiny/clip").display().to_string(),
         fixture::path("tests/fixtures/images").display().to_string(),
     );

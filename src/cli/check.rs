@@ -15,7 +15,7 @@ pub fn check(path: &Path) -> Result<()> {
     if let Some(m) = &config.mqtt {
         spool_dir_usable(&m.spool_dir)?;
     }
-    let (_, cameras) = crate::daemon::prepare(&config)?;
+    let (towers, cameras) = crate::daemon::prepare(&config)?;
     let mut report = vec![format!("{}: valid", path.display())];
     for (kind, mc) in &config.models {
         let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
@@ -27,10 +27,13 @@ pub fn check(path: &Path) -> Result<()> {
             })
             .unwrap_or_default();
         files.sort();
+        let runs = match towers.precision(*kind) {
+            Some(p) => format!("{} ({:?})", p.name(), mc.precision),
+            None => format!("{:?}, not loaded: no prompt uses it", mc.precision),
+        };
         report.push(format!(
-            "  model {kind}: {} ({:?}) present and loads; onnx/: {}",
+            "  model {kind}: {} ({runs}) present and loads; onnx/: {}",
             mc.dir.display(),
-            mc.precision,
             files.join(", ")
         ));
     }

@@ -72,7 +72,8 @@ pub fn search(a: SearchArgs) -> Result<()> {
         );
     }
     let store = Store::open_read_only(&path)?;
-    let tower = ClipText::load(&ModelDir::open(&clip.dir)?, clip.precision)?;
+    let dir = ModelDir::open(&clip.dir)?;
+    let tower = ClipText::load(&dir, clip.precision.offline(&dir, "text_model"))?;
     let query = Query {
         text: a.text.clone(),
         negatives: a.negatives.clone(),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::decide::DecideConfig;
-use crate::model::{ModelKind, Precision};
+use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionConfig;
 
 pub use history::HistoryConfig;
@@ -38,7 +38,8 @@ const SEE: &str = "see config/promptcam.example.toml";
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub dir: PathBuf,
-    pub precision: Precision,
+    /// `quantized`: fp32, int8, or "auto" (resolved when the models load: `pipeline::precision`).
+    pub precision: PrecisionChoice,
     /// OWL-ViT / OWLv2 only: run at this many pixels square instead of the export's size.
     pub input_size: Option<u32>,
 }

@@ -58,10 +58,18 @@ pub(super) struct RawDaemon {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawModel {
     pub(super) dir: String,
-    #[serde(default)]
-    pub(super) quantized: bool,
+    /// `true`, `false` or `"auto"` (absent: `"auto"`).
+    pub(super) quantized: Option<Spanned<RawQuantized>>,
     /// OWL-ViT / OWLv2: the square input size in pixels (default: the export's own).
     pub(super) input_size: Option<Spanned<i64>>,
+}
+
+/// `quantized = true | false | "auto"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawQuantized {
+    Flag(bool),
+    Word(String),
 }
 
 #[derive(Deserialize, Default)]

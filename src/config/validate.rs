@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawModel};
+use super::raw::{RawConfig, RawModel, RawQuantized};
 use super::syntax::line_col;
 use super::{slug, CameraConfig, Config, ModelConfig, SEE};
-use crate::model::{ModelKind, Precision};
+use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionConfig;
 
 pub(super) struct Validator<'a> {
@@ -217,13 +217,24 @@ impl Validator<'_> {
                 Some(n as u32)
             }
         };
+        let precision = match &m.quantized {
+            None => PrecisionChoice::Auto,
+            Some(q) => match q.get_ref() {
+                RawQuantized::Flag(true) => PrecisionChoice::Int8,
+                RawQuantized::Flag(false) => PrecisionChoice::Fp32,
+                RawQuantized::Word(w) if w == "auto" => PrecisionChoice::Auto,
+                RawQuantized::Word(w) => {
+                    return self.err(
+                        q.span(),
+                        &format!("models.{kind}.quantized"),
+                        format!("{w:?} is not a choice; use true (the int8 *_quantized.onnx files), false (fp32) or \"auto\" (time both at start, keep the faster)"),
+                    )
+                }
+            },
+        };
         Ok(ModelConfig {
             dir,
-            precision: if m.quantized {
-                Precision::Quantized
-            } else {
-                Precision::Fp32
-            },
+            precision,
             input_size,
         })
     }

@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use crate::config::{Config, ModelConfig};
 use crate::event::Event;
+use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionGate;
 use crate::pipeline::towers::Towers;
 use crate::pipeline::{Camera, Inference};
@@ -144,7 +145,13 @@ pub fn run(config: Config) -> Result<()> {
             let web = crate::web::Web::new(
                 status.clone(),
                 config.history.clone(),
-                config.model(crate::model::ModelKind::Clip).cloned(),
+                // the lab's text tower runs in the precision CLIP's image tower was given
+                config.model(ModelKind::Clip).map(|m| ModelConfig {
+                    precision: towers
+                        .precision(ModelKind::Clip)
+                        .map_or(m.precision, PrecisionChoice::fixed),
+                    ..m.clone()
+                }),
                 stats,
             );
             Some(crate::endpoint::Endpoint::start(

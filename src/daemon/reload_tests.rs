@@ -23,7 +23,7 @@ impl ConfigFile {
     /// One camera with the tiny CLIP model and one prompt against "a photo of a cat".
     fn write(&self, prompt: &str) {
         let text = format!(
-            "[models.clip]\ndir = \"{}/models/tiny/clip\"\n\n[motion]\nenabled = false\n\n[[cameras]]\nname = \"Launch pad\"\nsource = \"tests/fixtures/images\"\n\n\
+            "[models.clip]\ndir = \"{}/models/tiny/clip\"\nquantized = false\n\n[motion]\nenabled = false\n\n[[cameras]]\nname = \"Launch pad\"\nsource = \"tests/fixtures/images\"\n\n\
              [[cameras.prompts]]\ntext = \"{prompt}\"\nmodel = \"clip\"\nnegatives = [\"a photo of a cat\"]\nthreshold = 0.6\nwindow = 1\nmin_frames = 1\noff_delay = 0\n",
             env!("CARGO_MANIFEST_DIR")
         );
@@ -237,7 +237,7 @@ fn models_that_fail_to_load_leave_the_old_prompts_serving() {
 fn a_changed_tree_or_example_set_needs_new_models() {
     let parse = |prompt: &str| {
         let text = format!(
-            "[models.clip]\ndir = \"{}/models/tiny/clip\"\n\n[models.owlvit]\ndir = \"{}/models/tiny/owlvit\"\n\n[[cameras]]\nname = \"Pad\"\nsource = \"tests/fixtures/images\"\n\n[[cameras.prompts]]\n{prompt}\n",
+            "[models.clip]\ndir = \"{}/models/tiny/clip\"\nquantized = false\n\n[models.owlvit]\ndir = \"{}/models/tiny/owlvit\"\nquantized = false\n\n[[cameras]]\nname = \"Pad\"\nsource = \"tests/fixtures/images\"\n\n[[cameras.prompts]]\n{prompt}\n",
             env!("CARGO_MANIFEST_DIR"),
             env!("CARGO_MANIFEST_DIR")
         );

@@ -28,6 +28,49 @@ pub enum Precision {
     Quantized,
 }
 
+impl Precision {
+    /// As logs and `check` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Quantized => "int8",
+        }
+    }
+}
+
+/// A `[models.*]` table's `quantized`: `false`, `true`, or `"auto"` (the default), which times
+/// both on the loaded models and keeps the faster (`pipeline::precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PrecisionChoice {
+    Fp32,
+    Int8,
+    #[default]
+    Auto,
+}
+
+impl PrecisionChoice {
+    /// What a tool that runs no timing uses (`promptcam search`, the lab's text tower when the
+    /// daemon's choice is not at hand): the fixed choice, or under `"auto"` fp32 when `stem`'s
+    /// fp32 file is present, else int8.
+    pub fn offline(self, dir: &ModelDir, stem: &str) -> Precision {
+        match self {
+            PrecisionChoice::Fp32 => Precision::Fp32,
+            PrecisionChoice::Int8 => Precision::Quantized,
+            PrecisionChoice::Auto if dir.has_onnx(stem, Precision::Fp32) => Precision::Fp32,
+            PrecisionChoice::Auto if dir.has_onnx("model", Precision::Fp32) => Precision::Fp32,
+            PrecisionChoice::Auto => Precision::Quantized,
+        }
+    }
+
+    /// The fixed choice `precision` stands for (a resolved `"auto"`).
+    pub fn fixed(precision: Precision) -> PrecisionChoice {
+        match precision {
+            Precision::Fp32 => PrecisionChoice::Fp32,
+            Precision::Quantized => PrecisionChoice::Int8,
+        }
+    }
+}
+
 pub const FETCH_HINT: &str = "fetch the published export with models/fetch.sh (installed by the package as /usr/share/promptcam/fetch-models.sh; see models/README.md)";
 
 pub struct ModelDir {

@@ -31,7 +31,7 @@ pub use clip_image::ClipImage;
 pub use clip_text::ClipText;
 pub use clipseg::{ClipSeg, Coverage, Masks};
 pub use detector::Detector;
-pub use dir::{ModelDir, Precision};
+pub use dir::{ModelDir, Precision, PrecisionChoice};
 pub use kind::ModelKind;
 pub use owlv2::Owlv2;
 pub use owlvit::{Detection, OwlVit};

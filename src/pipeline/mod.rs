@@ -13,6 +13,7 @@
 mod camera;
 mod clip;
 pub mod detect;
+pub mod precision;
 mod segment;
 pub mod towers;
 pub mod tree;

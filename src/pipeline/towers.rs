@@ -16,20 +16,22 @@ use super::clip::ClipPrompts;
 use super::detect::DetectPrompts;
 use super::segment::SegPrompts;
 use super::tree::{TreeBackends, TreePrompts};
-use super::PromptModel;
+use super::{precision, PromptModel};
 use crate::config::{tree_texts, TreeLeaf};
 use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
 use crate::model::examples::{example_key, tower_embedding};
 use crate::model::tree::Op;
-use crate::model::ModelKind;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
+use crate::model::{ModelKind, Precision, PrecisionChoice};
 
-/// A model loaded with a prompt set (in its order), and what it was loaded from.
+/// A model loaded with a prompt set (in its order), what it was loaded from and the precision
+/// it runs in (`quantized = "auto"` resolved).
 struct Shared<M> {
     model: Arc<Mutex<M>>,
     texts: Vec<String>,
     from: ModelConfig,
+    precision: Precision,
 }
 
 impl<M> Clone for Shared<M> {
@@ -38,6 +40,7 @@ impl<M> Clone for Shared<M> {
             model: self.model.clone(),
             texts: self.texts.clone(),
             from: self.from.clone(),
+            precision: self.precision,
         }
     }
 }
@@ -45,7 +48,7 @@ impl<M> Clone for Shared<M> {
 /// Every loaded model of a config.
 #[derive(Clone, Default)]
 pub struct Towers {
-    clip: Option<(Arc<ClipImage>, ModelConfig)>,
+    clip: Option<(Arc<ClipImage>, ModelConfig, Precision)>,
     detectors: BTreeMap<ModelKind, Shared<Detector>>,
     seg: Option<Shared<ClipSeg>>,
     /// CLIP text embeddings of every CLIP prompt text and negative of the config.
@@ -88,31 +91,40 @@ fn model_of(config: &Config, kind: ModelKind) -> Result<&ModelConfig> {
         .with_context(|| format!("{} prompts need [models.{}]", kind.title(), kind.name()))
 }
 
-/// `previous`'s model when it was loaded from the same table with the same prompts, else `load`.
+/// `previous`'s model when it was loaded from the same table with the same prompts, else
+/// `load`'s, in the precision the table's `quantized` resolves to (`precision::load`; `run`
+/// analyses one frame with it).
 fn reuse_or<M>(
     previous: Option<&Shared<M>>,
+    kind: ModelKind,
     from: &ModelConfig,
     texts: Vec<String>,
-    load: impl FnOnce(&ModelDir, &[String]) -> Result<M>,
+    load: impl Fn(&ModelDir, Precision, &[String]) -> Result<M>,
+    run: impl FnMut(&mut M) -> Result<()>,
 ) -> Result<Shared<M>> {
     if let Some(p) = previous.filter(|p| p.from == *from && p.texts == texts) {
         return Ok(p.clone());
     }
-    let model = load(&ModelDir::open(&from.dir)?, &texts)?;
+    let dir = ModelDir::open(&from.dir)?;
+    let (model, precision) =
+        precision::load(kind, from.precision, &dir, |p| load(&dir, p, &texts), run)?;
     Ok(Shared {
         model: Arc::new(Mutex::new(model)),
         texts,
         from: from.clone(),
+        precision,
     })
 }
 
 impl Towers {
     /// Loads what `config`'s cameras need, reusing `previous`'s towers where nothing changed.
     /// The biggest models load first, so the smaller ones' load peaks sit on resident memory
-    /// (both full-size int8 models, measured: 530 -> 470 MB peak), and the CLIP text tower is
-    /// dropped before the image tower loads.
+    /// (both full-size int8 models, measured: 530 -> 470 MB peak), and with a fixed precision
+    /// the CLIP text tower is dropped before the image tower loads; under `quantized = "auto"`
+    /// the image tower is timed first, and the text tower follows its precision.
     pub fn load(config: &Config, previous: Option<&Towers>) -> Result<Towers> {
         let mut towers = Towers::default();
+        let frame = precision::blank_frame();
         for kind in [ModelKind::OwlVit, ModelKind::Owlv2] {
             let texts = texts_of(config, kind);
             if texts.is_empty() {
@@ -120,10 +132,17 @@ impl Towers {
             }
             let from = model_of(config, kind)?;
             let old = previous.and_then(|p| p.detectors.get(&kind));
-            let shared = reuse_or(old, from, texts, |dir, texts| {
-                Detector::load(dir, from.precision, texts, from.input_size)
-                    .with_context(|| format!("unable to load {}", kind.title()))
-            })?;
+            let shared = reuse_or(
+                old,
+                kind,
+                from,
+                texts,
+                |dir, p, texts| {
+                    Detector::load(dir, p, texts, from.input_size)
+                        .with_context(|| format!("unable to load {}", kind.title()))
+                },
+                |d| d.detect(&frame, 1.0).map(drop),
+            )?;
             towers.detectors.insert(kind, shared);
         }
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
@@ -131,7 +150,7 @@ impl Towers {
         let examples = example_classes(config);
         let wants_clip = !clip_texts.is_empty() || !examples.is_empty() || config.history.is_some();
         if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
-            let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f)| f == from));
+            let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f, _)| f == from));
             let missing: Vec<String> = clip_texts
                 .iter()
                 .filter(|t| !known.is_some_and(|p| p.texts.contains_key(*t)))
@@ -140,21 +159,40 @@ impl Towers {
             if let Some(p) = known {
                 towers.texts = p.texts.clone();
             }
-            if !missing.is_empty() {
-                let tower = ClipText::load(&ModelDir::open(&from.dir)?, from.precision)
-                    .context("unable to load CLIP's text tower")?;
+            let dir = ModelDir::open(&from.dir)?;
+            let embed_missing = |towers: &mut Towers, p: Precision| -> Result<()> {
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                let tower = ClipText::load(&dir, p).context("unable to load CLIP's text tower")?;
                 for (t, v) in missing.iter().zip(tower.embed(&missing)?) {
                     towers.texts.insert(t.clone(), v);
                 }
-            }
-            let (image, from) = match known.and_then(|p| p.clip.clone()) {
-                Some(c) => c,
-                None => (
-                    ClipImage::load(&ModelDir::open(&from.dir)?, from.precision)
-                        .context("unable to load CLIP")?,
-                    from.clone(),
-                ),
+                Ok(())
             };
+            let fixed = match from.precision {
+                PrecisionChoice::Auto => None,
+                c => Some(c.offline(&dir, "vision_model")),
+            };
+            if let Some(p) = fixed {
+                embed_missing(&mut towers, p)?;
+            }
+            let (image, from, precision) = match known.and_then(|p| p.clip.clone()) {
+                Some(c) => c,
+                None => {
+                    let (image, p) = precision::load(
+                        ModelKind::Clip,
+                        from.precision,
+                        &dir,
+                        |p| ClipImage::load(&dir, p).context("unable to load CLIP"),
+                        |c| c.embed_pixels(c.preprocessor().run(&frame)?).map(drop),
+                    )?;
+                    (image, from.clone(), p)
+                }
+            };
+            if fixed.is_none() {
+                embed_missing(&mut towers, precision)?;
+            }
             for (key, specs) in examples {
                 if let std::collections::btree_map::Entry::Vacant(slot) = towers.texts.entry(key) {
                     slot.insert(
@@ -164,7 +202,7 @@ impl Towers {
                     );
                 }
             }
-            towers.clip = Some((image, from));
+            towers.clip = Some((image, from, precision));
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
         }
@@ -172,9 +210,17 @@ impl Towers {
         if !texts.is_empty() {
             let from = model_of(config, ModelKind::ClipSeg)?;
             let old = previous.and_then(|p| p.seg.as_ref());
-            towers.seg = Some(reuse_or(old, from, texts, |dir, texts| {
-                ClipSeg::load(dir, from.precision, texts).context("unable to load CLIPSeg")
-            })?);
+            towers.seg = Some(reuse_or(
+                old,
+                ModelKind::ClipSeg,
+                from,
+                texts,
+                |dir, p, texts| ClipSeg::load(dir, p, texts).context("unable to load CLIPSeg"),
+                |m| {
+                    let px = m.preprocessor().run(&frame)?;
+                    m.run_pixels(px).map(drop)
+                },
+            )?);
         }
         Ok(towers)
     }
@@ -183,7 +229,7 @@ impl Towers {
     /// detector cascade reads its prompts' states), then the detectors, then segmentation.
     pub fn prompt_models(&self, cam: &CameraConfig) -> Result<Vec<Box<dyn PromptModel>>> {
         let mut models: Vec<Box<dyn PromptModel>> = vec![];
-        if let Some((image, _)) = &self.clip {
+        if let Some((image, _, _)) = &self.clip {
             models.push(Box::new(ClipPrompts::new(
                 image.clone(),
                 &cam.prompts,
@@ -271,7 +317,7 @@ impl Towers {
         let clip = match tree.classifies() {
             false => None,
             true => {
-                let (image, _) = self
+                let (image, _, _) = self
                     .clip
                     .as_ref()
                     .context("the tree's classifications need CLIP")?;
@@ -299,7 +345,7 @@ impl Towers {
 
     /// Runs every loaded model once on `image` (to measure the thread count on them).
     pub fn run_once(&self, image: &image::RgbImage) -> Result<()> {
-        if let Some((c, _)) = &self.clip {
+        if let Some((c, _, _)) = &self.clip {
             let px = c.preprocessor().run(image)?;
             c.embed_pixels(px)?;
         }
@@ -317,10 +363,19 @@ impl Towers {
         Ok(())
     }
 
+    /// The precision `kind`'s loaded model runs in (`quantized = "auto"` resolved), if loaded.
+    pub fn precision(&self, kind: ModelKind) -> Option<Precision> {
+        match kind {
+            ModelKind::Clip => self.clip.as_ref().map(|(_, _, p)| *p),
+            ModelKind::ClipSeg => self.seg.as_ref().map(|s| s.precision),
+            _ => self.detectors.get(&kind).map(|d| d.precision),
+        }
+    }
+
     /// The files each loaded model runs from, by kind (for `check`).
     pub fn describe(&self) -> Vec<(ModelKind, String)> {
         let mut out = vec![];
-        if let Some((c, _)) = &self.clip {
+        if let Some((c, _, _)) = &self.clip {
             out.push((
                 ModelKind::Clip,
                 c.files

@@ -101,9 +101,11 @@ fn a_configured_tree_runs_on_the_shared_towers() {
         r#"
 [models.clip]
 dir = "{root}/models/tiny/clip"
+quantized = false
 
 [models.owlvit]
 dir = "{root}/models/tiny/owlvit"
+quantized = false
 
 [[cameras]]
 name = "Pad"

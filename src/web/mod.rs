@@ -65,7 +65,11 @@ impl Web {
         let m = self.clip.as_ref().context(
             "the prompt lab scores CLIP embeddings and needs a [models.clip] table in the config",
         )?;
-        let t = Arc::new(ClipText::load(&ModelDir::open(&m.dir)?, m.precision)?);
+        let dir = ModelDir::open(&m.dir)?;
+        let t = Arc::new(ClipText::load(
+            &dir,
+            m.precision.offline(&dir, "text_model"),
+        )?);
         *slot = Some(t.clone());
         Ok(t)
     }
