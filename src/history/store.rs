@@ -68,7 +68,32 @@ CREATE TABLE IF NOT EXISTS marks (
     yes INTEGER NOT NULL,
     PRIMARY KEY (camera, query, frame)
 );
+-- the lab reads a camera's embeddings in frame order from a time on: walked in this index's
+-- order, with no sort of the rows (and their blobs) and no scan of other cameras' rows
+CREATE INDEX IF NOT EXISTS embeddings_camera_frame ON embeddings (camera, frame, t_ms);
+-- retention deletes by time alone, and finds each table's oldest and newest rows, as ranges
+CREATE INDEX IF NOT EXISTS frames_t ON frames (t_ms);
+CREATE INDEX IF NOT EXISTS embeddings_t ON embeddings (t_ms);
+CREATE INDEX IF NOT EXISTS thumbs_t ON thumbs (t_ms);
+CREATE INDEX IF NOT EXISTS events_t ON events (t_ms);
 ";
+
+/// The WAL is truncated to this size after a checkpoint: on a small card it must not keep the
+/// peak of a burst of writes (SQLite's default keeps whatever it grew to).
+const JOURNAL_SIZE_LIMIT: i64 = 16 << 20;
+
+/// Retention's statements: deletes by time and each table's time span (`queries::HOT` lists
+/// them with the readers' for the test that every one runs on an index).
+const DELETE_BEFORE: [&str; 4] = [
+    "DELETE FROM frames WHERE t_ms < ?1",
+    "DELETE FROM embeddings WHERE t_ms < ?1",
+    "DELETE FROM thumbs WHERE t_ms < ?1",
+    "DELETE FROM events WHERE t_ms < ?1",
+];
+const DELETE_ORPHAN_MARKS: &str = "DELETE FROM marks WHERE frame NOT IN (SELECT id FROM frames)";
+fn time_span(table: &str) -> String {
+    format!("SELECT min(t_ms), max(t_ms) FROM {table}")
+}
 
 /// One connection to the history database.
 pub struct Store {
@@ -177,6 +202,7 @@ impl Store {
             conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
             conn.execute_batch(SCHEMA)?;
             let version: Option<i64> = conn
                 .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
@@ -190,18 +216,25 @@ impl Store {
                     [SCHEMA_VERSION.to_string()],
                 )?;
             }
-            // reading every table once finds a damaged file now, not at the first query
-            for t in ["frames", "embeddings", "thumbs", "events", "marks"] {
-                conn.query_row(
-                    &format!("SELECT count(*) FROM (SELECT 1 FROM {t} LIMIT 1)"),
-                    [],
-                    |_| Ok(()),
-                )?;
-            }
             Ok(())
         };
         setup()
             .with_context(|| format!("unable to set up the history database {}", path.display()))?;
+        // every page of every table and index, checked now rather than found by a query later
+        let problems: Vec<String> = {
+            let mut st = conn.prepare("PRAGMA quick_check")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>().with_context(|| {
+                format!("unable to check the history database {}", path.display())
+            })?
+        };
+        if problems != ["ok"] {
+            return Err(anyhow::Error::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(problems.join("; ")),
+            )))
+            .with_context(|| format!("the history database {} is damaged", path.display()));
+        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -299,8 +332,13 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the database holds (pages in use, not free ones).
+    /// Bytes the database takes: its pages in use (not free ones) and its write-ahead log,
+    /// which holds up to a checkpoint's worth of pages on disk beside the file.
     pub fn size_bytes(&self) -> Result<u64> {
+        Ok(self.pages_bytes()? + self.wal_bytes())
+    }
+
+    fn pages_bytes(&self) -> Result<u64> {
         let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let free: i64 = self
             .conn
@@ -309,38 +347,58 @@ impl Store {
         Ok(((pages - free).max(0) * size) as u64)
     }
 
+    fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(format!("{}-wal", self.path.display()))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Copies the WAL into the file and truncates it, unless a reader holds it for more than a
+    /// moment (then the next checkpoint does; `journal_size_limit` caps what it keeps).
+    fn checkpoint(&self) -> Result<()> {
+        self.conn.busy_timeout(Duration::from_millis(100))?;
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(done?)
+    }
+
     /// Deletes everything older than `cutoff_ms` (frames, their embeddings and thumbnails,
     /// events and marks); returns the number of frames deleted.
     pub fn delete_before(&mut self, cutoff_ms: i64) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let n = tx.execute("DELETE FROM frames WHERE t_ms < ?1", [cutoff_ms])?;
-        tx.execute("DELETE FROM embeddings WHERE t_ms < ?1", [cutoff_ms])?;
-        tx.execute("DELETE FROM thumbs WHERE t_ms < ?1", [cutoff_ms])?;
-        tx.execute("DELETE FROM events WHERE t_ms < ?1", [cutoff_ms])?;
-        tx.execute(
-            "DELETE FROM marks WHERE frame NOT IN (SELECT id FROM frames)",
-            [],
-        )?;
+        let mut frames = 0;
+        for (i, sql) in DELETE_BEFORE.iter().enumerate() {
+            let n = tx.execute(sql, [cutoff_ms])?;
+            if i == 0 {
+                frames = n;
+            }
+        }
+        tx.execute(DELETE_ORPHAN_MARKS, [])?;
         tx.commit()?;
-        Ok(n)
+        Ok(frames)
     }
 
-    /// Retention: everything older than `now_ms - keep` goes; then, while the database is bigger
-    /// than `max_bytes`, the oldest tenth of what is left. Freed pages go back to the file system.
+    /// Retention: everything older than `now_ms - keep` goes; then, while the database and its
+    /// WAL (as left by a checkpoint) take more than `max_bytes`, the oldest tenth of what is
+    /// left. Freed pages go back to the file system.
     pub fn retain(&mut self, now_ms: i64, keep: Duration, max_bytes: u64) -> Result<Retained> {
         let mut frames = self.delete_before(now_ms - keep.as_millis() as i64)?;
+        self.checkpoint()?;
+        // measured once: the deletes below grow the WAL until the next checkpoint, and counting
+        // that growth would delete ever more
+        let wal = self.wal_bytes();
         for _ in 0..64 {
-            if self.size_bytes()? <= max_bytes {
+            if self.pages_bytes()? + wal <= max_bytes {
                 break;
             }
             let oldest = |table: &str| -> Result<Option<i64>> {
                 Ok(self
                     .conn
-                    .query_row(
-                        &format!("SELECT min(t_ms), max(t_ms) FROM {table}"),
-                        [],
-                        |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
-                    )?
+                    .query_row(&time_span(table), [], |r| {
+                        Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+                    })?
                     .map(|(lo, hi)| lo + (hi - lo) / 10 + 1))
             };
             // the oldest tenth of the time span the biggest tables cover
@@ -352,6 +410,7 @@ impl Store {
             frames += self.delete_before(cut)?;
         }
         self.conn.execute_batch("PRAGMA incremental_vacuum")?;
+        self.checkpoint()?;
         Ok(Retained {
             frames,
             bytes_after: self.size_bytes()?,

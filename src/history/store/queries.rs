@@ -77,22 +77,28 @@ impl Embeddings {
     }
 }
 
+/// The readers' statements over the big tables (each must run on an index: store's tests).
+pub(super) const CAMERAS: &str =
+    "SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera";
+pub(super) const FRAMES: &str = "SELECT id, t_ms, motion, scores, thumb FROM frames \
+     WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id";
+pub(super) const EVENTS: &str =
+    "SELECT id, event_id, prompt, kind, t_ms, score, box, snapshot IS NOT NULL FROM events \
+     WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id";
+pub(super) const EMBEDDINGS: &str =
+    "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame";
+
 impl Store {
     /// The cameras that have frames, each with its frame count.
     pub fn cameras(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera")?;
+        let mut st = self.conn.prepare(CAMERAS)?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A camera's frames with `since_ms <= t_ms < until_ms`, in time order.
     pub fn frames(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<FrameRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, t_ms, motion, scores, thumb FROM frames \
-             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
-        )?;
+        let mut st = self.conn.prepare_cached(FRAMES)?;
         let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
             let scores: String = r.get(3)?;
             Ok(FrameRow {
@@ -108,10 +114,7 @@ impl Store {
 
     /// A camera's events with `since_ms <= t_ms < until_ms`, in time order.
     pub fn events(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<EventRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, event_id, prompt, kind, t_ms, score, box, snapshot IS NOT NULL FROM events \
-             WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id",
-        )?;
+        let mut st = self.conn.prepare_cached(EVENTS)?;
         let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
             let bbox: Option<String> = r.get(6)?;
             Ok(EventRow {
@@ -130,9 +133,7 @@ impl Store {
 
     /// A camera's embeddings with `t_ms >= since_ms`, in time order, as stored (f16).
     pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame",
-        )?;
+        let mut st = self.conn.prepare_cached(EMBEDDINGS)?;
         let mut rows = st.query(params![camera, since_ms])?;
         let mut out = Embeddings::default();
         while let Some(r) = rows.next()? {

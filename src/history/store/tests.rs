@@ -157,3 +157,103 @@ fn a_corrupt_file_is_set_aside_and_a_fresh_one_started() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn every_hot_statement_runs_on_an_index() {
+    let d = dir("plans");
+    let s = Store::open(&d).unwrap();
+    let mut statements: Vec<String> = [
+        queries::CAMERAS,
+        queries::FRAMES,
+        queries::EVENTS,
+        queries::EMBEDDINGS,
+    ]
+    .iter()
+    .chain(DELETE_BEFORE.iter())
+    .chain([DELETE_ORPHAN_MARKS].iter())
+    .map(|q| q.to_string())
+    .collect();
+    statements.extend(["frames", "thumbs", "events"].map(time_span));
+    for sql in statements {
+        let mut st = s
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let args = vec![0i64; st.parameter_count()];
+        let plan: Vec<String> = st
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for step in &plan {
+            // a scan of a big table's rows (not of an index), or a sort of its rows
+            let full_scan = ["frames", "embeddings", "thumbs", "events"]
+                .iter()
+                .any(|t| step == &format!("SCAN {t}"));
+            assert!(
+                !full_scan && !step.contains("TEMP B-TREE"),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_wal_counts_and_is_kept_small() {
+    let d = dir("wal");
+    let mut s = Store::open(&d).unwrap();
+    let limit: i64 = s
+        .conn
+        .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(limit, JOURNAL_SIZE_LIMIT);
+    let frames: Vec<NewFrame> = (0..200).map(|i| frame("porch", i * 1000, 4000)).collect();
+    s.insert(&frames, &[]).unwrap();
+    let wal = std::fs::metadata(d.join(format!("{FILE_NAME}-wal")))
+        .unwrap()
+        .len();
+    assert!(wal > 0);
+    assert_eq!(s.size_bytes().unwrap(), s.pages_bytes().unwrap() + wal);
+    // a cap under what the pages and the WAL take together is met by both together
+    let cap = s.size_bytes().unwrap() * 2 / 3;
+    let r = s.retain(200_000, Duration::from_secs(3600), cap).unwrap();
+    assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
+    assert!(r.frames < 200, "not everything went: {}", r.frames);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn damage_deep_in_a_table_is_found_at_open() {
+    let d = dir("deep");
+    {
+        let mut s = Store::open(&d).unwrap();
+        let frames: Vec<NewFrame> = (0..200).map(|i| frame("porch", i * 1000, 3000)).collect();
+        s.insert(&frames, &[]).unwrap();
+        s.checkpoint().unwrap();
+    }
+    // one page in the middle of the file (a table's leaf, far from the rows a first read
+    // touches) overwritten, as a bad SD card sector would
+    let path = d.join(FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 100, "{pages} pages");
+    let at = pages / 2 * 4096;
+    bytes[at..at + 4096].fill(0xFF);
+    std::fs::write(&path, bytes).unwrap();
+    let s = Store::open(&d).unwrap();
+    assert!(
+        s.frames("porch", 0, i64::MAX).unwrap().is_empty(),
+        "a fresh database"
+    );
+    let aside = std::fs::read_dir(&d)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy()
+                .starts_with("history.sqlite.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    let _ = std::fs::remove_dir_all(&d);
+}
