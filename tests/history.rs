@@ -291,6 +291,43 @@ fn lab_and_search_scores_equal_classify_on_the_same_frames() {
     assert!(code == 400 && body.contains("negative"), "{code} {body}");
     let (code, body) = run.get("/api/search?camera=nowhere&q=x").unwrap();
     assert!(code == 404 && body.contains("yard"), "{code} {body}");
+
+    // each negative and template runs the text tower: counts and lengths are capped, with a 400
+    // that names the limit, on every route that takes them
+    let negatives = |n: usize| "&negative=a%20cat".repeat(n);
+    for route in [
+        "/api/search",
+        "/api/lab",
+        "/api/lab/replay",
+        "/api/lab/suggest",
+    ] {
+        let (code, body) = run
+            .get(&format!("{route}?camera=yard&q=a%20dog{}", negatives(17)))
+            .unwrap();
+        assert!(
+            code == 400 && body.contains("at most 16 `negative`"),
+            "{route}: {code} {body}"
+        );
+        let (code, _) = run
+            .get(&format!("{route}?camera=yard&q=a%20dog{}", negatives(16)))
+            .unwrap();
+        assert_eq!(code, 200, "{route}: 16 negatives are fine");
+    }
+    let long = "a".repeat(301);
+    let (code, body) = run
+        .get(&format!("/api/lab?camera=yard&q={long}&negative=a%20cat"))
+        .unwrap();
+    assert!(code == 400 && body.contains("at most 300"), "{code} {body}");
+    let (code, body) = run
+        .get(&format!(
+            "/api/lab?camera=yard&q=a%20dog&negative=a%20cat{}",
+            "&template=a%20photo%20of%20{}".repeat(9)
+        ))
+        .unwrap();
+    assert!(
+        code == 400 && body.contains("at most 8 `template`"),
+        "{code} {body}"
+    );
 }
 
 #[test]

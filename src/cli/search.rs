@@ -73,12 +73,13 @@ pub fn search(a: SearchArgs) -> Result<()> {
     }
     let store = Store::open_read_only(&path)?;
     let dir = ModelDir::open(&clip.dir)?;
-    let tower = ClipText::load(&dir, clip.precision.offline(&dir, "text_model"))?;
     let query = Query {
         text: a.text.clone(),
         negatives: a.negatives.clone(),
         templates: a.templates.clone(),
     };
+    query.check()?;
+    let tower = ClipText::load(&dir, clip.precision.offline(&dir, "text_model"))?;
     let r = search::search(
         &store,
         &tower,

@@ -73,6 +73,7 @@ impl Validator<'_> {
         )?);
         let max_connections =
             self.int(&h.max_connections, "http.max_connections", 64, 1, 65536)? as usize;
+        let lab_queries = self.int(&h.lab_queries, "http.lab_queries", 1, 1, 16)? as usize;
         let enabled = h.enabled.unwrap_or(false);
         if enabled && token.is_none() && !listen.ip().is_loopback() {
             let span = h.listen.as_ref().map(|s| s.span()).unwrap_or(0..0);
@@ -91,6 +92,7 @@ impl Validator<'_> {
             token,
             idle_timeout,
             max_connections,
+            lab_queries,
         }))
     }
 }

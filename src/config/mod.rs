@@ -131,6 +131,9 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
     pub max_connections: usize,
+    /// Lab and history queries (`/api/lab...`, `/api/search`, `/api/history`) run at once, at
+    /// most; others wait briefly, then get 503 with Retry-After. Default 1.
+    pub lab_queries: usize,
     /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
     /// page sets); required when `listen` is not a loopback address.
     pub token: Option<Secret>,

@@ -143,6 +143,7 @@ pub fn run(config: Config) -> Result<()> {
             let fps: Vec<f64> = cameras.iter().map(|c| c.config.fps).collect();
             let stats = history.as_ref().map(|h| h.stats.clone());
             let web = crate::web::Web::new(
+                config.http.as_ref().map_or(1, |h| h.lab_queries),
                 status.clone(),
                 config.history.clone(),
                 // the lab's text tower runs in the precision CLIP's image tower was given

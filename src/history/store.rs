@@ -263,6 +263,23 @@ impl Store {
         })
     }
 
+    /// What stops this connection's running statement from another thread (the web's
+    /// cancelled requests).
+    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
+        self.conn.get_interrupt_handle()
+    }
+
+    /// A statement that runs for minutes unless interrupted (the tests of cancellation).
+    #[cfg(test)]
+    pub fn spin(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000) \
+             SELECT count(*) FROM c",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// A read-write connection for short updates from the web pages (the lab's marks).
     pub fn open_existing(path: &Path) -> Result<Store> {
         let conn = Connection::open_with_flags(

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::search::{self, Query};
-use super::Web;
+use super::{work, Web};
 use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
 use crate::history::store::Store;
@@ -35,17 +35,33 @@ pub use prompt_lab::{examples, lab, mark, replay, suggest};
 const PLOT_POINTS: usize = 1500;
 const TOP: usize = 8;
 
-/// An error with the status code it deserves.
+/// An error with the status code it deserves. A 503 (busy, no history yet, cancelled) says
+/// when to retry.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(status, msg.into())
+    }
+
+    pub fn busy(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, msg.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({ "error": self.1 }).to_string(),
-        )
-            .into_response()
+        let body = json!({ "error": self.1 }).to_string();
+        let json = (header::CONTENT_TYPE, "application/json");
+        match self.0 {
+            StatusCode::SERVICE_UNAVAILABLE => (
+                self.0,
+                [json, (header::RETRY_AFTER, super::work::RETRY_AFTER)],
+                body,
+            )
+                .into_response(),
+            status => (status, [json], body).into_response(),
+        }
     }
 }
 
@@ -110,8 +126,10 @@ impl Params {
             },
         }
     }
-    fn query(&self) -> Query {
-        Query {
+    /// The typed prompt, its negatives and templates, within the caps of [`Query::check`]: each
+    /// runs the CLIP text tower.
+    fn query(&self) -> std::result::Result<Query, ApiError> {
+        let q = Query {
             text: self.get("q").unwrap_or("").to_string(),
             negatives: self.all("negative"),
             templates: self
@@ -119,7 +137,9 @@ impl Params {
                 .into_iter()
                 .filter(|t| !t.trim().is_empty())
                 .collect(),
-        }
+        };
+        q.check().map_err(|e| bad(e.0))?;
+        Ok(q)
     }
 }
 
@@ -138,7 +158,9 @@ fn camera(web: &Web, p: &Params) -> std::result::Result<(String, Vec<PromptConfi
     }
 }
 
-fn store(web: &Web) -> std::result::Result<Store, ApiError> {
+/// A read-only connection to the history; with a job, one that the job's cancellation
+/// interrupts.
+fn store(web: &Web, job: Option<&work::Job>) -> std::result::Result<Store, ApiError> {
     let cfg = web.history.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -152,7 +174,11 @@ fn store(web: &Web) -> std::result::Result<Store, ApiError> {
             "no history yet: it starts with the first analysed frame".into(),
         ));
     }
-    Ok(Store::open_read_only(&path)?)
+    let store = Store::open_read_only(&path)?;
+    if let Some(job) = job {
+        job.attach(&store);
+    }
+    Ok(store)
 }
 
 fn since(p: &Params, default_hours: f64) -> std::result::Result<(i64, f64), ApiError> {
@@ -241,8 +267,9 @@ pub async fn history(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiR
     let p = Params::parse(q);
     let (camera, prompts) = camera(&web, &p)?;
     let (since, hours) = since(&p, 1.0)?;
-    blocking(move || {
-        let store = store(&web)?;
+    let w = web.clone();
+    w.gate.run(move |job| {
+        let store = store(&web, Some(job))?;
         let frames = store.frames(&camera, since, i64::MAX)?;
         let events = store.events(&camera, since, i64::MAX)?;
         let b = buckets(frames.len());
@@ -271,22 +298,26 @@ pub async fn search(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
     let p = Params::parse(q);
     let (camera, prompts) = camera(&web, &p)?;
     let limit = p.number("limit", 1.0, 1000.0)?.unwrap_or(20.0) as usize;
-    blocking(move || {
-        let store = store(&web)?;
-        let tower = web.text_tower()?;
-        let r = search::search(&store, &tower, &camera, &p.query(), &prompts, limit)?;
-        // serialized as `promptcam search --json` prints it: f32 scores in their shortest form
-        let text = serde_json::to_string(&r).context("unable to serialize the results")?;
-        Ok((
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            text,
-        )
-            .into_response())
-    })
-    .await
+    let query = p.query()?;
+    let w = web.clone();
+    w.gate
+        .run(move |job| {
+            let store = store(&web, Some(job))?;
+            let tower = web.text_tower()?;
+            job.check()?;
+            let r = search::search(&store, &tower, &camera, &query, &prompts, limit)?;
+            // serialized as `promptcam search --json` prints it: f32 scores in their shortest form
+            let text = serde_json::to_string(&r).context("unable to serialize the results")?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                text,
+            )
+                .into_response())
+        })
+        .await
 }
 
 #[derive(serde::Deserialize)]
@@ -399,10 +430,10 @@ fn id_of(file: &str) -> std::result::Result<i64, ApiError> {
 
 pub async fn thumbnail(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
     let id = id_of(&file)?;
-    blocking(move || jpeg(store(&web)?.thumbnail(id)?, "thumbnail")).await
+    blocking(move || jpeg(store(&web, None)?.thumbnail(id)?, "thumbnail")).await
 }
 
 pub async fn event_snapshot(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
     let id = id_of(&file)?;
-    blocking(move || jpeg(store(&web)?.event_snapshot(id)?, "snapshot")).await
+    blocking(move || jpeg(store(&web, None)?.event_snapshot(id)?, "snapshot")).await
 }

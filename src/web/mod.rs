@@ -17,6 +17,7 @@ mod api;
 pub mod auth;
 mod pages;
 pub mod search;
+mod work;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -38,10 +39,13 @@ pub struct Web {
     clip: Option<ModelConfig>,
     /// The CLIP text tower, loaded at the first lab query and kept.
     text: Mutex<Option<Arc<ClipText>>>,
+    /// How many lab and history queries run at once.
+    gate: work::Gate,
 }
 
 impl Web {
     pub fn new(
+        lab_queries: usize,
         status: Status,
         history: Option<HistoryConfig>,
         clip: Option<ModelConfig>,
@@ -53,6 +57,7 @@ impl Web {
             history_stats,
             clip,
             text: Mutex::new(None),
+            gate: work::Gate::new(lab_queries, work::QUEUE_WAIT),
         }
     }
 

@@ -28,6 +28,40 @@ pub struct Query {
     pub templates: Vec<String>,
 }
 
+/// Negatives a query may give, at most: each is a run of the CLIP text tower.
+pub const MAX_NEGATIVES: usize = 16;
+/// Ensemble templates a query may give, at most (each multiplies the text tower's runs).
+pub const MAX_TEMPLATES: usize = 8;
+/// Characters of the prompt, of a negative or of a template, at most: CLIP reads 77 tokens, and
+/// a longer text is cut there anyway.
+pub const MAX_TEXT_CHARS: usize = 300;
+
+impl Query {
+    /// Refuses a query over the caps, saying which and the limit.
+    pub fn check(&self) -> std::result::Result<(), BadQuery> {
+        let count = |n: usize, max: usize, what: &str| {
+            (n > max).then(|| BadQuery(format!("at most {max} {what} values, got {n}")))
+        };
+        if let Some(e) = count(self.negatives.len(), MAX_NEGATIVES, "`negative`")
+            .or_else(|| count(self.templates.len(), MAX_TEMPLATES, "`template`"))
+        {
+            return Err(e);
+        }
+        let texts = std::iter::once(("the prompt `q`", &self.text))
+            .chain(self.negatives.iter().map(|n| ("a `negative`", n)))
+            .chain(self.templates.iter().map(|t| ("a `template`", t)));
+        for (what, t) in texts {
+            let n = t.chars().count();
+            if n > MAX_TEXT_CHARS {
+                return Err(BadQuery(format!(
+                    "{what} is {n} characters long; at most {MAX_TEXT_CHARS} (CLIP reads the first 77 tokens)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A prompt's scores on every stored frame of a camera.
 pub struct Scored {
     pub frames: Embeddings,

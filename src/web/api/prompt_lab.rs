@@ -25,10 +25,12 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
     let p = Params::parse(q);
     let (camera, prompts) = camera(&web, &p)?;
     let (since, hours) = since(&p, 24.0)?;
-    blocking(move || {
-        let store = store(&web)?;
+    let query = p.query()?;
+    let w = web.clone();
+    w.gate.run(move |job| {
+        let store = store(&web, Some(job))?;
         let tower = web.text_tower()?;
-        let query = p.query();
+        job.check()?;
         let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
         let order = lab::ranked(&s.scores);
         // the galleries rank the frames that have a picture (thumbnails are taken every few
@@ -116,7 +118,7 @@ fn fires_json(s: &search::Scored, fires: &[lab::Fire]) -> Vec<Value> {
 /// What the replay and suggestion requests share: the query, its camera and time span, and
 /// the decision settings to replay with.
 struct Replay {
-    p: Params,
+    query: search::Query,
     camera: String,
     prompts: Vec<PromptConfig>,
     since: i64,
@@ -131,7 +133,7 @@ impl Replay {
         let (since, hours) = since(&p, 24.0)?;
         let decide = decide_params(&p, &prompts, p.get("q").unwrap_or(""))?;
         Ok(Replay {
-            p,
+            query: p.query()?,
             camera,
             prompts,
             since,
@@ -143,39 +145,43 @@ impl Replay {
 
 pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
     let r = Replay::parse(&web, q)?;
-    blocking(move || {
-        let (store, tower) = (store(&web)?, web.text_tower()?);
-        let Replay {
-            p,
-            camera,
-            prompts,
-            since,
-            hours,
-            decide,
-        } = r;
-        let s = search::score(&store, &tower, &camera, &p.query(), &prompts, since)?;
-        let fires = lab::replay(&s.frames.times, &s.scores, &decide);
-        json_response(json!({
-            "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
-            "decide": decide_json(&decide), "fires": fires_json(&s, &fires),
-        }))
-    })
-    .await
+    let w = web.clone();
+    w.gate
+        .run(move |job| {
+            let (store, tower) = (store(&web, Some(job))?, web.text_tower()?);
+            job.check()?;
+            let Replay {
+                query,
+                camera,
+                prompts,
+                since,
+                hours,
+                decide,
+            } = r;
+            let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
+            let fires = lab::replay(&s.frames.times, &s.scores, &decide);
+            json_response(json!({
+                "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
+                "decide": decide_json(&decide), "fires": fires_json(&s, &fires),
+            }))
+        })
+        .await
 }
 
 pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
     let r = Replay::parse(&web, q)?;
-    blocking(move || {
-        let (store, tower) = (store(&web)?, web.text_tower()?);
+    let w = web.clone();
+    w.gate.run(move |job| {
+        let (store, tower) = (store(&web, Some(job))?, web.text_tower()?);
+        job.check()?;
         let Replay {
-            p,
+            query,
             camera,
             prompts,
             since,
             hours,
             decide,
         } = r;
-        let query = p.query();
         // marks count wherever they are, not only in the replayed window
         let all = search::score(&store, &tower, &camera, &query, &prompts, 0)?;
         let marks = store.marks(&camera, query.text.trim())?;
@@ -272,7 +278,7 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
         return Err(bad("give the prompt a name with letters or digits"));
     }
     blocking(move || {
-        let store = store(&web)?;
+        let store = store(&web, None)?;
         let cfg = web
             .history
             .as_ref()

@@ -1,0 +1,204 @@
+//! Work: the bounds on the API's heavy requests (the lab's, `/api/search`, `/api/history`).
+//! At most `[http] lab_queries` (default 1) run at once; the others wait up to [`QUEUE_WAIT`]
+//! for their turn, then get 503 with `Retry-After`. A request's work runs on the blocking pool
+//! and holds its turn until it ends, so a client that leaves cannot free a turn its work still
+//! uses; but its work stops early: the request's future is dropped, which interrupts the
+//! request's SQLite statement and marks the job cancelled for the steps between statements.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::sync::Semaphore;
+
+use super::api::ApiError;
+use crate::history::store::Store;
+
+/// How long a heavy request waits for a turn before it is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// What the 503 tells the client to wait before trying again, in seconds.
+pub const RETRY_AFTER_S: u64 = 2;
+/// [`RETRY_AFTER_S`] as the header says it.
+pub const RETRY_AFTER: &str = "2";
+
+/// The turns of the heavy requests.
+pub struct Gate {
+    turns: Arc<Semaphore>,
+    configured: usize,
+    wait: Duration,
+}
+
+/// One request's work: whether its client is gone, and the statement to interrupt then.
+#[derive(Default)]
+pub struct Job {
+    cancelled: AtomicBool,
+    interrupt: Mutex<Option<rusqlite::InterruptHandle>>,
+}
+
+impl Job {
+    /// Lets a cancellation interrupt `store`'s statements from now on.
+    pub fn attach(&self, store: &Store) {
+        *self
+            .interrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(store.interrupt_handle());
+    }
+
+    /// Fails when the client is gone, so the work between statements stops too.
+    pub fn check(&self) -> Result<(), ApiError> {
+        match self.cancelled.load(Ordering::Relaxed) {
+            true => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request was cancelled: its client went away",
+            )),
+            false => Ok(()),
+        }
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        if let Some(h) = self
+            .interrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            h.interrupt();
+        }
+    }
+}
+
+/// Cancels the job when the request's future is dropped before the work returned.
+struct CancelOnDrop(Option<Arc<Job>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel();
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(turns: usize, wait: Duration) -> Gate {
+        Gate {
+            turns: Arc::new(Semaphore::new(turns.max(1))),
+            configured: turns.max(1),
+            wait,
+        }
+    }
+
+    /// Runs `f` on the blocking pool in its turn (see the module header).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Job) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let turn = tokio::time::timeout(self.wait, self.turns.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::busy(format!(
+                    "busy: other lab or history queries are running (at most {} at once: [http] lab_queries); retry in {RETRY_AFTER_S} s",
+                    self.configured
+                ))
+            })?
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        let job = Arc::new(Job::default());
+        let mut guard = CancelOnDrop(Some(job.clone()));
+        let done = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            f(&job)
+        })
+        .await;
+        guard.0 = None;
+        done.unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the request failed: {e}"),
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use std::sync::mpsc::channel;
+    use std::time::Instant;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_second_query_waits_then_is_refused_with_retry_after() {
+        let gate = Arc::new(Gate::new(1, Duration::from_millis(200)));
+        runtime().block_on(async {
+            let (release, held) = channel::<()>();
+            let (started, running) = tokio::sync::oneshot::channel::<()>();
+            let g = gate.clone();
+            let first = tokio::spawn(async move {
+                g.run(move |_| {
+                    started.send(()).unwrap();
+                    held.recv().ok();
+                    Ok(1)
+                })
+                .await
+            });
+            running.await.unwrap();
+            let t = Instant::now();
+            let second = gate.run(|_| Ok(2)).await;
+            let waited = t.elapsed();
+            let Err(e) = second else {
+                panic!("ran beside the first")
+            };
+            assert!(waited >= Duration::from_millis(150), "{waited:?}");
+            let r = e.into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()["retry-after"], RETRY_AFTER);
+            release.send(()).unwrap();
+            assert_eq!(first.await.unwrap().ok(), Some(1));
+            // the turn is free again
+            assert_eq!(gate.run(|_| Ok(3)).await.ok(), Some(3));
+        });
+    }
+
+    #[test]
+    fn a_query_whose_client_leaves_stops_and_frees_its_turn() {
+        let gate = Gate::new(1, Duration::from_secs(30));
+        let dir = std::env::temp_dir().join(format!("promptcam-work-{}", std::process::id()));
+        drop(Store::open(&dir).unwrap());
+        let (ended, end) = channel();
+        let d = dir.clone();
+        runtime().block_on(async {
+            // the client leaves after 300 ms: its request's future is dropped
+            let left = tokio::time::timeout(
+                Duration::from_millis(300),
+                gate.run(move |job| {
+                    let path = d.join(crate::history::store::FILE_NAME);
+                    let s = Store::open_read_only(&path).unwrap();
+                    job.attach(&s);
+                    let t = Instant::now();
+                    let r = s.spin();
+                    let cancelled = job.check().is_err();
+                    ended.send((t.elapsed(), r.is_err(), cancelled)).unwrap();
+                    Ok(())
+                }),
+            )
+            .await;
+            assert!(left.is_err(), "the client left before the work ended");
+            // the next query gets the turn once the interrupted work has given it back
+            let t = Instant::now();
+            assert_eq!(gate.run(|_| Ok(5)).await.ok(), Some(5));
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        });
+        let (took, interrupted, cancelled) = end.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(interrupted && cancelled, "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
