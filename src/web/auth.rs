@@ -28,6 +28,41 @@ pub struct Guard {
     token: Option<Secret>,
     /// Whether the listener is bound to a loopback address.
     loopback: bool,
+    /// Refused logins, logged at most once a minute.
+    refused: std::sync::Mutex<Refusals>,
+}
+
+/// How often refused logins are logged: the first at once, then a count at most this often, so
+/// a client guessing tokens cannot fill the journal.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refused logins since the last log line.
+#[derive(Default)]
+pub struct Refusals {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// Counts a refused login at `now`; returns the line to log, if one is due.
+    pub fn refused(&mut self, now: std::time::Instant) -> Option<String> {
+        self.unlogged += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY);
+        if !due {
+            return None;
+        }
+        let line = match self.unlogged {
+            1 => "HTTP: a login with a wrong token was refused".to_string(),
+            n => format!(
+                "HTTP: {n} logins with a wrong token were refused since the last such line (logged at most once a minute)"
+            ),
+        };
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+        Some(line)
+    }
 }
 
 impl Guard {
@@ -35,6 +70,7 @@ impl Guard {
         Guard {
             token,
             loopback: listen.ip().is_loopback(),
+            refused: Default::default(),
         }
     }
 
@@ -77,11 +113,11 @@ impl Guard {
     }
 }
 
+/// `subtle`'s comparison: no early exit on the first differing byte (a length mismatch is
+/// told at once; the token's length is not the secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Whether a `Host` header names a loopback address (any port).
@@ -187,7 +223,14 @@ async fn login(State(g): State<Arc<Guard>>, body: axum::body::Bytes) -> Response
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     if !g.check_login(&given) {
-        tracing::warn!("HTTP: a login with a wrong token was refused");
+        let line = g
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refused(std::time::Instant::now());
+        if let Some(line) = line {
+            tracing::warn!("{line}");
+        }
         return super::pages::login(true);
     }
     let cookie = format!(
@@ -206,6 +249,29 @@ async fn login(State(g): State<Arc<Guard>>, body: axum::body::Bytes) -> Response
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refused_logins_are_logged_at_most_once_a_minute_with_a_count() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut r = Refusals::default();
+        assert!(r.refused(at(0)).is_some_and(|l| l.contains("a login")));
+        for s in 1..60 {
+            assert_eq!(r.refused(at(s)), None, "second {s}");
+        }
+        let line = r.refused(at(60)).unwrap();
+        assert!(line.contains("60 logins"), "{line}");
+        assert_eq!(r.refused(at(61)), None);
+        assert!(r.refused(at(200)).is_some_and(|l| l.contains("2 logins")));
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeg"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
     use super::*;
     use axum::http::HeaderValue;
 
