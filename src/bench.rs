@@ -12,24 +12,6 @@ use std::path::Path;
 
 use crate::model::{owlvit, Clip, ClipSeg, ModelDir, ModelKind, OwlVit, Owlv2, Precision};
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn more_threads_win_only_when_clearly_faster() {
-        assert_eq!(choose_threads(&[(2, 30.0), (1, 40.0)]), 2);
-        // slower, or within 3%: the fewer threads
-        assert_eq!(choose_threads(&[(2, 64.4), (1, 57.2)]), 1);
-        assert_eq!(choose_threads(&[(1, 40.0), (2, 39.5)]), 1);
-        assert_eq!(choose_threads(&[(1, 100.0), (2, 60.0), (4, 59.0)]), 2);
-        assert_eq!(choose_threads(&[(4, 30.0), (1, 100.0), (2, 60.0)]), 4);
-        assert_eq!(candidates(2), vec![1, 2]);
-        assert_eq!(candidates(4), vec![1, 2, 4]);
-        assert_eq!(candidates(1), vec![1]);
-    }
-}
-
 #[derive(Serialize)]
 pub struct Stage {
     pub median_ms: f64,
@@ -88,34 +70,6 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sets tract's matrix-product executor: `threads` workers (0 = all cores).
-pub fn set_threads(threads: usize) -> usize {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    let n = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
-    set_default_executor(if n > 1 {
-        Executor::multithread(n)
-    } else {
-        Executor::SingleThread
-    });
-    n
-}
-
-/// How many threads tract's matrix-product executor runs now.
-pub fn current_threads() -> usize {
-    use tract_linalg::multithread::{current_tract_executor, Executor};
-    match current_tract_executor() {
-        Executor::SingleThread => 1,
-        Executor::MultiThread(pool) => pool.current_num_threads(),
-        Executor::RayonGlobal => rayon::current_num_threads(),
-    }
-}
-
 /// What `promptcam bench` measures.
 pub struct Options<'a> {
     pub dir: &'a Path,
@@ -131,56 +85,6 @@ pub struct Options<'a> {
     pub save_graph: Option<&'a Path>,
 }
 
-/// The thread counts worth trying on `cores` cores: all of them, one, and half from 4 up.
-fn candidates(cores: usize) -> Vec<usize> {
-    let mut v = vec![1, cores.max(1)];
-    if cores >= 4 {
-        v.push(cores / 2);
-    }
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// The fastest of `(threads, ms)` measurements; more threads must be at least 3% faster than
-/// fewer to win, so a tie goes to the count that leaves cores free.
-pub fn choose_threads(times: &[(usize, f64)]) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort_by_key(|(n, _)| *n);
-    let mut best = sorted.first().copied().unwrap_or((1, 0.0));
-    for (n, t) in sorted.into_iter().skip(1) {
-        if t < best.1 * 0.97 {
-            best = (n, t);
-        }
-    }
-    best.0
-}
-
-/// Times `run` (one analysed frame's models) at the candidate thread counts of this machine —
-/// one warm-up and the best of two timed runs each — and leaves the executor at the fastest
-/// ([`choose_threads`]). Returns the choice and the times: more threads are not always faster
-/// (issue 14: a 2-core Xeon ran int8 CLIP slower on two threads than on one).
-pub fn pick_threads(mut run: impl FnMut() -> Result<()>) -> Result<(usize, Vec<(usize, f64)>)> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mut times = vec![];
-    for n in candidates(cores) {
-        set_threads(n);
-        run()?;
-        let mut best = f64::INFINITY;
-        for _ in 0..2 {
-            let t = Instant::now();
-            run()?;
-            best = best.min(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.push((n, best));
-    }
-    let n = choose_threads(&times);
-    set_threads(n);
-    Ok((n, times))
-}
-
 pub fn run(o: &Options) -> Result<Report> {
     let Options {
         dir,
@@ -191,7 +95,7 @@ pub fn run(o: &Options) -> Result<Report> {
         size,
         ..
     } = *o;
-    let threads = set_threads(o.threads);
+    let threads = crate::threads::set_threads(o.threads);
     let precision = if quantized {
         Precision::Quantized
     } else {

@@ -28,4 +28,5 @@ pub mod signals;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod threads;
 pub mod web;

@@ -534,7 +534,7 @@ fn full_size_layout_timings() {
         .collect();
     let img = read_image(&fixture::image("rocket.png")).unwrap();
     for threads in [1, 2] {
-        promptcam::bench::set_threads(threads);
+        promptcam::threads::set_threads(threads);
         for layout in [Layout::Split, Layout::Whole, Layout::WholeRepeated] {
             let t = std::time::Instant::now();
             let mut seg =

@@ -129,7 +129,7 @@ pub fn tree(args: TreeArgs) -> Result<()> {
         args.size,
     )?;
     if let Some(frames) = args.bench {
-        crate::bench::set_threads(args.threads);
+        crate::threads::set_threads(args.threads);
         return bench(&tree, &mut models, &args, frames);
     }
     let several = args.images.len() > 1;

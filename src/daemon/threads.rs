@@ -1,6 +1,6 @@
 //! Threads: with `inference_threads = 0` (the default) the number of inference threads is
 //! measured once the models are loaded instead of assumed to be all cores: every loaded model
-//! (each once, however many cameras share it) runs on a blank frame at each candidate count (`bench::pick_threads`) and the fastest
+//! (each once, however many cameras share it) runs on a blank frame at each candidate count (`threads::pick_threads`) and the fastest
 //! count is kept, fewer threads on a tie. More threads are not always faster: single-core work
 //! between the matrix products, a core shared with other processes or SMT siblings can make two
 //! threads slower than one.
@@ -14,7 +14,7 @@ use crate::pipeline::towers::Towers;
 pub(super) fn calibrate(towers: &Towers) -> Result<usize> {
     // a mid-gray VGA frame: the models' cost does not depend on the content
     let frame = RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]));
-    let (n, times) = crate::bench::pick_threads(|| towers.run_once(&frame))?;
+    let (n, times) = crate::threads::pick_threads(|| towers.run_once(&frame))?;
     let measured: Vec<String> = times
         .iter()
         .map(|(n, ms)| format!("{n} thread(s) {ms:.1} ms"))

@@ -1,5 +1,5 @@
 //! Fused: the per-element passes tract runs on one core around every dynamic-int8 matrix
-//! product, fused and spread over the matrix products' thread pool (`bench::set_threads`).
+//! product, fused and spread over the matrix products' thread pool (`threads::set_threads`).
 //!
 //! After optimization a quantized MatMul is, per frame: the activation's min and max (two
 //! reductions), the quantize step (`QuantizeU8`, already ours), an offset of the u8 codes to i8,

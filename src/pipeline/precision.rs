@@ -141,7 +141,7 @@ pub fn load<M>(
     }
     let timed = format!(
         "int8 {int8_ms:.1} ms, fp32 {fp32_ms:.1} ms a frame on {} thread(s)",
-        crate::bench::current_threads()
+        crate::threads::current_threads()
     );
     if choice == PrecisionChoice::Int8 {
         match slow_int8_warning(kind, int8_ms, fp32_ms) {
