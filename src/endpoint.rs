@@ -1,7 +1,9 @@
 //! Endpoint: the optional local HTTP endpoint of the daemon (`[http]`, off by default, bound to
 //! 127.0.0.1 when on) for a monitoring agent or a person with curl on the device:
 //!
-//! - `/healthz`: 200 while every running camera makes progress, else 503 with the reasons;
+//! - `/healthz`: 200 while every running camera makes progress (`ok`, or `degraded` and what
+//!   runs less than configured, such as a history that could not open), else 503 with the
+//!   reasons;
 //! - `/metrics`: Prometheus text (version 0.0.4) of the per-camera counters, the inference time
 //!   histogram, events, and the MQTT publisher's spool depth and connection;
 //! - `/snapshot/<camera>.jpg`: the latest analysed frame with its labels, drawn and encoded on
@@ -326,9 +328,17 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             Err(line) => failing.push(line),
         }
     }
-    if failing.is_empty() {
+    let degraded = app.status.degraded();
+    if failing.is_empty() && degraded.is_empty() {
         text(StatusCode::OK, format!("ok\n{}\n", ok.join("\n")))
+    } else if failing.is_empty() {
+        // the cameras work: still 200, with what does not
+        text(
+            StatusCode::OK,
+            format!("degraded\n{}\n{}\n", degraded.join("\n"), ok.join("\n")),
+        )
     } else {
+        failing.extend(degraded);
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("unhealthy\n{}\n{}\n", failing.join("\n"), ok.join("\n")),

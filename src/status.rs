@@ -291,6 +291,8 @@ impl OutputStats for SinkStatus {
 pub struct Status {
     pub cameras: Vec<Arc<CameraStatus>>,
     outputs: Arc<Mutex<Vec<Arc<dyn OutputStats>>>>,
+    /// What works less than configured while the cameras run (`/healthz` says "degraded").
+    degraded: Arc<Mutex<Vec<String>>>,
 }
 
 impl Status {
@@ -298,6 +300,7 @@ impl Status {
         Status {
             cameras,
             outputs: Arc::default(),
+            degraded: Arc::default(),
         }
     }
 
@@ -311,6 +314,22 @@ impl Status {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(o);
+    }
+
+    /// Records a part that works less than configured (a line of `/healthz`).
+    pub fn degrade(&self, why: String) {
+        self.degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(why);
+    }
+
+    /// What works less than configured.
+    pub fn degraded(&self) -> Vec<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Every output's figures, now.

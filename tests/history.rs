@@ -496,6 +496,36 @@ fn a_corrupt_database_is_set_aside_logged_and_replaced() {
 }
 
 #[test]
+fn a_history_that_cannot_open_leaves_the_daemon_running_and_healthz_degraded() {
+    let tmp = TempDir::new("history-blocked");
+    let port = free_port();
+    let config = lab_config(tmp.path(), &PHOTOS, port, 5.0, DOG, "");
+    // the history's directory cannot be made: a file holds its name
+    std::fs::write(tmp.path().join("history"), b"not a directory").unwrap();
+    let run = Run::start(&config, port);
+    let mut last = String::new();
+    run.wait_until("/healthz says degraded", Duration::from_secs(30), || {
+        let (code, body) = run.get("/healthz").unwrap_or_default();
+        last = body.clone();
+        code == 200 && body.starts_with("degraded") && body.contains("history")
+    });
+    assert!(last.contains("camera yard"), "{last}");
+    let log = run.log_text();
+    assert!(log.contains("running without the history"), "{log}");
+    // the cameras' work goes on: frames are analysed after the failed start
+    run.wait_until("frames are analysed", Duration::from_secs(30), || {
+        let (_, body) = run.get("/healthz").unwrap_or_default();
+        let analysed = body
+            .split("camera yard: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse::<u64>().ok());
+        analysed.unwrap_or(0) >= 3
+    });
+    let (code, _) = run.get("/snapshot/yard.jpg").unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
 fn pages_and_api_answer_while_the_daemon_writes() {
     let tmp = TempDir::new("history-concurrent");
     let port = free_port();

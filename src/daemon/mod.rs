@@ -85,7 +85,7 @@ pub fn run(config: Config) -> Result<()> {
     let control = Arc::new(Control::default());
     crate::signals::install(control.clone())?;
     tracing::info!("loading the models of {} camera(s)", config.cameras.len());
-    let threads = crate::bench::set_threads(config.inference_threads);
+    let threads = crate::threads::set_threads(config.inference_threads);
     let mqtt = config.mqtt.clone();
     let (towers, cameras) = prepare(&config)?;
     let threads = match config.inference_threads {
@@ -110,12 +110,25 @@ pub fn run(config: Config) -> Result<()> {
         .iter()
         .map(start_capture)
         .collect::<Result<Vec<_>>>()?;
-    let history = config
+    // a history that cannot open (a full or read-only disk, a path that is a file) costs the
+    // pages their history and the lab, not the cameras' events
+    let history = match config
         .history
         .clone()
         .map(crate::history::History::start)
-        .transpose()?
-        .map(Arc::new);
+        .transpose()
+    {
+        Ok(h) => h.map(Arc::new),
+        Err(e) => {
+            tracing::error!(
+                "{e:#}; running without the history (the pages' plots and the prompt lab stay empty) until the daemon restarts"
+            );
+            status.degrade(format!(
+                "history: off since the start: {e:#}; fix it and restart the daemon"
+            ));
+            None
+        }
+    };
     // the sinks: MQTT (which connects in the background, spools events while the broker is
     // away, and takes commands that steer the cameras' status) or stdout; and the history
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
