@@ -362,7 +362,6 @@ pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> 
     );
     // the inference thread applies it between frames, with the prompt's hysteresis: wait for it
     // to say what the `off` threshold became (a paused or slow camera may take longer)
-    let text = p.text.clone();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     let applied = loop {
         let now = cam.prompt_configs();
@@ -380,12 +379,7 @@ pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> 
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let head = format!(
-        "# camera {:?}: keep the new threshold after a restart\n[[cameras.prompts]]\ntext = {}\nthreshold = {}\n",
-        cam.name,
-        toml_string(&text),
-        round3(value)
-    );
+    let head = keep_lines(&cam.name, p, value);
     let (toml, off) = match &applied {
         Some(d) => (format!("{head}off_threshold = {}\n", round3(d.off_threshold)), Some(round3(d.off_threshold))),
         None => (format!("{head}# (not applied yet: the camera analyses no frames now; off_threshold follows it)\n"), None),
@@ -394,6 +388,44 @@ pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> 
         "camera": t.camera, "prompt": t.prompt, "threshold": round3(value), "off_threshold": off,
         "applied": applied.is_some(), "toml": toml,
     }))
+}
+
+/// The TOML that keeps a threshold set at run time: the prompt's table as the config names it
+/// (by `text`, by `name` and `examples` for a picture prompt, by `tree` for a tree's leaf, whose
+/// leaves share their table's threshold), so pasting it over the table changes that prompt and
+/// never adds a text prompt.
+fn keep_lines(camera: &str, p: &PromptConfig, value: f32) -> String {
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|e| toml_string(e)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    let (what, key) = if let Some(leaf) = &p.tree {
+        (
+            format!(
+                "the tree prompt's table (its leaves, {:?} among them, share its threshold)",
+                p.text
+            ),
+            format!("tree = {}\n", toml_string(&leaf.tree.source)),
+        )
+    } else if !p.examples.is_empty() {
+        (
+            "the example-picture prompt's table".to_string(),
+            format!(
+                "name = {}\nexamples = {}\n",
+                toml_string(&p.text),
+                list(&p.examples)
+            ),
+        )
+    } else {
+        (
+            "the prompt's table".to_string(),
+            format!("text = {}\n", toml_string(&p.text)),
+        )
+    };
+    format!(
+        "# camera {camera:?}: keep the new threshold after a restart in {what}\n[[cameras.prompts]]\n{key}threshold = {}\n",
+        round3(value)
+    )
 }
 
 fn round3(x: f32) -> f64 {
@@ -436,4 +468,45 @@ pub async fn thumbnail(State(web): State<Arc<Web>>, Path(file): Path<String>) ->
 pub async fn event_snapshot(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
     let id = id_of(&file)?;
     blocking(move || jpeg(store(&web, None)?.event_snapshot(id)?, "snapshot")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_thresholds_name_each_kind_of_prompt_as_its_table_does() {
+        let text = "[models.clip]\ndir = \"models/tiny/clip\"\n[models.owlvit]\ndir = \"models/tiny/owlvit\"\n\
+            [[cameras]]\nname = \"Drive\"\nsource = \"tests/fixtures/images\"\n\
+            [[cameras.prompts]]\ntext = \"a van\"\nmodel = \"clip\"\nnegatives = [\"a road\"]\n\
+            [[cameras.prompts]]\nname = \"Our car\"\nexamples = [\"cars/*.jpg\"]\nmodel = \"clip\"\nnegatives = [\"a road\"]\n\
+            [[cameras.prompts]]\ntree = \"[a person (a hard hat, no hard hat)]\"\nmodel = \"owlvit\"\n";
+        let c = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let p = &c.cameras[0].prompts;
+        let lines = |i: usize| keep_lines("Drive", &p[i], 0.4567);
+        let parsed = |i: usize| -> toml::Table {
+            toml::from_str::<toml::Table>(&lines(i)).unwrap_or_else(|e| panic!("{}: {e}", lines(i)))
+        };
+        let table = |i: usize| {
+            parsed(i)["cameras"]["prompts"][0]
+                .as_table()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(table(0)["text"].as_str(), Some("a van"));
+        assert_eq!(table(0)["threshold"].as_float(), Some(0.457));
+        // a picture prompt is named by its name and pictures, never as a text prompt
+        let t = table(1);
+        assert!(!t.contains_key("text"), "{}", lines(1));
+        assert_eq!(t["name"].as_str(), Some("Our car"));
+        assert_eq!(t["examples"][0].as_str(), Some("cars/*.jpg"));
+        // a tree leaf by its tree
+        let leaf = p.iter().position(|p| p.tree.is_some()).unwrap();
+        let t = table(leaf);
+        assert!(!t.contains_key("text"), "{}", lines(leaf));
+        assert_eq!(
+            t["tree"].as_str(),
+            Some("[a person (a hard hat, no hard hat)]")
+        );
+    }
 }
