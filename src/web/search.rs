@@ -157,12 +157,13 @@ pub fn score(
     since_ms: i64,
 ) -> Result<Scored> {
     let (qe, negatives) = query_embeddings(tower, q, camera_prompts)?;
-    let frames = store.embeddings(camera, since_ms)?;
-    if !frames.is_empty() && frames.dim != qe.own.len() {
+    let frames = store.embeddings(camera, since_ms, qe.own.len())?;
+    if frames.is_empty() && frames.other_model > 0 {
         bail!(
-            "the stored embeddings have {} values and the CLIP model's {}: they were made by another \
-             model; they expire with the history's keep_days, or move the history aside",
-            frames.dim,
+            "the {} stored frames of this period were embedded by another CLIP model (not {} values, \
+             as the one in use makes): frames analysed from now on are searchable; the old ones \
+             expire with the history's keep_days",
+            frames.other_model,
             qe.own.len()
         );
     }

@@ -40,6 +40,8 @@ pub struct Embeddings {
     pub thumbs: Vec<Option<i64>>,
     pub dim: usize,
     pub halves: Vec<u8>,
+    /// Rows of the period left out because another model made them (another size).
+    pub other_model: usize,
 }
 
 impl Embeddings {
@@ -57,6 +59,7 @@ impl Embeddings {
             thumbs,
             dim,
             halves: encode_embedding(rows),
+            other_model: 0,
         }
     }
     pub fn len(&self) -> usize {
@@ -131,18 +134,21 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A camera's embeddings with `t_ms >= since_ms`, in time order, as stored (f16).
-    pub fn embeddings(&self, camera: &str, since_ms: i64) -> Result<Embeddings> {
+    /// A camera's embeddings of `dim` values (those the CLIP model in use makes) with
+    /// `t_ms >= since_ms`, in time order, as stored (f16). Rows another model made (another
+    /// size: the CLIP model changed) are counted, not returned.
+    pub fn embeddings(&self, camera: &str, since_ms: i64, dim: usize) -> Result<Embeddings> {
         let mut st = self.conn.prepare_cached(EMBEDDINGS)?;
         let mut rows = st.query(params![camera, since_ms])?;
-        let mut out = Embeddings::default();
+        let mut out = Embeddings {
+            dim,
+            ..Embeddings::default()
+        };
         while let Some(r) = rows.next()? {
             let v = r.get_ref(3)?.as_blob()?;
-            if out.dim == 0 {
-                out.dim = v.len() / 2;
-            }
-            if v.len() != out.dim * 2 {
-                continue; // another model's embedding (the CLIP model changed): not comparable
+            if v.len() != dim * 2 {
+                out.other_model += 1;
+                continue;
             }
             out.ids.push(r.get(0)?);
             out.times.push(r.get(1)?);

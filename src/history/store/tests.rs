@@ -53,7 +53,7 @@ fn rows_round_trip_and_embeddings_stay_close() {
     assert_eq!(frames[1].scores["a_cat"][0].as_f64(), Some(0.0));
     assert!(frames[0].scores.get("a_dog").is_none());
     assert!(frames[0].thumb.is_some() && frames[1].thumb.is_none());
-    let e = r.embeddings("porch", 0).unwrap();
+    let e = r.embeddings("porch", 0, 512).unwrap();
     assert_eq!((e.len(), e.dim), (2, 512));
     let want: Vec<f32> = (0..512)
         .map(|i| ((i as f32 + 1000.0) * 0.37).sin() * 0.044)
@@ -125,7 +125,7 @@ fn retention_by_age_then_by_size_oldest_first() {
         "the oldest went first: {}",
         left[0].t_ms
     );
-    assert_eq!(s.embeddings("porch", 0).unwrap().len(), left.len());
+    assert_eq!(s.embeddings("porch", 0, 512).unwrap().len(), left.len());
     // incremental vacuum gave the space back to the file system
     s.conn
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -255,5 +255,28 @@ fn damage_deep_in_a_table_is_found_at_open() {
         })
         .count();
     assert_eq!(aside, 1);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn after_a_model_change_the_lab_reads_the_new_models_rows() {
+    let d = dir("models");
+    let mut s = Store::open(&d).unwrap();
+    let f = |t_ms: i64, dim: usize| {
+        let mut nf = frame("porch", t_ms, 0);
+        nf.embedding = Some(encode_embedding(&vec![0.01; dim]));
+        nf
+    };
+    // the oldest rows from a 512-value model, then a 768-value one
+    let rows: Vec<NewFrame> = (0..5)
+        .map(|i| f(i * 1000, 512))
+        .chain((5..8).map(|i| f(i * 1000, 768)))
+        .collect();
+    s.insert(&rows, &[]).unwrap();
+    let new = s.embeddings("porch", 0, 768).unwrap();
+    assert_eq!((new.len(), new.dim, new.other_model), (3, 768, 5));
+    assert_eq!(new.times, vec![5000, 6000, 7000]);
+    let old = s.embeddings("porch", 0, 512).unwrap();
+    assert_eq!((old.len(), old.other_model), (5, 3));
     let _ = std::fs::remove_dir_all(&d);
 }
