@@ -621,6 +621,86 @@ fn request(
 }
 
 #[test]
+fn example_pictures_live_per_camera_under_capped_names_and_move_when_re_marked() {
+    let tmp = TempDir::new("history-examples");
+    let port = free_port();
+    let config = lab_config(tmp.path(), &PHOTOS, port, 5.0, DOG, "");
+    let run = Run::start(&config, port);
+    let q = "a photo of a dog";
+    let mut top: Vec<i64> = vec![];
+    run.wait_until("two frames have pictures", Duration::from_secs(30), || {
+        let v = run.json(
+            "/api/lab?camera=yard&q=a%20photo%20of%20a%20dog&negative=a%20photo%20of%20a%20cat",
+        );
+        top = v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["frame"].as_i64())
+            .collect();
+        top.len() >= 2
+    });
+    let host = format!("127.0.0.1:{port}");
+    let post = |path: &str, body: String| {
+        let (code, out) = request(
+            port,
+            "POST",
+            path,
+            &[("Host", &host), ("Content-Type", "application/json")],
+            &body,
+        );
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (code, body)
+    };
+    let mark = |frame: i64, yes: bool| {
+        let (code, body) = post(
+            "/api/lab/mark",
+            format!(r#"{{"camera":"yard","q":"{q}","frame":{frame},"yes":{yes}}}"#),
+        );
+        assert_eq!(code, 204, "{body}");
+    };
+    let examples = |name: &str| -> std::path::PathBuf {
+        let (code, body) = post(
+            "/api/lab/examples",
+            format!(
+                r#"{{"camera":"yard","q":"{q}","name":"{name}","negatives":["a photo of a cat"]}}"#
+            ),
+        );
+        assert_eq!(code, 200, "{name}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        std::path::PathBuf::from(v["dir"].as_str().unwrap())
+    };
+    let (a, b) = (top[0], top[1]);
+    mark(a, true);
+    mark(b, false);
+    // a name without ASCII letters gets a hashed id; the directory is the camera's own
+    let dir = examples("猫");
+    assert!(dir.parent().unwrap().ends_with("examples/yard"), "{dir:?}");
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("id_"),
+        "{dir:?}"
+    );
+    let not = dir.with_file_name(format!(
+        "{}-not",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    let has = |d: &std::path::Path, f: i64| d.join(format!("frame-{f}.jpg")).exists();
+    assert!(has(&dir, a) && has(&not, b) && !has(&dir, b) && !has(&not, a));
+    // re-marked the other way: each picture moves, none stays in both
+    mark(a, false);
+    mark(b, true);
+    assert_eq!(examples("猫"), dir);
+    assert!(has(&dir, b) && has(&not, a) && !has(&dir, a) && !has(&not, b));
+    // a long name is capped like a config id instead of failing on the file system
+    let long = examples(&"a very long name ".repeat(40));
+    let leaf = long.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(leaf.len() <= 64, "{leaf}");
+}
+
+#[test]
 fn the_listener_needs_a_token_beyond_loopback_and_refuses_foreign_hosts_and_origins() {
     let tmp = TempDir::new("history-auth");
     let port = free_port();

@@ -27,7 +27,7 @@ pub fn example_files(spec: &str) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("unable to read the examples {spec:?}"))?;
     if files.is_empty() {
         bail!(
-            "unable to use the examples {spec:?}: no image files there (looked for .jpg, .jpeg, .png and .ppm); give a directory of pictures or a glob such as \"/var/lib/promptcam/examples/our_car/*.jpg\""
+            "unable to use the examples {spec:?}: no image files there (looked for .jpg, .jpeg, .png and .ppm); give a directory of pictures or a glob such as \"/var/lib/promptcam/examples/driveway/our_car/*.jpg\""
         );
     }
     Ok(files)

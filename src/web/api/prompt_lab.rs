@@ -262,10 +262,12 @@ pub struct Examples {
 }
 
 /// An example-image prompt from a lab question's marks: the thumbnails of the frames marked yes
-/// are saved under the state directory (`examples/<name>/`, next to the history's directory),
-/// those marked no under `examples/<name>-not/` as its negative examples, and the TOML lines
-/// of the prompt are returned for the config. Files already there are kept (a frame's file is
-/// named by its id, so asking again rewrites the same pictures).
+/// are saved under the state directory (`examples/<camera>/<name>/`, next to the history's
+/// directory; `<name>` is the name's id, capped like a config id), those marked no under
+/// `examples/<camera>/<name>-not/` as its negative examples, and the TOML lines of the prompt
+/// are returned for the config. Files already there are kept (a frame's file is named by its
+/// id, so asking again rewrites the same pictures), except a frame's picture in the other
+/// directory: a frame re-marked from yes to no (or back) moves.
 pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
     let e: Examples = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("expected {{\"camera\", \"q\", \"name\"}}: {e}")))?;
@@ -273,10 +275,12 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
     let q = e.q.trim().to_string();
     let name = e.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
     let name = name.unwrap_or(&q).to_string();
-    let slug = crate::config::slug(&name);
-    if slug.is_empty() {
-        return Err(bad("give the prompt a name with letters or digits"));
+    if name.is_empty() {
+        return Err(bad("give the prompt a name"));
     }
+    // the directory is the name's id: capped in length, and never empty (a name without ASCII
+    // letters or digits gets a hash)
+    let slug = crate::config::make_id(&name);
     blocking(move || {
         let store = store(&web, None)?;
         let cfg = web
@@ -291,9 +295,10 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
         }
         let state = cfg.dir.parent().unwrap_or(&cfg.dir);
         let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
+        let camera_dir = state.join("examples").join(&e.camera);
         let dirs = [
-            state.join("examples").join(&slug),
-            state.join("examples").join(format!("{slug}-not")),
+            camera_dir.join(&slug),
+            camera_dir.join(format!("{slug}-not")),
         ];
         let mut saved = [0usize; 2];
         for (frame, yes) in &marks {
@@ -301,9 +306,16 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
                 continue; // marked in the lab, whose frames all have thumbnails; gone since
             };
             let dir = &dirs[usize::from(!*yes)];
-            let file = dir.join(format!("frame-{frame}.jpg"));
+            let name = format!("frame-{frame}.jpg");
+            let file = dir.join(&name);
+            // re-marked since the last time: the picture leaves the other directory
+            let other = dirs[usize::from(*yes)].join(&name);
             std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::write(&file, jpeg))
+                .and_then(|()| match std::fs::remove_file(&other) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
                 .map_err(|err| {
                     ApiError(
                         StatusCode::INTERNAL_SERVER_ERROR,
