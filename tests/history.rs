@@ -698,6 +698,33 @@ fn example_pictures_live_per_camera_under_capped_names_and_move_when_re_marked()
     let long = examples(&"a very long name ".repeat(40));
     let leaf = long.file_name().unwrap().to_string_lossy().into_owned();
     assert!(leaf.len() <= 64, "{leaf}");
+
+    // pictures are revalidated, never cached as immutable: their row ids can come back
+    let v = run
+        .json("/api/lab?camera=yard&q=a%20photo%20of%20a%20dog&negative=a%20photo%20of%20a%20cat");
+    let url = v["top"][0]["thumbnail"].as_str().unwrap().to_string();
+    // HEAD: the helper reads text, and a JPEG body is not
+    let (code, head) = request(port, "HEAD", &url, &[("Host", &host)], "");
+    let head = head.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(
+        code == 200
+            && head.contains("cache-control: private, no-cache")
+            && !head.contains("immutable"),
+        "{head}"
+    );
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap_or_else(|| panic!("{head}"))
+        .to_string();
+    let (code, _) = request(
+        port,
+        "GET",
+        &url,
+        &[("Host", &host), ("If-None-Match", &etag)],
+        "",
+    );
+    assert_eq!(code, 304);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -437,21 +437,31 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn jpeg(bytes: Option<Vec<u8>>, what: &str) -> ApiResult {
-    match bytes {
-        Some(b) => Ok((
-            [
-                (header::CONTENT_TYPE, "image/jpeg"),
-                (header::CACHE_CONTROL, "max-age=86400, immutable"),
-            ],
-            b,
-        )
-            .into_response()),
-        None => Err(ApiError(
+/// A stored picture. Its URL holds a row id, which SQLite may hand out again once the table has
+/// emptied, so the browser revalidates (`no-cache`) against an `ETag` of the bytes: an unchanged
+/// picture costs a 304, a reused id never shows the old one.
+fn jpeg(bytes: Option<Vec<u8>>, what: &str, if_none_match: Option<String>) -> ApiResult {
+    let Some(b) = bytes else {
+        return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no {what}: it may have expired"),
-        )),
+        ));
+    };
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        b.hash(&mut h);
+        format!("\"{:016x}\"", h.finish())
+    };
+    let headers = [
+        (header::CACHE_CONTROL, "private, no-cache".to_string()),
+        (header::ETAG, etag.clone()),
+    ];
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
+    let jpeg = (header::CONTENT_TYPE, "image/jpeg".to_string());
+    Ok(([jpeg, headers[0].clone(), headers[1].clone()], b).into_response())
 }
 
 fn id_of(file: &str) -> std::result::Result<i64, ApiError> {
@@ -460,14 +470,31 @@ fn id_of(file: &str) -> std::result::Result<i64, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such image {file:?}")))
 }
 
-pub async fn thumbnail(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
-    let id = id_of(&file)?;
-    blocking(move || jpeg(store(&web, None)?.thumbnail(id)?, "thumbnail")).await
+fn if_none_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
-pub async fn event_snapshot(State(web): State<Arc<Web>>, Path(file): Path<String>) -> ApiResult {
+pub async fn thumbnail(
+    State(web): State<Arc<Web>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let id = id_of(&file)?;
-    blocking(move || jpeg(store(&web, None)?.event_snapshot(id)?, "snapshot")).await
+    let tag = if_none_match(&headers);
+    blocking(move || jpeg(store(&web, None)?.thumbnail(id)?, "thumbnail", tag)).await
+}
+
+pub async fn event_snapshot(
+    State(web): State<Arc<Web>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = id_of(&file)?;
+    let tag = if_none_match(&headers);
+    blocking(move || jpeg(store(&web, None)?.event_snapshot(id)?, "snapshot", tag)).await
 }
 
 #[cfg(test)]
