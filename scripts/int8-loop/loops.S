@@ -59,6 +59,18 @@
     add             rsi, 8
 .endm
 
+// the vpshufb mask that interleaves a K pair's two 8-byte rows into xmm15, r8 = K pairs; to 2f
+// when there are none
+.macro PAIRS_SETUP
+    mov             r8, 0x0b030a0209010800
+    vmovq           xmm15, r8
+    mov             r8, 0x0f070e060d050c04
+    vpinsrq         xmm15, xmm15, r8, 1        // bytes 0,8,1,9,...,7,15: interleave k, k+1
+    mov             r8, rdx
+    shr             r8, 1
+    jz              2f
+.endm
+
 // columns c0-c3 of a K pair: their (b[c,k], b[c,k+1]) i16 pairs in both lanes of ymm\src
 .macro PAIR_COLS src, c0, c1, c2, c3
     vpshufd         ymm11, ymm\src, 0
@@ -95,13 +107,7 @@ kern_old:
 .globl kern_new
 kern_new:
     ZERO
-    mov             r8, 0x0b030a0209010800
-    vmovq           xmm15, r8
-    mov             r8, 0x0f070e060d050c04
-    vpinsrq         xmm15, xmm15, r8, 1        // bytes 0,8,1,9,...,7,15: interleave k, k+1
-    mov             r8, rdx
-    shr             r8, 1
-    jz              2f
+    PAIRS_SETUP
 1:
     vmovdqu         xmm8, xmmword ptr [rdi]    // A: rows 0-7 at k, then at k+1
     vpshufb         xmm8, xmm8, xmm15
@@ -171,13 +177,7 @@ kern_new:
 .globl kern_k2
 kern_k2:
     ZERO
-    mov             r8, 0x0b030a0209010800
-    vmovq           xmm15, r8
-    mov             r8, 0x0f070e060d050c04
-    vpinsrq         xmm15, xmm15, r8, 1        // bytes 0,8,1,9,...,7,15: interleave k, k+1
-    mov             r8, rdx
-    shr             r8, 1
-    jz              2f
+    PAIRS_SETUP
 1:
     vmovdqu         xmm8, xmmword ptr [rsi]    // B: cols 0-7 at k, then at k+1
     vpshufb         xmm8, xmm8, xmm15

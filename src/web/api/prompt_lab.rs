@@ -143,37 +143,38 @@ impl Replay {
     }
 }
 
-pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+/// A replay-style request (`replay`, `suggest`) parsed, then `f` in its turn with the history
+/// and the text tower.
+async fn with_replay(
+    web: Arc<Web>,
+    q: Option<String>,
+    f: impl FnOnce(Store, Arc<crate::model::ClipText>, Replay) -> ApiResult + Send + 'static,
+) -> ApiResult {
     let r = Replay::parse(&web, q)?;
     let w = web.clone();
     w.gate
         .run(move |job| {
             let (store, tower) = (store(&web, Some(job))?, web.text_tower()?);
             job.check()?;
-            let Replay {
-                query,
-                camera,
-                prompts,
-                since,
-                hours,
-                decide,
-            } = r;
-            let s = search::score(&store, &tower, &camera, &query, &prompts, since)?;
-            let fires = lab::replay(&s.frames.times, &s.scores, &decide);
-            json_response(json!({
-                "camera": camera, "hours": hours, "searched": s.scores.len(), "fired": fires.len(),
-                "decide": decide_json(&decide), "fires": fires_json(&s, &fires),
-            }))
+            f(store, tower, r)
         })
         .await
 }
 
+pub async fn replay(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    with_replay(web, q, |store, tower, r| {
+        let s = search::score(&store, &tower, &r.camera, &r.query, &r.prompts, r.since)?;
+        let fires = lab::replay(&s.frames.times, &s.scores, &r.decide);
+        json_response(json!({
+            "camera": r.camera, "hours": r.hours, "searched": s.scores.len(), "fired": fires.len(),
+            "decide": decide_json(&r.decide), "fires": fires_json(&s, &fires),
+        }))
+    })
+    .await
+}
+
 pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
-    let r = Replay::parse(&web, q)?;
-    let w = web.clone();
-    w.gate.run(move |job| {
-        let (store, tower) = (store(&web, Some(job))?, web.text_tower()?);
-        job.check()?;
+    with_replay(web, q, |store, tower, r| {
         let Replay {
             query,
             camera,
