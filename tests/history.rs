@@ -502,6 +502,15 @@ fn a_history_that_cannot_open_leaves_the_daemon_running_and_healthz_degraded() {
     let config = lab_config(tmp.path(), &PHOTOS, port, 5.0, DOG, "");
     // the history's directory cannot be made: a file holds its name
     std::fs::write(tmp.path().join("history"), b"not a directory").unwrap();
+    // check refuses it, naming the directory and the key
+    let (code, _, err) = fixture::promptcam(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("history directory")
+            && err.contains("not a directory")
+            && err.contains("history.path"),
+        "{err}"
+    );
     let run = Run::start(&config, port);
     let mut last = String::new();
     run.wait_until("/healthz says degraded", Duration::from_secs(30), || {

@@ -1,6 +1,7 @@
 //! `promptcam check`: validates a config file the way `run` would start it — the file, the
-//! models (loaded), every camera's source (parsed, listed or looked up, never connected to) and
-//! the MQTT spool directory (writable, or creatable) — so that what `check` passes, `run` starts.
+//! models (loaded), every camera's source (parsed, listed or looked up, never connected to), the
+//! MQTT spool directory and the history's (writable, or creatable) — so that what `check`
+//! passes, `run` starts whole (a history that cannot open only degrades `run`; `check` refuses it).
 //! It prints nothing (no "valid") unless every check passed, and loads no model for a file that
 //! does not validate.
 
@@ -14,6 +15,13 @@ pub fn check(path: &Path) -> Result<()> {
     let config = crate::config::load(path)?;
     if let Some(m) = &config.mqtt {
         spool_dir_usable(&m.spool_dir)?;
+    }
+    if let Some(h) = &config.history {
+        dir_usable(
+            &h.dir,
+            "the history directory",
+            "set history.path to a directory the daemon can write (`run` would start without the history)",
+        )?;
     }
     let (towers, cameras) = crate::daemon::prepare(&config)?;
     let mut report = vec![format!("{}: valid", path.display())];
@@ -65,7 +73,15 @@ pub fn check(path: &Path) -> Result<()> {
 /// The MQTT spool directory as the publisher needs it: a directory the daemon can write, or a
 /// path it can create (its nearest existing ancestor is such a directory). Creates nothing.
 fn spool_dir_usable(dir: &Path) -> Result<()> {
-    let hint = "set mqtt.spool_dir to a directory the daemon can write";
+    dir_usable(
+        dir,
+        "the MQTT spool directory",
+        "set mqtt.spool_dir to a directory the daemon can write",
+    )
+}
+
+/// `dir` can be written, or made (its nearest existing ancestor is a writable directory).
+fn dir_usable(dir: &Path, what: &str, hint: &str) -> Result<()> {
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
@@ -76,12 +92,16 @@ fn spool_dir_usable(dir: &Path) -> Result<()> {
                 // SAFETY: access reads the NUL-terminated path only
                 if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
                     let e = std::io::Error::last_os_error();
-                    bail!("unable to use the MQTT spool directory {}: {} is not writable ({e}); {hint}", dir.display(), at.display());
+                    bail!(
+                        "unable to use {what} {}: {} is not writable ({e}); {hint}",
+                        dir.display(),
+                        at.display()
+                    );
                 }
                 return Ok(());
             }
             Ok(_) => bail!(
-                "unable to use the MQTT spool directory {}: {} is not a directory; {hint}",
+                "unable to use {what} {}: {} is not a directory; {hint}",
                 dir.display(),
                 at.display()
             ),
@@ -90,10 +110,7 @@ fn spool_dir_usable(dir: &Path) -> Result<()> {
                 Some(parent) => at = parent,
                 None => return Ok(()),
             },
-            Err(e) => bail!(
-                "unable to use the MQTT spool directory {}: {e}; {hint}",
-                dir.display()
-            ),
+            Err(e) => bail!("unable to use {what} {}: {e}; {hint}", dir.display()),
         }
     }
 }
