@@ -247,6 +247,43 @@ fn decide_json(d: &DecideConfig) -> Value {
 }
 
 /// Indices splitting `n` points into at most `PLOT_POINTS` buckets.
+/// A plot's series downsampled while its rows stream by: `n` rows (counted first) fall into at
+/// most [`PLOT_POINTS`] buckets of consecutive rows, each keeping its first time and every
+/// series' highest value, so memory holds the buckets, not the rows (a year of frames is the
+/// same ~1500 points per prompt).
+struct Downsample {
+    per: usize,
+    times: Vec<i64>,
+    series: Vec<Vec<f32>>,
+    rows: usize,
+}
+
+impl Downsample {
+    fn new(n: usize, series: usize) -> Downsample {
+        Downsample {
+            per: n.div_ceil(PLOT_POINTS).max(1),
+            times: vec![],
+            series: vec![vec![]; series],
+            rows: 0,
+        }
+    }
+
+    /// The next row: its time and each series' value.
+    fn push(&mut self, t_ms: i64, values: impl Iterator<Item = f32>) {
+        let first = self.rows % self.per == 0;
+        if first {
+            self.times.push(t_ms);
+        }
+        for (s, v) in self.series.iter_mut().zip(values) {
+            match s.last_mut() {
+                Some(m) if !first => *m = m.max(v),
+                _ => s.push(v.max(f32::NEG_INFINITY)),
+            }
+        }
+        self.rows += 1;
+    }
+}
+
 fn buckets(n: usize) -> Vec<std::ops::Range<usize>> {
     let per = n.div_ceil(PLOT_POINTS).max(1);
     (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
@@ -270,24 +307,27 @@ pub async fn history(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiR
     let w = web.clone();
     w.gate.run(move |job| {
         let store = store(&web, Some(job))?;
-        let frames = store.frames(&camera, since, i64::MAX)?;
-        let events = store.events(&camera, since, i64::MAX)?;
-        let b = buckets(frames.len());
-        let times: Vec<i64> = b.iter().map(|r| frames[r.start].t_ms).collect();
+        // rows up to now: the count and the stream see the same frames while the writer adds more
+        let until = unix_ms(SystemTime::now()) + 1;
+        let n = store.count_frames(&camera, since, until)?;
+        let mut d = Downsample::new(n, prompts.len());
+        store.each_frame(&camera, since, until, |f| {
+            let value = |id: &str| f.scores.get(id).and_then(|v| v[0].as_f64()).unwrap_or(f64::NAN) as f32;
+            d.push(f.t_ms, prompts.iter().map(|pc| value(&pc.id)));
+            Ok(())
+        })?;
+        let events = store.events(&camera, since, until)?;
+        let (frames, times) = (d.rows, d.times);
         let mut series = serde_json::Map::new();
-        for pc in &prompts {
-            let scores: Vec<f32> = frames
-                .iter()
-                .map(|f| f.scores.get(&pc.id).and_then(|v| v[0].as_f64()).unwrap_or(f64::NAN) as f32)
-                .collect();
-            series.insert(pc.id.clone(), json!(bucket_max(&scores, &b)));
+        for (pc, s) in prompts.iter().zip(d.series) {
+            series.insert(pc.id.clone(), json!(s));
         }
         let prompts: Vec<Value> = prompts
             .iter()
             .map(|p| json!({ "id": p.id, "name": p.name, "model": p.model.name(), "decide": decide_json(&p.decide) }))
             .collect();
         json_response(json!({
-            "camera": camera, "hours": hours, "frames": frames.len(), "t": times, "scores": series,
+            "camera": camera, "hours": hours, "frames": frames, "t": times, "scores": series,
             "prompts": prompts, "events": events,
         }))
     })
@@ -500,6 +540,37 @@ pub async fn event_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_downsampling_equals_the_materialised_one() {
+        for n in [0, 1, 7, 1499, 1500, 1501, 4000, 10007] {
+            let rows: Vec<(i64, [f32; 2])> = (0..n)
+                .map(|i| {
+                    let x = ((i * 7919) % 1000) as f32 / 1000.0;
+                    (
+                        i as i64 * 500,
+                        [x, if i % 3 == 0 { f32::NAN } else { 1.0 - x }],
+                    )
+                })
+                .collect();
+            let mut d = Downsample::new(n, 2);
+            for (t, v) in &rows {
+                d.push(*t, v.iter().copied());
+            }
+            let b = buckets(n);
+            assert!(b.len() <= PLOT_POINTS);
+            assert_eq!(d.rows, n);
+            assert_eq!(
+                d.times,
+                b.iter().map(|r| rows[r.start].0).collect::<Vec<_>>(),
+                "{n}"
+            );
+            for k in 0..2 {
+                let col: Vec<f32> = rows.iter().map(|(_, v)| v[k]).collect();
+                assert_eq!(d.series[k], bucket_max(&col, &b), "{n} series {k}");
+            }
+        }
+    }
 
     #[test]
     fn kept_thresholds_name_each_kind_of_prompt_as_its_table_does() {

@@ -85,6 +85,8 @@ pub(super) const CAMERAS: &str =
     "SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera";
 pub(super) const FRAMES: &str = "SELECT id, t_ms, motion, scores, thumb FROM frames \
      WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id";
+pub(super) const COUNT_FRAMES: &str =
+    "SELECT count(*) FROM frames WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3";
 pub(super) const EVENTS: &str =
     "SELECT id, event_id, prompt, kind, t_ms, score, box, snapshot IS NOT NULL FROM events \
      WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id";
@@ -101,18 +103,44 @@ impl Store {
 
     /// A camera's frames with `since_ms <= t_ms < until_ms`, in time order.
     pub fn frames(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<Vec<FrameRow>> {
+        let mut out = vec![];
+        self.each_frame(camera, since_ms, until_ms, |f| {
+            out.push(f);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// How many frames [`Store::frames`] would return (read from the index alone).
+    pub fn count_frames(&self, camera: &str, since_ms: i64, until_ms: i64) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(COUNT_FRAMES)?
+            .query_row(params![camera, since_ms, until_ms], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    /// [`Store::frames`]'s rows handed to `f` one at a time, never all in memory.
+    pub fn each_frame(
+        &self,
+        camera: &str,
+        since_ms: i64,
+        until_ms: i64,
+        mut f: impl FnMut(FrameRow) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.conn.prepare_cached(FRAMES)?;
-        let rows = st.query_map(params![camera, since_ms, until_ms], |r| {
+        let mut rows = st.query(params![camera, since_ms, until_ms])?;
+        while let Some(r) = rows.next()? {
             let scores: String = r.get(3)?;
-            Ok(FrameRow {
+            f(FrameRow {
                 id: r.get(0)?,
                 t_ms: r.get(1)?,
                 motion: r.get(2)?,
                 scores: serde_json::from_str(&scores).unwrap_or_default(),
                 thumb: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })?;
+        }
+        Ok(())
     }
 
     /// A camera's events with `since_ms <= t_ms < until_ms`, in time order.

@@ -165,6 +165,7 @@ fn every_hot_statement_runs_on_an_index() {
     let mut statements: Vec<String> = [
         queries::CAMERAS,
         queries::FRAMES,
+        queries::COUNT_FRAMES,
         queries::EVENTS,
         queries::EMBEDDINGS,
     ]
