@@ -57,7 +57,7 @@ impl Web {
             history_stats,
             clip,
             text: Mutex::new(None),
-            gate: work::Gate::new(lab_queries, work::QUEUE_WAIT),
+            gate: work::Gate::new(lab_queries, work::QUEUE_WAIT, work::DEADLINE),
         }
     }
 

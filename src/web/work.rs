@@ -3,7 +3,8 @@
 //! for their turn, then get 503 with `Retry-After`. A request's work runs on the blocking pool
 //! and holds its turn until it ends, so a client that leaves cannot free a turn its work still
 //! uses; but its work stops early: the request's future is dropped, which interrupts the
-//! request's SQLite statement and marks the job cancelled for the steps between statements.
+//! request's SQLite statement and marks the job cancelled for the steps between statements. Work
+//! that runs past [`DEADLINE`] is cancelled the same way and answered 503.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +18,8 @@ use crate::history::store::Store;
 
 /// How long a heavy request waits for a turn before it is refused.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How long a heavy request's work may run (a full history's lab query on a Pi takes seconds).
+pub const DEADLINE: Duration = Duration::from_secs(60);
 /// What the 503 tells the client to wait before trying again, in seconds.
 pub const RETRY_AFTER_S: u64 = 2;
 /// [`RETRY_AFTER_S`] as the header says it.
@@ -27,6 +30,7 @@ pub struct Gate {
     turns: Arc<Semaphore>,
     configured: usize,
     wait: Duration,
+    deadline: Duration,
 }
 
 /// One request's work: whether its client is gone, and the statement to interrupt then.
@@ -81,11 +85,12 @@ impl Drop for CancelOnDrop {
 }
 
 impl Gate {
-    pub fn new(turns: usize, wait: Duration) -> Gate {
+    pub fn new(turns: usize, wait: Duration, deadline: Duration) -> Gate {
         Gate {
             turns: Arc::new(Semaphore::new(turns.max(1))),
             configured: turns.max(1),
             wait,
+            deadline,
         }
     }
 
@@ -105,11 +110,19 @@ impl Gate {
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
         let job = Arc::new(Job::default());
         let mut guard = CancelOnDrop(Some(job.clone()));
-        let done = tokio::task::spawn_blocking(move || {
+        let work = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             f(&job)
-        })
-        .await;
+        });
+        // past the deadline the guard, dropped on return, cancels the work
+        let done = tokio::time::timeout(self.deadline, work)
+            .await
+            .map_err(|_| {
+                ApiError::busy(format!(
+                    "the query took longer than {} s and was stopped; ask for fewer hours",
+                    self.deadline.as_secs()
+                ))
+            })?;
         guard.0 = None;
         done.unwrap_or_else(|e| {
             Err(ApiError::new(
@@ -136,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_second_query_waits_then_is_refused_with_retry_after() {
-        let gate = Arc::new(Gate::new(1, Duration::from_millis(200)));
+        let gate = Arc::new(Gate::new(1, Duration::from_millis(200), DEADLINE));
         runtime().block_on(async {
             let (release, held) = channel::<()>();
             let (started, running) = tokio::sync::oneshot::channel::<()>();
@@ -169,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_query_whose_client_leaves_stops_and_frees_its_turn() {
-        let gate = Gate::new(1, Duration::from_secs(30));
+        let gate = Gate::new(1, Duration::from_secs(30), DEADLINE);
         let dir = std::env::temp_dir().join(format!("promptcam-work-{}", std::process::id()));
         drop(Store::open(&dir).unwrap());
         let (ended, end) = channel();
@@ -199,6 +212,34 @@ mod tests {
         let (took, interrupted, cancelled) = end.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(interrupted && cancelled, "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn work_past_the_deadline_is_stopped_and_answered_503() {
+        let gate = Gate::new(1, Duration::from_secs(1), Duration::from_millis(300));
+        let dir = std::env::temp_dir().join(format!("promptcam-deadline-{}", std::process::id()));
+        drop(Store::open(&dir).unwrap());
+        let (ended, end) = channel();
+        let d = dir.clone();
+        let t = Instant::now();
+        let r = runtime().block_on(gate.run(move |job| {
+            let s = Store::open_read_only(&d.join(crate::history::store::FILE_NAME)).unwrap();
+            job.attach(&s);
+            let r = s.spin();
+            ended.send(r.is_err()).unwrap();
+            Ok(())
+        }));
+        let Err(e) = r else {
+            panic!("a query of minutes finished")
+        };
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            end.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "interrupted"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
