@@ -799,6 +799,30 @@ fn the_listener_needs_a_token_beyond_loopback_and_refuses_foreign_hosts_and_orig
             405,
             "a GET changes nothing"
         );
+        // reads refuse other sites too (a page the operator visits, through the ssh tunnel),
+        // except a link that opens a page
+        let from = |site: &'static str, mode: &'static str, dest: &'static str, path: &str| {
+            let h = [
+                ("Host", loopback.as_str()),
+                ("Sec-Fetch-Site", site),
+                ("Sec-Fetch-Mode", mode),
+                ("Sec-Fetch-Dest", dest),
+            ];
+            request(port, "GET", path, &h, "").0
+        };
+        assert_eq!(from("cross-site", "cors", "empty", "/api/status"), 403);
+        assert_eq!(from("same-site", "cors", "empty", "/api/status"), 403);
+        assert_eq!(
+            from("cross-site", "no-cors", "image", "/snapshot/yard.jpg"),
+            403
+        );
+        assert_eq!(from("cross-site", "navigate", "document", "/lab/yard"), 200);
+        assert_eq!(from("same-origin", "cors", "empty", "/api/status"), 200);
+        let foreign = [
+            ("Host", loopback.as_str()),
+            ("Origin", "http://evil.example"),
+        ];
+        assert_eq!(request(port, "GET", "/api/status", &foreign, "").0, 403);
         drop(run);
     }
 

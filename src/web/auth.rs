@@ -6,8 +6,9 @@
 //!   A listener beyond 127.0.0.1 cannot start without a token (config validation).
 //! - Without a token (loopback only), the `Host` header must name a loopback address, so a web
 //!   page elsewhere cannot reach the endpoint by pointing a DNS name at 127.0.0.1.
-//! - Requests that change state are POSTs; when a browser says where they come from (`Origin`,
-//!   `Sec-Fetch-Site`), it must be this origin.
+//! - Requests that change state are POSTs. When a browser says where a request comes from
+//!   (`Origin`, `Sec-Fetch-Site`), it must be this origin, for reads too: only a top-level
+//!   navigation to a page (a link, a bookmark) may come from another site.
 //!
 //! The token is compared in constant time and never appears in a page, a log or an error.
 
@@ -132,7 +133,8 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether a state-changing request comes from this origin, as far as the browser says.
+/// Whether a request comes from this origin, as far as the browser says (scripts and other
+/// clients send neither `Sec-Fetch-Site` nor `Origin`).
 fn same_origin(headers: &HeaderMap) -> bool {
     let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
@@ -150,6 +152,25 @@ fn same_origin(headers: &HeaderMap) -> bool {
         }
         (Some(_), None) => false,
     }
+}
+
+/// The HTML pages, which a link from anywhere may open.
+fn is_page(path: &str) -> bool {
+    path == "/" || path == "/login" || path.starts_with("/camera/") || path.starts_with("/lab/")
+}
+
+/// Whether the browser says it came from another site (or another origin of this one) for
+/// anything but opening a page: a cross-site `fetch`, `<img>`, form or script of a page the
+/// operator happens to visit (with the documented `ssh -L` tunnel the listener is loopback to
+/// that browser too). A top-level navigation to a page (a link, a bookmark) is allowed.
+fn cross_site(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    if same_origin(headers) {
+        return false;
+    }
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let navigation = get("sec-fetch-mode") == Some("navigate")
+        && get("sec-fetch-dest").is_none_or(|d| d == "document");
+    !(method == Method::GET && navigation && is_page(path) && headers.get(header::ORIGIN).is_none())
 }
 
 fn refuse(code: StatusCode, msg: &str) -> Response {
@@ -177,21 +198,20 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request<Body>, next: Next) 
             );
         }
     }
-    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if changes_state && !same_origin(headers) {
+    let path = req.uri().path();
+    if cross_site(req.method(), path, headers) {
         return refuse(
             StatusCode::FORBIDDEN,
-            "refused: a request that changes state must come from this site's own pages",
+            "refused: a request from another site (only a link to a page may come from elsewhere); \
+             open the pages at this address",
         );
     }
-    let path = req.uri().path();
     if path == "/login" || path == "/assets/app.css" {
         return next.run(req).await;
     }
     if !g.authorized(headers) {
         // the HTML pages send a browser to the login form; everything else answers 401
-        let page = req.method() == Method::GET
-            && (path == "/" || path.starts_with("/camera/") || path.starts_with("/lab/"));
+        let page = req.method() == Method::GET && is_page(path);
         if page {
             return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
         }
@@ -249,6 +269,65 @@ async fn login(State(g): State<Arc<Guard>>, body: axum::body::Bytes) -> Response
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_links_to_pages_may_come_from_another_site() {
+        let (get, post) = (Method::GET, Method::POST);
+        let cross = |mode: &'static str, dest: &'static str| {
+            headers(&[
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", mode),
+                ("sec-fetch-dest", dest),
+            ])
+        };
+        // scripts, Prometheus, curl: no Sec-Fetch-*, no Origin
+        assert!(!cross_site(&get, "/api/status", &headers(&[])));
+        assert!(!cross_site(&get, "/metrics", &headers(&[])));
+        // this site's own pages and their fetches
+        let own = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+        ]);
+        assert!(!cross_site(&get, "/api/lab", &own));
+        // a link from elsewhere opens a page, and nothing else
+        assert!(!cross_site(
+            &get,
+            "/lab/yard",
+            &cross("navigate", "document")
+        ));
+        assert!(!cross_site(&get, "/", &cross("navigate", "document")));
+        assert!(cross_site(
+            &get,
+            "/api/status",
+            &cross("navigate", "document")
+        ));
+        assert!(cross_site(&get, "/api/lab", &cross("cors", "empty")));
+        assert!(cross_site(
+            &get,
+            "/history/thumb/1.jpg",
+            &cross("no-cors", "image")
+        ));
+        assert!(cross_site(&get, "/", &cross("navigate", "iframe")));
+        assert!(cross_site(
+            &post,
+            "/api/lab/mark",
+            &cross("navigate", "document")
+        ));
+        // another origin of the same site (another port on 127.0.0.1) is another origin
+        let same_site = headers(&[("sec-fetch-site", "same-site"), ("sec-fetch-mode", "cors")]);
+        assert!(cross_site(&get, "/api/search", &same_site));
+        // an Origin that is not this host, from a browser that sends no Sec-Fetch-*
+        let foreign = headers(&[
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:9464"),
+        ]);
+        assert!(cross_site(&get, "/api/status", &foreign));
+        let mine = headers(&[
+            ("origin", "http://127.0.0.1:9464"),
+            ("host", "127.0.0.1:9464"),
+        ]);
+        assert!(!cross_site(&get, "/api/status", &mine));
+    }
 
     #[test]
     fn refused_logins_are_logged_at_most_once_a_minute_with_a_count() {

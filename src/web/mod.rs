@@ -10,7 +10,7 @@
 //!
 //! Access (`auth`): beyond 127.0.0.1 every request needs the token of `[http] token_file`; on
 //! loopback the Host header must name loopback (against DNS rebinding); requests that change
-//! state are POSTs from the same origin. Pages are static shells whose script fetches the API;
+//! state are POSTs; and nothing but a link to a page may come from another site (GETs included). Pages are static shells whose script fetches the API;
 //! the charts are uPlot, vendored into the binary (`assets/`), so nothing loads from elsewhere.
 
 mod api;
