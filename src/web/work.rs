@@ -4,7 +4,9 @@
 //! and holds its turn until it ends, so a client that leaves cannot free a turn its work still
 //! uses; but its work stops early: the request's future is dropped, which interrupts the
 //! request's SQLite statement and marks the job cancelled for the steps between statements. Work
-//! that runs past [`DEADLINE`] is cancelled the same way and answered 503.
+//! that runs past [`DEADLINE`] is cancelled the same way and answered 503. The work's model runs
+//! (the lab's CLIP text tower) stay on the request's own thread: tract's matrix products there
+//! never borrow the inference threads' pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -112,7 +114,11 @@ impl Gate {
         let mut guard = CancelOnDrop(Some(job.clone()));
         let work = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            f(&job)
+            // tract's products on this thread alone, not on the pool inference runs on
+            tract_linalg::multithread::multithread_tract_scope(
+                tract_linalg::multithread::Executor::SingleThread,
+                || f(&job),
+            )
         });
         // past the deadline the guard, dropped on return, cancels the work
         let done = tokio::time::timeout(self.deadline, work)
@@ -241,5 +247,17 @@ mod tests {
             "interrupted"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lab_work_never_runs_on_the_inference_pool() {
+        use tract_linalg::multithread::{current_tract_executor, set_default_executor, Executor};
+        let before = current_tract_executor();
+        set_default_executor(Executor::multithread(2));
+        let gate = Gate::new(1, Duration::from_secs(1), DEADLINE);
+        let inside = runtime().block_on(gate.run(|_| Ok(crate::threads::current_threads())));
+        let outside = crate::threads::current_threads();
+        set_default_executor(before);
+        assert_eq!((inside.ok(), outside), (Some(1), 2));
     }
 }
