@@ -6,14 +6,12 @@
 //! threads slower than one.
 
 use anyhow::Result;
-use image::RgbImage;
 
 use crate::pipeline::towers::Towers;
 
 /// Picks and sets the inference thread count for the loaded models; returns it.
 pub(super) fn calibrate(towers: &Towers) -> Result<usize> {
-    // a mid-gray VGA frame: the models' cost does not depend on the content
-    let frame = RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]));
+    let frame = crate::pipeline::precision::blank_frame();
     let (n, times) = crate::threads::pick_threads(|| towers.run_once(&frame))?;
     let measured: Vec<String> = times
         .iter()

@@ -385,12 +385,10 @@ impl Store {
     /// events and marks); returns the number of frames deleted.
     pub fn delete_before(&mut self, cutoff_ms: i64) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut frames = 0;
-        for (i, sql) in DELETE_BEFORE.iter().enumerate() {
-            let n = tx.execute(sql, [cutoff_ms])?;
-            if i == 0 {
-                frames = n;
-            }
+        // the first deletes the frames: its count is what retention reports
+        let frames = tx.execute(DELETE_BEFORE[0], [cutoff_ms])?;
+        for sql in &DELETE_BEFORE[1..] {
+            tx.execute(sql, [cutoff_ms])?;
         }
         tx.execute(DELETE_ORPHAN_MARKS, [])?;
         tx.commit()?;

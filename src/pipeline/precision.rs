@@ -21,7 +21,8 @@ pub const SLOW_INT8: f64 = 3.0;
 /// fp32 must beat int8 by this fraction to be chosen: on a tie, int8 (a quarter of the memory).
 const FP32_MARGIN: f64 = 0.03;
 
-/// The frame both precisions are timed on: the models' cost does not depend on the content.
+/// The frame models are timed on (both precisions here, the thread counts in the daemon): a
+/// mid-gray VGA frame, since the models' cost does not depend on the content.
 pub fn blank_frame() -> RgbImage {
     RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]))
 }

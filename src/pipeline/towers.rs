@@ -141,7 +141,7 @@ impl Towers {
                     Detector::load(dir, p, texts, from.input_size)
                         .with_context(|| format!("unable to load {}", kind.title()))
                 },
-                |d| d.detect(&frame, 1.0).map(drop),
+                |d| run_detector(d, &frame),
             )?;
             towers.detectors.insert(kind, shared);
         }
@@ -185,7 +185,7 @@ impl Towers {
                         from.precision,
                         &dir,
                         |p| ClipImage::load(&dir, p).context("unable to load CLIP"),
-                        |c| c.embed_pixels(c.preprocessor().run(&frame)?).map(drop),
+                        |c| run_clip(c, &frame),
                     )?;
                     (image, from.clone(), p)
                 }
@@ -216,10 +216,7 @@ impl Towers {
                 from,
                 texts,
                 |dir, p, texts| ClipSeg::load(dir, p, texts).context("unable to load CLIPSeg"),
-                |m| {
-                    let px = m.preprocessor().run(&frame)?;
-                    m.run_pixels(px).map(drop)
-                },
+                |m| run_seg(m, &frame),
             )?);
         }
         Ok(towers)
@@ -346,19 +343,19 @@ impl Towers {
     /// Runs every loaded model once on `image` (to measure the thread count on them).
     pub fn run_once(&self, image: &image::RgbImage) -> Result<()> {
         if let Some((c, _, _)) = &self.clip {
-            let px = c.preprocessor().run(image)?;
-            c.embed_pixels(px)?;
+            run_clip(c, image)?;
         }
         for d in self.detectors.values() {
-            d.model
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .detect(image, 1.0)?;
+            run_detector(
+                &mut d.model.lock().unwrap_or_else(PoisonError::into_inner),
+                image,
+            )?;
         }
         if let Some(s) = &self.seg {
-            let mut m = s.model.lock().unwrap_or_else(PoisonError::into_inner);
-            let px = m.preprocessor().run(image)?;
-            m.run_pixels(px)?;
+            run_seg(
+                &mut s.model.lock().unwrap_or_else(PoisonError::into_inner),
+                image,
+            )?;
         }
         Ok(())
     }
@@ -393,6 +390,20 @@ impl Towers {
         }
         out
     }
+}
+
+/// One analysed frame of each kind of model: what `run_once` and the precision timing run.
+fn run_clip(c: &ClipImage, image: &image::RgbImage) -> Result<()> {
+    c.embed_pixels(c.preprocessor().run(image)?).map(drop)
+}
+
+fn run_detector(d: &mut Detector, image: &image::RgbImage) -> Result<()> {
+    d.detect(image, 1.0).map(drop)
+}
+
+fn run_seg(m: &mut ClipSeg, image: &image::RgbImage) -> Result<()> {
+    let px = m.preprocessor().run(image)?;
+    m.run_pixels(px).map(drop)
 }
 
 /// Every class of example pictures in the config (a prompt's `examples` together, each of its

@@ -56,7 +56,10 @@ impl IntoResponse for ApiError {
         match self.0 {
             StatusCode::SERVICE_UNAVAILABLE => (
                 self.0,
-                [json, (header::RETRY_AFTER, super::work::RETRY_AFTER)],
+                [
+                    json,
+                    (header::RETRY_AFTER, &super::work::RETRY_AFTER_S.to_string()),
+                ],
                 body,
             )
                 .into_response(),
@@ -246,7 +249,6 @@ fn decide_json(d: &DecideConfig) -> Value {
     })
 }
 
-/// Indices splitting `n` points into at most `PLOT_POINTS` buckets.
 /// A plot's series downsampled while its rows stream by: `n` rows (counted first) fall into at
 /// most [`PLOT_POINTS`] buckets of consecutive rows, each keeping its first time and every
 /// series' highest value, so memory holds the buckets, not the rows (a year of frames is the
@@ -268,6 +270,15 @@ impl Downsample {
         }
     }
 
+    /// One series already in memory (the lab's scores), downsampled the same way.
+    fn one_series(times: &[i64], values: &[f32]) -> Downsample {
+        let mut d = Downsample::new(values.len(), 1);
+        for (t, v) in times.iter().zip(values) {
+            d.push(*t, std::iter::once(*v));
+        }
+        d
+    }
+
     /// The next row: its time and each series' value.
     fn push(&mut self, t_ms: i64, values: impl Iterator<Item = f32>) {
         let first = self.rows % self.per == 0;
@@ -282,22 +293,6 @@ impl Downsample {
         }
         self.rows += 1;
     }
-}
-
-fn buckets(n: usize) -> Vec<std::ops::Range<usize>> {
-    let per = n.div_ceil(PLOT_POINTS).max(1);
-    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
-}
-
-fn bucket_max(values: &[f32], b: &[std::ops::Range<usize>]) -> Vec<f32> {
-    b.iter()
-        .map(|r| {
-            values[r.clone()]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .collect()
 }
 
 pub async fn history(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
@@ -435,10 +430,6 @@ pub async fn threshold(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> 
 /// leaves share their table's threshold), so pasting it over the table changes that prompt and
 /// never adds a text prompt.
 fn keep_lines(camera: &str, p: &PromptConfig, value: f32) -> String {
-    let list = |v: &[String]| {
-        let items: Vec<String> = v.iter().map(|e| toml_string(e)).collect();
-        format!("[{}]", items.join(", "))
-    };
     let (what, key) = if let Some(leaf) = &p.tree {
         (
             format!(
@@ -453,7 +444,7 @@ fn keep_lines(camera: &str, p: &PromptConfig, value: f32) -> String {
             format!(
                 "name = {}\nexamples = {}\n",
                 toml_string(&p.text),
-                list(&p.examples)
+                toml_list(&p.examples)
             ),
         )
     } else {
@@ -475,6 +466,12 @@ fn round3(x: f32) -> f64 {
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML array of basic strings, on one line.
+fn toml_list<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_string(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// A stored picture. Its URL holds a row id, which SQLite may hand out again once the table has
@@ -540,6 +537,24 @@ pub async fn event_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The materialised downsampling the streamed one must equal: the rows' index ranges, and
+    /// each range's highest value.
+    fn buckets(n: usize) -> Vec<std::ops::Range<usize>> {
+        let per = n.div_ceil(PLOT_POINTS).max(1);
+        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
+    }
+
+    fn bucket_max(values: &[f32], b: &[std::ops::Range<usize>]) -> Vec<f32> {
+        b.iter()
+            .map(|r| {
+                values[r.clone()]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect()
+    }
 
     #[test]
     fn streamed_downsampling_equals_the_materialised_one() {

@@ -24,8 +24,6 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 pub const DEADLINE: Duration = Duration::from_secs(60);
 /// What the 503 tells the client to wait before trying again, in seconds.
 pub const RETRY_AFTER_S: u64 = 2;
-/// [`RETRY_AFTER_S`] as the header says it.
-pub const RETRY_AFTER: &str = "2";
 
 /// The turns of the heavy requests.
 pub struct Gate {
@@ -178,7 +176,10 @@ mod tests {
             assert!(waited >= Duration::from_millis(150), "{waited:?}");
             let r = e.into_response();
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(r.headers()["retry-after"], RETRY_AFTER);
+            assert_eq!(
+                r.headers()["retry-after"],
+                RETRY_AFTER_S.to_string().as_str()
+            );
             release.send(()).unwrap();
             assert_eq!(first.await.unwrap().ok(), Some(1));
             // the turn is free again

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::search;
 use super::{
-    bad, blocking, bucket_max, buckets, camera, decide_json, json_response, since, store,
-    toml_string, ApiError, ApiResult, Params, Web, TOP,
+    bad, blocking, camera, decide_json, json_response, since, store, toml_list, toml_string,
+    ApiError, ApiResult, Downsample, Params, Web, TOP,
 };
 use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
@@ -39,12 +39,12 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
         let pool = if pictured.is_empty() { &order } else { &pictured };
         let top: Vec<usize> = pool.iter().copied().take(TOP).collect();
         let bottom: Vec<usize> = pool.iter().rev().copied().filter(|i| !top.contains(i)).take(TOP).collect();
-        let b = buckets(s.scores.len());
+        let plot = Downsample::one_series(&s.frames.times, &s.scores);
         let same = prompts.iter().find(|c| c.text == query.text.trim());
         json_response(json!({
             "camera": camera, "prompt": query.text.trim(), "hours": hours, "searched": s.scores.len(),
             "negatives": s.negatives,
-            "series": { "t": b.iter().map(|r| s.frames.times[r.start]).collect::<Vec<_>>(), "score": bucket_max(&s.scores, &b) },
+            "series": { "t": plot.times, "score": plot.series[0] },
             "histogram": lab::histogram(&s.scores, 20),
             "top": search::hits(&s, &top),
             "bottom": search::hits(&s, &bottom),
@@ -334,15 +334,14 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
             toml_string(&name),
             glob(&dirs[0])
         );
-        let negatives: Vec<String> = e
+        let negatives: Vec<&str> = e
             .negatives
             .iter()
             .map(|n| n.trim())
             .filter(|n| !n.is_empty())
-            .map(toml_string)
             .collect();
         if !negatives.is_empty() {
-            toml += &format!("negatives = [{}]\n", negatives.join(", "));
+            toml += &format!("negatives = {}\n", toml_list(&negatives));
         }
         if saved[1] > 0 {
             toml += &format!("negative_examples = [{}]\n", glob(&dirs[1]));
