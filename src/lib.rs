@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod event;
 pub mod frame;
 pub mod history;
+pub mod learn;
 pub mod logging;
 pub mod model;
 pub mod motion;

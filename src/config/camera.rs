@@ -117,13 +117,10 @@ impl Validator<'_> {
                 );
             }
         }
-        let clip_prompts: Vec<&PromptConfig> = prompts
-            .iter()
-            .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
-            .collect();
+        let clip_prompts: Vec<&PromptConfig> =
+            prompts.iter().filter(|p| p.is_clip_class()).collect();
         for (i, p) in prompts.iter().enumerate() {
-            if p.model == ModelKind::Clip
-                && p.tree.is_none()
+            if p.is_clip_class()
                 && p.negatives.is_empty()
                 && p.negative_examples.is_empty()
                 && clip_prompts.len() < 2

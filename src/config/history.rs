@@ -32,6 +32,13 @@ impl HistoryConfig {
     pub fn db_path(&self) -> PathBuf {
         self.dir.join(HistoryConfig::FILE_NAME)
     }
+
+    /// The state directory the history's directory lies in, which also holds the lab's example
+    /// pictures (`examples/`), learned prompts (`learned/`) and the model hash cache; absolute.
+    pub fn state_dir(&self) -> PathBuf {
+        let state = self.dir.parent().unwrap_or(&self.dir);
+        std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf())
+    }
 }
 
 impl Validator<'_> {

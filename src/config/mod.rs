@@ -67,6 +67,24 @@ pub struct PromptConfig {
     pub examples: Vec<String>,
     /// CLIP: pictures of what the prompt must beat, one class per entry (next to `negatives`).
     pub negative_examples: Vec<String>,
+    /// CLIP: a prompt learned from marks (`learned = "PATH"`): scored by its weights on the
+    /// image embedding, instead of by a text; `text` is then its name.
+    pub learned: Option<Learned>,
+}
+
+/// A learned prompt's file, read at validation.
+#[derive(Clone, Debug)]
+pub struct Learned {
+    pub path: std::path::PathBuf,
+    pub prompt: std::sync::Arc<crate::learn::file::LearnedPrompt>,
+}
+
+impl PromptConfig {
+    /// A CLIP prompt scored against text classes (its own, negatives, other prompts): not a
+    /// tree leaf and not a learned prompt.
+    pub fn is_clip_class(&self) -> bool {
+        self.model == ModelKind::Clip && self.tree.is_none() && self.learned.is_none()
+    }
 }
 
 /// When a camera runs OWL-ViT (the expensive model): every analysed frame, only on motion

@@ -8,8 +8,9 @@ use anyhow::Result;
 
 use super::raw::RawPrompt;
 use super::validate::Validator;
-use super::{make_id, ModelConfig, PromptConfig};
+use super::{make_id, Learned, ModelConfig, PromptConfig};
 use crate::decide::DecideConfig;
+use crate::learn::file::LearnedPrompt;
 use crate::model::ModelKind;
 
 impl Validator<'_> {
@@ -18,7 +19,16 @@ impl Validator<'_> {
         p: &RawPrompt,
         models: &BTreeMap<ModelKind, ModelConfig>,
     ) -> Result<Vec<PromptConfig>> {
+        let learned = match &p.learned {
+            Some(l) => Some(self.learned_file(p, l)?),
+            None => None,
+        };
         let text = match (&p.text, &p.tree) {
+            (None, None) if learned.is_some() => match (&p.name, &learned) {
+                (Some(n), _) if !n.trim().is_empty() => n.trim().to_string(),
+                (_, Some(l)) => l.prompt.name.clone(),
+                _ => String::new(),
+            },
             (Some(t), None) | (None, Some(t)) => t.get_ref().trim().to_string(),
             (None, None) if !p.examples.is_empty() => match &p.name {
                 Some(n) => n.trim().to_string(),
@@ -39,7 +49,7 @@ impl Validator<'_> {
             }
             (None, None) => {
                 return self.err(
-                    p.model.span(),
+                    p.model_span(),
                     "cameras.prompts.text",
                     "a prompt needs `text` (or a `tree`, e.g. \"[a person (a hard hat, no hard hat)]\")",
                 )
@@ -71,11 +81,29 @@ impl Validator<'_> {
                 "tree_threshold applies to tree prompts only",
             );
         }
-        let model = match ModelKind::from_name(p.model.get_ref()) {
+        let model_name = match (&p.model, &learned) {
+            (Some(m), _) => m.get_ref().as_str(),
+            (None, Some(_)) => ModelKind::Clip.name(),
+            (None, None) => {
+                return self.err(
+                    p.span(),
+                    "cameras.prompts.model",
+                    format!("a prompt needs `model`: {}", ModelKind::names("or")),
+                )
+            }
+        };
+        let model = match ModelKind::from_name(model_name) {
+            Some(kind) if learned.is_some() && kind != ModelKind::Clip => {
+                return self.err(
+                    p.model_span(),
+                    "cameras.prompts.model",
+                    "a learned prompt scores CLIP image embeddings: its model is \"clip\"",
+                )
+            }
             Some(kind) if models.contains_key(&kind) => kind,
             Some(kind) => {
                 return self.err(
-                    p.model.span(),
+                    p.model_span(),
                     "cameras.prompts.model",
                     format!(
                         "{:?} needs a [models.{kind}] table with its `dir`",
@@ -85,11 +113,10 @@ impl Validator<'_> {
             }
             None => {
                 return self.err(
-                    p.model.span(),
+                    p.model_span(),
                     "cameras.prompts.model",
                     format!(
-                        "{:?} is not a model; use {}",
-                        p.model.get_ref(),
+                        "{model_name:?} is not a model; use {}",
                         ModelKind::names("or")
                     ),
                 )
@@ -97,7 +124,7 @@ impl Validator<'_> {
         };
         if !model.scores_against_negatives() && !p.negatives.is_empty() {
             return self.err(
-                p.model.span(),
+                p.model_span(),
                 "cameras.prompts.negatives",
                 "negatives apply to CLIP prompts only",
             );
@@ -112,10 +139,12 @@ impl Validator<'_> {
             }
         }
         let d = DecideConfig::default();
+        // a learned prompt's own threshold is the one with the best cross-validated F1
+        let default_threshold = learned.as_ref().map_or(d.threshold, |l| l.prompt.threshold);
         let threshold = self.float(
             &p.threshold,
             "cameras.prompts.threshold",
-            d.threshold as f64,
+            default_threshold as f64,
             0.0,
             1.0,
         )? as f32;
@@ -188,6 +217,7 @@ impl Validator<'_> {
                 .iter()
                 .map(|e| e.get_ref().clone())
                 .collect(),
+            learned,
         };
         if let Some(e) = p.examples.iter().chain(&p.negative_examples).next() {
             if model != ModelKind::Clip {
@@ -204,6 +234,34 @@ impl Validator<'_> {
         match &p.tree {
             Some(t) => self.tree_prompts(t, &p.tree_threshold, prompt, p.name.as_deref(), models),
             None => Ok(vec![prompt]),
+        }
+    }
+
+    /// A prompt's `learned` file, read and checked; alone (not with text, a tree, examples,
+    /// negatives or an ensemble: the file is the whole prompt).
+    fn learned_file(&self, p: &RawPrompt, l: &toml::Spanned<String>) -> Result<Learned> {
+        let key = "cameras.prompts.learned";
+        if p.text.is_some() || p.tree.is_some() || !p.examples.is_empty() {
+            return self.err(
+                l.span(),
+                key,
+                "a prompt is made of `text`, a `tree`, `examples` or a `learned` file, one of them",
+            );
+        }
+        if !p.negatives.is_empty() || !p.ensemble.is_empty() || !p.negative_examples.is_empty() {
+            return self.err(
+                l.span(),
+                key,
+                "a learned prompt learned what to beat from its marks: drop `negatives`, `ensemble` and `negative_examples`",
+            );
+        }
+        let path = self.relative(l.get_ref());
+        match LearnedPrompt::load(&path) {
+            Ok(prompt) => Ok(Learned {
+                path,
+                prompt: std::sync::Arc::new(prompt),
+            }),
+            Err(e) => self.err(l.span(), key, format!("{e:#}")),
         }
     }
 }

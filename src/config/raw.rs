@@ -112,7 +112,10 @@ pub(super) struct RawPrompt {
     /// CLIP: pictures of what the prompt must beat, one class per entry.
     #[serde(default)]
     pub(super) negative_examples: Vec<Spanned<String>>,
-    pub(super) model: Spanned<String>,
+    /// Required, except for a `learned` prompt (always CLIP).
+    pub(super) model: Option<Spanned<String>>,
+    /// A learned prompt's file (`promptcam learn`), instead of `text`.
+    pub(super) learned: Option<Spanned<String>>,
     pub(super) name: Option<String>,
     pub(super) threshold: Option<Spanned<f64>>,
     pub(super) off_threshold: Option<Spanned<f64>>,
@@ -129,13 +132,23 @@ pub(super) struct RawPrompt {
 }
 
 impl RawPrompt {
-    /// Where the prompt's errors point: its `text`, else its `tree`, else its `model`.
+    /// Where the prompt's errors point: its `text`, else its `tree`, its first example, its
+    /// learned file, its `model`.
     pub(super) fn span(&self) -> std::ops::Range<usize> {
         self.text
             .as_ref()
             .or(self.tree.as_ref())
             .or(self.examples.first())
-            .map_or(self.model.span(), |t| t.span())
+            .or(self.learned.as_ref())
+            .or(self.model.as_ref())
+            .map_or(0..0, |t| t.span())
+    }
+
+    /// Where errors about the model point: `model`, else the prompt.
+    pub(super) fn model_span(&self) -> std::ops::Range<usize> {
+        self.model
+            .as_ref()
+            .map_or_else(|| self.span(), |m| m.span())
     }
 }
 

@@ -127,6 +127,7 @@ fn prompt(text: &str) -> PromptConfig {
         tree: None,
         examples: vec![],
         negative_examples: vec![],
+        learned: None,
     }
 }
 
@@ -179,7 +180,11 @@ fn measure(
         thumbnail_interval: Duration::from_secs(5),
     };
     let history = History::start(config)?;
-    let embedding = vector(dim, 7);
+    let model = Arc::new(crate::model::identity::ModelIdentity {
+        name: "bench".into(),
+        sha256: "0".repeat(64),
+    });
+    let embedding = (model.clone(), vector(dim, 7));
     let frame = Arc::new(Frame {
         image: picture.clone(),
         seq: 0,
@@ -220,7 +225,7 @@ fn measure(
                         time: super::from_unix_ms(start + i as i64 * 500),
                         motion: i % 3 == 0,
                         scores: scores(i),
-                        embedding: Some(vector(dim, i as u64)),
+                        embedding: Some((model.clone(), vector(dim, i as u64))),
                         thumbnail: None,
                     },
                     320,

@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use crate::config::HistoryConfig;
 use crate::event::Event;
 use crate::frame::Frame;
+use crate::model::identity::ModelIdentity;
 
 /// One prompt's score on one frame, as its decider received it.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,8 +44,9 @@ pub struct FrameRecord {
     /// Whether the motion gate saw motion (false: a periodic refresh or no gate decision).
     pub motion: bool,
     pub scores: Vec<PromptScore>,
-    /// The L2-normalized CLIP image embedding of the frame (its region of interest, if set).
-    pub embedding: Option<Vec<f32>>,
+    /// The L2-normalized CLIP image embedding of the frame (its region of interest, if set),
+    /// and the model that made it.
+    pub embedding: Option<(Arc<ModelIdentity>, Vec<f32>)>,
     /// The frame, when a thumbnail is due (see [`ThumbnailClock`]); encoded on the history thread.
     pub thumbnail: Option<Arc<Frame>>,
 }

@@ -3,8 +3,11 @@
 //! Tables: `frames` (camera, time, motion flag, every prompt's score and box as JSON, the id of
 //! the frame's own thumbnail), `embeddings` (the frame's CLIP image embedding as little-endian
 //! f16, kept apart so score plots never read it), `thumbs` (small JPEGs), `events` (start,
-//! update, end with the snapshot) and `marks` (the lab's yes/no labels). Times are Unix
-//! milliseconds. `auto_vacuum = INCREMENTAL` lets retention give space back to the file system.
+//! update, end with the snapshot), `models` (the CLIP checkpoints that made the embeddings, by
+//! the SHA-256 of their weights: `crate::model::identity`) and `marks` (the lab's yes/no labels,
+//! each with its own copy of the frame's embedding, time and thumbnail, so that retention never
+//! takes a labelled data set away). Times are Unix milliseconds. `auto_vacuum = INCREMENTAL`
+//! lets retention give space back to the file system.
 //!
 //! The writer owns one read-write connection; readers (the web pages, `promptcam search`) open
 //! their own, read-only: WAL lets them read while it writes. A file that is not a database, or a
@@ -15,14 +18,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::model::identity::ModelIdentity;
+
+mod marks;
 mod queries;
+pub use marks::Marked;
 pub use queries::{Embeddings, EventRow, FrameRow};
 
 pub const FILE_NAME: &str = crate::config::HistoryConfig::FILE_NAME;
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `models`, the model of each embedding, and marks that keep their frame's data.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +50,13 @@ CREATE TABLE IF NOT EXISTS embeddings (
     camera TEXT NOT NULL,
     t_ms INTEGER NOT NULL,
     thumb INTEGER,
-    v BLOB NOT NULL
+    v BLOB NOT NULL,
+    model INTEGER
+);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS thumbs (
     id INTEGER PRIMARY KEY,
@@ -66,6 +82,10 @@ CREATE TABLE IF NOT EXISTS marks (
     query TEXT NOT NULL,
     frame INTEGER NOT NULL,
     yes INTEGER NOT NULL,
+    t_ms INTEGER,
+    model INTEGER,
+    v BLOB,
+    jpeg BLOB,
     PRIMARY KEY (camera, query, frame)
 );
 -- the lab reads a camera's embeddings in frame order from a time on: walked in this index's
@@ -90,7 +110,20 @@ const DELETE_BEFORE: [&str; 4] = [
     "DELETE FROM thumbs WHERE t_ms < ?1",
     "DELETE FROM events WHERE t_ms < ?1",
 ];
-const DELETE_ORPHAN_MARKS: &str = "DELETE FROM marks WHERE frame NOT IN (SELECT id FROM frames)";
+
+/// Version 1 to 2: the new columns, and the data of the frames already marked copied into their
+/// marks while the frames are still there (their model is unknown: version 1 did not say).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE embeddings ADD COLUMN model INTEGER;
+ALTER TABLE marks ADD COLUMN t_ms INTEGER;
+ALTER TABLE marks ADD COLUMN model INTEGER;
+ALTER TABLE marks ADD COLUMN v BLOB;
+ALTER TABLE marks ADD COLUMN jpeg BLOB;
+UPDATE marks SET
+    t_ms = (SELECT t_ms FROM frames WHERE id = marks.frame),
+    v = (SELECT v FROM embeddings WHERE frame = marks.frame),
+    jpeg = (SELECT t.jpeg FROM frames f JOIN thumbs t ON t.id = f.thumb WHERE f.id = marks.frame);
+";
 fn time_span(table: &str) -> String {
     format!("SELECT min(t_ms), max(t_ms) FROM {table}")
 }
@@ -99,6 +132,8 @@ fn time_span(table: &str) -> String {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// `models` rows already looked up or made, by SHA-256.
+    models: std::collections::HashMap<String, i64>,
 }
 
 /// A frame row ready to insert (the writer prepares it off the inference thread).
@@ -108,7 +143,8 @@ pub struct NewFrame {
     pub motion: bool,
     /// `{"prompt": [score, [x0, y0, x1, y1]?], ...}`.
     pub scores: String,
-    pub embedding: Option<Vec<u8>>,
+    /// The embedding (f16, [`encode_embedding`]) and the model that made it.
+    pub embedding: Option<(Arc<ModelIdentity>, Vec<u8>)>,
     pub thumbnail: Option<Vec<u8>>,
 }
 
@@ -210,6 +246,12 @@ impl Store {
                 })
                 .optional()?
                 .and_then(|v| v.parse().ok());
+            if version == Some(1) {
+                // in one transaction: a power cut leaves version 1 whole, migrated next time
+                conn.execute_batch(&format!(
+                    "BEGIN; {MIGRATE_1_TO_2} UPDATE meta SET value = '2' WHERE key = 'schema'; COMMIT;"
+                ))?;
+            }
             if version.is_none() {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
@@ -235,10 +277,15 @@ impl Store {
             )))
             .with_context(|| format!("the history database {} is damaged", path.display()));
         }
-        Ok(Store {
+        Ok(Store::with(conn, path))
+    }
+
+    fn with(conn: Connection, path: &Path) -> Store {
+        Store {
             conn,
             path: path.to_path_buf(),
-        })
+            models: Default::default(),
+        }
     }
 
     /// Opens an existing database read-only (the web pages, `promptcam search`).
@@ -257,10 +304,7 @@ impl Store {
         // the lab reads every embedding of a camera: map the file instead of copying it page by
         // page through the pager (several times faster on a large history)
         conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Ok(Store::with(conn, path))
     }
 
     /// What stops this connection's running statement from another thread (the web's
@@ -288,10 +332,7 @@ impl Store {
         )
         .with_context(|| format!("unable to open the history database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Ok(Store::with(conn, path))
     }
 
     pub fn path(&self) -> &Path {
@@ -308,8 +349,33 @@ impl Store {
         Ok(aside)
     }
 
+    /// The `models` row of a model, made if new.
+    pub fn model_id(&mut self, m: &ModelIdentity) -> Result<i64> {
+        if let Some(id) = self.models.get(&m.sha256) {
+            return Ok(*id);
+        }
+        self.conn.execute(
+            "INSERT INTO models (sha256, name) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
+            params![m.sha256, m.name],
+        )?;
+        let id = self.conn.query_row(
+            "SELECT id FROM models WHERE sha256 = ?1",
+            [&m.sha256],
+            |r| r.get(0),
+        )?;
+        self.models.insert(m.sha256.clone(), id);
+        Ok(id)
+    }
+
     /// Writes frames and events in one transaction.
     pub fn insert(&mut self, frames: &[NewFrame], events: &[NewEvent]) -> Result<()> {
+        let mut model_ids = vec![];
+        for f in frames {
+            if let Some((m, _)) = &f.embedding {
+                model_ids.push(self.model_id(m)?);
+            }
+        }
+        let mut model_ids = model_ids.into_iter();
         let tx = self.conn.transaction()?;
         {
             let mut thumb =
@@ -318,7 +384,8 @@ impl Store {
                 "INSERT INTO frames (camera, t_ms, motion, scores, thumb) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut emb = tx.prepare_cached(
-                "INSERT INTO embeddings (frame, camera, t_ms, thumb, v) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO embeddings (frame, camera, t_ms, thumb, v, model) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for f in frames {
                 let thumb_id = match &f.thumbnail {
@@ -330,8 +397,9 @@ impl Store {
                 };
                 frame.execute(params![f.camera, f.t_ms, f.motion, f.scores, thumb_id])?;
                 let id = tx.last_insert_rowid();
-                if let Some(v) = &f.embedding {
-                    emb.execute(params![id, f.camera, f.t_ms, thumb_id, v])?;
+                if let Some((_, v)) = &f.embedding {
+                    let model = model_ids.next();
+                    emb.execute(params![id, f.camera, f.t_ms, thumb_id, v, model])?;
                 }
             }
             let mut ev = tx.prepare_cached(
@@ -381,8 +449,8 @@ impl Store {
         Ok(done?)
     }
 
-    /// Deletes everything older than `cutoff_ms` (frames, their embeddings and thumbnails,
-    /// events and marks); returns the number of frames deleted.
+    /// Deletes everything older than `cutoff_ms` (frames, their embeddings and thumbnails, and
+    /// events; never marks, which keep what they need); returns the number of frames deleted.
     pub fn delete_before(&mut self, cutoff_ms: i64) -> Result<usize> {
         let tx = self.conn.transaction()?;
         // the first deletes the frames: its count is what retention reports
@@ -390,7 +458,6 @@ impl Store {
         for sql in &DELETE_BEFORE[1..] {
             tx.execute(sql, [cutoff_ms])?;
         }
-        tx.execute(DELETE_ORPHAN_MARKS, [])?;
         tx.commit()?;
         Ok(frames)
     }

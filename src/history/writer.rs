@@ -163,7 +163,7 @@ pub fn prepare_frame(f: FrameRecord, thumbnail_width: u32) -> NewFrame {
         t_ms: unix_ms(f.time),
         motion: f.motion,
         scores: serde_json::Value::Object(scores).to_string(),
-        embedding: f.embedding.as_deref().map(encode_embedding),
+        embedding: f.embedding.map(|(m, v)| (m, encode_embedding(&v))),
         thumbnail: f
             .thumbnail
             .and_then(|frame| thumbnail(&frame.image, thumbnail_width)),

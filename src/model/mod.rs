@@ -15,6 +15,7 @@ pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
+pub mod identity;
 #[cfg(test)]
 mod int8_kernels;
 pub mod kind;

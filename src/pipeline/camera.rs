@@ -169,8 +169,8 @@ impl Camera {
                 self.whole_frame_at = Some(frame.monotonic);
             }
             let seen = self.models[m].observe(frame, roi)?;
-            if let Some(e) = self.models[m].embedding() {
-                out.record.embedding = Some(e.to_vec());
+            if let Some((model, e)) = self.models[m].embedding() {
+                out.record.embedding = Some((model.clone(), e.to_vec()));
             }
             for i in self.models[m].prompts().to_vec() {
                 // a prompt's best observation; a box counts only when its center is inside the

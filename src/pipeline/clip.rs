@@ -1,7 +1,9 @@
 //! CLIP prompts: each CLIP prompt's class (its text, or the mean of its ensemble templates)
 //! scored against the classes it must beat (its `negatives`, else the camera's other CLIP
-//! prompts) on the region of interest, through the shared image tower. The frame's embedding is
-//! kept for the history, also on cameras whose prompts are all of other kinds.
+//! prompts) on the region of interest, through the shared image tower; a learned prompt scores
+//! the same embedding with its own weights (one dot product). The frame's embedding is kept for
+//! the history, with the identity of the model that made it, also on cameras whose prompts are
+//! all of other kinds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,14 +13,19 @@ use anyhow::{Context, Result};
 use super::{crop, Observation, PromptModel};
 use crate::config::PromptConfig;
 use crate::frame::Frame;
+use crate::learn::file::LearnedPrompt;
 use crate::model::clip::{class_embedding, dot, ensemble_texts, prompt_score};
 use crate::model::examples::example_key;
+use crate::model::identity::ModelIdentity;
 use crate::model::ClipImage;
 use crate::model::ModelKind;
 use crate::preprocess::Preprocessor;
 
 pub struct ClipPrompts {
     image: Arc<ClipImage>,
+    identity: Arc<ModelIdentity>,
+    /// Learned prompts: index on the camera, weights.
+    learned: Vec<(usize, Arc<LearnedPrompt>)>,
     preprocess: Preprocessor,
     /// Class embeddings: each prompt's own, and each negative's.
     classes: Vec<Vec<f32>>,
@@ -33,13 +40,19 @@ impl ClipPrompts {
     /// normalized embedding of every text they use (made by the text tower while the models load).
     pub fn new(
         image: Arc<ClipImage>,
+        identity: Arc<ModelIdentity>,
         prompts: &[PromptConfig],
         texts: &BTreeMap<String, Vec<f32>>,
     ) -> Result<ClipPrompts> {
         let clip: Vec<(usize, &PromptConfig)> = prompts
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.model == ModelKind::Clip && p.tree.is_none())
+            .filter(|(_, p)| p.is_clip_class())
+            .collect();
+        let learned: Vec<(usize, Arc<LearnedPrompt>)> = prompts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.learned.as_ref()?.prompt.clone())))
             .collect();
         // classes by their texts; a class shared by two prompts (or a prompt and a negative) once
         let mut class_texts: Vec<Vec<String>> = vec![];
@@ -91,9 +104,15 @@ impl ClipPrompts {
         Ok(ClipPrompts {
             preprocess: image.preprocessor(),
             image,
+            identity,
             classes,
-            prompts: compare.iter().map(|c| c.0).collect(),
+            prompts: compare
+                .iter()
+                .map(|c| c.0)
+                .chain(learned.iter().map(|l| l.0))
+                .collect(),
             compare,
+            learned,
             embedding: None,
         })
     }
@@ -125,12 +144,17 @@ impl PromptModel for ClipPrompts {
                 score: prompt_score(sims[*own], beat.iter().map(|b| sims[*b]), scale),
                 bbox: None,
             })
+            .chain(self.learned.iter().map(|(prompt, l)| Observation {
+                prompt: *prompt,
+                score: l.score(&emb),
+                bbox: None,
+            }))
             .collect();
         self.embedding = Some(emb);
         Ok(out)
     }
 
-    fn embedding(&self) -> Option<&[f32]> {
-        self.embedding.as_deref()
+    fn embedding(&self) -> Option<(&Arc<ModelIdentity>, &[f32])> {
+        Some((&self.identity, self.embedding.as_deref()?))
     }
 }

@@ -63,7 +63,12 @@ pub trait PromptModel: Send {
     }
 
     /// The frame's CLIP image embedding, when this model computed one on the last frame.
-    fn embedding(&self) -> Option<&[f32]> {
+    fn embedding(
+        &self,
+    ) -> Option<(
+        &std::sync::Arc<crate::model::identity::ModelIdentity>,
+        &[f32],
+    )> {
         None
     }
 

@@ -103,6 +103,7 @@ fn prompt(text: &str, model: ModelKind) -> PromptConfig {
         tree: None,
         examples: vec![],
         negative_examples: vec![],
+        learned: None,
     }
 }
 

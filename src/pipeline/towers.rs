@@ -21,6 +21,7 @@ use crate::config::{tree_texts, TreeLeaf};
 use crate::config::{CameraConfig, Config, ModelConfig};
 use crate::model::clip::ensemble_texts;
 use crate::model::examples::{example_key, tower_embedding};
+use crate::model::identity::ModelIdentity;
 use crate::model::tree::Op;
 use crate::model::{ClipImage, ClipSeg, ClipText, Detector, ModelDir};
 use crate::model::{ModelKind, Precision, PrecisionChoice};
@@ -45,10 +46,20 @@ impl<M> Clone for Shared<M> {
     }
 }
 
+/// CLIP's image tower, what it was loaded from, its precision and its checkpoint's identity
+/// (which the history stores with each embedding, and learned prompts must match).
+#[derive(Clone)]
+struct ClipTower {
+    image: Arc<ClipImage>,
+    from: ModelConfig,
+    precision: Precision,
+    identity: Arc<ModelIdentity>,
+}
+
 /// Every loaded model of a config.
 #[derive(Clone, Default)]
 pub struct Towers {
-    clip: Option<(Arc<ClipImage>, ModelConfig, Precision)>,
+    clip: Option<ClipTower>,
     detectors: BTreeMap<ModelKind, Shared<Detector>>,
     seg: Option<Shared<ClipSeg>>,
     /// CLIP text embeddings of every CLIP prompt text and negative of the config.
@@ -148,9 +159,13 @@ impl Towers {
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
         let clip_texts = clip_texts(config);
         let examples = example_classes(config);
-        let wants_clip = !clip_texts.is_empty() || !examples.is_empty() || config.history.is_some();
+        let learned = learned_prompts(config);
+        let wants_clip = !clip_texts.is_empty()
+            || !examples.is_empty()
+            || !learned.is_empty()
+            || config.history.is_some();
         if let (true, Some(from)) = (wants_clip, config.model(ModelKind::Clip)) {
-            let known = previous.filter(|p| p.clip.as_ref().is_some_and(|(_, f, _)| f == from));
+            let known = previous.filter(|p| p.clip.as_ref().is_some_and(|c| c.from == *from));
             let missing: Vec<String> = clip_texts
                 .iter()
                 .filter(|t| !known.is_some_and(|p| p.texts.contains_key(*t)))
@@ -160,6 +175,14 @@ impl Towers {
                 towers.texts = p.texts.clone();
             }
             let dir = ModelDir::open(&from.dir)?;
+            let identity = match known.and_then(|p| p.clip.as_ref()) {
+                Some(c) => c.identity.clone(),
+                None => Arc::new(ModelIdentity::of(&dir, identity_cache(config).as_deref())?),
+            };
+            // a learned prompt reads this model's embeddings only: refused before anything loads
+            for l in &learned {
+                crate::learn::file::check_model(&l.prompt, &l.path, &identity)?;
+            }
             let embed_missing = |towers: &mut Towers, p: Precision| -> Result<()> {
                 if missing.is_empty() {
                     return Ok(());
@@ -178,7 +201,7 @@ impl Towers {
                 embed_missing(&mut towers, p)?;
             }
             let (image, from, precision) = match known.and_then(|p| p.clip.clone()) {
-                Some(c) => c,
+                Some(c) => (c.image, c.from, c.precision),
                 None => {
                     let (image, p) = precision::load(
                         ModelKind::Clip,
@@ -202,7 +225,12 @@ impl Towers {
                     );
                 }
             }
-            towers.clip = Some((image, from, precision));
+            towers.clip = Some(ClipTower {
+                image,
+                from,
+                precision,
+                identity,
+            });
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
         }
@@ -226,9 +254,10 @@ impl Towers {
     /// detector cascade reads its prompts' states), then the detectors, then segmentation.
     pub fn prompt_models(&self, cam: &CameraConfig) -> Result<Vec<Box<dyn PromptModel>>> {
         let mut models: Vec<Box<dyn PromptModel>> = vec![];
-        if let Some((image, _, _)) = &self.clip {
+        if let Some(c) = &self.clip {
             models.push(Box::new(ClipPrompts::new(
-                image.clone(),
+                c.image.clone(),
+                c.identity.clone(),
                 &cam.prompts,
                 &self.texts,
             )?));
@@ -314,10 +343,11 @@ impl Towers {
         let clip = match tree.classifies() {
             false => None,
             true => {
-                let (image, _, _) = self
+                let image = &self
                     .clip
                     .as_ref()
-                    .context("the tree's classifications need CLIP")?;
+                    .context("the tree's classifications need CLIP")?
+                    .image;
                 let texts = tree
                     .texts(Op::Classify)
                     .iter()
@@ -342,8 +372,8 @@ impl Towers {
 
     /// Runs every loaded model once on `image` (to measure the thread count on them).
     pub fn run_once(&self, image: &image::RgbImage) -> Result<()> {
-        if let Some((c, _, _)) = &self.clip {
-            run_clip(c, image)?;
+        if let Some(c) = &self.clip {
+            run_clip(&c.image, image)?;
         }
         for d in self.detectors.values() {
             run_detector(
@@ -360,10 +390,15 @@ impl Towers {
         Ok(())
     }
 
+    /// The identity of the CLIP checkpoint that embeds frames, if CLIP is loaded.
+    pub fn clip_identity(&self) -> Option<Arc<ModelIdentity>> {
+        self.clip.as_ref().map(|c| c.identity.clone())
+    }
+
     /// The precision `kind`'s loaded model runs in (`quantized = "auto"` resolved), if loaded.
     pub fn precision(&self, kind: ModelKind) -> Option<Precision> {
         match kind {
-            ModelKind::Clip => self.clip.as_ref().map(|(_, _, p)| *p),
+            ModelKind::Clip => self.clip.as_ref().map(|c| c.precision),
             ModelKind::ClipSeg => self.seg.as_ref().map(|s| s.precision),
             _ => self.detectors.get(&kind).map(|d| d.precision),
         }
@@ -372,14 +407,19 @@ impl Towers {
     /// The files each loaded model runs from, by kind (for `check`).
     pub fn describe(&self) -> Vec<(ModelKind, String)> {
         let mut out = vec![];
-        if let Some((c, _, _)) = &self.clip {
+        if let Some(c) = &self.clip {
             out.push((
                 ModelKind::Clip,
-                c.files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                format!(
+                    "{}; model {}",
+                    c.image
+                        .files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    c.identity
+                ),
             ));
         }
         for (kind, d) in &self.detectors {
@@ -404,6 +444,24 @@ fn run_detector(d: &mut Detector, image: &image::RgbImage) -> Result<()> {
 fn run_seg(m: &mut ClipSeg, image: &image::RgbImage) -> Result<()> {
     let px = m.preprocessor().run(image)?;
     m.run_pixels(px).map(drop)
+}
+
+/// Every learned prompt of the config.
+fn learned_prompts(config: &Config) -> Vec<&crate::config::Learned> {
+    config
+        .cameras
+        .iter()
+        .flat_map(|c| &c.prompts)
+        .filter_map(|p| p.learned.as_ref())
+        .collect()
+}
+
+/// Where model hashes are remembered between runs: beside the history, in the state directory.
+fn identity_cache(config: &Config) -> Option<std::path::PathBuf> {
+    config
+        .history
+        .as_ref()
+        .map(|h| h.state_dir().join("model-hashes.json"))
 }
 
 /// Every class of example pictures in the config (a prompt's `examples` together, each of its
@@ -432,7 +490,7 @@ fn clip_texts(config: &Config) -> Vec<String> {
         .cameras
         .iter()
         .flat_map(|c| &c.prompts)
-        .filter(|p| p.model == ModelKind::Clip && p.tree.is_none())
+        .filter(|p| p.is_clip_class())
     {
         // an example prompt's own class comes from pictures (`example_classes`)
         let own = match p.examples.is_empty() {

@@ -1,5 +1,5 @@
 //! Queries: what the web pages and `promptcam search` read from the history (cameras, frames,
-//! events, embeddings, thumbnails and snapshots) and the lab's yes/no marks.
+//! events, embeddings, thumbnails and snapshots); the lab's marks are in `marks`.
 
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
@@ -213,35 +213,5 @@ impl Store {
             })
             .optional()?
             .flatten())
-    }
-
-    /// Sets (or with `None` clears) a frame's yes/no mark for a lab question.
-    pub fn set_mark(
-        &mut self,
-        camera: &str,
-        query: &str,
-        frame: i64,
-        yes: Option<bool>,
-    ) -> Result<()> {
-        match yes {
-            Some(yes) => self.conn.execute(
-                "INSERT OR REPLACE INTO marks (camera, query, frame, yes) VALUES (?1, ?2, ?3, ?4)",
-                params![camera, query, frame, yes],
-            )?,
-            None => self.conn.execute(
-                "DELETE FROM marks WHERE camera = ?1 AND query = ?2 AND frame = ?3",
-                params![camera, query, frame],
-            )?,
-        };
-        Ok(())
-    }
-
-    /// The marks of a lab question: (frame id, yes).
-    pub fn marks(&self, camera: &str, query: &str) -> Result<Vec<(i64, bool)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT frame, yes FROM marks WHERE camera = ?1 AND query = ?2 ORDER BY frame",
-        )?;
-        let rows = st.query_map(params![camera, query], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -8,6 +8,13 @@ fn dir(tag: &str) -> PathBuf {
     d
 }
 
+fn model(tag: &str) -> Arc<ModelIdentity> {
+    Arc::new(ModelIdentity {
+        name: tag.into(),
+        sha256: format!("{tag:0>64}"),
+    })
+}
+
 fn frame(camera: &str, t_ms: i64, thumb_bytes: usize) -> NewFrame {
     let emb: Vec<f32> = (0..512)
         .map(|i| ((i as f32 + t_ms as f32) * 0.37).sin() * 0.044)
@@ -17,7 +24,7 @@ fn frame(camera: &str, t_ms: i64, thumb_bytes: usize) -> NewFrame {
         t_ms,
         motion: t_ms % 2 == 0,
         scores: format!("{{\"a_cat\":[{}]}}", (t_ms % 1000) as f32 / 1000.0),
-        embedding: Some(encode_embedding(&emb)),
+        embedding: Some((model("a"), encode_embedding(&emb))),
         thumbnail: (thumb_bytes > 0).then(|| vec![0xAB; thumb_bytes]),
     }
 }
@@ -95,7 +102,9 @@ fn retention_by_age_then_by_size_oldest_first() {
         .collect();
     s.insert(&batch, &[]).unwrap();
     let mut marks = Store::open_existing(&d.join(FILE_NAME)).unwrap();
-    marks.set_mark("porch", "a cat", 1, Some(true)).unwrap();
+    assert!(marks.set_mark("porch", "a cat", 1, Some(true)).unwrap());
+    assert!(marks.set_mark("porch", "a cat", 2, Some(false)).unwrap());
+    let before = marks.marked("porch", "a cat", true).unwrap();
     let full = s.size_bytes().unwrap();
     // keep one day: the first day goes
     let now = 48 * hour;
@@ -105,10 +114,31 @@ fn retention_by_age_then_by_size_oldest_first() {
     assert_eq!(r.frames, 24 * 60);
     let left = s.frames("porch", 0, i64::MAX).unwrap();
     assert_eq!(left.first().map(|f| f.t_ms), Some(24 * hour));
-    assert!(
-        s.marks("porch", "a cat").unwrap().is_empty(),
-        "marks of deleted frames go too"
+    // the marked frames are gone, their marks and what they keep are not
+    assert_eq!(
+        s.marks("porch", "a cat").unwrap(),
+        vec![(1, true), (2, false)]
     );
+    let after = s.marked("porch", "a cat", true).unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after[0].t_ms, Some(0));
+    assert_eq!(after[0].model.as_ref().map(|m| m.name.as_str()), Some("a"));
+    assert_eq!(after[0].v.as_ref().map(Vec::len), Some(1024));
+    assert_eq!(after[0].jpeg.as_ref().map(Vec::len), Some(2048));
+    assert!(
+        after[1].jpeg.is_none(),
+        "frame 2 had no thumbnail of its own"
+    );
+    assert_eq!(s.mark_thumbnail(1).unwrap().map(|j| j.len()), Some(2048));
+    // a mark can be changed and cleared after its frame went; a frame never seen cannot be marked
+    assert!(marks.set_mark("porch", "a cat", 1, Some(false)).unwrap());
+    assert_eq!(
+        s.marks("porch", "a cat").unwrap(),
+        vec![(1, false), (2, false)]
+    );
+    assert!(!marks.set_mark("porch", "a cat", 3, Some(true)).unwrap());
+    assert!(marks.set_mark("porch", "a cat", 1, None).unwrap());
+    assert_eq!(s.marks("porch", "a cat").unwrap(), vec![(2, false)]);
     assert!(r.bytes_after < full * 3 / 4, "{} of {full}", r.bytes_after);
     let file = std::fs::metadata(d.join(FILE_NAME)).unwrap().len();
     // then a size cap: the oldest go until it fits, the newest stay
@@ -171,7 +201,6 @@ fn every_hot_statement_runs_on_an_index() {
     ]
     .iter()
     .chain(DELETE_BEFORE.iter())
-    .chain([DELETE_ORPHAN_MARKS].iter())
     .map(|q| q.to_string())
     .collect();
     statements.extend(["frames", "thumbs", "events"].map(time_span));
@@ -265,7 +294,7 @@ fn after_a_model_change_the_lab_reads_the_new_models_rows() {
     let mut s = Store::open(&d).unwrap();
     let f = |t_ms: i64, dim: usize| {
         let mut nf = frame("porch", t_ms, 0);
-        nf.embedding = Some(encode_embedding(&vec![0.01; dim]));
+        nf.embedding = Some((model("a"), encode_embedding(&vec![0.01; dim])));
         nf
     };
     // the oldest rows from a 512-value model, then a 768-value one
@@ -279,5 +308,109 @@ fn after_a_model_change_the_lab_reads_the_new_models_rows() {
     assert_eq!(new.times, vec![5000, 6000, 7000]);
     let old = s.embeddings("porch", 0, 512).unwrap();
     assert_eq!((old.len(), old.other_model), (5, 3));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn imported_marks_get_ids_of_their_own_once() {
+    let d = dir("import");
+    let mut s = Store::open(&d).unwrap();
+    s.insert(&[frame("porch", 1000, 10), frame("porch", 2000, 10)], &[])
+        .unwrap();
+    s.set_mark("porch", "a cat", 1, Some(true)).unwrap();
+    let mine = s.marked("porch", "a cat", true).unwrap();
+    let other = ModelIdentity {
+        name: "b".into(),
+        sha256: "b".repeat(64),
+    };
+    // marks from elsewhere, one of them equal to the one here
+    let mut theirs = mine.clone();
+    theirs.push(Marked {
+        frame: 2,
+        yes: false,
+        t_ms: Some(5000),
+        model: None,
+        v: Some(vec![1, 2, 3, 4]),
+        jpeg: None,
+    });
+    assert_eq!(
+        s.import_marks("porch", "a cat", &other, &theirs).unwrap(),
+        (1, 1)
+    );
+    assert_eq!(
+        s.import_marks("porch", "a cat", &other, &theirs).unwrap(),
+        (0, 2)
+    );
+    let all = s.marked("porch", "a cat", false).unwrap();
+    assert_eq!(all.len(), 2);
+    // the imported mark names no frame of this history: frame 2 is still unmarked
+    assert_eq!(all[0].frame, -1);
+    assert_eq!(all[0].model.as_ref(), Some(&other));
+    assert_eq!(
+        s.questions("porch").unwrap(),
+        vec![("a cat".to_string(), 1, 1)]
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_version_1_history_is_migrated_with_its_marks_data() {
+    let d = dir("migrate");
+    std::fs::create_dir_all(&d).unwrap();
+    {
+        // the version 1 schema, as it shipped, with one frame marked
+        let c = Connection::open(d.join(FILE_NAME)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema', '1');
+             CREATE TABLE frames (id INTEGER PRIMARY KEY, camera TEXT NOT NULL, t_ms INTEGER NOT NULL,
+                 motion INTEGER NOT NULL, scores TEXT NOT NULL, thumb INTEGER);
+             CREATE TABLE embeddings (frame INTEGER PRIMARY KEY, camera TEXT NOT NULL,
+                 t_ms INTEGER NOT NULL, thumb INTEGER, v BLOB NOT NULL);
+             CREATE TABLE thumbs (id INTEGER PRIMARY KEY, camera TEXT NOT NULL, t_ms INTEGER NOT NULL,
+                 jpeg BLOB NOT NULL);
+             CREATE TABLE events (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, camera TEXT NOT NULL,
+                 prompt TEXT NOT NULL, kind TEXT NOT NULL, t_ms INTEGER NOT NULL, score REAL NOT NULL,
+                 box TEXT, snapshot BLOB);
+             CREATE TABLE marks (camera TEXT NOT NULL, query TEXT NOT NULL, frame INTEGER NOT NULL,
+                 yes INTEGER NOT NULL, PRIMARY KEY (camera, query, frame));
+             INSERT INTO thumbs VALUES (1, 'porch', 500, x'FFD8');
+             INSERT INTO frames VALUES (7, 'porch', 500, 1, '{}', 1);
+             INSERT INTO embeddings VALUES (7, 'porch', 500, 1, x'0102');
+             INSERT INTO marks VALUES ('porch', 'a cat', 7, 1);",
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(&d).unwrap();
+    let version: String = s
+        .conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, "2");
+    let m = s.marked("porch", "a cat", true).unwrap();
+    assert_eq!(
+        m,
+        vec![Marked {
+            frame: 7,
+            yes: true,
+            t_ms: Some(500),
+            model: None,
+            v: Some(vec![1, 2]),
+            jpeg: Some(vec![0xFF, 0xD8]),
+        }]
+    );
+    // and it takes new rows with their model
+    s.insert(&[frame("porch", 900, 0)], &[]).unwrap();
+    let models: i64 = s
+        .conn
+        .query_row(
+            "SELECT count(*) FROM embeddings WHERE model IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(models, 1);
     let _ = std::fs::remove_dir_all(&d);
 }

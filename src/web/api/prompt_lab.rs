@@ -294,9 +294,7 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
                 "no frame is marked yes for {q:?}: mark the frames that show it first"
             )));
         }
-        let state = cfg.dir.parent().unwrap_or(&cfg.dir);
-        let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
-        let camera_dir = state.join("examples").join(&e.camera);
+        let camera_dir = cfg.state_dir().join("examples").join(&e.camera);
         let dirs = [
             camera_dir.join(&slug),
             camera_dir.join(format!("{slug}-not")),
