@@ -16,7 +16,7 @@ use promptcam::history::store::{Store, FILE_NAME};
 
 use crate::fixture::{self, TempDir};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -90,7 +90,7 @@ impl Run {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -599,7 +599,7 @@ fn pages_and_api_answer_while_the_daemon_writes() {
     assert_eq!(run.json("/api/status")["history"]["dropped"], 0);
 }
 
-fn request(
+pub(crate) fn request(
     port: u16,
     method: &str,
     path: &str,

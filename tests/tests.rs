@@ -12,6 +12,7 @@ mod fetch;
 mod fixture;
 mod history;
 mod http_limits;
+mod learning;
 mod metrics;
 mod mqtt;
 mod mqtt_delivery;

@@ -45,6 +45,11 @@ pub fn check(path: &Path) -> Result<()> {
             files.join(", ")
         ));
     }
+    if let Some(id) = towers.clip_identity() {
+        report.push(format!(
+            "  CLIP embeddings by model {id} (marks and learned prompts must come from it)"
+        ));
+    }
     for cam in &cameras {
         let c = &cam.config;
         // the same checks `run` makes when it opens the source, short of connecting

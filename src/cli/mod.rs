@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 pub mod check;
+pub mod learn;
 pub mod search;
 pub mod segment;
 pub mod tree;
@@ -47,6 +48,13 @@ pub enum Command {
     Bench(BenchArgs),
     /// Find a camera's stored frames that match a prompt, best first (the prompt lab's search).
     Search(search::SearchArgs),
+    /// Teach a prompt from a lab question's yes/no marks (a linear classifier on the frames'
+    /// CLIP embeddings, cross-validated) and write it to learned/<name>.json.
+    Learn(learn::LearnArgs),
+    /// Measure a text or learned prompt on the marked frames: precision, recall, F1.
+    Evaluate(learn::EvaluateArgs),
+    /// Move a question's marks between devices: export to one file, import from it.
+    Labels(learn::LabelsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +251,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Probe(a) => probe(a),
         Command::Search(a) => search::search(a),
+        Command::Learn(a) => learn::learn(a),
+        Command::Evaluate(a) => learn::evaluate(a),
+        Command::Labels(a) => learn::labels(a),
         Command::Bench(a) if a.capture.is_some() => {
             let spec = a.capture.as_deref().unwrap_or_default();
             if !(a.fps > 0.0 && a.seconds > 0.0) {

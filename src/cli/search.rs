@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::history::store::Store;
-use crate::model::{ClipText, ModelDir};
+use super::learn::Lab;
 use crate::web::search::{self, Query};
+use crate::web::teach;
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -24,8 +24,11 @@ pub struct SearchArgs {
     #[arg(long, value_name = "CAMERA")]
     pub camera: String,
     /// What to look for.
-    #[arg(value_name = "TEXT")]
-    pub text: String,
+    #[arg(value_name = "TEXT", required_unless_present = "learned")]
+    pub text: Option<String>,
+    /// Rank by a learned prompt (its name) instead of a text.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["text", "negatives", "templates"])]
+    pub learned: Option<String>,
     /// What it must beat; repeat for several (default: the camera's CLIP prompts).
     #[arg(long = "negative", value_name = "TEXT")]
     pub negatives: Vec<String>,
@@ -44,50 +47,41 @@ pub struct SearchArgs {
 }
 
 pub fn search(a: SearchArgs) -> Result<()> {
-    let config = crate::config::load(&a.config)?;
-    let history = config.history.as_ref().with_context(|| {
-        format!("unable to search: the history is off in {}; set [history] enabled = true (or turn [http] on)", a.config.display())
-    })?;
-    let cam = config
-        .cameras
-        .iter()
-        .find(|c| c.id == a.camera || c.name == a.camera)
-        .with_context(|| {
-            let ids: Vec<&str> = config.cameras.iter().map(|c| c.id.as_str()).collect();
-            format!(
-                "unable to search: no camera {:?} in {}; cameras: {}",
-                a.camera,
-                a.config.display(),
-                ids.join(", ")
-            )
-        })?;
-    let clip = config
-        .model(crate::model::ModelKind::Clip)
-        .context("unable to search: it needs a [models.clip] table in the config")?;
-    let path = history.db_path();
-    if !path.exists() {
-        anyhow::bail!(
-            "unable to search: there is no history at {} yet; it is written by `promptcam run`",
-            path.display()
-        );
-    }
-    let store = Store::open_read_only(&path)?;
-    let dir = ModelDir::open(&clip.dir)?;
-    let query = Query {
-        text: a.text.clone(),
-        negatives: a.negatives.clone(),
-        templates: a.templates.clone(),
+    let what = "search";
+    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let store = lab.store(what)?;
+    let cam = &lab.camera;
+    let r = match (&a.learned, &a.text) {
+        (Some(name), _) => {
+            let state = lab.history.state_dir();
+            let (l, _) = teach::find_learned(name, &cam.prompts, Some(&state))?;
+            let model = lab.identity()?;
+            crate::learn::file::check_model(
+                &l,
+                &crate::learn::file::path_in(&state, name),
+                &model,
+            )?;
+            let s = search::score_learned(&store, &cam.id, &l, 0)?;
+            search::respond(&cam.id, &l.name, s, a.limit as usize)
+        }
+        (None, text) => {
+            let query = Query {
+                text: text.clone().unwrap_or_default(),
+                negatives: a.negatives.clone(),
+                templates: a.templates.clone(),
+            };
+            query.check()?;
+            let tower = lab.text_tower()?;
+            search::search(
+                &store,
+                &tower,
+                &cam.id,
+                &query,
+                &cam.prompts,
+                a.limit as usize,
+            )?
+        }
     };
-    query.check()?;
-    let tower = ClipText::load(&dir, clip.precision.offline(&dir, "text_model"))?;
-    let r = search::search(
-        &store,
-        &tower,
-        &cam.id,
-        &query,
-        &cam.prompts,
-        a.limit as usize,
-    )?;
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("unable to create {}", dir.display()))?;

@@ -28,7 +28,9 @@ use crate::decide::DecideConfig;
 use crate::history::store::Store;
 use crate::history::unix_ms;
 
+mod learning;
 mod prompt_lab;
+pub use learning::{evaluate, learn, learned_json, marked_thumbnail, next};
 pub use prompt_lab::{examples, lab, mark, replay, suggest};
 
 /// Points sent for a plot at most; longer series keep each bucket's highest score.
@@ -226,6 +228,7 @@ pub async fn status(State(web): State<Arc<Web>>) -> ApiResult {
                         "id": p.id, "name": p.name, "text": p.text, "model": p.model.name(),
                         "on": l.is_some_and(|l| l.on), "score": l.map_or(0.0, |l| l.score),
                         "negatives": p.negatives, "ensemble": p.ensemble, "decide": decide_json(&p.decide),
+                        "learned": p.learned.as_ref().map(|l| l.path.display().to_string()),
                     })
                 })
                 .collect();
@@ -333,14 +336,36 @@ pub async fn search(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiRe
     let p = Params::parse(q);
     let (camera, prompts) = camera(&web, &p)?;
     let limit = p.number("limit", 1.0, 1000.0)?.unwrap_or(20.0) as usize;
-    let query = p.query()?;
+    // `learned=NAME` ranks by a learned prompt instead of a text
+    let learned = match p.get("learned").map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => {
+            let state = web.history.as_ref().map(|h| h.state_dir());
+            Some(super::teach::find_learned(name, &prompts, state.as_deref())?.0)
+        }
+        None => None,
+    };
+    let query = match learned {
+        Some(_) => search::Query::default(),
+        None => p.query()?,
+    };
     let w = web.clone();
     w.gate
         .run(move |job| {
             let store = store(&web, Some(job))?;
-            let tower = web.text_tower()?;
-            job.check()?;
-            let r = search::search(&store, &tower, &camera, &query, &prompts, limit)?;
+            let r = match &learned {
+                Some(l) => {
+                    let model = web.clip_identity()?;
+                    if l.model.sha256 != model.sha256 {
+                        return Err(bad(format!("the learned prompt {:?} was taught on the CLIP model {}, and this config runs {}; teach it again", l.name, l.model, model)));
+                    }
+                    search::respond(&camera, &l.name, search::score_learned(&store, &camera, l, 0)?, limit)
+                }
+                None => {
+                    let tower = web.text_tower()?;
+                    job.check()?;
+                    search::search(&store, &tower, &camera, &query, &prompts, limit)?
+                }
+            };
             // serialized as `promptcam search --json` prints it: f32 scores in their shortest form
             let text = serde_json::to_string(&r).context("unable to serialize the results")?;
             Ok((
@@ -464,7 +489,7 @@ fn round3(x: f32) -> f64 {
 }
 
 /// A TOML basic string.
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

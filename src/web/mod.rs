@@ -14,9 +14,11 @@
 //! the charts are uPlot, vendored into the binary (`assets/`), so nothing loads from elsewhere.
 
 mod api;
+pub use api::learned_json;
 pub mod auth;
 mod pages;
 pub mod search;
+pub mod teach;
 mod work;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +30,7 @@ use axum::Router;
 use crate::config::HistoryConfig;
 use crate::config::ModelConfig;
 use crate::history::HistoryStats;
+use crate::model::identity::ModelIdentity;
 use crate::model::{ClipText, ModelDir};
 use crate::status::Status;
 
@@ -39,6 +42,8 @@ pub struct Web {
     clip: Option<ModelConfig>,
     /// The CLIP text tower, loaded at the first lab query and kept.
     text: Mutex<Option<Arc<ClipText>>>,
+    /// The identity of the CLIP model in use (the daemon hashed it at start: memoized).
+    identity: Mutex<Option<ModelIdentity>>,
     /// How many lab and history queries run at once.
     gate: work::Gate,
 }
@@ -57,6 +62,7 @@ impl Web {
             history_stats,
             clip,
             text: Mutex::new(None),
+            identity: Mutex::new(None),
             gate: work::Gate::new(lab_queries, work::QUEUE_WAIT, work::DEADLINE),
         }
     }
@@ -80,6 +86,26 @@ impl Web {
     }
 }
 
+impl Web {
+    /// The identity of the CLIP model whose embeddings the history holds now.
+    pub fn clip_identity(&self) -> Result<ModelIdentity> {
+        let mut slot = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = slot.as_ref() {
+            return Ok(i.clone());
+        }
+        let m = self.clip.as_ref().context(
+            "learning from marks reads CLIP embeddings and needs a [models.clip] table in the config",
+        )?;
+        let cache = self
+            .history
+            .as_ref()
+            .map(|h| h.state_dir().join("model-hashes.json"));
+        let i = ModelIdentity::of(&ModelDir::open(&m.dir)?, cache.as_deref())?;
+        *slot = Some(i.clone());
+        Ok(i)
+    }
+}
+
 /// The pages, the API and the vendored assets.
 pub fn routes(web: Arc<Web>) -> Router {
     Router::new()
@@ -95,8 +121,12 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/api/lab/mark", post(api::mark))
         .route("/api/lab/suggest", get(api::suggest))
         .route("/api/lab/examples", post(api::examples))
+        .route("/api/lab/evaluate", get(api::evaluate))
+        .route("/api/lab/learn", post(api::learn))
+        .route("/api/lab/next", get(api::next))
         .route("/api/threshold", post(api::threshold))
         .route("/history/thumb/{file}", get(api::thumbnail))
         .route("/history/event/{file}", get(api::event_snapshot))
+        .route("/history/marked/{file}", get(api::marked_thumbnail))
         .with_state(web)
 }

@@ -175,6 +175,29 @@ pub fn score(
     })
 }
 
+/// A learned prompt's scores on the camera's frames since `since_ms` (those of its model's
+/// size; the history's rows of another model are counted and left out).
+pub fn score_learned(
+    store: &Store,
+    camera: &str,
+    learned: &crate::learn::file::LearnedPrompt,
+    since_ms: i64,
+) -> Result<Scored> {
+    let frames = store.embeddings(camera, since_ms, learned.weights.len())?;
+    let mut row = vec![0.0; frames.dim];
+    let scores = (0..frames.len())
+        .map(|i| {
+            frames.row_into(i, &mut row);
+            learned.score(&row)
+        })
+        .collect();
+    Ok(Scored {
+        frames,
+        scores,
+        negatives: vec![],
+    })
+}
+
 /// The hits for the frames at `indices` of a scored set, each with its own thumbnail if it has
 /// one (thumbnails are taken every few seconds and on events, not on every frame).
 pub fn hits(s: &Scored, indices: &[usize]) -> Vec<Hit> {
@@ -203,17 +226,22 @@ pub fn search(
     limit: usize,
 ) -> Result<SearchResponse> {
     let s = score(store, tower, camera, q, camera_prompts, 0)?;
+    Ok(respond(camera, q.text.trim(), s, limit))
+}
+
+/// The best `limit` frames of a scored set, as `/api/search` answers.
+pub fn respond(camera: &str, prompt: &str, s: Scored, limit: usize) -> SearchResponse {
     let top: Vec<usize> = crate::history::lab::ranked(&s.scores)
         .into_iter()
         .take(limit)
         .collect();
-    Ok(SearchResponse {
+    SearchResponse {
         camera: camera.to_string(),
-        prompt: q.text.trim().to_string(),
+        prompt: prompt.to_string(),
         searched: s.scores.len(),
         results: hits(&s, &top),
         negatives: s.negatives,
-    })
+    }
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {

@@ -74,14 +74,14 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The marks of a lab question with their data, in frame order; with `pictures`, their
-    /// thumbnails too.
+    /// The marks of a lab question with their data, in time order (the same on every device an
+    /// exported set is imported into); with `pictures`, their thumbnails too.
     pub fn marked(&self, camera: &str, query: &str, pictures: bool) -> Result<Vec<Marked>> {
         let mut st = self.conn.prepare_cached(
             "SELECT m.frame, m.yes, m.t_ms, md.name, md.sha256, m.v, \
              CASE WHEN ?3 THEN m.jpeg END \
              FROM marks m LEFT JOIN models md ON md.id = m.model \
-             WHERE m.camera = ?1 AND m.query = ?2 ORDER BY m.frame",
+             WHERE m.camera = ?1 AND m.query = ?2 ORDER BY m.t_ms, m.frame",
         )?;
         let rows = st.query_map(params![camera, query, pictures], |r| {
             let name: Option<String> = r.get(3)?;

@@ -37,8 +37,11 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
         // seconds and on events); scores and the histogram cover every frame
         let pictured: Vec<usize> = order.iter().copied().filter(|&i| s.frames.thumbs[i].is_some()).collect();
         let pool = if pictured.is_empty() { &order } else { &pictured };
-        let top: Vec<usize> = pool.iter().copied().take(TOP).collect();
-        let bottom: Vec<usize> = pool.iter().rev().copied().filter(|i| !top.contains(i)).take(TOP).collect();
+        // near-duplicates fold into one tile with a count: TOP tiles are TOP different moments
+        let top = super::learning::tiles(&s, pool, TOP);
+        let shown: Vec<i64> = top.iter().filter_map(|t| t["frame"].as_i64()).collect();
+        let rest: Vec<usize> = pool.iter().rev().copied().filter(|i| !shown.contains(&s.frames.ids[*i])).collect();
+        let bottom = super::learning::tiles(&s, &rest, TOP);
         let plot = Downsample::one_series(&s.frames.times, &s.scores);
         let same = prompts.iter().find(|c| c.text == query.text.trim());
         json_response(json!({
@@ -46,8 +49,8 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
             "negatives": s.negatives,
             "series": { "t": plot.times, "score": plot.series[0] },
             "histogram": lab::histogram(&s.scores, 20),
-            "top": search::hits(&s, &top),
-            "bottom": search::hits(&s, &bottom),
+            "top": top,
+            "bottom": bottom,
             "marks": store.marks(&camera, query.text.trim())?,
             "running": same.map(|c| c.id.clone()),
         }))
@@ -217,7 +220,7 @@ pub async fn suggest(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiR
 }
 
 /// A camera a request body names must be one the daemon runs.
-fn known_camera(web: &Web, id: &str) -> std::result::Result<(), ApiError> {
+pub(super) fn known_camera(web: &Web, id: &str) -> std::result::Result<(), ApiError> {
     match web.status.camera(id) {
         Some(_) => Ok(()),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no camera {id:?}"))),
@@ -245,7 +248,15 @@ pub async fn mark(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiRe
             .as_ref()
             .ok_or_else(|| bad("the history is off"))?;
         let mut store = Store::open_existing(&cfg.db_path())?;
-        store.set_mark(&m.camera, m.q.trim(), m.frame, m.yes)?;
+        if !store.set_mark(&m.camera, m.q.trim(), m.frame, m.yes)? {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "frame {} of camera {:?} is not in the history (it may have expired); mark a newer one",
+                    m.frame, m.camera
+                ),
+            ));
+        }
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await

@@ -1,0 +1,253 @@
+//! The lab's learning routes: a prompt measured on the marked frames (`/api/lab/evaluate`), a
+//! prompt taught from them (`/api/lab/learn`), the frames worth marking next (`/api/lab/next`)
+//! and the marked frames' kept thumbnails (`/history/marked/<frame>.jpg`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::prompt_lab::known_camera;
+use super::{
+    bad, blocking, camera, id_of, if_none_match, jpeg, json_response, since, store, ApiError,
+    ApiResult, Params, Web,
+};
+use crate::config::PromptConfig;
+use crate::decide::DecideConfig;
+use crate::learn::file::LearnedPrompt;
+use crate::learn::select;
+use crate::web::search::{self, Query};
+use crate::web::teach;
+
+/// The threshold a measurement uses: the one given, else the running prompt's, else the
+/// learned prompt's own, else the config default.
+fn threshold_of(
+    p: &Params,
+    prompts: &[PromptConfig],
+    text: &str,
+    own: Option<f32>,
+) -> std::result::Result<f32, ApiError> {
+    let running = prompts
+        .iter()
+        .find(|c| c.text == text.trim() || c.name == text.trim())
+        .map(|c| c.decide.threshold);
+    Ok(p.number("threshold", 0.0, 1.0)?.map_or_else(
+        || running.or(own).unwrap_or(DecideConfig::default().threshold),
+        |t| t as f32,
+    ))
+}
+
+/// `learned=NAME` of a request: the prompt and the threshold it runs with, if running.
+fn learned_of(
+    web: &Web,
+    name: &str,
+    prompts: &[PromptConfig],
+) -> std::result::Result<(LearnedPrompt, Option<f32>), ApiError> {
+    let state = web.history.as_ref().map(|h| h.state_dir());
+    Ok(teach::find_learned(name, prompts, state.as_deref())?)
+}
+
+pub async fn evaluate(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let learned = p.get("learned").map(str::trim).filter(|n| !n.is_empty());
+    let w = web.clone();
+    match learned {
+        Some(name) => {
+            let (l, running) = learned_of(&web, name, &prompts)?;
+            let threshold = p
+                .number("threshold", 0.0, 1.0)?
+                .map_or(running.unwrap_or(l.threshold), |t| t as f32);
+            w.gate
+                .run(move |job| {
+                    let store = store(&web, Some(job))?;
+                    let model = web.clip_identity()?;
+                    let e = teach::evaluate_learned(&store, &model, &camera, &l, threshold)?;
+                    json_response(serde_json::to_value(e).map_err(anyhow::Error::from)?)
+                })
+                .await
+        }
+        None => {
+            let query = p.query()?;
+            let threshold = threshold_of(&p, &prompts, &query.text, None)?;
+            w.gate
+                .run(move |job| {
+                    let store = store(&web, Some(job))?;
+                    let tower = web.text_tower()?;
+                    let model = web.clip_identity()?;
+                    job.check()?;
+                    let e = teach::evaluate_text(
+                        &store, &tower, &model, &camera, &prompts, &query, threshold,
+                    )?;
+                    json_response(serde_json::to_value(e).map_err(anyhow::Error::from)?)
+                })
+                .await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Learn {
+    camera: String,
+    q: String,
+    name: String,
+    #[serde(default)]
+    negatives: Vec<String>,
+    #[serde(default)]
+    templates: Vec<String>,
+}
+
+pub async fn learn(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let l: Learn = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected {{\"camera\", \"q\", \"name\"}}: {e}")))?;
+    known_camera(&web, &l.camera)?;
+    let prompts = web
+        .status
+        .camera(&l.camera)
+        .map(|c| c.prompt_configs())
+        .unwrap_or_default();
+    let query = Query {
+        text: l.q.clone(),
+        negatives: l.negatives.clone(),
+        templates: l.templates.clone(),
+    };
+    query.check().map_err(|e| bad(e.0))?;
+    let w = web.clone();
+    w.gate
+        .run(move |job| {
+            let cfg = web
+                .history
+                .as_ref()
+                .ok_or_else(|| bad("the history is off"))?;
+            let store = store(&web, Some(job))?;
+            let model = web.clip_identity()?;
+            let tower = web.text_tower()?;
+            job.check()?;
+            let r = teach::learn(
+                &store,
+                Some(&tower),
+                &model,
+                &l.camera,
+                &prompts,
+                &query,
+                &l.name,
+                &cfg.state_dir(),
+                std::time::SystemTime::now(),
+            )?;
+            json_response(learned_json(&r))
+        })
+        .await
+}
+
+/// The answer of `/api/lab/learn` and `promptcam learn --json`.
+pub fn learned_json(r: &teach::Learned) -> Value {
+    let p = &r.prompt;
+    json!({
+        "name": p.name, "file": r.file.display().to_string(), "marks": p.marks,
+        "cv": {
+            "precision": p.cv.precision, "recall": p.cv.recall, "f1": p.cv.f1,
+            "folds": p.cv.folds, "alpha": p.cv.alpha, "scores": p.cv_scores,
+        },
+        "threshold": p.threshold,
+        "toml": teach::learned_toml(&p.camera, &r.file),
+        "model": p.model, "prior": p.prior, "left_out": r.data.left_out,
+    })
+}
+
+/// How far apart in time the frames offered for marking are, at least.
+const NEXT_GAP_MS: i64 = 60_000;
+/// Frames offered for marking at a time.
+const NEXT: usize = 12;
+
+/// Frames worth marking next for a question: stored frames with a thumbnail, not yet marked,
+/// whose score (the text query's, or `learned=NAME`'s) is closest to the threshold, spread over
+/// time and scenes.
+pub async fn next(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q);
+    let (camera, prompts) = camera(&web, &p)?;
+    let (since, _) = since(&p, 24.0 * 7.0)?;
+    let learned = p
+        .get("learned")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| learned_of(&web, n, &prompts))
+        .transpose()?;
+    let query = match &learned {
+        Some((l, _)) => Query {
+            text: l.question.clone(),
+            ..Query::default()
+        },
+        None => p.query()?,
+    };
+    let threshold = match &learned {
+        Some((l, running)) => p
+            .number("threshold", 0.0, 1.0)?
+            .map_or(running.unwrap_or(l.threshold), |t| t as f32),
+        None => threshold_of(&p, &prompts, &query.text, None)?,
+    };
+    let w = web.clone();
+    w.gate
+        .run(move |job| {
+            let store = store(&web, Some(job))?;
+            job.check()?;
+            let s = match &learned {
+                Some((l, _)) => search::score_learned(&store, &camera, l, since)?,
+                None => {
+                    let tower = web.text_tower()?;
+                    search::score(&store, &tower, &camera, &query, &prompts, since)?
+                }
+            };
+            let marked: std::collections::HashSet<i64> = store
+                .marks(&camera, query.text.trim())?
+                .into_iter()
+                .map(|m| m.0)
+                .collect();
+            let candidates: Vec<usize> = (0..s.scores.len())
+                .filter(|&i| s.frames.thumbs[i].is_some() && !marked.contains(&s.frames.ids[i]))
+                .collect();
+            let picked = select::mark_next(
+                &candidates,
+                &s.scores,
+                threshold,
+                |i| s.frames.row(i),
+                &s.frames.times,
+                NEXT_GAP_MS,
+                NEXT,
+            );
+            json_response(json!({
+                "camera": camera, "prompt": query.text.trim(), "threshold": threshold,
+                "searched": s.scores.len(), "frames": search::hits(&s, &picked),
+            }))
+        })
+        .await
+}
+
+/// The galleries of `/api/lab`: near-duplicates folded, each tile with its count.
+pub fn tiles(s: &search::Scored, order: &[usize], n: usize) -> Vec<Value> {
+    select::group(order, |i| s.frames.row(i), &s.frames.times, n)
+        .into_iter()
+        .map(|t| {
+            let mut hit = serde_json::to_value(&search::hits(s, &[t.index])[0]).unwrap_or_default();
+            hit["count"] = json!(t.count);
+            hit
+        })
+        .collect()
+}
+
+pub async fn marked_thumbnail(
+    State(web): State<Arc<Web>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = id_of(&file)?;
+    let tag = if_none_match(&headers);
+    blocking(move || {
+        jpeg(
+            store(&web, None)?.mark_thumbnail(id)?,
+            "marked frame's thumbnail",
+            tag,
+        )
+    })
+    .await
+}
