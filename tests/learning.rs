@@ -541,3 +541,122 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
         "{err}"
     );
 }
+
+/// The lab in a real browser: mark the frames it offers ("mark these next") by what they show,
+/// teach, and see precision, recall and the precision-recall plot of the text and the learned
+/// prompt. Screenshots go to `target/tmp/web-screenshots/`.
+#[test]
+fn teaching_a_prompt_in_a_real_browser() {
+    use crate::webdriver::Browser;
+    let tmp = TempDir::new("learning-web");
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..48 {
+        scene(i).save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let port = free_port();
+    let cfg = config(tmp.path(), &frames, port, true, "");
+    let run = Run::start(&cfg, port);
+    let db = tmp.path().join("history").join(FILE_NAME);
+    run.wait_until("the frames are stored", Duration::from_secs(60), || {
+        Store::open_read_only(&db)
+            .and_then(|s| s.count_frames("yard", 0, i64::MAX))
+            .unwrap_or(0)
+            >= 48
+    });
+    // what a stored frame shows, from its thumbnail (the daemon keeps storing frames)
+    let truth = |id: i64| -> bool {
+        let store = Store::open_read_only(&db).unwrap();
+        green_pixels(&store.frame_thumbnail(id).unwrap().unwrap()) > 4000
+    };
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    let b = Browser::start(&tmp.path().join("chromium"));
+    let long = Duration::from_secs(30);
+    b.goto(&run.url("/lab/yard"));
+    b.wait(
+        "the lab scored the camera's prompt",
+        "document.querySelector('#lab-summary').textContent.startsWith('Scored') && !document.querySelector('#score-btn').disabled",
+        long,
+    );
+    // rounds of "mark these next", each frame marked by what it shows
+    let (mut yes, mut no) = (0, 0);
+    for round in 0..8 {
+        b.click("#next-btn");
+        b.wait(
+            "frames to mark are offered",
+            "document.querySelectorAll('#next .shot').length > 0 || document.querySelector('#next p')",
+            long,
+        );
+        let ids = b.exec(
+            "return [...document.querySelectorAll('#next .shot')].map(s => Number(s.dataset.frame));",
+        );
+        let ids: Vec<i64> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert!(!ids.is_empty(), "round {round}: nothing offered");
+        for id in ids {
+            let shows = truth(id);
+            let button = if shows { "yes" } else { "no" };
+            b.click(&format!("#next .shot[data-frame='{id}'] button.{button}"));
+            b.wait(
+                "the mark is saved",
+                &format!("document.querySelector(\"#next .shot[data-frame='{id}'] button.{button}\").classList.contains('active')"),
+                long,
+            );
+            if shows {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        }
+        if yes >= 12 && no >= 12 {
+            break;
+        }
+    }
+    assert!(yes >= 6 && no >= 6, "{yes} yes and {no} no marked");
+    b.click("#measure-btn");
+    b.wait(
+        "the text prompt is measured",
+        "document.querySelector('#figures tr[data-prompt=text] .f1')",
+        long,
+    );
+    b.type_into("#learn-name", "green box");
+    b.click("#learn-btn");
+    b.wait(
+        "it is learned and measured",
+        "document.querySelector('#cv') && document.querySelector('#figures tr[data-prompt=learned] .f1') \
+         && document.querySelectorAll('#pr-plot polyline').length == 2",
+        long,
+    );
+    let cv = b.text("#cv");
+    assert!(
+        cv.contains("Cross-validated") && cv.contains("precision"),
+        "{cv}"
+    );
+    let learned_f1: f64 = b
+        .text("#figures tr[data-prompt=learned] .f1")
+        .parse()
+        .unwrap();
+    let text_f1: f64 = b.text("#figures tr[data-prompt=text] .f1").parse().unwrap();
+    assert!(learned_f1 >= 0.8, "learned F1 {learned_f1}");
+    assert!(
+        learned_f1 >= text_f1,
+        "learned {learned_f1}, text {text_f1}"
+    );
+    assert!(b.text("#learn-toml").contains("learned = "));
+    let figures = b.text("#measure");
+    assert!(
+        !figures.contains("null") && !figures.contains("NaN"),
+        "{figures}"
+    );
+    // the dots mark each prompt's threshold on its curve
+    assert_eq!(
+        b.exec("return document.querySelectorAll('#pr-plot circle.pr-at').length;"),
+        2
+    );
+    b.exec("document.querySelector('#learning').scrollIntoView(); return true;");
+    b.screenshot(&shots.join("lab-learned.png"));
+}

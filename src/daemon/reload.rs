@@ -33,6 +33,8 @@ fn same_models(a: &CameraConfig, b: &CameraConfig) -> bool {
                 q.mask_threshold,
             ) && (&p.tree, &p.examples, &p.negative_examples)
                 == (&q.tree, &q.examples, &q.negative_examples)
+                // a learned prompt taught again (new weights in the same file) is a new model
+                && p.learned.as_ref().map(|l| &*l.prompt) == q.learned.as_ref().map(|l| &*l.prompt)
         })
 }
 

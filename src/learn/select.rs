@@ -2,6 +2,10 @@
 //! and close in time: one parked car seen for an hour is one tile with a count, not twenty), and
 //! "mark these next" picks the frames the prompt is least sure about, spread over time and
 //! scenes, so each round of marks teaches the most.
+//!
+//! Similarity is the cosine of embeddings centred on the mean of the frames looked at: every
+//! frame of a fixed camera shares its background, which makes raw CLIP embeddings of an empty
+//! driveway and of a van in it nearly parallel; what differs between them is what counts.
 
 use crate::history::lab::dot_lanes;
 
@@ -24,6 +28,28 @@ fn near(a: &[f32], b: &[f32], ta: i64, tb: i64) -> bool {
     (ta - tb).abs() <= CLOSE_MS && dot_lanes(a, b) > SIMILAR
 }
 
+/// The rows centred on their mean and normalized (a row equal to the mean stays zero).
+fn centred(rows: Vec<Vec<f32>>, extra: &[Vec<f32>]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let d = rows.first().map_or(0, Vec::len);
+    let mut mean = vec![0.0f32; d];
+    for r in &rows {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += v / rows.len() as f32;
+        }
+    }
+    let unit = |r: &Vec<f32>| -> Vec<f32> {
+        let c: Vec<f32> = r.iter().zip(&mean).map(|(v, m)| v - m).collect();
+        let n = dot_lanes(&c, &c).sqrt();
+        c.iter()
+            .map(|v| if n > 0.0 { v / n } else { 0.0 })
+            .collect()
+    };
+    (
+        rows.iter().map(unit).collect(),
+        extra.iter().map(unit).collect(),
+    )
+}
+
 /// Up to `tiles` tiles from frames in display order (`order`, indices), each frame folded into
 /// the first tile shown before it that it nearly duplicates. `row(i)` is frame `i`'s normalized
 /// embedding, `times[i]` its time.
@@ -33,9 +59,10 @@ pub fn group(
     times: &[i64],
     tiles: usize,
 ) -> Vec<Tile> {
+    let order = &order[..order.len().min(SCAN)];
+    let (rows, _) = centred(order.iter().map(|&i| row(i)).collect(), &[]);
     let mut out: Vec<(Tile, Vec<f32>)> = vec![];
-    for &i in order.iter().take(SCAN) {
-        let v = row(i);
+    for (&i, v) in order.iter().zip(rows) {
         let full = out.len() >= tiles;
         match out
             .iter_mut()
@@ -50,17 +77,25 @@ pub fn group(
     out.into_iter().map(|(t, _)| t).collect()
 }
 
+/// How "mark these next" spreads its picks: at least `gap_ms` apart, at most `n` of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub gap_ms: i64,
+    pub n: usize,
+}
+
 /// Frames worth marking next: among `candidates` (indices), those whose score is closest to
-/// `threshold`, skipping any that nearly duplicates one already picked or lies within
-/// `min_gap_ms` of it; up to `n`.
+/// `threshold`, skipping any that nearly duplicates a frame already marked (`marked`: their
+/// embeddings; at any time: the mark already taught that scene) or one already picked, or lies
+/// within `spread.gap_ms` of a pick; up to `spread.n`.
 pub fn mark_next(
     candidates: &[usize],
     scores: &[f32],
     threshold: f32,
     row: impl Fn(usize) -> Vec<f32>,
     times: &[i64],
-    min_gap_ms: i64,
-    n: usize,
+    marked: &[Vec<f32>],
+    spread: Spread,
 ) -> Vec<usize> {
     let mut by_doubt: Vec<usize> = candidates.to_vec();
     by_doubt.sort_by(|a, b| {
@@ -68,16 +103,18 @@ pub fn mark_next(
             .abs()
             .total_cmp(&(scores[*b] - threshold).abs())
     });
+    by_doubt.truncate(SCAN);
+    let (rows, marked) = centred(by_doubt.iter().map(|&i| row(i)).collect(), marked);
     let mut picked: Vec<(usize, Vec<f32>)> = vec![];
-    for &i in by_doubt.iter().take(SCAN) {
-        if picked.len() == n {
+    for (&i, v) in by_doubt.iter().zip(rows) {
+        if picked.len() == spread.n {
             break;
         }
-        let v = row(i);
+        let known = marked.iter().any(|m| dot_lanes(m, &v) > SIMILAR);
         let crowded = picked.iter().any(|(j, w)| {
-            (times[*j] - times[i]).abs() < min_gap_ms || near(w, &v, times[*j], times[i])
+            (times[*j] - times[i]).abs() < spread.gap_ms || near(w, &v, times[*j], times[i])
         });
-        if !crowded {
+        if !known && !crowded {
             picked.push((i, v));
         }
     }
@@ -129,7 +166,24 @@ mod tests {
         let times = [0, 1_000, 2 * 3_600_000, 3, 4, 5 * 3_600_000];
         let all: Vec<usize> = (0..6).collect();
         // frame 1 is as doubtful as any but a near-duplicate of frame 0 a second later
-        let picked = mark_next(&all, &scores, 0.5, |i| rows[i].clone(), &times, 60_000, 3);
+        let spread = Spread {
+            gap_ms: 60_000,
+            n: 3,
+        };
+        let picked = mark_next(&all, &scores, 0.5, |i| rows[i].clone(), &times, &[], spread);
         assert_eq!(picked, vec![0, 2, 5]);
+        // a scene already marked is not offered again, however long ago (and frames 3 and 4
+        // are within a minute of frame 0)
+        let marked = [unit(1.0)];
+        let picked = mark_next(
+            &all,
+            &scores,
+            0.5,
+            |i| rows[i].clone(),
+            &times,
+            &marked,
+            spread,
+        );
+        assert_eq!(picked, vec![0, 5]);
     }
 }

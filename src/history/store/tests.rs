@@ -343,9 +343,9 @@ fn imported_marks_get_ids_of_their_own_once() {
     );
     let all = s.marked("porch", "a cat", false).unwrap();
     assert_eq!(all.len(), 2);
-    // the imported mark names no frame of this history: frame 2 is still unmarked
-    assert_eq!(all[0].frame, -1);
-    assert_eq!(all[0].model.as_ref(), Some(&other));
+    // in time order; the imported mark names no frame of this history (frame 2 is unmarked)
+    assert_eq!((all[0].frame, all[1].frame), (1, -1));
+    assert_eq!(all[1].model.as_ref(), Some(&other));
     assert_eq!(
         s.questions("porch").unwrap(),
         vec![("a cat".to_string(), 1, 1)]

@@ -155,7 +155,7 @@ pub fn learned_json(r: &teach::Learned) -> Value {
     })
 }
 
-/// How far apart in time the frames offered for marking are, at least.
+/// How far apart in time the frames offered for marking are, at least (less in a short period).
 const NEXT_GAP_MS: i64 = 60_000;
 /// Frames offered for marking at a time.
 const NEXT: usize = 12;
@@ -198,22 +198,35 @@ pub async fn next(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResu
                     search::score(&store, &tower, &camera, &query, &prompts, since)?
                 }
             };
-            let marked: std::collections::HashSet<i64> = store
-                .marks(&camera, query.text.trim())?
-                .into_iter()
-                .map(|m| m.0)
+            let marks = store.marked(&camera, query.text.trim(), false)?;
+            let marked: std::collections::HashSet<i64> = marks.iter().map(|m| m.frame).collect();
+            // the scenes the marks already show, as embeddings of this model's size
+            let known: Vec<Vec<f32>> = marks
+                .iter()
+                .filter_map(|m| m.v.as_ref().filter(|v| v.len() == s.frames.dim * 2))
+                .map(|v| {
+                    let mut row = vec![0.0; s.frames.dim];
+                    crate::history::store::decode_f16(v, &mut row);
+                    row
+                })
                 .collect();
             let candidates: Vec<usize> = (0..s.scores.len())
                 .filter(|&i| s.frames.thumbs[i].is_some() && !marked.contains(&s.frames.ids[i]))
                 .collect();
+            // spread over the period: a minute apart, or closer when the period is short
+            let span = s.frames.times.last().unwrap_or(&0) - s.frames.times.first().unwrap_or(&0);
+            let gap = NEXT_GAP_MS.min(span / (4 * NEXT as i64));
             let picked = select::mark_next(
                 &candidates,
                 &s.scores,
                 threshold,
                 |i| s.frames.row(i),
                 &s.frames.times,
-                NEXT_GAP_MS,
-                NEXT,
+                &known,
+                select::Spread {
+                    gap_ms: gap,
+                    n: NEXT,
+                },
             );
             json_response(json!({
                 "camera": camera, "prompt": query.text.trim(), "threshold": threshold,

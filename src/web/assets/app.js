@@ -59,8 +59,42 @@ function shot(h, extra) {
   const img = h.thumbnail
     ? el("img", { src: h.thumbnail, alt: `frame at ${time(h.time)}`, loading: "lazy" })
     : el("div", { class: "noimg" }, "no thumbnail");
+  // a tile that stands for near-duplicates says how many
+  const count = h.count > 1 ? el("span", { class: "count", title: `${h.count} near-identical frames` }, `×${h.count}`) : null;
   return el("div", { class: "shot", "data-frame": h.frame },
-    img, el("div", { class: "meta" }, el("span", {}, el("b", {}, fmt(h.score, 3)), " ", time(h.time)), extra || null));
+    img, el("div", { class: "meta" }, el("span", {}, el("b", {}, fmt(h.score, 3)), " ", time(h.time), count ? " " : null, count), extra || null));
+}
+
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children.flat()) if (c) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// A precision-recall plot: one line per evaluation (recall across, precision up), a dot where
+// its threshold puts it.
+function prPlot(evals) {
+  const W = 420, H = 300, L = 46, B = 36, T = 12, R = 12;
+  const x = (r) => L + r * (W - L - R), y = (p) => H - B - p * (H - B - T);
+  const out = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "pr", role: "img", "aria-label": "precision-recall curves" });
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    out.append(svg("line", { x1: x(0), x2: x(1), y1: y(v), y2: y(v), class: "gridline" }),
+      svg("line", { x1: x(v), x2: x(v), y1: y(0), y2: y(1), class: "gridline" }),
+      svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(2)),
+      svg("text", { x: x(v), y: H - B + 16, "text-anchor": "middle" }, v.toFixed(2)));
+  }
+  out.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "axis" }, "recall"),
+    svg("text", { x: 12, y: (T + H - B) / 2, transform: `rotate(-90 12 ${(T + H - B) / 2})`, "text-anchor": "middle", class: "axis" }, "precision"));
+  evals.forEach((e, k) => {
+    const color = COLORS[k % COLORS.length];
+    const pts = e.curve.map((c) => `${x(c.recall).toFixed(1)},${y(c.precision).toFixed(1)}`).join(" ");
+    out.append(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2, class: "pr-line" }),
+      svg("circle", { cx: x(e.recall), cy: y(e.precision), r: 6, fill: color, stroke: "#fff", "stroke-width": 2, class: "pr-at" },
+        svg("title", {}, `${e.prompt} at threshold ${fmt(e.threshold, 3)}: precision ${fmt(e.precision)}, recall ${fmt(e.recall)}`)),
+      svg("text", { x: x(0.03), y: y(0.06) - 16 * k, style: `fill:${color}`, class: "legend" }, `● ${e.prompt} (threshold ${fmt(e.threshold, 3)})`));
+  });
+  return out;
 }
 
 // ---------------------------------------------------------------------------------- overview
@@ -357,6 +391,86 @@ async function labPage() {
     } catch (e) { examplesOut.replaceChildren(el("p", { class: "error" }, e.message)); }
   }
 
+  // ------------------------------------------------------------- learning from the marks
+  const learnName = el("input", { id: "learn-name", placeholder: "its name (default: the prompt)" });
+  const measureOut = el("div", { id: "measure" });
+  const prOut = el("div", { id: "pr-plot" });
+  const missedG = el("div", { id: "missed", class: "gallery" });
+  const alarmsG = el("div", { id: "false-alarms", class: "gallery" });
+  const learnOut = el("div", { id: "learn-out" });
+  const nextG = el("div", { id: "next", class: "gallery" });
+  let learnedName = null;
+
+  function figures(rows) {
+    return el("table", { id: "figures" },
+      el("thead", {}, el("tr", {}, ["prompt", "measured on", "marks (yes / no)", "threshold", "precision", "recall", "F1", "best F1"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.map((e) => el("tr", { "data-prompt": e.kind },
+        el("td", {}, e.prompt), el("td", {}, e.on), el("td", {}, `${e.marked.yes} / ${e.marked.no}`), el("td", {}, fmt(e.threshold, 3)),
+        el("td", { class: "precision" }, fmt(e.precision)), el("td", { class: "recall" }, fmt(e.recall)), el("td", { class: "f1" }, fmt(e.f1)),
+        el("td", {}, e.best ? `${fmt(e.best.f1)} at ${fmt(e.best.threshold, 3)}` : "–")))));
+  }
+
+  async function measure() {
+    measureOut.replaceChildren(el("p", { class: "muted" }, "Measuring…"));
+    try {
+      const text = await api(`/api/lab/evaluate?${queryString({ threshold: params.threshold.value })}`);
+      text.kind = "text";
+      const rows = [text];
+      let learnedError = null;
+      if (learnedName) {
+        try {
+          const l = await api(`/api/lab/evaluate?${new URLSearchParams({ camera, learned: learnedName })}`);
+          l.kind = "learned";
+          rows.push(l);
+        } catch (e) { learnedError = el("p", { class: "error" }, `${learnedName}: ${e.message}`); }
+      }
+      const leftOut = rows[0].left_out ? el("p", { class: "muted" }, `${rows[0].left_out} mark(s) left out: made with another CLIP model.`) : null;
+      measureOut.replaceChildren(...[figures(rows), learnedError, leftOut].filter(Boolean));
+      prOut.replaceChildren(prPlot(rows));
+      const last = rows[rows.length - 1];
+      missedG.replaceChildren(...last.missed.map((h) => shot(h)));
+      alarmsG.replaceChildren(...last.false_alarms.map((h) => shot(h)));
+      if (!last.missed.length) missedG.replaceChildren(el("p", { class: "muted" }, "None: every frame marked yes fires."));
+      if (!last.false_alarms.length) alarmsG.replaceChildren(el("p", { class: "muted" }, "None: no frame marked no fires."));
+    } catch (e) {
+      measureOut.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  }
+
+  async function teach() {
+    learnOut.replaceChildren(el("p", { class: "muted" }, "Learning…"));
+    try {
+      const r = await post("/api/lab/learn", {
+        camera, q: prompt.value, name: learnName.value.trim() || prompt.value,
+        negatives: negatives.value.split("\n").map((s) => s.trim()).filter(Boolean),
+        templates: templates.value.split("\n").map((s) => s.trim()).filter(Boolean),
+      });
+      learnedName = r.name;
+      learnOut.replaceChildren(
+        el("p", { id: "cv" }, `Learned "${r.name}" from ${r.marks.yes} yes and ${r.marks.no} no marks. ` +
+          `Cross-validated (${r.cv.folds} folds) at threshold ${fmt(r.threshold, 3)}: precision ${fmt(r.cv.precision)}, recall ${fmt(r.cv.recall)}, F1 ${fmt(r.cv.f1)}.`),
+        el("p", {}, `Saved as ${r.file}. To run it on this camera, put these lines in the config (then reload: systemctl reload promptcam):`),
+        el("pre", { id: "learn-toml" }, r.toml));
+      await measure();
+    } catch (e) {
+      learnOut.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  }
+
+  async function markNext() {
+    nextG.replaceChildren(el("p", { class: "muted" }, "Looking…"));
+    try {
+      const extra = { threshold: params.threshold.value, hours: hours.value };
+      const r = learnedName
+        ? await api(`/api/lab/next?${new URLSearchParams(Object.assign({ camera, learned: learnedName }, extra))}`)
+        : await api(`/api/lab/next?${queryString({ threshold: params.threshold.value })}`);
+      nextG.replaceChildren(...r.frames.map((h) => shot(h, markButtons(h))));
+      if (!r.frames.length) nextG.replaceChildren(el("p", { class: "muted" }, "No unmarked frame with a picture is left in this period."));
+    } catch (e) {
+      nextG.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  }
+
   const form = el("form", { class: "card", id: "lab-form", onsubmit: score },
     el("div", { class: "form" },
       el("div", {}, el("label", { for: "prompt" }, "Prompt"), prompt, el("label", { for: "hours" }, "Frames"), hours),
@@ -367,6 +481,16 @@ async function labPage() {
     el("section", { class: "card" }, el("h2", {}, "Score over time"), plot, el("h2", {}, "Histogram"), hist),
     el("section", { class: "card" }, el("h2", {}, "Best matches"), el("p", { class: "muted" }, "Among the frames with a thumbnail (one every few seconds, and on every event). Mark them: yes, it shows the prompt; no, it does not."), top,
       el("h2", { style: "margin-top:1rem" }, "Worst matches"), bottom),
+    el("section", { class: "card", id: "learning" }, el("h2", {}, "Measure it on your marks, and teach it"),
+      el("p", { class: "muted" }, "Precision: of the frames that fire, how many you marked yes. Recall: of the frames you marked yes, how many fire. " +
+        "Teaching fits a prompt of its own to your marks (a few dozen help most); it is checked on the marks it did not learn from."),
+      el("div", { class: "toolbar" }, el("button", { id: "measure-btn", class: "secondary", onclick: measure }, "Measure on my marks"),
+        learnName, el("button", { id: "learn-btn", onclick: teach }, "Teach this prompt"),
+        el("button", { id: "next-btn", class: "secondary", onclick: markNext }, "Which frames should I mark next?")),
+      learnOut, el("div", { class: "measure-row" }, measureOut, prOut),
+      el("h2", { style: "margin-top:1rem" }, "Missed: marked yes, does not fire"), missedG,
+      el("h2", { style: "margin-top:1rem" }, "False alarms: marked no, would fire"), alarmsG,
+      el("h2", { style: "margin-top:1rem" }, "Mark these next"), el("p", { class: "muted" }, "The frames it is least sure about, spread over time and scenes."), nextG),
     el("section", { class: "card" }, el("h2", {}, "Would it have fired?"),
       el("div", { class: "params" }, Object.entries(params).map(([k, e]) => el("div", {}, el("label", { for: k }, k.replace("_", " ")), e))),
       el("div", { class: "toolbar", style: "margin-top:.6rem" }, el("button", { id: "replay-btn", onclick: replay }, "Replay the decider"),
