@@ -660,3 +660,37 @@ fn teaching_a_prompt_in_a_real_browser() {
     b.exec("document.querySelector('#learning').scrollIntoView(); return true;");
     b.screenshot(&shots.join("lab-learned.png"));
 }
+
+/// `promptcam bench --learn` prints its figures, the synthetic marks learned.
+#[test]
+fn the_learning_bench_measures_what_it_says() {
+    let (code, out, err) = fixture::promptcam(&[
+        "bench",
+        "--model",
+        fixture::path("models/tiny/clip").to_str().unwrap(),
+        "--learn",
+        "60",
+        "--history",
+        "600",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["frames"].as_u64(), r["marks"].as_u64()),
+        (Some(600), Some(60))
+    );
+    for key in [
+        "learn_ms",
+        "train_ms",
+        "evaluate_text_ms",
+        "evaluate_learned_ms",
+        "learned_us_per_frame",
+        "image_tower_ms",
+    ] {
+        assert!(num(&r[key]) > 0.0, "{key}: {r}");
+    }
+    // every third frame leans along one direction: learnable (firing on everything would score
+    // F1 0.5; the 16-d tiny model's noise leaves it well short of the full model's 0.99)
+    assert!(num(&r["cv_f1"]) > 0.65, "{r}");
+}

@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// camera-day, and a prompt lab query over all of them.
     #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(10..=10_000_000))]
     pub history: Option<u32>,
+    /// Instead, measure learned prompts (a CLIP `--model`): teaching from this many marks and
+    /// evaluating on them in a history of `--history` frames (default 100 000), and a learned
+    /// prompt's cost per frame next to the image tower's.
+    #[arg(long, value_name = "MARKS", value_parser = clap::value_parser!(u32).range(6..=1_000_000))]
+    pub learn: Option<u32>,
     /// OWL-ViT / OWLv2: run at N x N pixels instead of the native size (a multiple of the patch
     /// size).
     #[arg(long, value_name = "N")]
@@ -260,6 +265,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("unable to bench the capture: --fps and --seconds must be above 0");
             }
             let r = crate::source::bench::run(spec, a.fps, a.seconds)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
+        Command::Bench(a) if a.learn.is_some() => {
+            let marks = a.learn.unwrap_or_default() as usize;
+            let frames = a.history.unwrap_or(100_000) as usize;
+            let model = a.model.as_deref().unwrap_or(std::path::Path::new(""));
+            let r = crate::learn::bench::run(model, a.quantized, frames, marks, &a.image)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

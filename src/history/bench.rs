@@ -97,7 +97,7 @@ impl std::fmt::Display for HistoryReport {
 
 /// A unit vector of `dim` values, different for each `seed` (a cheap generator: the scores do not
 /// matter here, only the shapes and sizes).
-fn vector(dim: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn vector(dim: usize, seed: u64) -> Vec<f32> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -113,7 +113,7 @@ fn vector(dim: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-fn prompt(text: &str) -> PromptConfig {
+pub(crate) fn prompt(text: &str) -> PromptConfig {
     PromptConfig {
         text: text.into(),
         name: text.into(),

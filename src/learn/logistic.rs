@@ -141,13 +141,15 @@ pub fn fit(p: &Problem, rows: &[usize], start: Option<&Linear>) -> Linear {
     Linear { w, b }
 }
 
-/// Minimises `f` from `x` with L-BFGS (10 pairs of memory) and a backtracking line search.
-fn lbfgs(x: &mut [f64], f: &mut impl FnMut(&[f64], &mut [f64]) -> f64, max_iter: usize) {
+/// Minimises `f` from `x` with L-BFGS (10 pairs of memory) and a backtracking line search,
+/// until an iteration lowers it by less than a millionth; returns the evaluations made.
+fn lbfgs(x: &mut [f64], f: &mut impl FnMut(&[f64], &mut [f64]) -> f64, max_iter: usize) -> usize {
     const MEMORY: usize = 10;
     let n = x.len();
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
     let mut g = vec![0.0; n];
     let mut fx = f(x, &mut g);
+    let mut evals = 1;
     let mut pairs: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> = Default::default();
     let (mut next, mut gnext, mut dir) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     for iter in 0..max_iter {
@@ -190,6 +192,7 @@ fn lbfgs(x: &mut [f64], f: &mut impl FnMut(&[f64], &mut [f64]) -> f64, max_iter:
                 .zip(x.iter().zip(&dir))
                 .for_each(|(nx, (x, d))| *nx = x + step * d);
             fnext = f(&next, &mut gnext);
+            evals += 1;
             if fnext <= fx + 1e-4 * step * slope {
                 break;
             }
@@ -201,7 +204,7 @@ fn lbfgs(x: &mut [f64], f: &mut impl FnMut(&[f64], &mut [f64]) -> f64, max_iter:
         let s: Vec<f64> = next.iter().zip(x.iter()).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = gnext.iter().zip(&g).map(|(a, b)| a - b).collect();
         let sy = dot(&s, &y);
-        let done = fx - fnext <= 1e-10 * fx.abs().max(1.0);
+        let done = fx - fnext <= 1e-6 * fx.abs().max(1.0);
         x.copy_from_slice(&next);
         g.copy_from_slice(&gnext);
         fx = fnext;
@@ -215,6 +218,7 @@ fn lbfgs(x: &mut [f64], f: &mut impl FnMut(&[f64], &mut [f64]) -> f64, max_iter:
             break;
         }
     }
+    evals
 }
 
 #[cfg(test)]
