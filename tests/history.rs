@@ -116,6 +116,18 @@ pub(crate) fn lab_config(
     for (i, f) in frames.iter().enumerate() {
         std::fs::copy(fixture::image(f), frames_dir.join(format!("{i:03}.png"))).unwrap();
     }
+    write_lab_config(dir, &frames_dir, port, fps, prompt, extra)
+}
+
+/// A config replaying the images in `frames_dir` (looped) with `prompt`, `[http]` on `port`.
+pub(crate) fn write_lab_config(
+    dir: &Path,
+    frames_dir: &Path,
+    port: u16,
+    fps: f64,
+    prompt: &str,
+    extra: &str,
+) -> PathBuf {
     let config = dir.join("promptcam.toml");
     let text = format!(
         r#"

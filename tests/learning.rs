@@ -15,7 +15,7 @@ use serde_json::Value;
 use promptcam::history::store::{Store, FILE_NAME};
 
 use crate::fixture::{self, TempDir};
-use crate::history::{free_port, request, Run};
+use crate::history::{free_port, request, write_lab_config, Run};
 
 const PHOTOS: [&str; 6] = [
     "astronaut_portrait.png",
@@ -77,41 +77,12 @@ fn green_pixels(jpeg: &[u8]) -> usize {
         .count()
 }
 
-fn config(dir: &Path, frames: &Path, port: u16, looped: bool, extra: &str) -> PathBuf {
-    let config = dir.join("promptcam.toml");
-    let text = format!(
-        r#"
-[models.clip]
-dir = "{clip}"
-quantized = false
-
-[motion]
-enabled = false
-
-[http]
-enabled = true
-listen = "127.0.0.1:{port}"
-
-[history]
-thumbnail_interval = 0
-
-[[cameras]]
-name = "Yard"
-source = "{frames}"
-fps = 10
-loop = {looped}
-
-[[cameras.prompts]]
-text = "{QUESTION}"
-model = "clip"
-negatives = ["{NEGATIVE}"]
-{extra}
-"#,
-        clip = fixture::path("models/tiny/clip").display(),
-        frames = frames.display(),
-    );
-    std::fs::write(&config, text).unwrap();
-    config
+/// The labelled set replayed (looped: the daemon stops when its sources end) at 10 fps with a
+/// thumbnail on every frame, the question as a CLIP prompt, and `extra` lines.
+fn config(dir: &Path, frames: &Path, port: u16, extra: &str) -> PathBuf {
+    let prompt = format!("text = \"{QUESTION}\"\nmodel = \"clip\"\nnegatives = [\"{NEGATIVE}\"]");
+    let extra = format!("{extra}\n[history]\nthumbnail_interval = 0\n");
+    write_lab_config(dir, frames, port, 10.0, &prompt, &extra)
 }
 
 /// A stored frame: id, embedding, and whether its thumbnail shows the square.
@@ -202,7 +173,7 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
     }
     let port = free_port();
     // looped: the daemon stops when its sources end; the first FRAMES stored frames are the set
-    let cfg = config(tmp.path(), &frames, port, true, "");
+    let cfg = config(tmp.path(), &frames, port, "");
     let mut run = Run::start(&cfg, port);
     let db = tmp.path().join("history").join(FILE_NAME);
     let count = || -> usize {
@@ -429,7 +400,7 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
     ]);
     assert_eq!(code, 0, "{err}");
     let fresh = TempDir::new("learning-fresh");
-    let cfg2 = config(fresh.path(), &frames, free_port(), true, "");
+    let cfg2 = config(fresh.path(), &frames, free_port(), "");
     let import = || {
         fixture::promptcam(&[
             "labels",
@@ -469,7 +440,6 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
         tmp.path(),
         &frames,
         port,
-        true,
         &format!("\n[[cameras.prompts]]\nlearned = \"{}\"\n", file.display()),
     );
     let (code, out, err) = fixture::promptcam(&["check", "--config", cfg.to_str().unwrap()]);
@@ -555,7 +525,7 @@ fn teaching_a_prompt_in_a_real_browser() {
         scene(i).save(frames.join(format!("{i:03}.png"))).unwrap();
     }
     let port = free_port();
-    let cfg = config(tmp.path(), &frames, port, true, "");
+    let cfg = config(tmp.path(), &frames, port, "");
     let run = Run::start(&cfg, port);
     let db = tmp.path().join("history").join(FILE_NAME);
     run.wait_until("the frames are stored", Duration::from_secs(60), || {

@@ -2,7 +2,7 @@
 //! learning from a shell (for devices reached only over SSH), on the daemon's config and
 //! history. They print what the API answers (`--json`: the same JSON).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -17,6 +17,21 @@ use crate::model::{ClipText, ModelDir, ModelKind};
 use crate::web::search::Query;
 use crate::web::teach;
 
+/// `--config F --camera C`: what every lab command works on.
+#[derive(Args, Debug)]
+pub struct On {
+    /// The daemon's config file (its [history] and [models.clip] are used).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/promptcam/promptcam.toml"
+    )]
+    pub config: PathBuf,
+    /// The camera (its id: the name in lower case with underscores, as in the topics).
+    #[arg(long, value_name = "CAMERA")]
+    pub camera: String,
+}
+
 /// The config, camera and history a command works on.
 pub struct Lab {
     pub config: Config,
@@ -28,7 +43,8 @@ pub struct Lab {
 
 impl Lab {
     /// Loads `config` and finds `camera` (its id or name); `what` names the command in errors.
-    pub fn open(config: &Path, camera: &str, what: &str) -> Result<Lab> {
+    pub fn open(on: &On, what: &str) -> Result<Lab> {
+        let (config, camera) = (on.config.as_path(), on.camera.as_str());
         let cfg = crate::config::load(config)?;
         let history = cfg.history.clone().with_context(|| {
             format!("unable to {what}: the history is off in {}; set [history] enabled = true (or turn [http] on)", config.display())
@@ -88,16 +104,8 @@ impl Lab {
 
 #[derive(Args, Debug)]
 pub struct LearnArgs {
-    /// The daemon's config file (its [history] and [models.clip] are used).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/promptcam/promptcam.toml"
-    )]
-    pub config: PathBuf,
-    /// The camera (its id, as in the topics).
-    #[arg(long, value_name = "CAMERA")]
-    pub camera: String,
+    #[command(flatten)]
+    pub on: On,
     /// The lab question whose marks teach it.
     #[arg(long, value_name = "TEXT")]
     pub question: String,
@@ -115,7 +123,7 @@ pub struct LearnArgs {
 
 pub fn learn(a: LearnArgs) -> Result<()> {
     let what = "learn";
-    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let lab = Lab::open(&a.on, what)?;
     let store = lab.store(what)?;
     let model = lab.identity()?;
     let tower = lab.text_tower()?;
@@ -163,14 +171,8 @@ pub fn learn(a: LearnArgs) -> Result<()> {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["prompt", "learned"])))]
 pub struct EvaluateArgs {
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/promptcam/promptcam.toml"
-    )]
-    pub config: PathBuf,
-    #[arg(long, value_name = "CAMERA")]
-    pub camera: String,
+    #[command(flatten)]
+    pub on: On,
     /// A text prompt, measured on the frames marked for it.
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
@@ -191,7 +193,7 @@ pub struct EvaluateArgs {
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     let what = "evaluate";
-    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let lab = Lab::open(&a.on, what)?;
     if let Some(t) = a.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
         bail!("unable to evaluate: --threshold {t} is outside 0..=1");
     }
@@ -266,14 +268,8 @@ pub struct LabelsArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/promptcam/promptcam.toml"
-    )]
-    pub config: PathBuf,
-    #[arg(long, value_name = "CAMERA")]
-    pub camera: String,
+    #[command(flatten)]
+    pub on: On,
     #[arg(long, value_name = "TEXT")]
     pub question: String,
     #[arg(long, value_name = "FILE")]
@@ -282,14 +278,8 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/promptcam/promptcam.toml"
-    )]
-    pub config: PathBuf,
-    #[arg(long, value_name = "CAMERA")]
-    pub camera: String,
+    #[command(flatten)]
+    pub on: On,
     /// A file written by `promptcam labels export`.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -333,7 +323,7 @@ pub fn labels(a: LabelsArgs) -> Result<()> {
 
 fn export(a: ExportArgs) -> Result<()> {
     let what = "export labels";
-    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let lab = Lab::open(&a.on, what)?;
     let store = lab.store(what)?;
     let model = lab.identity()?;
     let question = a.question.trim();
@@ -408,7 +398,7 @@ fn describe_questions(store: &Store, camera: &str) -> Result<String> {
 
 fn import(a: ImportArgs) -> Result<()> {
     let what = "import labels";
-    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let lab = Lab::open(&a.on, what)?;
     let bytes =
         std::fs::read(&a.file).with_context(|| format!("unable to read {}", a.file.display()))?;
     let file: LabelsFile = serde_json::from_slice(&bytes).with_context(|| {

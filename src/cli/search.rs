@@ -7,22 +7,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::learn::Lab;
+use super::learn::{Lab, On};
 use crate::web::search::{self, Query};
 use crate::web::teach;
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
-    /// The daemon's config file (its [history] and [models.clip] are used).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/promptcam/promptcam.toml"
-    )]
-    pub config: PathBuf,
-    /// The camera (its id: the name in lower case with underscores, as in the topics).
-    #[arg(long, value_name = "CAMERA")]
-    pub camera: String,
+    #[command(flatten)]
+    pub on: On,
     /// What to look for.
     #[arg(value_name = "TEXT", required_unless_present = "learned")]
     pub text: Option<String>,
@@ -48,7 +40,7 @@ pub struct SearchArgs {
 
 pub fn search(a: SearchArgs) -> Result<()> {
     let what = "search";
-    let lab = Lab::open(&a.config, &a.camera, what)?;
+    let lab = Lab::open(&a.on, what)?;
     let store = lab.store(what)?;
     let cam = &lab.camera;
     let r = match (&a.learned, &a.text) {
