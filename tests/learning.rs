@@ -629,6 +629,31 @@ fn teaching_a_prompt_in_a_real_browser() {
     );
     b.exec("document.querySelector('#learning').scrollIntoView(); return true;");
     b.screenshot(&shots.join("lab-learned.png"));
+
+    // added to the running camera without a restart: its state shows in the page and /metrics
+    b.click("#use-btn");
+    b.wait(
+        "the learned prompt runs",
+        "document.querySelector('#use-out').dataset.running == 'green_box'",
+        Duration::from_secs(60),
+    );
+    assert!(
+        b.text("#use-out").starts_with("Running: "),
+        "{}",
+        b.text("#use-out")
+    );
+    run.wait_until("/metrics has the learned prompt", long, || {
+        run.get("/metrics").is_some_and(|(_, m)| {
+            m.contains("promptcam_prompt_on{camera=\"yard\",prompt=\"green_box\"}")
+        })
+    });
+    assert!(
+        run.log_text()
+            .contains("prompt(s) added in the prompt lab kept"),
+        "{}",
+        run.log_text()
+    );
+    b.screenshot(&shots.join("lab-learned-running.png"));
 }
 
 /// `promptcam bench --learn` prints its figures, the synthetic marks learned.

@@ -80,6 +80,32 @@ pub struct Learned {
 }
 
 impl PromptConfig {
+    /// A learned prompt with the settings a `[[cameras.prompts]] learned = PATH` table without
+    /// other keys gets (the prompt lab adds it to a running camera so).
+    pub fn from_learned(learned: Learned) -> PromptConfig {
+        let name = learned.prompt.name.clone();
+        let threshold = learned.prompt.threshold;
+        PromptConfig {
+            text: name.clone(),
+            id: make_id(&name),
+            name,
+            model: ModelKind::Clip,
+            negatives: vec![],
+            ensemble: vec![],
+            device_class: None,
+            decide: DecideConfig {
+                threshold,
+                off_threshold: threshold * 0.8,
+                ..DecideConfig::default()
+            },
+            mask_threshold: 0.5,
+            tree: None,
+            examples: vec![],
+            negative_examples: vec![],
+            learned: Some(learned),
+        }
+    }
+
     /// A CLIP prompt scored against text classes (its own, negatives, other prompts): not a
     /// tree leaf and not a learned prompt.
     pub fn is_clip_class(&self) -> bool {

@@ -178,7 +178,7 @@ pub fn run(config: Config) -> Result<()> {
         None => None,
     };
     let infer = control.clone();
-    let mut reloads = Reloads::new(towers, config.path.clone());
+    let mut reloads = Reloads::new(towers, config.path.clone(), status.added.clone());
     let inference = std::thread::Builder::new()
         .name("promptcam-infer".into())
         .spawn(move || {

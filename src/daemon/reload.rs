@@ -57,23 +57,32 @@ pub(super) struct Reloads {
     /// The cameras whose prompts change (their new configs) and the models being built.
     in_flight: Option<(Vec<CameraConfig>, Receiver<Result<Loaded>>)>,
     queued: bool,
+    /// Prompts the lab added, merged into every config read.
+    added: crate::status::Added,
 }
 
 impl Reloads {
-    pub(super) fn new(towers: Towers, path: std::path::PathBuf) -> Reloads {
+    pub(super) fn new(
+        towers: Towers,
+        path: std::path::PathBuf,
+        added: crate::status::Added,
+    ) -> Reloads {
         Reloads {
             load: Arc::new(|config, old| Towers::load(config, Some(old))),
             path,
             towers,
             in_flight: None,
             queued: false,
+            added,
         }
     }
 
     /// Between two rounds of the inference loop: a SIGHUP's reload, models that finished
     /// loading, and a SIGHUP that came during the load.
     pub(super) fn between(&mut self, inf: &mut Inference, reload: &AtomicBool) -> Result<()> {
-        if reload.swap(false, Ordering::Relaxed) {
+        // a SIGHUP, or a prompt added in the lab: the same path
+        let asked = self.added.asked.swap(false, Ordering::Relaxed);
+        if reload.swap(false, Ordering::Relaxed) | asked {
             self.reload(inf);
         }
         if self.poll(inf)? && std::mem::take(&mut self.queued) {
@@ -94,10 +103,14 @@ impl Reloads {
             self.queued = true;
             return tracing::info!("reload of {path} queued until the prompts being loaded are in");
         }
-        let new = match crate::config::load(&self.path) {
+        let mut new = match crate::config::load(&self.path) {
             Ok(new) => new,
             Err(e) => return tracing::error!("reload rejected, keeping the running config: {e:#}"),
         };
+        let added = self.added.merge(&mut new);
+        if added > 0 {
+            tracing::info!("{added} prompt(s) added in the prompt lab kept (not in {path})");
+        }
         let (mut applied, mut changed) = (0, vec![]);
         for cam in inf.cameras.iter_mut() {
             let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else {

@@ -60,7 +60,7 @@ fn running(file: &ConfigFile) -> (Inference, Reloads, Receiver<Event>) {
     let (tx, rx) = sync_channel(256);
     (
         Inference::new(cameras, tx, None),
-        Reloads::new(towers, file.0.clone()),
+        Reloads::new(towers, file.0.clone(), Default::default()),
         rx,
     )
 }

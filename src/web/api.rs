@@ -30,7 +30,7 @@ use crate::history::unix_ms;
 
 mod learning;
 mod prompt_lab;
-pub use learning::{evaluate, learn, learned_json, marked_thumbnail, next};
+pub use learning::{evaluate, learn, learned_json, marked_thumbnail, next, use_learned};
 pub use prompt_lab::{examples, lab, mark, replay, suggest};
 
 /// Points sent for a plot at most; longer series keep each bucket's highest score.

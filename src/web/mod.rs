@@ -124,6 +124,7 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/api/lab/evaluate", get(api::evaluate))
         .route("/api/lab/learn", post(api::learn))
         .route("/api/lab/next", get(api::next))
+        .route("/api/lab/use", post(api::use_learned))
         .route("/api/threshold", post(api::threshold))
         .route("/history/thumb/{file}", get(api::thumbnail))
         .route("/history/event/{file}", get(api::event_snapshot))

@@ -140,6 +140,57 @@ pub async fn learn(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiR
         .await
 }
 
+#[derive(serde::Deserialize)]
+pub struct Use {
+    camera: String,
+    /// The learned prompt's name (its file under the state directory).
+    name: String,
+}
+
+/// `POST /api/lab/use`: adds a learned prompt to the running camera without a restart, by the
+/// path a SIGHUP reload takes (its model is built in the background; the prompt starts when it
+/// is in). It stays until the daemon stops: the answer holds the TOML lines that keep it.
+pub async fn use_learned(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> ApiResult {
+    let u: Use = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected {{\"camera\", \"name\"}}: {e}")))?;
+    known_camera(&web, &u.camera)?;
+    let cfg = web
+        .history
+        .as_ref()
+        .ok_or_else(|| bad("the history is off"))?;
+    let path = crate::learn::file::path_in(&cfg.state_dir(), u.name.trim());
+    blocking(move || {
+        if !path.exists() {
+            return Err(bad(format!(
+                "no learned prompt {:?}: {} does not exist; teach it first",
+                u.name,
+                path.display()
+            )));
+        }
+        let prompt = LearnedPrompt::load(&path)?;
+        let model = web.clip_identity()?;
+        crate::learn::file::check_model(&prompt, &path, &model)
+            .map_err(|e| bad(format!("{e:#}")))?;
+        let p = crate::config::PromptConfig::from_learned(crate::config::Learned {
+            path: path.clone(),
+            prompt: Arc::new(prompt),
+        });
+        let running = web
+            .status
+            .camera(&u.camera)
+            .is_some_and(|c| c.prompt_configs().iter().any(|q| q.id == p.id));
+        let id = p.id.clone();
+        if !running {
+            web.status.added.add(&u.camera, p);
+        }
+        json_response(json!({
+            "camera": u.camera, "prompt": id, "running": running,
+            "toml": teach::learned_toml(&u.camera, &path),
+        }))
+    })
+    .await
+}
+
 /// The answer of `/api/lab/learn` and `promptcam learn --json`.
 pub fn learned_json(r: &teach::Learned) -> Value {
     let p = &r.prompt;

@@ -449,11 +449,39 @@ async function labPage() {
       learnOut.replaceChildren(
         el("p", { id: "cv" }, `Learned "${r.name}" from ${r.marks.yes} yes and ${r.marks.no} no marks. ` +
           `Cross-validated (${r.cv.folds} folds) at threshold ${fmt(r.threshold, 3)}: precision ${fmt(r.cv.precision)}, recall ${fmt(r.cv.recall)}, F1 ${fmt(r.cv.f1)}.`),
-        el("p", {}, `Saved as ${r.file}. To run it on this camera, put these lines in the config (then reload: systemctl reload promptcam):`),
+        el("p", {}, `Saved as ${r.file}. Run it on this camera now, until the daemon stops:`),
+        el("div", { class: "toolbar" }, el("button", { id: "use-btn", onclick: useLearned }, "Add it to this camera"), useOut),
+        el("p", {}, "To keep it, put these lines in the config (then reload: systemctl reload promptcam):"),
         el("pre", { id: "learn-toml" }, r.toml));
       await measure();
     } catch (e) {
       learnOut.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  }
+
+  const useOut = el("span", { id: "use-out", class: "muted" });
+  async function useLearned() {
+    useOut.className = "muted";
+    useOut.textContent = "Adding…";
+    try {
+      const r = await post("/api/lab/use", { camera, name: learnedName });
+      useOut.textContent = r.running ? "It already runs on this camera." : "Loading its model; it starts in a few seconds…";
+      for (let i = 0; i < 60; i++) {
+        const st = await api("/api/status");
+        const p = (st.cameras.find((c) => c.id === camera) || { prompts: [] }).prompts.find((q) => q.id === r.prompt);
+        if (p) {
+          useOut.className = "";
+          useOut.textContent = `Running: ${p.on ? "ON" : "OFF"}, score ${fmt(p.score, 3)} (threshold ${fmt(p.decide.threshold, 3)}).`;
+          useOut.dataset.running = r.prompt;
+          return;
+        }
+        await new Promise((ok) => setTimeout(ok, 1000));
+      }
+      useOut.className = "error";
+      useOut.textContent = "It did not start within a minute: see the daemon's log.";
+    } catch (e) {
+      useOut.className = "error";
+      useOut.textContent = e.message;
     }
   }
 
