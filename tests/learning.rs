@@ -490,6 +490,27 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
         enc(NEGATIVE)
     ));
     assert_eq!(lab["marks"].as_array().unwrap().len(), all.len());
+    // the replay loops over the same scenes: the galleries fold each repeat into its tile
+    let top = lab["top"].as_array().unwrap();
+    let folded: Vec<u64> = top.iter().map(|t| t["count"].as_u64().unwrap()).collect();
+    assert!(folded.iter().any(|c| *c >= 2), "{folded:?}");
+    // and no two tiles show the same scene (a repeat embeds to the same values)
+    let emb = Store::open_read_only(&db)
+        .unwrap()
+        .embeddings("yard", 0, 16)
+        .unwrap();
+    let shown: Vec<Vec<f32>> = top
+        .iter()
+        .map(|t| {
+            let id = t["frame"].as_i64().unwrap();
+            emb.row(emb.ids.iter().position(|i| *i == id).unwrap())
+        })
+        .collect();
+    for (a, x) in shown.iter().enumerate() {
+        for y in &shown[a + 1..] {
+            assert_ne!(x, y, "two tiles of one scene");
+        }
+    }
     drop(run);
 
     // a learned file of another CLIP model is refused, naming both
