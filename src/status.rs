@@ -74,6 +74,9 @@ struct Live {
     threshold_requests: Vec<(String, f32)>,
     /// The prompts' settings in force (live thresholds included), for the prompt lab.
     configs: Vec<crate::config::PromptConfig>,
+    /// The class embeddings of the camera's CLIP prompts made of pictures, by prompt id, with the
+    /// logit scale (the lab measures those prompts on the marks; it has no image tower).
+    classes: Vec<(String, crate::history::lab::QueryEmbeddings, f32)>,
 }
 
 /// One camera's live state, shared by the capture, inference, MQTT and HTTP threads.
@@ -185,6 +188,19 @@ impl CameraStatus {
     /// The inference thread: the prompts' settings in force, after a load, reload or threshold change.
     pub fn set_prompt_configs(&self, configs: Vec<crate::config::PromptConfig>) {
         self.live().configs = configs;
+    }
+
+    pub fn set_classes(&self, classes: Vec<(String, crate::history::lab::QueryEmbeddings, f32)>) {
+        self.live().classes = classes;
+    }
+
+    /// A picture prompt's class embeddings and logit scale, by prompt id.
+    pub fn class_of(&self, id: &str) -> Option<(crate::history::lab::QueryEmbeddings, f32)> {
+        self.live()
+            .classes
+            .iter()
+            .find(|(i, ..)| i == id)
+            .map(|(_, q, s)| (q.clone(), *s))
     }
 
     pub fn prompt_configs(&self) -> Vec<crate::config::PromptConfig> {

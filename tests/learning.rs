@@ -435,12 +435,28 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
     }
 
     // the learned prompt runs in the daemon, its score the file's on the stored embedding
+    // (with a prompt made of pictures of the square, and of scenes without it, beside it)
     run.kill9();
+    // (pictures against pictures: an image scores far closer to images than to any text)
+    let pictures = tmp.path().join("pictures");
+    let not = tmp.path().join("pictures-not");
+    std::fs::create_dir_all(&pictures).unwrap();
+    std::fs::create_dir_all(&not).unwrap();
+    for i in 0..16 {
+        let dir = if i % 2 == 0 { &pictures } else { &not };
+        scene(i).save(dir.join(format!("{i:03}.png"))).unwrap();
+    }
     let cfg = config(
         tmp.path(),
         &frames,
         port,
-        &format!("\n[[cameras.prompts]]\nlearned = \"{}\"\n", file.display()),
+        &format!(
+            "\n[[cameras.prompts]]\nlearned = \"{}\"\n\n[[cameras.prompts]]\nname = \"green pictures\"\n\
+             model = \"clip\"\nexamples = [\"{}\"]\nnegative_examples = [\"{}\"]\n",
+            file.display(),
+            pictures.display(),
+            not.display()
+        ),
     );
     let (code, out, err) = fixture::promptcam(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -483,6 +499,29 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
         checked >= 20,
         "{checked} frames scored by the learned prompt"
     );
+    // the picture prompt is measured with its classes as the daemon made them: it tells the
+    // square apart, which the tiny model's texts cannot
+    let q = "green pictures";
+    for s in greens[12..24].iter().chain(&others[12..24]) {
+        let (code, v) = post(
+            port,
+            "/api/lab/mark",
+            &format!(
+                r#"{{"camera":"yard","q":"{q}","frame":{},"yes":{}}}"#,
+                s.id, s.green
+            ),
+        );
+        assert_eq!(code, 204, "{v}");
+    }
+    let e = run.json(&format!("/api/lab/evaluate?camera=yard&q={}", enc(q)));
+    assert_eq!(
+        num(&e["marked"]["yes"]) + num(&e["marked"]["no"]),
+        24.0,
+        "{e}"
+    );
+    let best = num(&e["best"]["f1"]);
+    assert!(best >= 0.8, "the picture prompt's best F1 {best}: {e}");
+
     // the marks came through the restart
     let lab = run.json(&format!(
         "/api/lab?camera=yard&q={}&negative={}",

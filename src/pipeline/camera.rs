@@ -125,6 +125,18 @@ impl Camera {
         self.status.set_prompts(statuses);
         self.status
             .set_prompt_configs(self.prompts.iter().map(|p| p.config.clone()).collect());
+        self.publish_classes();
+    }
+
+    /// The class embeddings of the camera's picture prompts, for the prompt lab.
+    fn publish_classes(&self) {
+        let classes = self
+            .models
+            .iter()
+            .flat_map(|m| m.picture_classes())
+            .filter_map(|(i, q, scale)| Some((self.prompts.get(i)?.config.id.clone(), q, scale)))
+            .collect();
+        self.status.set_classes(classes);
     }
 
     pub fn models(&self) -> &[Box<dyn PromptModel>] {
@@ -351,6 +363,7 @@ impl Camera {
     /// New prompt models for the same prompts (a tower another camera's change rebuilt).
     pub fn rebind(&mut self, models: Vec<Box<dyn PromptModel>>) {
         self.models = models;
+        self.publish_classes();
     }
 
     /// New prompts take over: their open events end (returned), and the models, deciders and

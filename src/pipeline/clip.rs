@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use super::{crop, Observation, PromptModel};
 use crate::config::PromptConfig;
 use crate::frame::Frame;
+use crate::history::lab::QueryEmbeddings;
 use crate::learn::file::LearnedPrompt;
 use crate::model::clip::{class_embedding, dot, ensemble_texts, prompt_score};
 use crate::model::examples::example_key;
@@ -31,6 +32,8 @@ pub struct ClipPrompts {
     classes: Vec<Vec<f32>>,
     /// Per CLIP prompt: its index on the camera, its class, the classes it must beat.
     compare: Vec<(usize, usize, Vec<usize>)>,
+    /// The camera's prompts made of pictures (indices).
+    pictures: Vec<usize>,
     prompts: Vec<usize>,
     embedding: Option<Vec<f32>>,
 }
@@ -113,6 +116,11 @@ impl ClipPrompts {
                 .collect(),
             compare,
             learned,
+            pictures: clip
+                .iter()
+                .filter(|(_, p)| !p.examples.is_empty())
+                .map(|(i, _)| *i)
+                .collect(),
             embedding: None,
         })
     }
@@ -152,6 +160,20 @@ impl PromptModel for ClipPrompts {
             .collect();
         self.embedding = Some(emb);
         Ok(out)
+    }
+
+    fn picture_classes(&self) -> Vec<(usize, QueryEmbeddings, f32)> {
+        self.compare
+            .iter()
+            .filter(|(prompt, ..)| self.pictures.contains(prompt))
+            .map(|(prompt, own, beat)| {
+                let q = QueryEmbeddings {
+                    own: self.classes[*own].clone(),
+                    negatives: beat.iter().map(|b| self.classes[*b].clone()).collect(),
+                };
+                (*prompt, q, self.image.logit_scale)
+            })
+            .collect()
     }
 
     fn embedding(&self) -> Option<(&Arc<ModelIdentity>, &[f32])> {

@@ -62,6 +62,12 @@ pub trait PromptModel: Send {
         false
     }
 
+    /// The class embeddings of the prompts made of pictures (prompt index, own and beaten
+    /// classes, logit scale), for the prompt lab's measurements.
+    fn picture_classes(&self) -> Vec<(usize, crate::history::lab::QueryEmbeddings, f32)> {
+        vec![]
+    }
+
     /// The frame's CLIP image embedding, when this model computed one on the last frame.
     fn embedding(
         &self,

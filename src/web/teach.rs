@@ -365,16 +365,41 @@ pub fn evaluate_text(
     query: &Query,
     threshold: f32,
 ) -> Result<Evaluation> {
-    let question = query.text.trim();
+    let (qe, _) = search::query_embeddings(tower, query, camera_prompts)?;
+    evaluate_class(
+        store,
+        model,
+        camera,
+        query.text.trim(),
+        &qe,
+        tower.logit_scale,
+        threshold,
+    )
+}
+
+/// A prompt given by its class embeddings (a text's, or a picture prompt's as the daemon made
+/// them) measured on the marks of `question`, at `threshold`.
+pub fn evaluate_class(
+    store: &Store,
+    model: &ModelIdentity,
+    camera: &str,
+    question: &str,
+    qe: &crate::history::lab::QueryEmbeddings,
+    logit_scale: f32,
+    threshold: f32,
+) -> Result<Evaluation> {
     let d = dataset(store, camera, question, model)?;
     if d.frames.is_empty() {
         bail!(no_marks(question, &d, model));
     }
-    let (qe, _) = search::query_embeddings(tower, query, camera_prompts)?;
     if qe.own.len() != d.dim {
-        bail!("the marks' embeddings have {} values, the text tower's {}; they come from other models", d.dim, qe.own.len());
+        bail!(
+            "the marks' embeddings have {} values, the prompt's {}; they come from other models",
+            d.dim,
+            qe.own.len()
+        );
     }
-    let scores = score_all(&d.as_embeddings(), &qe, tower.logit_scale);
+    let scores = score_all(&d.as_embeddings(), qe, logit_scale);
     let all: Vec<usize> = (0..d.frames.len()).collect();
     Ok(measure(
         camera, question, &d, &scores, &all, threshold, "marks",

@@ -71,15 +71,33 @@ pub async fn evaluate(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> Api
         None => {
             let query = p.query()?;
             let threshold = threshold_of(&p, &prompts, &query.text, None)?;
+            // a running prompt made of pictures, named by `q`: its classes as the daemon made them
+            let pictures = prompts
+                .iter()
+                .find(|c| !c.examples.is_empty() && c.name == query.text.trim())
+                .and_then(|c| web.status.camera(&camera)?.class_of(&c.id));
             w.gate
                 .run(move |job| {
                     let store = store(&web, Some(job))?;
-                    let tower = web.text_tower()?;
                     let model = web.clip_identity()?;
-                    job.check()?;
-                    let e = teach::evaluate_text(
-                        &store, &tower, &model, &camera, &prompts, &query, threshold,
-                    )?;
+                    let e = match pictures {
+                        Some((qe, scale)) => teach::evaluate_class(
+                            &store,
+                            &model,
+                            &camera,
+                            query.text.trim(),
+                            &qe,
+                            scale,
+                            threshold,
+                        )?,
+                        None => {
+                            let tower = web.text_tower()?;
+                            job.check()?;
+                            teach::evaluate_text(
+                                &store, &tower, &model, &camera, &prompts, &query, threshold,
+                            )?
+                        }
+                    };
                     json_response(serde_json::to_value(e).map_err(anyhow::Error::from)?)
                 })
                 .await
