@@ -521,6 +521,26 @@ fn a_learned_prompt_beats_the_text_on_held_out_marks_and_moves_between_devices()
     );
     let best = num(&e["best"]["f1"]);
     assert!(best >= 0.8, "the picture prompt's best F1 {best}: {e}");
+    // the CLI builds the same classes
+    let (code, out, err) = fixture::promptcam(&[
+        "evaluate",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--camera",
+        "yard",
+        "--prompt",
+        q,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    for key in ["precision", "recall", "f1"] {
+        assert!(
+            (num(&cli[key]) - num(&e[key])).abs() < 1e-9,
+            "{key}: {cli} != {e}"
+        );
+    }
+    assert!((num(&cli["best"]["f1"]) - best).abs() < 1e-9);
 
     // the marks came through the restart
     let lab = run.json(&format!(

@@ -94,6 +94,43 @@ impl Lab {
         )
     }
 
+    /// The class embeddings of the camera's prompt made of pictures named `name` (and the logit
+    /// scale), as the daemon makes them: CLIP alone is loaded, with the camera's CLIP prompts.
+    /// `None` when no such prompt runs on the camera.
+    pub fn picture_class(
+        &self,
+        name: &str,
+    ) -> Result<Option<(crate::history::lab::QueryEmbeddings, f32)>> {
+        let Some(i) = self
+            .camera
+            .prompts
+            .iter()
+            .position(|p| !p.examples.is_empty() && p.name == name)
+        else {
+            return Ok(None);
+        };
+        let mut only = self.config.clone();
+        let mut cam = self.camera.clone();
+        cam.prompts.retain(|p| p.is_clip_class());
+        let Some(k) = cam
+            .prompts
+            .iter()
+            .position(|p| p.id == self.camera.prompts[i].id)
+        else {
+            return Ok(None);
+        };
+        only.cameras = vec![cam.clone()];
+        only.history = None;
+        only.models.retain(|kind, _| *kind == ModelKind::Clip);
+        let towers = crate::pipeline::towers::Towers::load(&only, None)?;
+        Ok(towers
+            .prompt_models(&cam)?
+            .iter()
+            .flat_map(|m| m.picture_classes())
+            .find(|(j, ..)| *j == k)
+            .map(|(_, q, scale)| (q, scale)))
+    }
+
     pub fn text_tower(&self) -> Result<ClipText> {
         ClipText::load(
             &self.dir,
@@ -222,8 +259,30 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
                 .threshold
                 .or(running)
                 .unwrap_or(DecideConfig::default().threshold);
-            let tower = lab.text_tower()?;
-            teach::evaluate_text(&store, &tower, &model, &lab.camera.id, prompts, &query, t)?
+            match lab.picture_class(text.trim())? {
+                // a prompt made of pictures: its classes as the daemon makes them
+                Some((qe, scale)) => teach::evaluate_class(
+                    &store,
+                    &model,
+                    &lab.camera.id,
+                    text.trim(),
+                    &qe,
+                    scale,
+                    t,
+                )?,
+                None => {
+                    let tower = lab.text_tower()?;
+                    teach::evaluate_text(
+                        &store,
+                        &tower,
+                        &model,
+                        &lab.camera.id,
+                        prompts,
+                        &query,
+                        t,
+                    )?
+                }
+            }
         }
         (None, None) => bail!("unable to evaluate: give --prompt TEXT or --learned NAME"),
     };
