@@ -504,6 +504,7 @@ fn import(a: ImportArgs) -> Result<()> {
                 t_ms: Some(r.t_ms),
                 model: Some(file.model.clone()),
                 v: Some(v),
+                pictured: jpeg.is_some(),
                 jpeg,
             })
         })

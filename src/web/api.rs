@@ -30,7 +30,7 @@ use crate::history::unix_ms;
 
 mod learning;
 mod prompt_lab;
-pub use learning::{evaluate, learn, learned_json, marked_thumbnail, next, use_learned};
+pub use learning::{evaluate, learn, learned_json, next, use_learned};
 pub use prompt_lab::{examples, lab, mark, replay, suggest};
 
 /// Points sent for a plot at most; longer series keep each bucket's highest score.
@@ -539,14 +539,25 @@ fn if_none_match(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A stored picture by the id in its file name (`<id>.jpg`), read by `fetch`.
+async fn stored_picture(
+    web: Arc<Web>,
+    file: &str,
+    headers: &HeaderMap,
+    what: &'static str,
+    fetch: fn(&Store, i64) -> anyhow::Result<Option<Vec<u8>>>,
+) -> ApiResult {
+    let id = id_of(file)?;
+    let tag = if_none_match(headers);
+    blocking(move || jpeg(fetch(&store(&web, None)?, id)?, what, tag)).await
+}
+
 pub async fn thumbnail(
     State(web): State<Arc<Web>>,
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let id = id_of(&file)?;
-    let tag = if_none_match(&headers);
-    blocking(move || jpeg(store(&web, None)?.thumbnail(id)?, "thumbnail", tag)).await
+    stored_picture(web, &file, &headers, "thumbnail", Store::thumbnail).await
 }
 
 pub async fn event_snapshot(
@@ -554,9 +565,17 @@ pub async fn event_snapshot(
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let id = id_of(&file)?;
-    let tag = if_none_match(&headers);
-    blocking(move || jpeg(store(&web, None)?.event_snapshot(id)?, "snapshot", tag)).await
+    stored_picture(web, &file, &headers, "snapshot", Store::event_snapshot).await
+}
+
+/// A mark's own thumbnail, kept after its frame went.
+pub async fn marked_thumbnail(
+    State(web): State<Arc<Web>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let what = "marked frame's thumbnail";
+    stored_picture(web, &file, &headers, what, Store::mark_thumbnail).await
 }
 
 #[cfg(test)]

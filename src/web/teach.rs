@@ -86,21 +86,11 @@ pub fn dataset(
                 d.frames.push(m.frame);
                 d.yes.push(m.yes);
                 d.times.push(m.t_ms.unwrap_or(0));
+                d.pictured.push(m.pictured);
             }
             _ => d.left_out += 1,
         }
     }
-    // which marks still have a picture to show
-    let with_pictures = store.marked(camera, question, true)?;
-    d.pictured = d
-        .frames
-        .iter()
-        .map(|f| {
-            with_pictures
-                .iter()
-                .any(|m| m.frame == *f && m.jpeg.is_some())
-        })
-        .collect();
     Ok(d)
 }
 

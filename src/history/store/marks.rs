@@ -22,6 +22,8 @@ pub struct Marked {
     pub v: Option<Vec<u8>>,
     /// The thumbnail (JPEG), when asked for and kept.
     pub jpeg: Option<Vec<u8>>,
+    /// Whether the mark kept a thumbnail (asked for or not).
+    pub pictured: bool,
 }
 
 const SET_MARK: &str = "
@@ -79,7 +81,7 @@ impl Store {
     pub fn marked(&self, camera: &str, query: &str, pictures: bool) -> Result<Vec<Marked>> {
         let mut st = self.conn.prepare_cached(
             "SELECT m.frame, m.yes, m.t_ms, md.name, md.sha256, m.v, \
-             CASE WHEN ?3 THEN m.jpeg END \
+             CASE WHEN ?3 THEN m.jpeg END, m.jpeg IS NOT NULL \
              FROM marks m LEFT JOIN models md ON md.id = m.model \
              WHERE m.camera = ?1 AND m.query = ?2 ORDER BY m.t_ms, m.frame",
         )?;
@@ -95,6 +97,7 @@ impl Store {
                     .map(|(name, sha256)| ModelIdentity { name, sha256 }),
                 v: r.get(5)?,
                 jpeg: r.get(6)?,
+                pictured: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

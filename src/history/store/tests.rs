@@ -332,6 +332,7 @@ fn imported_marks_get_ids_of_their_own_once() {
         model: None,
         v: Some(vec![1, 2, 3, 4]),
         jpeg: None,
+        pictured: false,
     });
     assert_eq!(
         s.import_marks("porch", "a cat", &other, &theirs).unwrap(),
@@ -399,6 +400,7 @@ fn a_version_1_history_is_migrated_with_its_marks_data() {
             model: None,
             v: Some(vec![1, 2]),
             jpeg: Some(vec![0xFF, 0xD8]),
+            pictured: true,
         }]
     );
     // and it takes new rows with their model

@@ -1,18 +1,14 @@
 //! The lab's learning routes: a prompt measured on the marked frames (`/api/lab/evaluate`), a
-//! prompt taught from them (`/api/lab/learn`), the frames worth marking next (`/api/lab/next`)
-//! and the marked frames' kept thumbnails (`/history/marked/<frame>.jpg`).
+//! prompt taught from them (`/api/lab/learn`), the frames worth marking next (`/api/lab/next`);
+//! the marked frames' kept thumbnails are served with the other stored pictures, in `api`.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{RawQuery, State};
 use serde_json::{json, Value};
 
 use super::prompt_lab::known_camera;
-use super::{
-    bad, blocking, camera, id_of, if_none_match, jpeg, json_response, since, store, ApiError,
-    ApiResult, Params, Web,
-};
+use super::{bad, blocking, camera, json_response, since, store, ApiError, ApiResult, Params, Web};
 use crate::config::PromptConfig;
 use crate::decide::DecideConfig;
 use crate::learn::file::LearnedPrompt;
@@ -315,21 +311,4 @@ pub fn tiles(s: &search::Scored, order: &[usize], n: usize) -> Vec<Value> {
             hit
         })
         .collect()
-}
-
-pub async fn marked_thumbnail(
-    State(web): State<Arc<Web>>,
-    Path(file): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let id = id_of(&file)?;
-    let tag = if_none_match(&headers);
-    blocking(move || {
-        jpeg(
-            store(&web, None)?.mark_thumbnail(id)?,
-            "marked frame's thumbnail",
-            tag,
-        )
-    })
-    .await
 }
