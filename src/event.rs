@@ -37,6 +37,15 @@ pub struct Event {
     pub ended_at: Option<String>,
     /// Stable across the start/update/end of one event, unique across events and restarts.
     pub id: String,
+    /// A prompt added while the daemon runs (MQTT, Home Assistant, the prompt lab).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub runtime: bool,
+    /// Why an `end` came without the score falling: "once", "expired", "removed", "changed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// A `once` prompt: its first `start` ends it (not in the JSON).
+    #[serde(skip)]
+    pub once: bool,
     /// start/update: the frame with the prompt's box (or mask) to draw, rendered as JPEG once,
     /// on the event thread, when a sink asks for it (MQTT's snapshot topic, the history); not in
     /// the event JSON.
@@ -129,6 +138,9 @@ impl EventTracker {
             started_at: rfc3339(open.started),
             ended_at: (kind == EventKind::End).then(|| rfc3339(at)),
             id: open.id,
+            runtime: false,
+            reason: None,
+            once: false,
             snapshot: None,
         })
     }
@@ -217,6 +229,9 @@ mod tests {
             started_at: rfc3339(t),
             ended_at: None,
             id: event_id(t, "driveway", "a_person"),
+            runtime: false,
+            reason: None,
+            once: false,
             snapshot: Some(Arc::new(Snapshot::jpeg_only(vec![0xff, 0xd8]))),
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
@@ -225,5 +240,16 @@ mod tests {
         assert_eq!(v["started_at"], "2023-11-14T22:13:20.123Z");
         assert!(v.get("ended_at").is_none() && v.get("snapshot").is_none());
         assert_eq!(v["id"], "1700000000123-driveway-a_person");
+        assert!(v.get("runtime").is_none() && v.get("reason").is_none());
+        let v = serde_json::to_value(Event {
+            runtime: true,
+            reason: Some("once"),
+            ..e
+        })
+        .unwrap();
+        assert_eq!(
+            (&v["runtime"], &v["reason"]),
+            (&serde_json::json!(true), &serde_json::json!("once"))
+        );
     }
 }

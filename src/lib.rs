@@ -25,6 +25,7 @@ pub mod motion;
 pub mod mqtt;
 pub mod pipeline;
 pub mod preprocess;
+pub mod runtime;
 pub mod signals;
 pub mod sink;
 pub mod source;

@@ -302,47 +302,12 @@ impl OutputStats for SinkStatus {
     }
 }
 
-/// Prompts added to running cameras from the prompt lab (learned prompts), and the request to
-/// load them: every reload (SIGHUP's path) merges them into the config file's prompts, until the
-/// daemon stops (the lab shows the TOML lines that keep them).
-#[derive(Clone, Default)]
-pub struct Added {
-    prompts: Arc<Mutex<Vec<(String, crate::config::PromptConfig)>>>,
-    /// Set when one was added: the inference thread reloads at its next turn.
-    pub asked: Arc<AtomicBool>,
-}
-
-impl Added {
-    pub fn add(&self, camera: &str, p: crate::config::PromptConfig) {
-        let mut list = self.prompts.lock().unwrap_or_else(PoisonError::into_inner);
-        list.retain(|(c, q)| !(c == camera && q.id == p.id));
-        list.push((camera.to_string(), p));
-        self.asked.store(true, Ordering::Relaxed);
-    }
-
-    /// Adds the lab's prompts to `config`'s cameras, each unless its camera already has a prompt
-    /// of that id (the user put its lines in the file); returns how many.
-    pub fn merge(&self, config: &mut crate::config::Config) -> usize {
-        let list = self.prompts.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut n = 0;
-        for (camera, p) in list.iter() {
-            if let Some(c) = config.cameras.iter_mut().find(|c| c.id == *camera) {
-                if !c.prompts.iter().any(|q| q.id == p.id) {
-                    c.prompts.push(p.clone());
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-}
-
 /// Every camera's status, in config order, and the outputs' figures.
 #[derive(Clone, Default)]
 pub struct Status {
     pub cameras: Vec<Arc<CameraStatus>>,
-    /// Prompts the lab added to running cameras.
-    pub added: Added,
+    /// The prompts added while the daemon runs (MQTT, Home Assistant, the prompt lab).
+    pub runtime: crate::runtime::Runtime,
     outputs: Arc<Mutex<Vec<Arc<dyn OutputStats>>>>,
     /// What works less than configured while the cameras run (`/healthz` says "degraded").
     degraded: Arc<Mutex<Vec<String>>>,
@@ -352,7 +317,7 @@ impl Status {
     pub fn new(cameras: Vec<Arc<CameraStatus>>) -> Status {
         Status {
             cameras,
-            added: Added::default(),
+            runtime: crate::runtime::Runtime::default(),
             outputs: Arc::default(),
             degraded: Arc::default(),
         }

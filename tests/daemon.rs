@@ -60,6 +60,12 @@ impl Daemon {
             .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
     }
 
+    /// SIGTERM, and waits for a clean exit.
+    pub(crate) fn stop(&mut self) {
+        self.signal("-TERM");
+        assert_eq!(self.wait(Duration::from_secs(20)), 0, "a clean stop");
+    }
+
     pub(crate) fn wait(&mut self, timeout: Duration) -> i32 {
         let end = Instant::now() + timeout;
         loop {

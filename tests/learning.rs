@@ -727,11 +727,11 @@ fn teaching_a_prompt_in_a_real_browser() {
             m.contains("promptcam_prompt_on{camera=\"yard\",prompt=\"green_box\"}")
         })
     });
+    // a run-time prompt: kept in the state directory for the next start
+    let saved = std::fs::read_to_string(tmp.path().join("runtime-prompts/yard.json")).unwrap();
     assert!(
-        run.log_text()
-            .contains("prompt(s) added in the prompt lab kept"),
-        "{}",
-        run.log_text()
+        saved.contains("\"green_box\"") && saved.contains("\"lab\""),
+        "{saved}"
     );
     b.screenshot(&shots.join("lab-learned-running.png"));
 }

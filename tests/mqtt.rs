@@ -307,8 +307,14 @@ pub(crate) fn start(cfg: MqttConfig) -> Publisher {
 }
 
 pub(crate) fn mqtt_config(port: u16, spool: &Path, extra: &str) -> MqttConfig {
+    // the per-entity form, whose topics these tests count, unless `extra` names one
+    let form = if extra.contains("discovery") {
+        ""
+    } else {
+        "discovery = \"entity\"\n"
+    };
     let text = format!(
-        "host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{extra}",
+        "host = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n{form}{extra}",
         spool.display()
     );
     parse_mqtt(&text, Path::new("/etc/promptcam/promptcam.toml")).unwrap()
@@ -324,6 +330,9 @@ pub(crate) fn event(kind: EventKind, n: usize) -> Event {
         started_at: "2025-01-01T00:00:00.000Z".into(),
         ended_at: (kind == EventKind::End).then(|| "2025-01-01T00:01:00.000Z".to_string()),
         id: format!("evt-{n}"),
+        runtime: false,
+        reason: None,
+        once: false,
         snapshot: None,
     }
 }
@@ -340,8 +349,9 @@ pub(crate) fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
 }
 
 const AVAIL: &str = "promptcam/garage_pi/availability";
-/// Discovery messages of `cameras()`: 1 + 6 per camera + 4 per prompt.
-const DISCOVERED: usize = 1 + 7 + 2 * 4;
+/// Discovery messages of `cameras()` in the per-entity form (`mqtt_config`'s default here):
+/// 1 + 8 per camera + 4 per prompt.
+const DISCOVERED: usize = 1 + 8 + 2 * 4;
 pub(crate) const EVENTS: &str = "promptcam/garage_pi/events";
 pub(crate) const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -360,7 +370,7 @@ fn discovery_payloads_match_the_snapshot() {
     assert_eq!(
         msgs.len(),
         DISCOVERED,
-        "the daemon's status; per camera 7 entities; per prompt 4"
+        "the daemon's status; per camera 8 entities; per prompt 4"
     );
     let mut unique = HashSet::new();
     let mut components = std::collections::BTreeMap::new();
@@ -397,7 +407,8 @@ fn discovery_payloads_match_the_snapshot() {
             "binary_sensor" | "sensor" => &["state_topic"],
             "image" => &["image_topic", "content_type"],
             "event" => &["state_topic", "event_types"],
-            "switch" | "number" => &["state_topic", "command_topic"],
+            "switch" | "number" | "text" => &["state_topic", "command_topic"],
+            "button" => &["command_topic"],
             other => panic!("unexpected component {other}"),
         };
         for key in required {
@@ -458,6 +469,10 @@ fn discovery_payloads_match_the_snapshot() {
                     (Some(0.0), Some(1.0), Some(0.01))
                 );
             }
+            "text" => {
+                assert_eq!(v["command_topic"], "promptcam/garage_pi/driveway/watch/set");
+                assert_eq!((v["min"].as_u64(), v["max"].as_u64()), (Some(0), Some(255)));
+            }
             _ => {}
         }
         let mut v = v;
@@ -474,6 +489,7 @@ fn discovery_payloads_match_the_snapshot() {
         ("number", 2),
         ("sensor", 5),
         ("switch", 1),
+        ("text", 1),
     ]
     .into_iter()
     .map(|(k, n)| (k.to_string(), n))
@@ -490,6 +506,39 @@ fn discovery_payloads_match_the_snapshot() {
         got, want,
         "discovery changed: review, then PROMPTCAM_UPDATE_SNAPSHOTS=1 to accept"
     );
+
+    // the device form holds the same entities, one config per device, without `dev` and `o`
+    // in the components (they are the device's)
+    let components = discovery::components(&topics, &cameras()).unwrap();
+    let devices = discovery::device_messages(&topics, &components, &[]);
+    let names: Vec<&str> = devices.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "homeassistant/device/garage_pi/config",
+            "homeassistant/device/garage_pi_driveway/config"
+        ]
+    );
+    let mut held = 0;
+    for m in &devices {
+        let v: Value = serde_json::from_str(&m.payload).unwrap();
+        assert_eq!(v["o"]["name"], "promptcam");
+        for (id, c) in v["cmps"].as_object().unwrap() {
+            let entity = msgs
+                .iter()
+                .find(|e| e.topic.ends_with(&format!("/{id}/config")))
+                .unwrap_or_else(|| panic!("{id} is not an entity of the per-entity form"));
+            let mut per_entity: Value = serde_json::from_str(&entity.payload).unwrap();
+            assert_eq!(v["dev"], per_entity["dev"], "{id}");
+            let o = per_entity.as_object_mut().unwrap();
+            o.remove("dev");
+            o.remove("o");
+            o.insert("p".into(), entity.topic.split('/').nth(1).unwrap().into());
+            assert_eq!(c, &per_entity, "{id}");
+            held += 1;
+        }
+    }
+    assert_eq!(held, DISCOVERED);
 }
 
 /// Over a real broker: retained discovery, `online`, an event with its retained state and
@@ -864,7 +913,7 @@ fn the_daemon_publishes_discovery_availability_and_events_in_order() {
     let config = crate::daemon::replay(tmp.path(), &frames, false, 0.6);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\n",
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nspool_dir = \"{}\"\ndiscovery = \"entity\"\n",
         broker.port,
         tmp.path().join("spool").display()
     ));

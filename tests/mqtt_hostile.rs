@@ -120,12 +120,25 @@ fn long_and_non_ascii_prompts_make_short_distinct_topics() {
     let dir = TempDir::new("mqtt-long-prompts");
     let broker = Broker::start(dir.path(), "");
     let words = |n: usize| "a very long prompt ".repeat(n / 19 + 1)[..n].to_string();
+    // the longest text a prompt may have, and one a character shorter (`MAX_TEXT`)
+    let max = promptcam::config::MAX_TEXT;
     let text = LONG_PROMPTS
-        .replace("LONG10", &words(10_000))
-        .replace("LONG70", &words(70_000));
+        .replace("LONG10", &words(max - 1))
+        .replace("LONG70", &words(max));
     let cameras = promptcam::config::parse(&text, Path::new("t.toml"))
         .expect("four distinct prompts")
         .cameras;
+    // longer is refused, naming the limit (a 70 kB text too)
+    for n in [max + 1, 70_000] {
+        let long = LONG_PROMPTS
+            .replace("LONG10", &"x".repeat(n))
+            .replace("LONG70", "y");
+        let e = promptcam::config::parse(&long, Path::new("t.toml")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&format!("at most {max}")),
+            "{e:#}"
+        );
+    }
     let ids: Vec<&str> = cameras[0].prompts.iter().map(|p| p.id.as_str()).collect();
     assert!(
         ids.iter().all(|i| !i.is_empty() && i.len() <= 64),

@@ -21,6 +21,7 @@ mod owl;
 mod pixels;
 mod redirect;
 mod rtsp;
+mod runtime;
 mod segment;
 mod signals;
 mod spawn;

@@ -23,7 +23,18 @@ pub fn check(path: &Path) -> Result<()> {
             "set history.path to a directory the daemon can write (`run` would start without the history)",
         )?;
     }
-    let (towers, cameras) = crate::daemon::prepare(&config)?;
+    // the run-time prompts saved in the state directory, as `run` would bring them back
+    let (entries, problems) = crate::runtime::read(&config, std::time::SystemTime::now());
+    if !problems.is_empty() {
+        bail!(
+            "run-time prompts that `run` would drop:\n  {}\nremove them (MQTT `prompts/remove`), or delete their file in {}",
+            problems.join("\n  "),
+            config.state_dir().join(crate::runtime::file::DIR).display()
+        );
+    }
+    let mut running = config.clone();
+    crate::runtime::merge(&entries, &mut running);
+    let (towers, cameras) = crate::daemon::prepare(&running)?;
     let mut report = vec![format!("{}: valid", path.display())];
     for (kind, mc) in &config.models {
         let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))
@@ -55,11 +66,16 @@ pub fn check(path: &Path) -> Result<()> {
         // the same checks `run` makes when it opens the source, short of connecting
         let source = crate::source::check(&c.source, c.fps, c.looped)
             .with_context(|| format!("unable to open the source of camera {:?}", c.name))?;
+        let runtime = entries.iter().filter(|e| e.camera == c.id).count();
         report.push(format!(
-            "  camera {} ({}): {} prompt(s), source {source}",
+            "  camera {} ({}): {} prompt(s){}, source {source}",
             c.id,
             c.name,
             c.prompts.len(),
+            match runtime {
+                0 => String::new(),
+                n => format!(" ({n} added at run time)"),
+            }
         ));
     }
     report.push(match &config.mqtt {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::raw::RawCamera;
+use super::raw::{RawCamera, RawWatch};
 use super::validate::Validator;
-use super::{make_id, CameraConfig, ModelConfig, OwlVitWhen, PromptConfig};
+use super::{make_id, CameraConfig, ModelConfig, OwlVitWhen, PromptConfig, WatchConfig};
 use crate::model::ModelKind;
 
 /// The largest pixel coordinate a region of interest may name (no camera frame is wider).
@@ -108,38 +108,14 @@ impl Validator<'_> {
                 raw.push(r);
             }
         }
-        for (i, p) in prompts.iter().enumerate() {
-            if prompts[..i].iter().any(|o| o.id == p.id) {
-                return self.err(
-                    c.prompts[raw[i]].span(),
-                    "cameras.prompts.text",
-                    format!("prompt {:?} appears twice on camera {name:?}", p.text),
-                );
-            }
+        if let Err((i, key, msg)) = check_prompts(&name, &prompts, owlvit_when) {
+            let span = match i {
+                Some(i) => c.prompts[raw[i]].span(),
+                None => when_span,
+            };
+            return self.err(span, key, msg);
         }
-        let clip_prompts: Vec<&PromptConfig> =
-            prompts.iter().filter(|p| p.is_clip_class()).collect();
-        for (i, p) in prompts.iter().enumerate() {
-            if p.is_clip_class()
-                && p.negatives.is_empty()
-                && p.negative_examples.is_empty()
-                && clip_prompts.len() < 2
-            {
-                return self.err(
-                    c.prompts[raw[i]].span(),
-                    "cameras.prompts.negatives",
-                    "a CLIP prompt needs something to beat: give `negatives` (e.g. [\"an empty driveway\"]) or a second CLIP prompt on this camera",
-                );
-            }
-        }
-        if owlvit_when == OwlVitWhen::ClipOn && !prompts.iter().any(|p| p.model == ModelKind::Clip)
-        {
-            return self.err(
-                when_span,
-                "cameras.owlvit_when",
-                "\"clip_on\" needs a CLIP prompt on this camera",
-            );
-        }
+        let watch = self.watch(c.watch.as_ref(), models)?;
         Ok(CameraConfig {
             name,
             id,
@@ -150,6 +126,105 @@ impl Validator<'_> {
             owlvit_when,
             motion_crops,
             prompts,
+            watch,
         })
     }
+
+    /// `[cameras.watch]`: what a phrase typed into Home Assistant's "Watch for" becomes.
+    fn watch(
+        &self,
+        w: Option<&RawWatch>,
+        models: &BTreeMap<ModelKind, ModelConfig>,
+    ) -> Result<WatchConfig> {
+        let default = WatchConfig::default_for(models);
+        let Some(w) = w else {
+            return Ok(default);
+        };
+        let model = match &w.model {
+            None => default.model,
+            Some(m) => match ModelKind::from_name(m.get_ref()) {
+                Some(k) if models.contains_key(&k) => k,
+                Some(k) => {
+                    return self.err(
+                        m.span(),
+                        "cameras.watch.model",
+                        format!("{:?} needs a [models.{k}] table with its `dir`", k.name()),
+                    )
+                }
+                None => {
+                    return self.err(
+                        m.span(),
+                        "cameras.watch.model",
+                        format!(
+                            "{:?} is not a model; use {}",
+                            m.get_ref(),
+                            ModelKind::names("or")
+                        ),
+                    )
+                }
+            },
+        };
+        let threshold = match &w.threshold {
+            None => None,
+            Some(_) => {
+                Some(self.float(&w.threshold, "cameras.watch.threshold", 0.5, 0.0, 1.0)? as f32)
+            }
+        };
+        Ok(WatchConfig {
+            model,
+            negatives: w.negatives.clone(),
+            threshold,
+            max_prompts: self.int(
+                &w.max_prompts,
+                "cameras.watch.max_prompts",
+                default.max_prompts as i64,
+                0,
+                MAX_RUNTIME_PROMPTS as i64,
+            )? as usize,
+        })
+    }
+}
+
+/// Run-time prompts a camera may hold at most (`[cameras.watch] max_prompts` is below).
+pub const MAX_RUNTIME_PROMPTS: usize = 64;
+
+/// The checks that span a camera's prompts (those of its file and those added at run time): ids
+/// are distinct, each CLIP text prompt has something to beat, `clip_on` has a CLIP prompt. On
+/// failure: the prompt at fault (None: the camera), the key and what is wrong.
+pub(super) fn check_prompts(
+    name: &str,
+    prompts: &[PromptConfig],
+    owlvit_when: OwlVitWhen,
+) -> std::result::Result<(), (Option<usize>, &'static str, String)> {
+    for (i, p) in prompts.iter().enumerate() {
+        if prompts[..i].iter().any(|o| o.id == p.id) {
+            return Err((
+                Some(i),
+                "cameras.prompts.text",
+                format!("prompt {:?} appears twice on camera {name:?}", p.text),
+            ));
+        }
+    }
+    let clip_prompts = prompts.iter().filter(|p| p.is_clip_class()).count();
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_clip_class()
+            && p.negatives.is_empty()
+            && p.negative_examples.is_empty()
+            && clip_prompts < 2
+        {
+            return Err((
+                Some(i),
+                "cameras.prompts.negatives",
+                "a CLIP prompt needs something to beat: give `negatives` (e.g. [\"an empty driveway\"]) or a second CLIP prompt on this camera".into(),
+            ));
+        }
+    }
+    if owlvit_when == OwlVitWhen::ClipOn && !prompts.iter().any(|p| p.model == ModelKind::Clip) {
+        return Err((
+            None,
+            "cameras.owlvit_when",
+            "\"clip_on\" needs a CLIP prompt on this camera".into(),
+        ));
+    }
+    Ok(())
 }

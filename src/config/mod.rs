@@ -12,6 +12,7 @@ mod ids;
 mod mqtt;
 mod prompt;
 mod raw;
+mod runtime;
 mod secret;
 mod syntax;
 mod tree;
@@ -19,6 +20,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,9 +29,11 @@ use crate::decide::DecideConfig;
 use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionConfig;
 
+pub use camera::MAX_RUNTIME_PROMPTS;
 pub use history::HistoryConfig;
 pub use ids::{make_id, slug, ID_MAX};
-pub use mqtt::{parse_mqtt, MqttConfig, TlsConfig, PASSWORD_ENV};
+pub use mqtt::{parse_mqtt, DiscoveryForm, MqttConfig, TlsConfig, PASSWORD_ENV};
+pub use runtime::{check_camera, runtime_prompt, MAX_TEXT};
 pub use secret::Secret;
 pub use tree::{tree_texts, TreeLeaf};
 
@@ -70,6 +74,8 @@ pub struct PromptConfig {
     /// CLIP: a prompt learned from marks (`learned = "PATH"`): scored by its weights on the
     /// image embedding, instead of by a text; `text` is then its name.
     pub learned: Option<Learned>,
+    /// Set on prompts added while the daemon runs (MQTT, Home Assistant, the prompt lab).
+    pub runtime: Option<Arc<crate::runtime::Meta>>,
 }
 
 /// A learned prompt's file, read at validation.
@@ -103,7 +109,30 @@ impl PromptConfig {
             examples: vec![],
             negative_examples: vec![],
             learned: Some(learned),
+            runtime: None,
         }
+    }
+
+    /// Whether `other` needs the same model as this prompt: the same text, model and what the
+    /// score depends on, apart from the decision settings (thresholds, window, delays).
+    pub fn same_model(&self, other: &PromptConfig) -> bool {
+        let (p, q) = (self, other);
+        (
+            &p.text,
+            p.model,
+            &p.negatives,
+            &p.ensemble,
+            p.mask_threshold,
+        ) == (
+            &q.text,
+            q.model,
+            &q.negatives,
+            &q.ensemble,
+            q.mask_threshold,
+        ) && (&p.tree, &p.examples, &p.negative_examples)
+            == (&q.tree, &q.examples, &q.negative_examples)
+            // a learned prompt taught again (new weights in the same file) is a new model
+            && p.learned.as_ref().map(|l| &*l.prompt) == q.learned.as_ref().map(|l| &*l.prompt)
     }
 
     /// A CLIP prompt scored against text classes (its own, negatives, other prompts): not a
@@ -136,6 +165,38 @@ pub struct CameraConfig {
     /// (`motion_crops`), except for one whole frame every `full_frame_every`.
     pub motion_crops: Option<Duration>,
     pub prompts: Vec<PromptConfig>,
+    /// What Home Assistant's "Watch for" adds (`[cameras.watch]`).
+    pub watch: WatchConfig,
+}
+
+/// `[cameras.watch]`: the prompt a phrase typed into Home Assistant's "Watch for" text entity
+/// becomes, and how many run-time prompts the camera takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchConfig {
+    /// Default "clip" when there is a `[models.clip]` table, else the first model's kind.
+    pub model: ModelKind,
+    /// CLIP: what the phrase must beat; empty: the camera's other CLIP prompts.
+    pub negatives: Vec<String>,
+    /// Default: the prompt's default.
+    pub threshold: Option<f32>,
+    /// Run-time prompts (from MQTT, Home Assistant and the lab) on this camera, at most;
+    /// default 8.
+    pub max_prompts: usize,
+}
+
+impl WatchConfig {
+    pub fn default_for(models: &BTreeMap<ModelKind, ModelConfig>) -> WatchConfig {
+        WatchConfig {
+            model: if models.contains_key(&ModelKind::Clip) {
+                ModelKind::Clip
+            } else {
+                models.keys().next().copied().unwrap_or(ModelKind::Clip)
+            },
+            negatives: vec![],
+            threshold: None,
+            max_prompts: 8,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -159,6 +220,24 @@ impl Config {
     /// The `[models.<kind>]` table of a kind, if the file has one.
     pub fn model(&self, kind: ModelKind) -> Option<&ModelConfig> {
         self.models.get(&kind)
+    }
+
+    /// Where the daemon keeps what it writes besides the history and the spool (run-time
+    /// prompts, the record of published discovery): the history's state directory, else the
+    /// directory above the MQTT spool, else the config file's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(h) = &self.history {
+            return h.state_dir();
+        }
+        let dir = match &self.mqtt {
+            Some(m) => m.spool_dir.parent().unwrap_or(&m.spool_dir).to_path_buf(),
+            None => self
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 }
 
@@ -206,7 +285,11 @@ pub fn load(path: &Path) -> Result<Config> {
 /// model and source paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let raw: raw::RawConfig = syntax::from_toml(text, path, "")?;
-    let v = validate::Validator { text, path };
+    let v = validate::Validator {
+        text,
+        path,
+        label: None,
+    };
     v.validate(raw)
 }
 

@@ -42,6 +42,17 @@ pub struct MqttConfig {
     /// How often per-camera diagnostics (inference ms, analysed fps, dropped frames) are
     /// published; default 15 s.
     pub diagnostics_interval: Duration,
+    /// How Home Assistant discovery is published (`discovery`): one retained config per device
+    /// (Home Assistant 2024.12 and later, the default) or one per entity (any version).
+    pub discovery: DiscoveryForm,
+}
+
+/// `discovery = "device" | "entity"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryForm {
+    Device,
+    Entity,
 }
 
 /// The validated TLS settings.
@@ -61,7 +72,12 @@ pub struct TlsConfig {
 /// the file in messages and anchors relative paths, as in a whole config file.
 pub fn parse_mqtt(text: &str, path: &Path) -> Result<MqttConfig> {
     let raw: RawMqtt = super::syntax::from_toml(text, path, "mqtt")?;
-    Validator { text, path }.mqtt(&raw, 0..0)
+    Validator {
+        text,
+        path,
+        label: None,
+    }
+    .mqtt(&raw, 0..0)
 }
 
 impl Validator<'_> {
@@ -126,6 +142,17 @@ impl Validator<'_> {
             1.0,
             3600.0,
         )?);
+        let discovery = match m.discovery.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("device", _)) => DiscoveryForm::Device,
+            Some(("entity", _)) => DiscoveryForm::Entity,
+            Some((other, span)) => {
+                return self.err(
+                    span,
+                    "mqtt.discovery",
+                    format!("{other:?} is not a form; use \"device\" (one config per device, Home Assistant 2024.12 and later) or \"entity\" (one per entity, older versions)"),
+                )
+            }
+        };
         let password = match (self.text(&m.password, "mqtt.password")?, &m.password_file) {
             (Some(_), Some(f)) => {
                 return self.err(
@@ -190,6 +217,7 @@ impl Validator<'_> {
             )? as usize,
             tls,
             diagnostics_interval,
+            discovery,
         })
     }
 

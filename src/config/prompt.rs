@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::raw::RawPrompt;
+use super::runtime::{MAX_NEGATIVES, MAX_TEXT};
 use super::validate::Validator;
 use super::{make_id, Learned, ModelConfig, PromptConfig};
 use crate::decide::DecideConfig;
@@ -57,6 +58,27 @@ impl Validator<'_> {
         };
         if text.is_empty() {
             return self.err(p.span(), "cameras.prompts.text", "a prompt needs text");
+        }
+        let long = std::iter::once(&text)
+            .chain(&p.negatives)
+            .chain(p.name.iter())
+            .find(|t| t.chars().count() > MAX_TEXT);
+        if let Some(t) = long {
+            return self.err(
+                p.span(),
+                "cameras.prompts.text",
+                format!(
+                    "a text of {} characters; at most {MAX_TEXT} (CLIP reads 77 tokens, about 300 characters)",
+                    t.chars().count()
+                ),
+            );
+        }
+        if p.negatives.len() > MAX_NEGATIVES {
+            return self.err(
+                p.span(),
+                "cameras.prompts.negatives",
+                format!("{} negatives; at most {MAX_NEGATIVES}", p.negatives.len()),
+            );
         }
         if p.tree.is_some()
             && !(p.negatives.is_empty() && p.ensemble.is_empty() && p.negative_examples.is_empty())
@@ -218,6 +240,7 @@ impl Validator<'_> {
                 .map(|e| e.get_ref().clone())
                 .collect(),
             learned,
+            runtime: None,
         };
         if let Some(e) = p.examples.iter().chain(&p.negative_examples).next() {
             if model != ModelKind::Clip {

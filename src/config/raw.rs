@@ -97,11 +97,23 @@ pub(super) struct RawCamera {
     pub(super) full_frame_every: Option<Spanned<f64>>,
     #[serde(default)]
     pub(super) prompts: Vec<RawPrompt>,
+    pub(super) watch: Option<RawWatch>,
+}
+
+/// `[cameras.watch]`: what Home Assistant's "Watch for" adds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) model: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) negatives: Vec<String>,
+    pub(super) threshold: Option<Spanned<f64>>,
+    pub(super) max_prompts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawPrompt {
+pub struct RawPrompt {
     pub(super) text: Option<Spanned<String>>,
     /// A tree prompt instead of `text` (`config/tree.rs`).
     pub(super) tree: Option<Spanned<String>>,
@@ -168,6 +180,7 @@ pub(super) struct RawMqtt {
     pub(super) spool_max_events: Option<Spanned<i64>>,
     pub(super) tls: Option<Spanned<RawTls>>,
     pub(super) diagnostics_interval: Option<Spanned<f64>>,
+    pub(super) discovery: Option<Spanned<String>>,
 }
 
 /// `tls = true|false`, or a `[mqtt.tls]` table.

@@ -19,6 +19,9 @@ use crate::motion::MotionConfig;
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
     pub(super) path: &'a Path,
+    /// What is validated when it is not the file at `path` (a run-time prompt's JSON): errors
+    /// then name it instead of a line and column.
+    pub(super) label: Option<&'a str>,
 }
 
 impl Validator<'_> {
@@ -28,6 +31,9 @@ impl Validator<'_> {
         key: &str,
         msg: impl std::fmt::Display,
     ) -> Result<T> {
+        if let Some(label) = self.label {
+            bail!("invalid `{key}` in {label}: {msg}");
+        }
         let (line, col) = line_col(self.text, span.start);
         bail!(
             "invalid `{key}` in {} at line {line}, column {col}: {msg}; {SEE}",

@@ -87,13 +87,18 @@ pub fn run(config: Config) -> Result<()> {
     tracing::info!("loading the models of {} camera(s)", config.cameras.len());
     let threads = crate::threads::set_threads(config.inference_threads);
     let mqtt = config.mqtt.clone();
-    let (towers, cameras) = prepare(&config)?;
+    // the prompts added at run time before the last stop come back with the file's
+    let runtime = crate::runtime::Runtime::start(&config, std::time::SystemTime::now());
+    let mut running = config.clone();
+    runtime.merge(&mut running);
+    let (towers, cameras) = prepare(&running)?;
     let threads = match config.inference_threads {
         0 => threads::calibrate(&towers)?,
         _ => threads,
     };
     tracing::info!("inference on {threads} thread(s)");
-    let status = status_of(&cameras);
+    let mut status = status_of(&cameras);
+    status.runtime = runtime.clone();
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
     let http = config
         .http
@@ -137,7 +142,7 @@ pub fn run(config: Config) -> Result<()> {
             let p = crate::mqtt::Publisher::start(
                 m,
                 &config.device_id,
-                &config.cameras,
+                &running.cameras,
                 status.clone(),
             )?;
             status.add_output(Arc::new(p.stats_handle()));
@@ -178,7 +183,7 @@ pub fn run(config: Config) -> Result<()> {
         None => None,
     };
     let infer = control.clone();
-    let mut reloads = Reloads::new(towers, config.path.clone(), status.added.clone());
+    let mut reloads = Reloads::new(towers, config.clone(), runtime);
     let inference = std::thread::Builder::new()
         .name("promptcam-infer".into())
         .spawn(move || {

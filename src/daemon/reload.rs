@@ -1,7 +1,8 @@
-//! Reload: SIGHUP while running. Thresholds change at once; when prompts changed, the models
-//! they need are built on a `promptcam-reload` thread while the old ones keep serving, and
-//! swapped in between frames when they are ready (towers whose model and prompts did not
-//! change are kept, not loaded again).
+//! Reload: SIGHUP while running, and run-time prompts added or removed (`crate::runtime`).
+//! Thresholds change at once; when prompts changed, the models they need are built on a
+//! `promptcam-reload` thread while the old ones keep serving, and swapped in between frames
+//! when they are ready (towers whose model and prompts did not change are kept, not loaded
+//! again; prompts that did not change keep their state and open events).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
@@ -13,29 +14,17 @@ use anyhow::Result;
 use crate::config::{CameraConfig, Config};
 use crate::pipeline::towers::Towers;
 use crate::pipeline::{Inference, PromptModel};
+use crate::runtime::{self, Runtime};
 
 /// Whether two versions of a camera need the same models: the same prompts, apart from their
-/// decision settings (which a reload applies at once).
+/// decision settings (which a reload applies at once); a run-time prompt whose settings
+/// (`expires`, `once`) changed is swapped too, so that its events follow them.
 fn same_models(a: &CameraConfig, b: &CameraConfig) -> bool {
     a.prompts.len() == b.prompts.len()
-        && a.prompts.iter().zip(&b.prompts).all(|(p, q)| {
-            (
-                &p.text,
-                p.model,
-                &p.negatives,
-                &p.ensemble,
-                p.mask_threshold,
-            ) == (
-                &q.text,
-                q.model,
-                &q.negatives,
-                &q.ensemble,
-                q.mask_threshold,
-            ) && (&p.tree, &p.examples, &p.negative_examples)
-                == (&q.tree, &q.examples, &q.negative_examples)
-                // a learned prompt taught again (new weights in the same file) is a new model
-                && p.learned.as_ref().map(|l| &*l.prompt) == q.learned.as_ref().map(|l| &*l.prompt)
-        })
+        && a.prompts
+            .iter()
+            .zip(&b.prompts)
+            .all(|(p, q)| p.id == q.id && p.same_model(q) && p.runtime == q.runtime)
 }
 
 /// What the reload thread builds: the towers, and every running camera's models on them.
@@ -48,68 +37,87 @@ struct Loaded {
 type LoadFn = Arc<dyn Fn(&Config, &Towers) -> Result<Towers> + Send + Sync>;
 
 /// Prompt reloads in the background. At most one load is in flight (never two racing to swap):
-/// a SIGHUP that arrives meanwhile is queued, and the file is read again once the load is done,
-/// so the newest file wins in the end and a change made during the load is not lost.
+/// a SIGHUP or a run-time change that arrives meanwhile is queued, and done once the load is in,
+/// so the newest file and run-time prompts win in the end and no change is lost.
 pub(super) struct Reloads {
     load: LoadFn,
-    path: std::path::PathBuf,
+    /// The config file in force, without run-time prompts.
+    base: Config,
     towers: Towers,
     /// The cameras whose prompts change (their new configs) and the models being built.
     in_flight: Option<(Vec<CameraConfig>, Receiver<Result<Loaded>>)>,
     queued: bool,
-    /// Prompts the lab added, merged into every config read.
-    added: crate::status::Added,
+    /// Whether the queued reload reads the file again (a SIGHUP came).
+    reread: bool,
+    /// The prompts added at run time, merged into every config.
+    runtime: Runtime,
 }
 
 impl Reloads {
-    pub(super) fn new(
-        towers: Towers,
-        path: std::path::PathBuf,
-        added: crate::status::Added,
-    ) -> Reloads {
+    pub(super) fn new(towers: Towers, base: Config, runtime: Runtime) -> Reloads {
         Reloads {
             load: Arc::new(|config, old| Towers::load(config, Some(old))),
-            path,
+            base,
             towers,
             in_flight: None,
             queued: false,
-            added,
+            reread: false,
+            runtime,
         }
     }
 
-    /// Between two rounds of the inference loop: a SIGHUP's reload, models that finished
-    /// loading, and a SIGHUP that came during the load.
+    /// Between two rounds of the inference loop: `once` prompts that fired and prompts that
+    /// expired end, a SIGHUP's reload or a run-time change is taken, models that finished
+    /// loading swap in, and a change that came during the load follows.
     pub(super) fn between(&mut self, inf: &mut Inference, reload: &AtomicBool) -> Result<()> {
-        // a SIGHUP, or a prompt added in the lab: the same path
-        let asked = self.added.asked.swap(false, Ordering::Relaxed);
-        if reload.swap(false, Ordering::Relaxed) | asked {
-            self.reload(inf);
+        for (camera, prompt) in inf.take_once_started() {
+            match self.runtime.remove(&camera, &prompt, runtime::ONCE) {
+                Ok(()) => tracing::info!(
+                    "camera {camera}: run-time prompt {prompt} ends after its first event (once)"
+                ),
+                Err(e) => tracing::debug!("camera {camera}: {e}"),
+            }
+        }
+        self.runtime.expire(SystemTime::now());
+        let sighup = reload.swap(false, Ordering::Relaxed);
+        if self.runtime.take_asked() | sighup {
+            self.reload(inf, sighup);
         }
         if self.poll(inf)? && std::mem::take(&mut self.queued) {
-            self.reload(inf);
+            let reread = std::mem::take(&mut self.reread);
+            self.reload(inf, reread);
         }
         Ok(())
     }
 
-    /// SIGHUP: re-read the config. Thresholds of prompts that still exist change at once; when a
-    /// camera's prompts changed, the models are built in the background while the old prompts
-    /// keep serving (the streams keep running; the changed cameras' open events end when their
-    /// new prompts take over; for that while both sets of models may be in memory); an invalid
-    /// file, or models that fail to load, are rejected and the running config kept. New cameras
-    /// and sources take a restart.
-    fn reload(&mut self, inf: &mut Inference) {
-        let path = self.path.display();
+    /// A SIGHUP (`reread`: read the config file again) or a run-time change. Thresholds of
+    /// prompts that still exist change at once; when a camera's prompts changed, the models are
+    /// built in the background while the old prompts keep serving (the streams keep running; the
+    /// prompts that go away end their open events when the new set takes over; for that while
+    /// both sets of models may be in memory); an invalid file, or models that fail to load, are
+    /// rejected and the running config kept. New cameras and sources take a restart.
+    fn reload(&mut self, inf: &mut Inference, reread: bool) {
+        let path = self.base.path.display().to_string();
         if self.in_flight.is_some() {
             self.queued = true;
-            return tracing::info!("reload of {path} queued until the prompts being loaded are in");
+            self.reread |= reread;
+            return tracing::info!("reload queued until the prompts being loaded are in");
         }
-        let mut new = match crate::config::load(&self.path) {
-            Ok(new) => new,
-            Err(e) => return tracing::error!("reload rejected, keeping the running config: {e:#}"),
-        };
-        let added = self.added.merge(&mut new);
-        if added > 0 {
-            tracing::info!("{added} prompt(s) added in the prompt lab kept (not in {path})");
+        if reread {
+            match crate::config::load(&self.base.path) {
+                Ok(new) => {
+                    self.runtime.set_base(&new);
+                    self.base = new;
+                }
+                Err(e) => {
+                    return tracing::error!("reload rejected, keeping the running config: {e:#}")
+                }
+            }
+        }
+        let mut new = self.base.clone();
+        let added = self.runtime.merge(&mut new);
+        if reread && added > 0 {
+            tracing::info!("{added} run-time prompt(s) kept (not in {path})");
         }
         let (mut applied, mut changed) = (0, vec![]);
         for cam in inf.cameras.iter_mut() {
@@ -123,11 +131,13 @@ impl Reloads {
                     nc.prompts.len()
                 );
                 changed.push(nc.clone());
-            } else {
+            } else if reread {
                 applied += cam.set_thresholds(&nc.prompts);
             }
         }
-        tracing::info!("reloaded {path}: thresholds of {applied} prompt(s) applied");
+        if reread {
+            tracing::info!("reloaded {path}: thresholds of {applied} prompt(s) applied");
+        }
         if changed.is_empty() {
             return;
         }
@@ -186,6 +196,17 @@ impl Reloads {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("reload rejected, keeping the running prompts: {e:#}");
+                // run-time prompts that asked for these models go (else every later change
+                // would fail the same way); each gets the reason on `prompts/error`
+                let running: Vec<(String, Vec<String>)> = inf
+                    .cameras
+                    .iter()
+                    .map(|c| {
+                        let ids = c.config.prompts.iter().map(|p| p.id.clone()).collect();
+                        (c.config.id.clone(), ids)
+                    })
+                    .collect();
+                self.runtime.reject_unloaded(&running, &format!("{e:#}"));
                 return Ok(true);
             }
         };
@@ -196,7 +217,11 @@ impl Reloads {
             };
             let (_, m) = models.swap_remove(k);
             match changed.iter().find(|c| c.id == cam.config.id) {
-                Some(nc) => ended.extend(cam.swap_in(nc, m, wall)),
+                Some(nc) => {
+                    let id = cam.config.id.clone();
+                    let reason = |p: &str| self.runtime.take_reason(&id, p);
+                    ended.extend(cam.swap_in(nc, m, wall, &reason))
+                }
                 None => cam.rebind(m),
             }
         }

@@ -60,7 +60,7 @@ fn running(file: &ConfigFile) -> (Inference, Reloads, Receiver<Event>) {
     let (tx, rx) = sync_channel(256);
     (
         Inference::new(cameras, tx, None),
-        Reloads::new(towers, file.0.clone(), Default::default()),
+        Reloads::new(towers, config.clone(), Default::default()),
         rx,
     )
 }
@@ -99,13 +99,13 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
     });
 
     file.write("a rocket");
-    reloads.reload(&mut inf);
+    reloads.reload(&mut inf, true);
     assert!(
         reloads.in_flight.is_some(),
         "the changed prompt loads in the background"
     );
     // a second SIGHUP during the load is queued, not a second load racing the first
-    reloads.reload(&mut inf);
+    reloads.reload(&mut inf, true);
     assert!(reloads.queued);
 
     // frames are analysed with the old prompt meanwhile
@@ -160,7 +160,7 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
 
     // the queued SIGHUP re-reads the file: its prompts are in already, so nothing loads again
     assert!(std::mem::take(&mut reloads.queued));
-    reloads.reload(&mut inf);
+    reloads.reload(&mut inf, true);
     assert!(reloads.in_flight.is_none());
 }
 
@@ -204,7 +204,7 @@ fn threshold_commands_keep_the_configured_hysteresis_through_zero() {
         text.replace("off_threshold = 0.4", "off_threshold = 0.5"),
     )
     .expect("a writable config file");
-    reloads.reload(&mut inf);
+    reloads.reload(&mut inf, true);
     let (on, off, _) = set(&mut inf, 0.3);
     assert!(near(on, 0.3) && near(off, 0.2), "{on} {off}");
 }
@@ -216,7 +216,7 @@ fn models_that_fail_to_load_leave_the_old_prompts_serving() {
     let (mut inf, mut reloads, rx) = running(&file);
     reloads.load = Arc::new(|_, _| Err(anyhow::anyhow!("unable to load CLIP: out of memory")));
     file.write("a rocket");
-    reloads.reload(&mut inf);
+    reloads.reload(&mut inf, true);
     finish(&mut reloads, &mut inf);
     assert_eq!(
         inf.cameras[0].config.prompts[0].text,

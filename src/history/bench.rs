@@ -128,6 +128,7 @@ pub(crate) fn prompt(text: &str) -> PromptConfig {
         examples: vec![],
         negative_examples: vec![],
         learned: None,
+        runtime: None,
     }
 }
 

@@ -177,6 +177,11 @@ impl Live {
         }
     }
 
+    /// A topic no longer mirrored (a prompt that went).
+    pub fn forget(&mut self, topic: &str) {
+        self.retained.remove(topic);
+    }
+
     /// After a (re)connect or Home Assistant's birth: everything goes out again.
     pub fn mark_all(&mut self) {
         self.retained.values_mut().for_each(|v| v.1 = true);

@@ -12,13 +12,20 @@
 //! - `<prefix>/<device_id>/<camera>/event`: `{"event_type": "start", ...}` for Home Assistant;
 //! - `<prefix>/<device_id>/<camera>/stream`: `online` / `offline`, retained;
 //! - `<prefix>/<device_id>/<camera>/diagnostics`: JSON counters every `diagnostics_interval`;
-//! - `<discovery_prefix>/<component>/<unique_id>/config`: retained discovery.
+//! - `<prefix>/<device_id>/<camera>/prompts/add` and `.../prompts/remove`: run-time prompts
+//!   (`crate::runtime`); `.../prompts` lists them (retained), `.../prompts/error` says why a
+//!   change was refused; `.../watch` (+ `/set`) is Home Assistant's "Watch for" and
+//!   `.../<prompt>/stop` a run-time prompt's "Stop watching" button;
+//! - `<discovery_prefix>/device/<device>/config` (one per device, the default) or
+//!   `<discovery_prefix>/<component>/<unique_id>/config` (`discovery = "entity"`): retained
+//!   discovery, kept in step with the prompts that run (`announce`).
 //!
 //! The `[mqtt]` table is validated with the rest of the file (`crate::config::MqttConfig`).
 //! Commands (`.../set`) are checked in `commands`, TLS settings become a rustls config in `tls`;
 //! the `Publisher` handle is in `publisher`, what its threads share in `shared`, the in-flight
 //! bookkeeping in `window`, the record of open events in `open`.
 
+mod announce;
 mod commands;
 pub mod discovery;
 mod live;

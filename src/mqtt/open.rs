@@ -138,6 +138,9 @@ mod tests {
             started_at: "2026-01-01T00:00:00.000Z".into(),
             ended_at: None,
             id: id.into(),
+            runtime: false,
+            reason: None,
+            once: false,
             snapshot: None,
         }
     }

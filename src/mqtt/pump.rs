@@ -95,6 +95,10 @@ impl Worker {
             self.control.pop_front();
         }
         for ((cam, prompt), st) in self.shared.take_states() {
+            // the end of a prompt that went: its topics were cleared
+            if !self.running.contains(&(cam.clone(), prompt.clone())) {
+                continue;
+            }
             let state = if st.on { ON } else { OFF };
             self.live
                 .set(self.topics.state(&cam, &prompt), state.as_bytes().to_vec());

@@ -169,6 +169,31 @@ impl Shared {
         }
     }
 
+    /// A prompt that started running: `OFF` until its first event (kept if it has a state).
+    pub(super) fn ensure_state(&self, camera: &str, prompt: &str) {
+        if let Ok(mut states) = self.states.lock() {
+            states
+                .entry((camera.to_string(), prompt.to_string()))
+                .and_modify(|s| s.dirty = true)
+                .or_insert(PromptState {
+                    on: false,
+                    score: None,
+                    dirty: true,
+                });
+        }
+    }
+
+    /// A prompt that stopped running: its state and snapshot are forgotten.
+    pub(super) fn forget_state(&self, camera: &str, prompt: &str) {
+        let key = (camera.to_string(), prompt.to_string());
+        if let Ok(mut states) = self.states.lock() {
+            states.remove(&key);
+        }
+        if let Ok(mut s) = self.snapshots.lock() {
+            s.remove(&(key.0, Some(key.1)));
+        }
+    }
+
     /// Takes the states changed since the last call.
     pub(super) fn take_states(&self) -> Vec<((String, String), PromptState)> {
         let Ok(mut states) = self.states.lock() else {

@@ -18,13 +18,14 @@ use rumqttc::{
     Client, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
 };
 
+use super::announce::{self, Published};
 use super::commands;
 use super::discovery::{self, Topics, OFFLINE, ONLINE};
 use super::live::Live;
 use super::net;
 use super::shared::{Msg, Shared, INCOMING_MAX, INFLIGHT, OUTGOING_MAX};
 use super::window::{Tag, Window};
-use crate::config::{CameraConfig, MqttConfig};
+use crate::config::{CameraConfig, DiscoveryForm, MqttConfig};
 
 /// QoS-1 publishes in flight at most: well under rumqttc's `inflight` (whose packet ids cycle
 /// through 1..=INFLIGHT), so that its packet ids never collide and PUBACKs map back to ours.
@@ -84,8 +85,10 @@ pub fn spawn(
     let mut net_opts = connection.eventloop.network_options();
     net_opts.set_connection_timeout(CONNECT_TIMEOUT_S);
     connection.eventloop.set_network_options(net_opts);
-    let discovery =
-        discovery::messages(&topics, cameras).context("unable to build the discovery payloads")?;
+    // fails early on a payload that does not serialize, before any thread starts
+    discovery::components(&topics, cameras).context("unable to build the discovery payloads")?;
+    let record = super::announce::record_path(&cfg.spool_dir);
+    let published = super::announce::load(&record);
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let net_shared = shared.clone();
     let net = std::thread::Builder::new()
@@ -102,7 +105,13 @@ pub fn spawn(
         next_diagnostics: now,
         diagnostics_interval: cfg.diagnostics_interval,
         topics,
-        discovery,
+        cameras: cameras.to_vec(),
+        form: cfg.discovery,
+        record,
+        published,
+        first: true,
+        runtime_version: u64::MAX,
+        running: Default::default(),
         connected: false,
         epoch: 0,
         control: VecDeque::new(),
@@ -123,7 +132,20 @@ pub(super) struct Worker {
     pub(super) client: Client,
     rx: Receiver<Msg>,
     pub(super) topics: Topics,
-    discovery: Vec<discovery::Message>,
+    /// The cameras as configured; their prompts are read from the live status (run-time prompts
+    /// come and go).
+    cameras: Vec<CameraConfig>,
+    form: DiscoveryForm,
+    /// Where what was published is recorded.
+    record: std::path::PathBuf,
+    /// What Home Assistant was last told (from the record, before the first announcement).
+    published: Option<Published>,
+    /// Whether nothing was announced yet in this run.
+    first: bool,
+    /// The run-time prompts' version last published.
+    runtime_version: u64,
+    /// The prompts that run, as (camera, prompt): only their states are published.
+    pub(super) running: std::collections::HashSet<(String, String)>,
     /// Whether this thread has seen the connection come up (and not go down since).
     pub(super) connected: bool,
     /// The epoch of the connection this thread saw come up.
@@ -172,6 +194,7 @@ impl Worker {
             let diagnostics = now >= self.next_diagnostics;
             if diagnostics || now >= self.next_refresh {
                 self.live.refresh(now, diagnostics);
+                self.follow_prompts();
                 self.next_refresh = now + REFRESH;
                 if diagnostics {
                     self.next_diagnostics = now + self.diagnostics_interval;
@@ -253,16 +276,21 @@ impl Worker {
     }
 
     /// A message on a command topic: checked, applied, then the new state is published
-    /// (a threshold once the inference thread applied it); a rejected one changes nothing.
+    /// (a threshold once the inference thread applied it); a rejected one changes nothing, and a
+    /// refused run-time prompt change is answered on the camera's `prompts/error`.
     fn command(&mut self, topic: &str, payload: &[u8], retained: bool) {
-        let result = commands::parse(&self.topics, topic, payload)
-            .and_then(|c| commands::apply(self.live.status(), &c).map(|()| c));
+        let now = std::time::SystemTime::now();
+        let result = commands::parse(&self.topics, topic, payload, retained)
+            .and_then(|c| commands::apply(self.live.status(), &c, now).map(|()| c));
         match result {
             Ok(c) => {
-                tracing::info!("MQTT command on {topic}: {c:?}");
+                if c.prompts_camera().is_none() {
+                    tracing::info!("MQTT command on {topic}: {c:?}");
+                }
                 self.shared.status(|s| s.stats.commands_applied += 1);
-                // publish pause at once; look for the applied threshold again shortly
+                // publish pause and the prompts list at once; look for the threshold again shortly
                 self.live.refresh(Instant::now(), false);
+                self.follow_prompts();
                 self.next_refresh = Instant::now() + Duration::from_millis(200);
             }
             Err(why) => {
@@ -275,20 +303,166 @@ impl Worker {
                 };
                 tracing::warn!("MQTT command on {topic} rejected, nothing changed: {why}{hint}");
                 self.shared.status(|s| s.stats.commands_rejected += 1);
+                if let Some(camera) = commands::prompts_camera(&self.topics, topic) {
+                    let camera = camera.to_string();
+                    self.prompts_error(&camera, &format!("{why}{hint}"), Some((topic, payload)));
+                }
             }
+        }
+    }
+
+    /// Publishes a refusal on a camera's `prompts/error` (not retained).
+    fn prompts_error(&mut self, camera: &str, why: &str, request: Option<(&str, &[u8])>) {
+        let mut v = serde_json::json!({
+            "error": why,
+            "camera": camera,
+            "at": crate::event::rfc3339(std::time::SystemTime::now()),
+        });
+        if let Some((topic, payload)) = request {
+            let text = String::from_utf8_lossy(payload);
+            v["topic"] = topic.into();
+            v["payload"] = text.chars().take(256).collect::<String>().into();
+        }
+        let topic = self.topics.prompts_error(camera);
+        if let Ok(mut q) = self.shared.camera_events.lock() {
+            q.push_back((topic, v.to_string().into_bytes()));
+        }
+    }
+
+    /// What runs now, as discovery components (the status holds each camera's prompts).
+    fn components_now(&self) -> Vec<discovery::Component> {
+        let cameras: Vec<CameraConfig> = self
+            .cameras
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if let Some(s) = self.live.status().camera(&c.id) {
+                    let prompts = s.prompt_configs();
+                    if !prompts.is_empty() {
+                        c.prompts = prompts;
+                    }
+                }
+                c
+            })
+            .collect();
+        match discovery::components(&self.topics, &cameras) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("unable to build the discovery payloads: {e}");
+                self.published
+                    .as_ref()
+                    .map(|p| p.components.clone())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Queues the discovery that takes Home Assistant from what it was told to what runs now
+    /// (`full`: every config again); prompts that went have their retained topics cleared.
+    fn discover(&mut self, full: bool) {
+        let now = Published {
+            form: self.form,
+            components: self.components_now(),
+        };
+        let before = match (&self.published, self.first) {
+            // an earlier version published per entity and kept no record
+            (None, true) if self.form == DiscoveryForm::Device => Some(Published {
+                form: DiscoveryForm::Entity,
+                components: now.components.clone(),
+            }),
+            (p, _) => p.clone(),
+        };
+        if !full && before.as_ref() == Some(&now) {
+            return;
+        }
+        let msgs = announce::transition(&self.topics, before.as_ref(), &now, full);
+        self.clear_gone_prompts((!self.first).then_some(before.as_ref()).flatten(), &now);
+        self.control.extend(msgs);
+        self.first = false;
+        announce::save(&self.record, &now);
+        self.published = Some(now);
+    }
+
+    /// A prompt that is no longer running: its retained state, score, threshold and snapshot
+    /// are cleared (so nothing stale stays on the broker); a new one starts `OFF`.
+    fn clear_gone_prompts(&mut self, before: Option<&Published>, now: &Published) {
+        let prompts = |p: &Published| -> Vec<(String, String)> {
+            p.components
+                .iter()
+                .filter(|c| c.platform == "number")
+                .filter_map(|c| {
+                    let t = c.config["state_topic"].as_str()?;
+                    let rest = t.strip_prefix(&format!(
+                        "{}/{}/",
+                        self.topics.prefix, self.topics.device_id
+                    ))?;
+                    let mut parts = rest.split('/');
+                    Some((parts.next()?.to_string(), parts.next()?.to_string()))
+                })
+                .collect()
+        };
+        let old = before.map(prompts).unwrap_or_default();
+        let new = prompts(now);
+        self.running = new.iter().cloned().collect();
+        for (cam, prompt) in old.iter().filter(|p| !new.contains(p)) {
+            self.shared.forget_state(cam, prompt);
+            for t in [
+                self.topics.state(cam, prompt),
+                self.topics.score(cam, prompt),
+                self.topics.threshold(cam, prompt),
+                self.topics.snapshot(cam, prompt),
+            ] {
+                self.live.forget(&t);
+                self.control.push_back((t, vec![]));
+            }
+        }
+        for (cam, prompt) in new.iter().filter(|p| !old.contains(p)) {
+            self.shared.ensure_state(cam, prompt);
+        }
+    }
+
+    /// About every second: discovery follows the prompts that run, the retained list of run-time
+    /// prompts and the "Watch for" state follow the runtime, refusals found late are published.
+    fn follow_prompts(&mut self) {
+        if !self.connected {
+            return;
+        }
+        self.discover(false);
+        let runtime = self.live.status().runtime.clone();
+        for (camera, why) in runtime.take_errors() {
+            self.prompts_error(&camera, &why, None);
+        }
+        let version = runtime.version();
+        if version == self.runtime_version {
+            return;
+        }
+        self.runtime_version = version;
+        for cam in &self.cameras {
+            let list = runtime.list(&cam.id);
+            let watching = list
+                .iter()
+                .rev()
+                .find(|e| e.meta.source == "home assistant")
+                .and_then(|e| e.meta.keys.get("text").and_then(|t| t.as_str()))
+                .unwrap_or_default()
+                .to_string();
+            let listing = runtime.listing(&cam.id).to_string();
+            self.live
+                .set(self.topics.prompts(&cam.id), listing.into_bytes());
+            self.live
+                .set(self.topics.watch(&cam.id), watching.into_bytes());
         }
     }
 
     /// Queues discovery, then `online`, then every retained state.
     fn announce(&mut self) {
         self.control.clear();
-        for m in &self.discovery {
-            self.control
-                .push_back((m.topic.clone(), m.payload.clone().into_bytes()));
-        }
+        self.discover(true);
+        self.runtime_version = u64::MAX;
         self.control
             .push_back((self.topics.availability(), ONLINE.as_bytes().to_vec()));
         self.live.refresh(Instant::now(), false);
+        self.follow_prompts();
         self.live.mark_all();
         self.shared.status(|s| s.stats.announcements += 1);
     }

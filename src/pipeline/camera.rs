@@ -39,6 +39,33 @@ impl PromptState {
     }
 }
 
+/// Marks a run-time prompt's event (and why it ended, when it did not end by itself).
+fn tag(config: &PromptConfig, e: &mut Event, reason: Option<&'static str>) {
+    if let Some(m) = &config.runtime {
+        e.runtime = true;
+        e.once = m.once;
+    }
+    e.reason = reason;
+}
+
+/// Ends a prompt's open event, if it has one.
+fn end_open(
+    camera: &str,
+    p: &mut PromptState,
+    wall: SystemTime,
+    reason: Option<&'static str>,
+) -> Option<Event> {
+    if !p.events.is_open() {
+        return None;
+    }
+    let score = p.decider.best().unwrap_or(0.0);
+    let mut e = p
+        .events
+        .follow(camera, &p.config.id, Transition::Ended, score, None, wall)?;
+    tag(&p.config, &mut e, reason);
+    Some(e)
+}
+
 fn configured_gap(d: &DecideConfig) -> f32 {
     (d.threshold - d.off_threshold).max(0.0)
 }
@@ -266,6 +293,7 @@ impl Camera {
         if e.kind == EventKind::Start {
             self.status.events.fetch_add(1, Ordering::Relaxed);
         }
+        tag(&p.config, &mut e, None);
         let better = matches!(e.kind, EventKind::Start | EventKind::Update);
         if better {
             let label = format!("{} {:.2}", p.config.name, p.decider.best().unwrap_or(0.0));
@@ -281,35 +309,31 @@ impl Camera {
         let mut out = vec![];
         for (i, p) in self.prompts.iter_mut().enumerate() {
             let d = p.decider.tick(now);
-            out.extend(p.events.follow(
+            let e = p.events.follow(
                 &self.config.id,
                 &p.config.id,
                 d.transition,
                 d.smoothed,
                 None,
                 wall,
-            ));
+            );
+            out.extend(e.map(|mut e| {
+                tag(&p.config, &mut e, None);
+                e
+            }));
             self.status
                 .update_prompt(i, d.smoothed, p.decider.is_on(), p.config.decide.threshold);
         }
         out
     }
 
-    /// Ends every open event (the daemon stops, or new prompts take over).
+    /// Ends every open event (the daemon stops).
     pub fn end_all(&mut self, wall: SystemTime) -> Vec<Event> {
-        let mut out = vec![];
-        for p in self.prompts.iter_mut().filter(|p| p.events.is_open()) {
-            let score = p.decider.best().unwrap_or(0.0);
-            out.extend(p.events.follow(
-                &self.config.id,
-                &p.config.id,
-                Transition::Ended,
-                score,
-                None,
-                wall,
-            ));
-        }
-        out
+        let id = self.config.id.clone();
+        self.prompts
+            .iter_mut()
+            .filter_map(|p| end_open(&id, p, wall, None))
+            .collect()
     }
 
     /// When the earliest open event ends if nothing changes (the loop wakes up for it).
@@ -366,16 +390,39 @@ impl Camera {
         self.publish_classes();
     }
 
-    /// New prompts take over: their open events end (returned), and the models, deciders and
-    /// the prompts the status shows are replaced.
+    /// New prompts take over. A prompt that stays (the same id and model) keeps its decider and
+    /// open event, with the new settings; the open events of the others end (returned), with
+    /// the run-time reason `reason` gives (once, expired, removed...); the models and the
+    /// prompts the status shows are replaced.
     pub fn swap_in(
         &mut self,
         config: &CameraConfig,
         models: Vec<Box<dyn PromptModel>>,
         wall: SystemTime,
+        reason: &dyn Fn(&str) -> Option<&'static str>,
     ) -> Vec<Event> {
-        let ended = self.end_all(wall);
-        self.prompts = config.prompts.iter().map(PromptState::new).collect();
+        let mut old = std::mem::take(&mut self.prompts);
+        let mut ended = vec![];
+        for np in &config.prompts {
+            let kept = old
+                .iter()
+                .position(|p| p.config.id == np.id && p.config.same_model(np));
+            self.prompts.push(match kept {
+                Some(k) => {
+                    let mut p = old.remove(k);
+                    p.decider
+                        .set_thresholds(np.decide.threshold, np.decide.off_threshold);
+                    p.gap = configured_gap(&np.decide);
+                    p.config = np.clone();
+                    p
+                }
+                None => PromptState::new(np),
+            });
+        }
+        for mut p in old {
+            let why = reason(&p.config.id);
+            ended.extend(end_open(&self.config.id, &mut p, wall, why));
+        }
         self.models = models;
         self.config.prompts = config.prompts.clone();
         self.config.owlvit_when = config.owlvit_when;
@@ -386,5 +433,13 @@ impl Camera {
             self.prompts.len()
         );
         ended
+    }
+
+    /// The `once` prompts whose event started in `events`: (camera, prompt).
+    pub fn once_started(events: &[Event]) -> impl Iterator<Item = (String, String)> + '_ {
+        events
+            .iter()
+            .filter(|e| e.once && e.kind == EventKind::Start)
+            .map(|e| (e.camera.clone(), e.prompt.clone()))
     }
 }

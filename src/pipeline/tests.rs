@@ -104,6 +104,7 @@ fn prompt(text: &str, model: ModelKind) -> PromptConfig {
         examples: vec![],
         negative_examples: vec![],
         learned: None,
+        runtime: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn camera_config(
         owlvit_when,
         motion_crops: None,
         prompts,
+        watch: crate::config::WatchConfig::default_for(&Default::default()),
     }
 }
 
@@ -329,7 +331,7 @@ fn new_prompts_swap_in_with_the_old_events_ended_and_finish_ends_the_rest() {
         OwlVitWhen::Always,
         None,
     );
-    let ended = inf.cameras[0].swap_in(&next, vec![clip2], SystemTime::now());
+    let ended = inf.cameras[0].swap_in(&next, vec![clip2], SystemTime::now(), &|_| None);
     assert_eq!(
         ended
             .iter()

@@ -18,6 +18,8 @@ pub struct Inference {
     pub cameras: Vec<Camera>,
     events: SyncSender<Event>,
     history: Option<Arc<History>>,
+    /// `once` prompts whose first event started: (camera, prompt), for the reload to end.
+    once_started: Vec<(String, String)>,
 }
 
 /// What the loop shares with the other threads: the stop request and the heartbeat it writes
@@ -38,7 +40,13 @@ impl Inference {
             cameras,
             events,
             history,
+            once_started: vec![],
         }
+    }
+
+    /// The `once` prompts whose first event started since the last call.
+    pub fn take_once_started(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.once_started)
     }
 
     /// Hands events to the event thread (a bounded channel: if it is gone, the daemon stops).
@@ -90,6 +98,7 @@ impl Inference {
             }
             cam.status
                 .record_frame(Instant::now(), t.elapsed(), frame, a.labels);
+            self.once_started.extend(Camera::once_started(&a.events));
             self.send(a.events)?;
         }
         let (now, wall) = (Instant::now(), SystemTime::now());

@@ -30,8 +30,10 @@ use crate::history::unix_ms;
 
 mod learning;
 mod prompt_lab;
+mod runtime;
 pub use learning::{evaluate, learn, learned_json, next, use_learned};
 pub use prompt_lab::{examples, lab, mark, replay, suggest};
+pub use runtime::{add_prompt, remove_prompt};
 
 /// Points sent for a plot at most; longer series keep each bucket's highest score.
 const PLOT_POINTS: usize = 1500;
@@ -229,10 +231,14 @@ pub async fn status(State(web): State<Arc<Web>>) -> ApiResult {
                         "on": l.is_some_and(|l| l.on), "score": l.map_or(0.0, |l| l.score),
                         "negatives": p.negatives, "ensemble": p.ensemble, "decide": decide_json(&p.decide),
                         "learned": p.learned.as_ref().map(|l| l.path.display().to_string()),
+                        "runtime": p.runtime.is_some(),
                     })
                 })
                 .collect();
-            json!({ "id": c.id, "name": c.name, "paused": c.is_paused(), "prompts": prompts })
+            json!({
+                "id": c.id, "name": c.name, "paused": c.is_paused(), "prompts": prompts,
+                "runtime_prompts": web.status.runtime.listing(&c.id),
+            })
         })
         .collect();
     let history = web.history_stats.as_ref().map(|s| {

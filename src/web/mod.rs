@@ -125,6 +125,8 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/api/lab/learn", post(api::learn))
         .route("/api/lab/next", get(api::next))
         .route("/api/lab/use", post(api::use_learned))
+        .route("/api/lab/add", post(api::add_prompt))
+        .route("/api/lab/remove", post(api::remove_prompt))
         .route("/api/threshold", post(api::threshold))
         .route("/history/thumb/{file}", get(api::thumbnail))
         .route("/history/event/{file}", get(api::event_snapshot))

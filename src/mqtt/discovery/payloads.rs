@@ -115,8 +115,31 @@ pub struct Number {
     pub common: Common,
     pub state_topic: String,
     pub command_topic: String,
-    pub min: f32,
-    pub max: f32,
-    pub step: f32,
+    pub min: f64,
+    pub max: f64,
+    pub step: f64,
     pub mode: String,
+}
+
+/// A `text` discovery payload: Home Assistant sends what the user typed on `command_topic`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Text {
+    #[serde(flatten)]
+    pub common: Common,
+    pub state_topic: String,
+    pub command_topic: String,
+    pub min: u32,
+    pub max: u32,
+    pub mode: String,
+    pub icon: String,
+}
+
+/// A `button` discovery payload: Home Assistant sends `payload_press` on `command_topic`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Button {
+    #[serde(flatten)]
+    pub common: Common,
+    pub command_topic: String,
+    pub payload_press: String,
+    pub icon: String,
 }

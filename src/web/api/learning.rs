@@ -185,18 +185,28 @@ pub async fn use_learned(State(web): State<Arc<Web>>, body: axum::body::Bytes) -
         let model = web.clip_identity()?;
         crate::learn::file::check_model(&prompt, &path, &model)
             .map_err(|e| bad(format!("{e:#}")))?;
-        let p = crate::config::PromptConfig::from_learned(crate::config::Learned {
-            path: path.clone(),
-            prompt: Arc::new(prompt),
+        let name = prompt.name.clone();
+        let running = web.status.camera(&u.camera).is_some_and(|c| {
+            c.prompt_configs()
+                .iter()
+                .any(|q| q.id == crate::config::make_id(&name) && q.runtime.is_none())
         });
-        let running = web
-            .status
-            .camera(&u.camera)
-            .is_some_and(|c| c.prompt_configs().iter().any(|q| q.id == p.id));
-        let id = p.id.clone();
-        if !running {
-            web.status.added.add(&u.camera, p);
-        }
+        let id = match running {
+            // the config file has it already
+            true => crate::config::make_id(&name),
+            false => {
+                let payload = json!({ "learned": path.display().to_string() }).to_string();
+                web.status
+                    .runtime
+                    .add(
+                        &u.camera,
+                        payload.as_bytes(),
+                        "lab",
+                        std::time::SystemTime::now(),
+                    )
+                    .map_err(bad)?
+            }
+        };
         json_response(json!({
             "camera": u.camera, "prompt": id, "running": running,
             "toml": teach::learned_toml(&u.camera, &path),

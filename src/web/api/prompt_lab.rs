@@ -359,9 +359,17 @@ pub async fn examples(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> A
             toml += "# it needs something to beat: negatives = [\"...\"], frames marked no, or another\n\
                      # CLIP prompt on the camera\n";
         }
+        // the same prompt as the keys `/api/lab/add` takes (to run it without editing the file)
+        let mut prompt = json!({
+            "name": name, "model": "clip",
+            "examples": [format!("{}/*.jpg", dirs[0].display())], "negatives": negatives,
+        });
+        if saved[1] > 0 {
+            prompt["negative_examples"] = json!([format!("{}/*.jpg", dirs[1].display())]);
+        }
         json_response(json!({
             "name": name, "examples": saved[0], "negative_examples": saved[1],
-            "dir": dirs[0].display().to_string(), "toml": toml,
+            "dir": dirs[0].display().to_string(), "toml": toml, "prompt": prompt,
         }))
     })
     .await

@@ -387,8 +387,63 @@ async function labPage() {
       examplesOut.replaceChildren(
         el("p", {}, `Saved ${r.examples} picture(s) marked yes` + (r.negative_examples ? ` and ${r.negative_examples} marked no` : "") +
           ` in ${r.dir}. A prompt made of them, for the config (then reload: systemctl reload promptcam):`),
-        el("pre", { id: "examples-toml" }, r.toml));
+        el("pre", { id: "examples-toml" }, r.toml),
+        el("div", { class: "toolbar" }, el("button", { id: "examples-add-btn", class: "secondary", onclick: () => addPrompt(r.prompt) }, "Add it to this camera")));
     } catch (e) { examplesOut.replaceChildren(el("p", { class: "error" }, e.message)); }
+  }
+
+  // ------------------------------------------------------------- run it on this camera
+  const expires = el("select", { id: "expires" }, [["", "until removed"], ["1h", "for an hour"], ["8h", "for 8 hours"], ["24h", "for a day"]]
+    .map(([v, t]) => el("option", { value: v }, t)));
+  const once = el("input", { type: "checkbox", id: "once" });
+  const addOut = el("div", { id: "add-out" });
+  const runtimeList = el("div", { id: "runtime-prompts" });
+  function promptKeys() {
+    const keys = { text: prompt.value.trim(), model: "clip" };
+    const negs = negatives.value.split("\n").map((s) => s.trim()).filter(Boolean);
+    const ens = templates.value.split("\n").map((s) => s.trim()).filter(Boolean);
+    if (negs.length) keys.negatives = negs;
+    if (ens.length) keys.ensemble = ens;
+    for (const [k, e] of Object.entries(params)) keys[k] = Number(e.value);
+    return keys;
+  }
+  async function showRuntime() {
+    const st = await api("/api/status");
+    const c = st.cameras.find((x) => x.id === camera) || { prompts: [], runtime_prompts: [] };
+    const rows = c.runtime_prompts.map((r) => {
+      const live = c.prompts.find((p) => p.id === r.id);
+      const state = live ? `${live.on ? "ON" : "OFF"}, score ${fmt(live.score, 3)}` : "loading…";
+      const until = r.expires ? ` until ${new Date(r.expires).toLocaleString()}` : "";
+      return el("tr", { "data-prompt": r.id, "data-running": live ? "yes" : "no" },
+        el("td", {}, r.name || r.id), el("td", {}, `${r.model}${r.once ? ", once" : ""}${until}`), el("td", {}, r.source), el("td", { class: "state" }, state),
+        el("td", {}, el("button", { class: "small secondary remove", onclick: () => removePrompt(r.id) }, "Remove")));
+    });
+    runtimeList.replaceChildren(rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, ["prompt", "runs", "added from", "now", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows))
+      : el("p", { class: "muted" }, "No prompt was added to this camera while it runs."));
+    return c;
+  }
+  async function addPrompt(keys) {
+    addOut.replaceChildren(el("p", { class: "muted" }, "Adding…"));
+    try {
+      const body = Object.assign({}, keys);
+      if (expires.value) body.expires = expires.value;
+      if (once.checked) body.once = true;
+      const r = await post("/api/lab/add", { camera, prompt: body });
+      addOut.replaceChildren(el("p", { id: "added", "data-prompt": r.prompt }, `Added ${r.prompt}: it starts when its model is in (seconds), and stays after a restart until removed.`));
+      for (let i = 0; i < 30; i++) {
+        const c = await showRuntime();
+        if (c.prompts.some((p) => p.id === r.prompt)) return;
+        await new Promise((ok) => setTimeout(ok, 1000));
+      }
+    } catch (e) { addOut.replaceChildren(el("p", { class: "error" }, e.message)); }
+  }
+  async function removePrompt(id) {
+    try {
+      await post("/api/lab/remove", { camera, prompt: id });
+      addOut.replaceChildren(el("p", {}, `Removed ${id}.`));
+      await showRuntime();
+    } catch (e) { addOut.replaceChildren(el("p", { class: "error" }, e.message)); }
   }
 
   // ------------------------------------------------------------- learning from the marks
@@ -524,12 +579,18 @@ async function labPage() {
       el("div", { class: "toolbar", style: "margin-top:.6rem" }, el("button", { id: "replay-btn", onclick: replay }, "Replay the decider"),
         el("button", { id: "suggest-btn", class: "secondary", onclick: suggest }, "Suggest a threshold from my marks")),
       suggestion, fired, moments),
+    el("section", { class: "card", id: "run-it" }, el("h2", {}, "Run it on this camera"),
+      el("p", { class: "muted" }, "Adds the prompt above, with these settings, to the running camera: its own sensor in Home Assistant, its events on MQTT. No restart, no edit of the config file."),
+      el("div", { class: "toolbar" }, expires, el("label", { for: "once" }, once, " end after its first event"),
+        el("button", { id: "add-btn", onclick: () => addPrompt(promptKeys()) }, "Add to this camera")),
+      addOut, runtimeList),
     el("section", { class: "card" }, el("h2", {}, "A prompt made of these pictures"),
       el("p", { class: "muted" }, "The frames marked yes become the examples of a new CLIP prompt (their mean image embedding), those marked no its negative examples."),
       el("div", { class: "toolbar" }, exampleName, el("button", { id: "examples-btn", class: "secondary", onclick: makeExamples }, "Make a prompt from the frames marked yes")),
       examplesOut),
     el("section", { class: "card" }, el("h2", {}, "Apply the threshold"),
       el("div", { class: "toolbar" }, applyTo, el("button", { id: "apply-btn", onclick: apply }, "Apply to the running prompt")), applyOut));
+  await showRuntime();
   if (prompt.value) await score();
 }
 
