@@ -106,7 +106,12 @@ fn components(seen: &[Msg]) -> BTreeMap<String, Value> {
 /// A daemon config on a looping rocket/cat replay, with MQTT on `port` and its state in `dir`.
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     let config = replay(dir, &["rocket.png", "chelsea.png"], true, 0.6);
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    // OWL-ViT is configured, and loaded only when a run-time prompt asks for it
+    let mut text = format!(
+        "[models.owlvit]\ndir = \"{}\"\nquantized = false\n{}",
+        crate::fixture::path("models/tiny/owlvit").display(),
+        std::fs::read_to_string(&config).unwrap()
+    );
     text.push_str(&format!(
         "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nspool_dir = \"{}\"\n",
         dir.join("spool").display()
@@ -274,8 +279,10 @@ fn prompts_added_refused_stopped_once_expired_and_back_after_a_restart() {
     // expires, next to one that stays
     log.sub
         .publish(&add, &always("a cat", r#", "expires": "4s""#));
-    log.sub
-        .publish(&add, &always("a tree", r#", "expires": "1h""#));
+    log.sub.publish(
+        &add,
+        &always("a tree", r#", "model": "owlvit", "expires": "1h""#),
+    );
     log.until(SECS(30), "the expiring prompt's start", |s| {
         event_of(s, "a_cat", "start").is_some()
     });
@@ -289,6 +296,34 @@ fn prompts_added_refused_stopped_once_expired_and_back_after_a_restart() {
     log.until(SECS(10), "the list with the tree", |s| {
         last_listing(s) == Some(vec!["a_tree".to_string()])
     });
+    log.until(SECS(60), "the detector prompt's start", |s| {
+        event_of(s, "a_tree", "start").is_some()
+    });
+    assert_eq!(
+        components(&log.seen)["promptcam_launch_pad_a_tree"]["p"],
+        "binary_sensor"
+    );
+
+    // a SIGHUP re-reads the file and keeps the run-time prompts (their events stay open)
+    let before = log.seen.len();
+    d.signal("-HUP");
+    std::thread::sleep(SECS(3));
+    while let Some(m) = log.sub.wait_for(Duration::from_millis(500), |_| true) {
+        log.seen.push(m);
+    }
+    assert!(
+        event_of(&log.seen[before..], "a_tree", "end").is_none(),
+        "the reload ended the run-time prompt"
+    );
+    assert!(components(&log.seen)["promptcam_launch_pad_a_tree"]
+        .get("unique_id")
+        .is_some());
+
+    // `check` validates the saved prompts: this one holds
+    let (code, out, err) =
+        crate::fixture::promptcam(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(1 added at run time)"), "{out}");
 
     // a restart: the one that stays comes back, with its entities (the retained list and
     // device config are cleared first: the new daemon must publish them itself)
@@ -314,6 +349,23 @@ fn prompts_added_refused_stopped_once_expired_and_back_after_a_restart() {
     late.until(SECS(30), "the tree's event after the restart", |s| {
         event_of(s, "a_tree", "start").is_some_and(|e| e["runtime"] == true)
     });
+    // `check` refuses a saved prompt the config no longer allows, naming it and the file
+    let file = tmp.path().join("runtime-prompts/launch_pad.json");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, good.replace("\"owlvit\"", "\"yolo\"")).unwrap();
+    let (code, out, err) =
+        crate::fixture::promptcam(&["check", "--config", config.to_str().unwrap()]);
+    assert_ne!(
+        code,
+        0,
+        "{out} {err} {}",
+        std::fs::read_to_string(&file).unwrap()
+    );
+    assert!(
+        err.contains("\"a_tree\" dropped") && err.contains("is not a model"),
+        "{err}"
+    );
+    std::fs::write(&file, good).unwrap();
     // the expired one is not an entity any more (at most a removal: `{"p": ...}`)
     let cat = components(&late.seen).remove("promptcam_launch_pad_a_cat");
     assert!(
