@@ -87,6 +87,14 @@ pub fn spawn(
     connection.eventloop.set_network_options(net_opts);
     // fails early on a payload that does not serialize, before any thread starts
     discovery::components(&topics, cameras).context("unable to build the discovery payloads")?;
+    match cfg.discovery {
+        DiscoveryForm::Device => tracing::info!(
+            "Home Assistant discovery: one config per device (Home Assistant 2024.12 and later); set [mqtt] discovery = \"entity\" for older versions"
+        ),
+        DiscoveryForm::Entity => {
+            tracing::info!("Home Assistant discovery: one config per entity")
+        }
+    }
     let record = super::announce::record_path(&cfg.spool_dir);
     let published = super::announce::load(&record);
     let broker = format!("{}:{}", cfg.host, cfg.port);
