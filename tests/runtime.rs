@@ -244,6 +244,22 @@ fn prompts_added_refused_stopped_once_expired_and_back_after_a_restart() {
         last_listing(s) == Some(vec![id.to_string()])
     });
 
+    // a change: the same id with other settings is one prompt still, with the new threshold,
+    // and its open event goes on
+    log.sub.publish(
+        &add,
+        r#"{"text": "a photo of a rocket", "threshold": 0.05, "window": 1, "min_frames": 1}"#,
+    );
+    log.until(SECS(30), "the changed threshold", |s| {
+        s.iter()
+            .any(|m| m.topic == format!("{BASE}/{id}/threshold") && m.payload == "0.05")
+    });
+    assert_eq!(last_listing(&log.seen), Some(vec![id.to_string()]));
+    assert!(
+        event_of(&log.seen, id, "end").is_none(),
+        "a change of settings is not an end"
+    );
+
     // "Stop watching": the entities go (a component with only its platform), the state is
     // cleared, the open event ends "removed"
     log.sub.publish(&format!("{BASE}/{id}/stop"), "PRESS");

@@ -410,6 +410,8 @@ impl Camera {
             self.prompts.push(match kept {
                 Some(k) => {
                     let mut p = old.remove(k);
+                    // it stays: a reason recorded for it (a change of settings) is not an end
+                    let _ = reason(&p.config.id);
                     p.decider
                         .set_thresholds(np.decide.threshold, np.decide.off_threshold);
                     p.gap = configured_gap(&np.decide);

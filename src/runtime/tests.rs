@@ -167,6 +167,17 @@ fn bad_prompts_are_refused_with_the_validators_reason_and_change_nothing() {
         let e = rt.add(camera, &payload, "mqtt", t(1)).unwrap_err();
         assert!(e.contains(why), "{why}: {e}");
     }
+    // nothing changed: the same list, no version moved, no reload asked for, the same file
+    let file = std::fs::read(d.join("runtime-prompts/porch.json")).unwrap();
+    assert_eq!(
+        (rt.listing("porch"), rt.version()),
+        (before.clone(), version)
+    );
+    assert!(!rt.take_asked());
+    assert_eq!(
+        std::fs::read(d.join("runtime-prompts/porch.json")).unwrap(),
+        file
+    );
     rt.add("porch", b"a van", "mqtt", t(2)).unwrap();
     rt.add("porch", b"a cat", "mqtt", t(3)).unwrap();
     let e = rt.add("porch", b"a dog", "mqtt", t(4)).unwrap_err();
