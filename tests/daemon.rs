@@ -53,7 +53,7 @@ impl Daemon {
         assert!(ok, "kill {sig}");
     }
 
-    fn next_event(&self, timeout: Duration) -> Option<Value> {
+    pub(crate) fn next_event(&self, timeout: Duration) -> Option<Value> {
         self.lines
             .recv_timeout(timeout)
             .ok()

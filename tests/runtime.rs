@@ -571,3 +571,25 @@ fn the_labs_add_to_this_camera_in_a_real_browser() {
         SECS(20),
     );
 }
+
+/// A saved run-time prompt whose models no longer load (its pictures are gone) does not keep the
+/// camera down: the daemon starts without it, says why, and forgets it.
+#[test]
+fn a_saved_prompt_that_no_longer_loads_does_not_stop_the_start() {
+    let tmp = TempDir::new("runtime-unloadable");
+    // two rockets in a row: the file's prompt (min_frames = 2) starts
+    let frames = ["rocket.png", "rocket.png", "chelsea.png"];
+    let config = replay(tmp.path(), &frames, true, 0.6);
+    let saved = tmp.path().join("runtime-prompts/launch_pad.json");
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    let gone = tmp.path().join("gone");
+    let file = serde_json::json!({"version": 1, "camera": "launch_pad", "prompts": [{
+        "id": "our_car", "added_ms": 1, "source": "lab",
+        "keys": {"name": "our car", "model": "clip", "examples": [format!("{}/*.jpg", gone.display())]},
+    }]});
+    std::fs::write(&saved, file.to_string()).unwrap();
+    let d = Daemon::start(&config, None);
+    let start = d.next_event(SECS(60)).expect("the file's prompt runs");
+    assert_eq!(start["prompt"], "a_rocket_on_the_launch_pad");
+    assert!(!saved.exists(), "the prompt that cannot load is forgotten");
+}

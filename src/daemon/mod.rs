@@ -90,8 +90,21 @@ pub fn run(config: Config) -> Result<()> {
     // the prompts added at run time before the last stop come back with the file's
     let runtime = crate::runtime::Runtime::start(&config, std::time::SystemTime::now());
     let mut running = config.clone();
-    runtime.merge(&mut running);
-    let (towers, cameras) = prepare(&running)?;
+    let (towers, cameras) = match runtime.merge(&mut running) {
+        0 => prepare(&running)?,
+        // saved run-time prompts whose models no longer load must not keep the cameras down
+        _ => prepare(&running).or_else(|e| {
+            tracing::error!("{e:#}; starting without the run-time prompts");
+            let ids = |c: &crate::config::CameraConfig| {
+                let ids = c.prompts.iter().map(|p| p.id.clone()).collect();
+                (c.id.clone(), ids)
+            };
+            let file: Vec<(String, Vec<String>)> = config.cameras.iter().map(ids).collect();
+            runtime.reject_unloaded(&file, &format!("{e:#}"));
+            running = config.clone();
+            prepare(&running)
+        })?,
+    };
     let threads = match config.inference_threads {
         0 => threads::calibrate(&towers)?,
         _ => threads,
