@@ -95,12 +95,7 @@ pub fn run(config: Config) -> Result<()> {
         // saved run-time prompts whose models no longer load must not keep the cameras down
         _ => prepare(&running).or_else(|e| {
             tracing::error!("{e:#}; starting without the run-time prompts");
-            let ids = |c: &crate::config::CameraConfig| {
-                let ids = c.prompts.iter().map(|p| p.id.clone()).collect();
-                (c.id.clone(), ids)
-            };
-            let file: Vec<(String, Vec<String>)> = config.cameras.iter().map(ids).collect();
-            runtime.reject_unloaded(&file, &format!("{e:#}"));
+            runtime.reject_unloaded(&config.cameras, &format!("{e:#}"));
             running = config.clone();
             prepare(&running)
         })?,

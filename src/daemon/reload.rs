@@ -198,15 +198,8 @@ impl Reloads {
                 tracing::error!("reload rejected, keeping the running prompts: {e:#}");
                 // run-time prompts that asked for these models go (else every later change
                 // would fail the same way); each gets the reason on `prompts/error`
-                let running: Vec<(String, Vec<String>)> = inf
-                    .cameras
-                    .iter()
-                    .map(|c| {
-                        let ids = c.config.prompts.iter().map(|p| p.id.clone()).collect();
-                        (c.config.id.clone(), ids)
-                    })
-                    .collect();
-                self.runtime.reject_unloaded(&running, &format!("{e:#}"));
+                let running = inf.cameras.iter().map(|c| &c.config);
+                self.runtime.reject_unloaded(running, &format!("{e:#}"));
                 return Ok(true);
             }
         };

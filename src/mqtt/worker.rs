@@ -7,7 +7,7 @@
 //! status and the prompts' states (`live`) current. Both watch the shutdown flag; every wait has
 //! a timeout.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -153,7 +153,7 @@ pub(super) struct Worker {
     /// The run-time prompts' version last published.
     runtime_version: u64,
     /// The prompts that run, as (camera, prompt): only their states are published.
-    pub(super) running: std::collections::HashSet<(String, String)>,
+    pub(super) running: HashSet<(String, String)>,
     /// Whether this thread has seen the connection come up (and not go down since).
     pub(super) connected: bool,
     /// The epoch of the connection this thread saw come up.
@@ -337,10 +337,9 @@ impl Worker {
         }
     }
 
-    /// What runs now, as discovery components (the status holds each camera's prompts).
-    fn components_now(&self) -> Vec<discovery::Component> {
-        let cameras: Vec<CameraConfig> = self
-            .cameras
+    /// The cameras with the prompts that run now (the status holds each camera's prompts).
+    fn cameras_now(&self) -> Vec<CameraConfig> {
+        self.cameras
             .iter()
             .map(|c| {
                 let mut c = c.clone();
@@ -352,8 +351,14 @@ impl Worker {
                 }
                 c
             })
-            .collect();
-        match discovery::components(&self.topics, &cameras) {
+            .collect()
+    }
+
+    /// Queues the discovery that takes Home Assistant from what it was told to what runs now
+    /// (`full`: every config again); prompts that went have their retained topics cleared.
+    fn discover(&mut self, full: bool) {
+        let cameras = self.cameras_now();
+        let components = match discovery::components(&self.topics, &cameras) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("unable to build the discovery payloads: {e}");
@@ -362,15 +367,10 @@ impl Worker {
                     .map(|p| p.components.clone())
                     .unwrap_or_default()
             }
-        }
-    }
-
-    /// Queues the discovery that takes Home Assistant from what it was told to what runs now
-    /// (`full`: every config again); prompts that went have their retained topics cleared.
-    fn discover(&mut self, full: bool) {
+        };
         let now = Published {
             form: self.form,
-            components: self.components_now(),
+            components,
         };
         let before = match (&self.published, self.first) {
             // an earlier version published per entity and kept no record
@@ -384,35 +384,26 @@ impl Worker {
             return;
         }
         let msgs = announce::transition(&self.topics, before.as_ref(), &now, full);
-        self.clear_gone_prompts((!self.first).then_some(before.as_ref()).flatten(), &now);
+        let running = cameras
+            .iter()
+            .flat_map(|c| c.prompts.iter().map(|p| (c.id.clone(), p.id.clone())))
+            .collect();
+        self.follow_running(running);
         self.control.extend(msgs);
         self.first = false;
         announce::save(&self.record, &now);
         self.published = Some(now);
     }
 
-    /// A prompt that is no longer running: its retained state, score, threshold and snapshot
-    /// are cleared (so nothing stale stays on the broker); a new one starts `OFF`.
-    fn clear_gone_prompts(&mut self, before: Option<&Published>, now: &Published) {
-        let prompts = |p: &Published| -> Vec<(String, String)> {
-            p.components
-                .iter()
-                .filter(|c| c.platform == "number")
-                .filter_map(|c| {
-                    let t = c.config["state_topic"].as_str()?;
-                    let rest = t.strip_prefix(&format!(
-                        "{}/{}/",
-                        self.topics.prefix, self.topics.device_id
-                    ))?;
-                    let mut parts = rest.split('/');
-                    Some((parts.next()?.to_string(), parts.next()?.to_string()))
-                })
-                .collect()
+    /// The prompts that run now: one that stopped running has its retained state, score,
+    /// threshold and snapshot cleared (so nothing stale stays on the broker); a new one starts
+    /// `OFF`. Before the first announcement nothing ran.
+    fn follow_running(&mut self, running: HashSet<(String, String)>) {
+        let old = match self.first {
+            true => HashSet::new(),
+            false => std::mem::take(&mut self.running),
         };
-        let old = before.map(prompts).unwrap_or_default();
-        let new = prompts(now);
-        self.running = new.iter().cloned().collect();
-        for (cam, prompt) in old.iter().filter(|p| !new.contains(p)) {
+        for (cam, prompt) in old.difference(&running) {
             self.shared.forget_state(cam, prompt);
             for t in [
                 self.topics.state(cam, prompt),
@@ -424,9 +415,10 @@ impl Worker {
                 self.control.push_back((t, vec![]));
             }
         }
-        for (cam, prompt) in new.iter().filter(|p| !old.contains(p)) {
+        for (cam, prompt) in running.difference(&old) {
             self.shared.ensure_state(cam, prompt);
         }
+        self.running = running;
     }
 
     /// About every second: discovery follows the prompts that run, the retained list of run-time

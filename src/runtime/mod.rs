@@ -115,16 +115,8 @@ fn validate_saved(
             );
             continue;
         }
-        let all = |new: &[PromptConfig]| -> Vec<PromptConfig> {
-            cam.prompts
-                .iter()
-                .chain(kept.iter().flat_map(|e| &e.prompts))
-                .chain(new)
-                .cloned()
-                .collect()
-        };
         let checked = runtime_prompt(config, &meta.keys)
-            .and_then(|p| check_camera(cam, &all(&p)).map(|()| p));
+            .and_then(|p| check_with(cam, kept.iter().flat_map(|e| &e.prompts), p));
         match checked {
             Ok(prompts) => {
                 let meta = Arc::new(meta);
@@ -141,6 +133,23 @@ fn validate_saved(
         }
     }
     kept
+}
+
+/// Checks `prompts` with the rest of a camera's: its file's and the run-time `others`.
+fn check_with<'a>(
+    cam: &CameraConfig,
+    others: impl Iterator<Item = &'a PromptConfig>,
+    prompts: Vec<PromptConfig>,
+) -> anyhow::Result<Vec<PromptConfig>> {
+    let all: Vec<PromptConfig> = cam
+        .prompts
+        .iter()
+        .cloned()
+        .chain(others.cloned())
+        .chain(prompts.iter().cloned())
+        .collect();
+    check_camera(cam, &all)?;
+    Ok(prompts)
 }
 
 fn tag(prompts: Vec<PromptConfig>, meta: &Arc<Meta>) -> Vec<PromptConfig> {
@@ -175,22 +184,24 @@ impl Runtime {
         for p in &problems {
             tracing::warn!("{p}");
         }
+        let state = config.state_dir();
+        if !entries.is_empty() {
+            let dir = state.join(file::DIR);
+            tracing::info!(
+                "{} run-time prompt(s) back from {}",
+                entries.len(),
+                dir.display()
+            );
+        }
         let rt = Runtime::default();
         {
             let mut inner = rt.lock();
-            inner.state = Some(config.state_dir());
+            inner.state = Some(state);
             inner.base = Some(Arc::new(config.clone()));
             inner.entries = entries;
             for cam in &config.cameras {
                 save(&inner, &cam.id);
             }
-        }
-        if !rt.lock().entries.is_empty() {
-            tracing::info!(
-                "{} run-time prompt(s) back from {}",
-                rt.lock().entries.len(),
-                config.state_dir().join(file::DIR).display()
-            );
         }
         rt
     }
@@ -250,21 +261,13 @@ impl Runtime {
             .entries
             .iter()
             .position(|e| e.camera == camera && e.meta.id == id);
-        let all: Vec<PromptConfig> = cam
-            .prompts
+        let others = inner
+            .entries
             .iter()
-            .chain(
-                inner
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, e)| e.camera == camera && Some(*i) != replaced)
-                    .flat_map(|(_, e)| &e.prompts),
-            )
-            .chain(&prompts)
-            .cloned()
-            .collect();
-        check_camera(cam, &all).map_err(|e| format!("{e:#}"))?;
+            .enumerate()
+            .filter(|(i, e)| e.camera == camera && Some(*i) != replaced)
+            .flat_map(|(_, e)| &e.prompts);
+        let prompts = check_with(cam, others, prompts).map_err(|e| format!("{e:#}"))?;
         let count = inner.entries.iter().filter(|e| e.camera == camera).count();
         if replaced.is_none() && count >= cam.watch.max_prompts {
             return Err(format!(
@@ -351,15 +354,6 @@ impl Runtime {
         expired.len()
     }
 
-    /// The next time a prompt expires.
-    pub fn next_expiry(&self) -> Option<SystemTime> {
-        self.lock()
-            .entries
-            .iter()
-            .filter_map(|e| e.meta.expires())
-            .min()
-    }
-
     /// A new config file in force (a SIGHUP): the run-time prompts are checked against it, and
     /// those it no longer allows are removed (with the reason logged and on `prompts/error`).
     pub fn set_base(&self, config: &Config) {
@@ -404,14 +398,22 @@ impl Runtime {
         Some(inner.reasons.remove(at).2)
     }
 
-    /// Models for new run-time prompts failed to load: the prompts not running on any camera
-    /// (`running` lists each camera's running prompt ids) are removed, and `why` reported.
-    pub fn reject_unloaded(&self, running: &[(String, Vec<String>)], why: &str) {
+    /// Models for new run-time prompts failed to load: the prompts not running on any of the
+    /// `running` cameras (their configs in force) are removed, and `why` reported.
+    pub fn reject_unloaded<'a>(
+        &self,
+        running: impl IntoIterator<Item = &'a CameraConfig>,
+        why: &str,
+    ) {
+        let running: Vec<&CameraConfig> = running.into_iter().collect();
         let mut inner = self.lock();
         let is_running = |e: &Entry| {
-            running
-                .iter()
-                .any(|(c, ids)| *c == e.camera && e.prompts.iter().all(|p| ids.contains(&p.id)))
+            running.iter().any(|c| {
+                c.id == e.camera
+                    && e.prompts
+                        .iter()
+                        .all(|p| c.prompts.iter().any(|q| q.id == p.id))
+            })
         };
         let (keep, drop): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut inner.entries)
             .into_iter()
