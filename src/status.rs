@@ -258,6 +258,12 @@ pub struct OutputMetric {
 /// What an output can say about itself; registered in [`Status::add_output`].
 pub trait OutputStats: Send + Sync {
     fn metrics(&self) -> Vec<OutputMetric>;
+
+    /// What keeps this output from working as configured now (a line of `/healthz`), if
+    /// anything; unlike [`Status::degrade`], it clears once the cause is gone.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Events handed to one sink, and those it failed to take.
@@ -343,12 +349,20 @@ impl Status {
             .push(why);
     }
 
-    /// What works less than configured.
+    /// What works less than configured: the lasting lines, then the outputs' current ones.
     pub fn degraded(&self) -> Vec<String> {
-        self.degraded
+        let mut lines = self
+            .degraded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        let outputs = self
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        lines.extend(outputs.iter().filter_map(|o| o.degraded()));
+        lines
     }
 
     /// Every output's figures, now.

@@ -508,7 +508,7 @@ fn a_corrupt_database_is_set_aside_logged_and_replaced() {
 }
 
 #[test]
-fn a_history_that_cannot_open_leaves_the_daemon_running_and_healthz_degraded() {
+fn a_history_that_cannot_open_leaves_the_daemon_running_healthz_degraded_and_opens_once_it_can() {
     let tmp = TempDir::new("history-blocked");
     let port = free_port();
     let config = lab_config(tmp.path(), &PHOTOS, port, 5.0, DOG, "");
@@ -544,6 +544,18 @@ fn a_history_that_cannot_open_leaves_the_daemon_running_and_healthz_degraded() {
     });
     let (code, _) = run.get("/snapshot/yard.jpg").unwrap();
     assert_eq!(code, 200);
+    // the cause goes: the history opens by itself, records, and /healthz is ok again
+    std::fs::remove_file(tmp.path().join("history")).unwrap();
+    run.wait_until("/healthz is ok again", Duration::from_secs(60), || {
+        let (code, body) = run.get("/healthz").unwrap_or_default();
+        last = body;
+        code == 200 && last.starts_with("ok")
+    });
+    run.wait_until("frames are recorded", Duration::from_secs(30), || {
+        tmp.path().join("history").join(FILE_NAME).exists()
+            && max_time_ms(&tmp.path().join("history")) > 0
+    });
+    assert!(run.log_text().contains("opened; recording again"));
 }
 
 #[test]

@@ -36,8 +36,15 @@ pub(crate) struct Run {
 
 impl Run {
     pub(crate) fn start(config: &Path, log: &Path) -> Run {
-        let child = Command::new(env!("CARGO_BIN_EXE_promptcam"))
-            .args(["run", "--config", config.to_str().unwrap()])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptcam"));
+        cmd.args(["run", "--config", config.to_str().unwrap()]);
+        Run::spawn(cmd, log)
+    }
+
+    /// Runs `cmd`, which ends by executing `promptcam run` in its own process (so that killing
+    /// it kills the daemon), with the environment and log of [`Run::start`].
+    pub(crate) fn spawn(mut cmd: Command, log: &Path) -> Run {
+        let child = cmd
             .current_dir(fixture::repo())
             .env("RUST_LOG", "info,promptcam::mqtt=debug")
             .env_remove("NOTIFY_SOCKET")
@@ -68,6 +75,12 @@ impl Run {
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit code, once the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<i32> {
+        let status = self.child.try_wait().unwrap()?;
+        Some(status.code().unwrap_or(-1))
     }
 
     pub(crate) fn wait(&mut self, timeout: Duration) -> i32 {

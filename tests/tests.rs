@@ -5,6 +5,7 @@ mod capture;
 mod check;
 mod daemon;
 mod decisions;
+mod disk;
 mod docs;
 mod endpoint;
 mod examples;

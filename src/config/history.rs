@@ -18,6 +18,10 @@ pub struct HistoryConfig {
     pub keep: Duration,
     /// The oldest rows are deleted while the database is bigger than this (`max_mb`, default 1024).
     pub max_bytes: u64,
+    /// Writing pauses while the history's file system has less than this free (`min_free_mb`,
+    /// default 256; 0: never), so that the history never takes the last space of the disk it
+    /// shares with the MQTT spool and the system.
+    pub min_free_bytes: u64,
     /// Thumbnail width in pixels (default 320).
     pub thumbnail_width: u32,
     /// At most one thumbnail per camera this often, plus one on every event (default 5 s).
@@ -78,6 +82,10 @@ impl Validator<'_> {
                 self.float(&h.keep_days, "history.keep_days", 7.0, 0.01, 3650.0)? * 86400.0,
             ),
             max_bytes: self.int(&h.max_mb, "history.max_mb", 1024, 16, 1 << 20)? as u64
+                * 1024
+                * 1024,
+            min_free_bytes: self.int(&h.min_free_mb, "history.min_free_mb", 256, 0, 1 << 20)?
+                as u64
                 * 1024
                 * 1024,
             thumbnail_width: self.int(

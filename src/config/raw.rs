@@ -44,6 +44,7 @@ pub(super) struct RawHistory {
     pub(super) path: Option<Spanned<String>>,
     pub(super) keep_days: Option<Spanned<f64>>,
     pub(super) max_mb: Option<Spanned<i64>>,
+    pub(super) min_free_mb: Option<Spanned<i64>>,
     pub(super) thumbnail_width: Option<Spanned<i64>>,
     pub(super) thumbnail_interval: Option<Spanned<f64>>,
 }

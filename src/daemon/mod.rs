@@ -123,8 +123,9 @@ pub fn run(config: Config) -> Result<()> {
         .iter()
         .map(start_capture)
         .collect::<Result<Vec<_>>>()?;
-    // a history that cannot open (a full or read-only disk, a path that is a file) costs the
-    // pages their history and the lab, not the cameras' events
+    // a history whose database does not open (a full or read-only disk, a path that is a file)
+    // retries by itself (`history::writer`); only a thread that cannot start ends it here, and
+    // that costs the pages their history and the lab, not the cameras' events
     let history = match config
         .history
         .clone()
@@ -137,7 +138,7 @@ pub fn run(config: Config) -> Result<()> {
                 "{e:#}; running without the history (the pages' plots and the prompt lab stay empty) until the daemon restarts"
             );
             status.degrade(format!(
-                "history: off since the start: {e:#}; fix it and restart the daemon"
+                "history: off since the start: {e:#}; restart the daemon"
             ));
             None
         }

@@ -177,10 +177,14 @@ fn measure(
         dir: dir.join("live"),
         keep: Duration::from_secs(86400),
         max_bytes: u64::MAX,
+        min_free_bytes: 0,
         thumbnail_width: 320,
         thumbnail_interval: Duration::from_secs(5),
     };
     let history = History::start(config)?;
+    if let Some(why) = history.stats.health() {
+        anyhow::bail!("unable to measure the history's writer: {why}");
+    }
     let model = Arc::new(crate::model::identity::ModelIdentity {
         name: "bench".into(),
         sha256: "0".repeat(64),

@@ -14,9 +14,9 @@ pub mod lab;
 pub mod store;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +70,27 @@ pub struct HistoryStats {
     pub dropped: AtomicU64,
     /// Size of the database in bytes after the last retention pass.
     pub bytes: AtomicU64,
+    /// Records not written because the file system had less than `min_free_mb` free.
+    pub skipped: AtomicU64,
+    /// Whether writing is paused for lack of free space.
+    pub paused: AtomicBool,
+    /// What keeps the history from recording now (a `/healthz` line), if anything.
+    health: Mutex<Option<String>>,
+}
+
+impl HistoryStats {
+    /// Sets (or, with None, clears) what keeps the history from recording.
+    pub fn set_health(&self, line: Option<String>) {
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = line;
+    }
+
+    /// What keeps the history from recording now, if anything.
+    pub fn health(&self) -> Option<String> {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl crate::status::OutputStats for HistoryStats {
@@ -100,7 +121,25 @@ impl crate::status::OutputStats for HistoryStats {
                 Some("bytes"),
                 get(&self.bytes),
             ),
+            m(
+                "promptcam_history_skipped",
+                "History records not written because the disk had less than history.min_free_mb free.",
+                true,
+                None,
+                get(&self.skipped),
+            ),
+            m(
+                "promptcam_history_paused",
+                "1 while the history does not record because the disk is short of free space.",
+                false,
+                None,
+                self.paused.load(Ordering::Relaxed) as u64,
+            ),
         ]
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.health()
     }
 }
 
@@ -117,9 +156,16 @@ const QUEUE: usize = 512;
 
 impl History {
     /// Opens (or creates) the database and starts the `history` thread. A corrupt database is
-    /// set aside (renamed) and a fresh one started, with a warning.
+    /// set aside (renamed) and a fresh one started, with a warning. A database that does not
+    /// open costs the pages their history and the lab, not the cameras' events: it is logged,
+    /// `/healthz` says so, and the thread tries again by itself.
     pub fn start(config: HistoryConfig) -> Result<History> {
-        let store = store::Store::open(&config.dir)?;
+        let store = store::Store::open(&config.dir).map_err(|e| {
+            tracing::error!(
+                "{e:#}; running without the history (the pages' plots and the prompt lab stay empty) and trying again by itself"
+            );
+            format!("{e:#}")
+        });
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(HistoryStats::default());
         let w = writer::Writer::new(store, config.clone(), stats.clone());

@@ -3,6 +3,14 @@
 //! transaction at least every quarter second, and runs retention once a minute. A database
 //! that turns out corrupt while running is set aside and a fresh one started; other write
 //! errors are logged (at most once a minute) and their rows counted as dropped.
+//!
+//! Two states keep the daemon's other work safe, each logged once, shown on `/healthz` (through
+//! [`HistoryStats::health`]) and left by itself:
+//! - **off**: the database did not open (a path that is a file, a read-only or full disk, a
+//!   lock); opening is retried with a growing wait (1 s up to 30 s) and rows wait, within bounds;
+//! - **paused**: the history's file system has less than `min_free_mb` free; frames are skipped
+//!   (counted), so that the database never takes the last space that the MQTT spool, the
+//!   run-time prompts and the rest of the system need. Writing resumes once space is back.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -11,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::store::{encode_embedding, NewEvent, NewFrame, Store};
 use super::{unix_ms, FrameRecord, HistoryStats, Record};
+use crate::backoff::Backoff;
 use crate::config::HistoryConfig;
 use crate::event::{Event, EventKind};
 
@@ -21,27 +30,51 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 const PENDING_MAX: usize = 2048;
 
 pub struct Writer {
-    store: Store,
+    /// None while the database is off (did not open); see [`Writer::reopen`].
+    store: Option<Store>,
     config: HistoryConfig,
     stats: Arc<HistoryStats>,
     frames: Vec<NewFrame>,
     events: Vec<NewEvent>,
     last_error_log: Option<Instant>,
+    /// When to try opening the database again, while it is off.
+    reopen_at: Instant,
+    reopen_wait: Backoff,
+    /// Free bytes seen below `min_free_mb`: writing is paused.
+    low: Option<u64>,
+    /// Rows skipped during the current pause.
+    skipped: u64,
 }
 
 impl Writer {
-    pub fn new(store: Store, config: HistoryConfig, stats: Arc<HistoryStats>) -> Writer {
+    /// A writer for `store`, or for a database that failed to open (`Err`: the reason, logged
+    /// by the caller), which it tries again.
+    pub fn new(
+        store: Result<Store, String>,
+        config: HistoryConfig,
+        stats: Arc<HistoryStats>,
+    ) -> Writer {
+        let mut reopen_wait = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let reopen_at = Instant::now() + reopen_wait.next_wait();
+        if let Err(e) = &store {
+            stats.set_health(Some(off_line(&config, e)));
+        }
         Writer {
-            store,
+            store: store.ok(),
             config,
             stats,
             frames: vec![],
             events: vec![],
             last_error_log: None,
+            reopen_at,
+            reopen_wait,
+            low: None,
+            skipped: 0,
         }
     }
 
     pub fn run(mut self, rx: Receiver<Record>) {
+        self.check_space();
         self.retain();
         let mut last_commit = Instant::now();
         let mut last_retain = Instant::now();
@@ -53,6 +86,8 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
+                self.reopen();
+                self.check_space();
                 self.commit();
                 last_commit = Instant::now();
             }
@@ -64,7 +99,86 @@ impl Writer {
         self.commit();
     }
 
+    /// While the database is off, tries to open it when the wait is over.
+    fn reopen(&mut self) {
+        if self.store.is_some() || Instant::now() < self.reopen_at {
+            return;
+        }
+        match Store::open(&self.config.dir) {
+            Ok(store) => {
+                tracing::info!(
+                    "history: {} opened; recording again",
+                    store.path().display()
+                );
+                self.store = Some(store);
+                self.stats.set_health(None);
+                self.check_space();
+                self.retain();
+            }
+            Err(e) => {
+                let wait = self.reopen_wait.next_wait();
+                self.reopen_at = Instant::now() + wait;
+                self.stats
+                    .set_health(Some(off_line(&self.config, &format!("{e:#}"))));
+            }
+        }
+    }
+
+    /// Pauses or resumes writing as the file system's free space crosses `min_free_mb`.
+    fn check_space(&mut self) {
+        if self.config.min_free_bytes == 0 {
+            return;
+        }
+        // a directory that does not exist yet (the database is off) has no space to watch
+        let Ok(free) = free_bytes(&self.config.dir) else {
+            return;
+        };
+        let mb = |b: u64| b / (1024 * 1024);
+        match (self.low, free < self.config.min_free_bytes) {
+            (None, true) => {
+                tracing::warn!(
+                    "history: paused: {} MB free on the file system of {}, under history.min_free_mb = {}; frames are not recorded until space is freed (events still go out)",
+                    mb(free),
+                    self.config.dir.display(),
+                    mb(self.config.min_free_bytes)
+                );
+                self.low = Some(free);
+                self.skipped = 0;
+            }
+            (Some(_), true) => self.low = Some(free),
+            (Some(_), false) => {
+                tracing::info!(
+                    "history: {} MB free again on the file system of {}; recording resumes ({} row(s) skipped while paused)",
+                    mb(free),
+                    self.config.dir.display(),
+                    self.skipped
+                );
+                self.low = None;
+            }
+            (None, false) => {}
+        }
+        if self.store.is_some() {
+            self.stats.set_health(self.low.map(|free| {
+                format!(
+                    "history: paused: {} MB free on the file system of {}, under history.min_free_mb = {}; free some space (recording resumes by itself)",
+                    mb(free),
+                    self.config.dir.display(),
+                    mb(self.config.min_free_bytes)
+                )
+            }));
+        }
+        self.stats
+            .paused
+            .store(self.low.is_some(), Ordering::Relaxed);
+    }
+
     fn add(&mut self, r: Record) {
+        if self.low.is_some() {
+            // nothing is prepared (no thumbnail encoded) for a row that will not be written
+            self.skipped += 1;
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match r {
             Record::Frame(f) => self
                 .frames
@@ -77,7 +191,21 @@ impl Writer {
         if self.frames.is_empty() && self.events.is_empty() {
             return;
         }
-        match self.store.insert(&self.frames, &self.events) {
+        if self.low.is_some() {
+            // rows prepared before the pause began
+            let n = (self.frames.len() + self.events.len()) as u64;
+            self.skipped += n;
+            self.stats.skipped.fetch_add(n, Ordering::Relaxed);
+            self.frames.clear();
+            self.events.clear();
+            return;
+        }
+        let result = match &mut self.store {
+            Some(store) => store.insert(&self.frames, &self.events),
+            // off: the rows wait for the database, within bounds
+            None => Err(anyhow::anyhow!("the history database is not open")),
+        };
+        match result {
             Ok(()) => {
                 self.stats
                     .frames
@@ -89,7 +217,9 @@ impl Writer {
                 self.events.clear();
             }
             Err(e) => {
-                self.failed(&e);
+                if self.store.is_some() {
+                    self.failed(&e);
+                }
                 // keep them for the next try, within bounds: the oldest go first
                 let over = (self.frames.len() + self.events.len()).saturating_sub(PENDING_MAX);
                 if over > 0 {
@@ -104,10 +234,10 @@ impl Writer {
 
     fn retain(&mut self) {
         let now = unix_ms(SystemTime::now());
-        match self
-            .store
-            .retain(now, self.config.keep, self.config.max_bytes)
-        {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        match store.retain(now, self.config.keep, self.config.max_bytes) {
             Ok(r) => {
                 self.stats.bytes.store(r.bytes_after, Ordering::Relaxed);
                 if r.frames > 0 {
@@ -124,9 +254,11 @@ impl Writer {
 
     /// A write failed: a corrupt database is replaced at once; other errors are logged.
     fn failed(&mut self, e: &anyhow::Error) {
-        let corrupt = super::store::is_corrupt(e);
-        if corrupt {
-            match self.store.start_over() {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if super::store::is_corrupt(e) {
+            match store.start_over() {
                 Ok(aside) => tracing::warn!(
                     "history: the database turned out corrupt ({e:#}); it was moved to {} and a new one started",
                     aside.display()
@@ -141,11 +273,36 @@ impl Writer {
         {
             tracing::error!(
                 "history: unable to write to {}: {e:#}; check free space and permissions (rows are kept and retried)",
-                self.store.path().display()
+                store.path().display()
             );
             self.last_error_log = Some(Instant::now());
         }
     }
+}
+
+/// The `/healthz` line of a database that is off.
+fn off_line(config: &HistoryConfig, e: &str) -> String {
+    format!(
+        "history: off: {e}; retried by itself (fix the cause; {} holds the database)",
+        config.dir.display()
+    )
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `s` a buffer of the size statvfs writes
+    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `s`
+    let s = unsafe { s.assume_init() };
+    // 32 bits wide on 32-bit targets
+    #[allow(clippy::unnecessary_cast)]
+    Ok((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
 /// Scores as JSON `{"prompt": [score, box?]}`, the embedding as f16, the thumbnail as JPEG.
