@@ -224,6 +224,7 @@ impl Endpoint {
         let limits = conn::Limits {
             max: conn::max_connections(listener.config.max_connections),
             idle: listener.config.idle_timeout,
+            request: listener.config.request_timeout,
         };
         if limits.max < listener.config.max_connections {
             tracing::info!(

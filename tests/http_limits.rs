@@ -159,3 +159,82 @@ fn idle_and_slow_clients_neither_exhaust_descriptors_nor_stay_open() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait(Duration::from_secs(20)), Some(Exit::Code(0)));
 }
+
+/// Everything the server sends on `s` until it closes, waiting at most `timeout`.
+fn read_all(mut s: &TcpStream, timeout: Duration) -> String {
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut out = vec![];
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn busy_connections_leave_healthz_a_slot_and_stalled_requests_meet_their_deadline() {
+    let tmp = TempDir::new("http-reserved");
+    let port = free_port();
+    let config = tmp.path().join("promptcam.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 4\nrequest_timeout = 4\n",
+            fixture::demo_without_http()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::run(&config, None);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = Instant::now();
+    while !matches!(get(addr, "/healthz"), Some((200, _))) {
+        assert!(d.running(), "the daemon exited: {}", d.log());
+        assert!(up.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // four uploads that announce a body and never send it: every connection is being answered
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(
+                format!("POST /api/lab/mark HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{")
+                    .as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let stalled_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    // the monitor still gets its answer, on a slot kept for it; anything else is told to retry
+    let health = get(addr, "/healthz");
+    assert!(
+        matches!(&health, Some((200, body)) if body.starts_with("ok")),
+        "/healthz with every connection busy: {health:?}\n{}",
+        d.log()
+    );
+    let other = get(addr, "/api/status");
+    assert!(
+        matches!(&other, Some((503, body)) if body.contains("only /healthz")),
+        "{other:?}"
+    );
+    assert!(
+        stalled.iter().all(|s| !closed(s)),
+        "the stalled uploads are still open"
+    );
+    // past request_timeout (4 s) each stalled upload is answered 503 and the connections free up
+    for s in &stalled {
+        let answer = read_all(s, Duration::from_secs(10));
+        assert!(
+            answer.starts_with("HTTP/1.1 503") && answer.contains("http.request_timeout"),
+            "{answer}"
+        );
+    }
+    let took = stalled_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(9),
+        "the deadline is 4 s: answered after {took:?}"
+    );
+    let status = get(addr, "/api/status");
+    assert!(matches!(&status, Some((200, _))), "{status:?}");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(Exit::Code(0)));
+}

@@ -73,6 +73,13 @@ impl Validator<'_> {
         )?);
         let max_connections =
             self.int(&h.max_connections, "http.max_connections", 64, 1, 65536)? as usize;
+        let request_timeout = Duration::from_secs_f64(self.float(
+            &h.request_timeout,
+            "http.request_timeout",
+            90.0,
+            1.0,
+            3600.0,
+        )?);
         let lab_queries = self.int(&h.lab_queries, "http.lab_queries", 1, 1, 16)? as usize;
         let enabled = h.enabled.unwrap_or(false);
         if enabled && token.is_none() && !listen.ip().is_loopback() {
@@ -92,6 +99,7 @@ impl Validator<'_> {
             token,
             idle_timeout,
             max_connections,
+            request_timeout,
             lab_queries,
         }))
     }

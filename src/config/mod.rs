@@ -254,6 +254,9 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// Connections open at once, at most (lowered to a quarter of the open-file limit). Default 64.
     pub max_connections: usize,
+    /// A request not answered within this is stopped and answered 503 (a stalled upload, a query
+    /// past its turn). Default 90 s: above the lab's own 60 s limit and its queue.
+    pub request_timeout: Duration,
     /// Lab and history queries (`/api/lab...`, `/api/search`, `/api/history`) run at once, at
     /// most; others wait briefly, then get 503 with Retry-After. Default 1.
     pub lab_queries: usize,

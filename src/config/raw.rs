@@ -33,6 +33,7 @@ pub(super) struct RawHttp {
     pub(super) stale_after: Option<Spanned<f64>>,
     pub(super) idle_timeout: Option<Spanned<f64>>,
     pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) request_timeout: Option<Spanned<f64>>,
     pub(super) lab_queries: Option<Spanned<i64>>,
     pub(super) token_file: Option<Spanned<String>>,
 }

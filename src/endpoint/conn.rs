@@ -7,8 +7,13 @@
 //!   request is being answered (a client that stopped reading) is closed;
 //! - number: at most [`Limits::max`] connections are open. One more closes the open connection
 //!   that has been quiet longest and is not being answered, so a monitor's `/healthz` gets in even
-//!   past a crowd of idle sockets; when every open connection is being answered, the new one is
-//!   closed at once. The listening socket keeps further clients in the kernel's backlog;
+//!   past a crowd of idle sockets. When every open connection is being answered, the new one
+//!   takes one of [`RESERVED`] slots kept for the monitor: it answers one `/healthz` (or, for any
+//!   other path, 503 with `Retry-After`) and closes; past those it is closed at once. The
+//!   listening socket keeps further clients in the kernel's backlog;
+//! - a deadline on every request ([`Limits::request`], `http.request_timeout`): a request not
+//!   answered by then (a stalled upload, a handler waiting on something slow) is dropped, which
+//!   stops its work, and answered 503;
 //! - accept errors (e.g. out of descriptors) are logged at most every 10 s and retried after
 //!   100 ms, never in a hot loop.
 
@@ -28,12 +33,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-/// How many connections may be open, and how long one may sit without progress.
+/// How many connections may be open, how long one may sit without progress, and how long a
+/// request may take.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Limits {
     pub max: usize,
     pub idle: Duration,
+    pub request: Duration,
 }
+
+/// Connections beyond [`Limits::max`] kept for `/healthz` while every other one is being answered.
+pub(super) const RESERVED: usize = 2;
+
+/// The one path a reserved connection serves.
+const HEALTHZ: &str = "/healthz";
 
 /// `configured` lowered to a quarter of the process's open-file limit (`RLIMIT_NOFILE`), so the
 /// endpoint can never take the descriptors the cameras and the spool need.
@@ -210,12 +223,14 @@ enum Room {
     Free,
     /// The quietest connection not being answered was told to close.
     Evicted,
-    /// Every open connection is being answered.
+    /// Every open connection is being answered: the new one takes a slot kept for `/healthz`.
+    Reserved,
+    /// Every open connection is being answered and the reserved slots are taken.
     Full,
 }
 
-/// Makes room for one more connection.
-fn make_room(table: &Table, max: usize) -> Room {
+/// Makes room for one more connection; `reserved` is how many reserved slots are in use.
+fn make_room(table: &Table, max: usize, reserved: usize) -> Room {
     let mut open = lock(table);
     if open.len() < max {
         return Room::Free;
@@ -230,7 +245,17 @@ fn make_room(table: &Table, max: usize) -> Room {
             o.evict.notify_one();
             Room::Evicted
         }
+        None if reserved < RESERVED => Room::Reserved,
         None => Room::Full,
+    }
+}
+
+/// Holds a reserved slot while its connection lives.
+struct ReservedSlot(Arc<AtomicUsize>);
+
+impl Drop for ReservedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -243,6 +268,7 @@ pub(super) async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let table: Table = Arc::default();
+    let reserved = Arc::new(AtomicUsize::new(0));
     let (closing, closed) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let (mut next, mut evicted, mut refused) = (0u64, 0u64, 0u64);
@@ -264,7 +290,8 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        match make_room(&table, limits.max) {
+        let mut slot = None;
+        match make_room(&table, limits.max, reserved.load(Ordering::Relaxed)) {
             Room::Free => {}
             Room::Evicted => {
                 // let the evicted connection's task run and release its descriptor first
@@ -272,13 +299,27 @@ pub(super) async fn serve(
                 evicted += 1;
                 limit_warning.warn(|| format!("HTTP endpoint: {} connections open (`http.max_connections`, or a quarter of the open-file limit); closing the quietest to make room ({evicted} so far)", limits.max));
             }
+            Room::Reserved => {
+                reserved.fetch_add(1, Ordering::Relaxed);
+                slot = Some(ReservedSlot(reserved.clone()));
+                limit_warning.warn(|| format!("HTTP endpoint: all {} connections are being answered; new ones get /healthz only until one is free", limits.max));
+            }
             Room::Full => {
                 refused += 1;
                 limit_warning.warn(|| format!("HTTP endpoint: all {} connections are being answered; refusing new ones ({refused} so far)", limits.max));
                 continue;
             }
         }
-        let (activity, evict) = (Arc::new(Activity::new()), Arc::new(Notify::new()));
+        let io = Tracked {
+            inner: stream,
+            activity: Arc::new(Activity::new()),
+        };
+        if let Some(slot) = slot {
+            // outside the table: it is never evicted, and never counted as a connection to evict
+            tasks.spawn(reserved_connection(io, router.clone(), limits, slot));
+            continue;
+        }
+        let (activity, evict) = (io.activity.clone(), Arc::new(Notify::new()));
         lock(&table).insert(
             next,
             Open {
@@ -291,14 +332,10 @@ pub(super) async fn serve(
             table: table.clone(),
         };
         next += 1;
-        let io = Tracked {
-            inner: stream,
-            activity: activity.clone(),
-        };
         tasks.spawn(connection(
             io,
             router.clone(),
-            limits.idle,
+            limits,
             (activity, evict, leave),
             closed.clone(),
         ));
@@ -309,20 +346,80 @@ pub(super) async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
 }
 
+/// `router`'s answer to `request`, or 503 past `deadline` (dropping the handler stops its work).
+async fn answer(
+    tower: TowerToHyperService<Router>,
+    request: hyper::Request<hyper::body::Incoming>,
+    deadline: Duration,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    match tokio::time::timeout(deadline, tower.call(request)).await {
+        Ok(r) => r,
+        Err(_) => Ok(unavailable(format!(
+            "the request was not answered within {} s (http.request_timeout) and was stopped; retry, or send its body faster",
+            deadline.as_secs_f64()
+        ))),
+    }
+}
+
+/// 503 with `Retry-After`, plain text.
+fn unavailable(why: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (axum::http::header::RETRY_AFTER, "2"),
+            (axum::http::header::CONNECTION, "close"),
+        ],
+        why + "\n",
+    )
+        .into_response()
+}
+
+/// A connection in a reserved slot: one request, `/healthz` only, within the idle and request
+/// limits, then closed.
+async fn reserved_connection(io: Tracked, router: Router, limits: Limits, _slot: ReservedSlot) {
+    let tower = TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+        let tower = tower.clone();
+        async move {
+            if request.uri().path() == HEALTHZ {
+                answer(tower, request, limits.request).await
+            } else {
+                Ok(unavailable(
+                    "busy: every connection is being answered; only /healthz is served until one is free"
+                        .into(),
+                ))
+            }
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.idle)
+        .keep_alive(false);
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    let limit = limits.idle + limits.request;
+    match tokio::time::timeout(limit, conn).await {
+        Ok(Err(e)) => tracing::debug!("HTTP connection (reserved slot) closed: {e}"),
+        Ok(Ok(())) => {}
+        Err(_) => tracing::debug!("HTTP connection (reserved slot) closed after {limit:?}"),
+    }
+}
+
 /// One connection, until the client closes it, it times out, it is evicted, or the endpoint
 /// stops (then gracefully: the request in flight is answered, an idle connection closes).
 async fn connection(
     io: Tracked,
     router: Router,
-    idle: Duration,
+    limits: Limits,
     (activity, evict, _leave): (Arc<Activity>, Arc<Notify>, Leave),
     mut closing: watch::Receiver<bool>,
 ) {
+    let idle = limits.idle;
     let tower = TowerToHyperService::new(router);
     let busy = activity.clone();
     let service = hyper::service::service_fn(move |request| {
         let answering = Busy::new(busy.clone());
-        let response = tower.call(request);
+        let response = answer(tower.clone(), request, limits.request);
         async move {
             let r = response.await;
             drop(answering);
@@ -387,15 +484,25 @@ mod tests {
     #[test]
     fn a_full_table_evicts_the_quietest_idle_connection_or_refuses() {
         let table: Table = Arc::default();
-        assert_eq!(make_room(&table, 2), Room::Free, "room to spare");
+        assert_eq!(make_room(&table, 2, 0), Room::Free, "room to spare");
         open(&table, 1, 5_000, false);
         open(&table, 2, 9_000, true);
         open(&table, 3, 1_000, false);
         // 2 is quieter but being answered: 1 goes
-        assert_eq!(make_room(&table, 3), Room::Evicted);
+        assert_eq!(make_room(&table, 3, 0), Room::Evicted);
         assert_eq!(lock(&table).keys().copied().collect::<Vec<_>>(), [2, 3]);
         lock(&table).remove(&3);
-        assert_eq!(make_room(&table, 1), Room::Full, "the only one is busy");
+        assert_eq!(
+            make_room(&table, 1, 0),
+            Room::Reserved,
+            "the only one is busy: a slot kept for /healthz"
+        );
+        assert_eq!(make_room(&table, 1, RESERVED - 1), Room::Reserved);
+        assert_eq!(
+            make_room(&table, 1, RESERVED),
+            Room::Full,
+            "and those are taken"
+        );
     }
 
     #[test]
