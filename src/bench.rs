@@ -59,15 +59,39 @@ fn stage(mut v: Vec<Duration>) -> Stage {
 
 /// Peak resident set size of this process (VmHWM), in MB.
 pub fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// A figure of `/proc/self/status` given in kB (`VmHWM:`, `RssAnon:`), in MB; 0 if absent.
+pub fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// The most anonymous memory (heap: not the mapped files) this process held while `f` ran, in
+/// MB, sampled every millisecond by another thread, with `f`'s result.
+pub fn peak_anon_mb<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = status_mb("RssAnon:");
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(status_mb("RssAnon:"));
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak.max(status_mb("RssAnon:"))
+        });
+        let r = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, sampler.join().unwrap_or(0.0))
+    })
 }
 
 /// What `promptcam bench` measures.

@@ -23,17 +23,27 @@ pub struct QueryEmbeddings {
     pub negatives: Vec<Vec<f32>>,
 }
 
-/// The prompt's score on every stored frame, in the order of `emb`.
+impl QueryEmbeddings {
+    /// The prompt's score of one image embedding, as the daemon scores a frame.
+    pub fn scorer(&self, logit_scale: f32) -> impl FnMut(&[f32]) -> f32 + '_ {
+        let mut negs = vec![0.0; self.negatives.len()];
+        move |row| {
+            for (n, neg) in negs.iter_mut().zip(&self.negatives) {
+                *n = dot_lanes(neg, row);
+            }
+            prompt_score(dot_lanes(&self.own, row), negs.iter().copied(), logit_scale)
+        }
+    }
+}
+
+/// The prompt's score on every frame of a set held in memory, in the order of `emb`.
 pub fn score_all(emb: &Embeddings, q: &QueryEmbeddings, logit_scale: f32) -> Vec<f32> {
-    let mut negs = vec![0.0; q.negatives.len()];
+    let mut score = q.scorer(logit_scale);
     let mut row = vec![0.0; emb.dim];
     (0..emb.len())
         .map(|i| {
             emb.row_into(i, &mut row);
-            for (n, neg) in negs.iter_mut().zip(&q.negatives) {
-                *n = dot_lanes(neg, &row);
-            }
-            prompt_score(dot_lanes(&q.own, &row), negs.iter().copied(), logit_scale)
+            score(&row)
         })
         .collect()
 }

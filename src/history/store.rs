@@ -28,7 +28,7 @@ use crate::model::identity::ModelIdentity;
 mod marks;
 mod queries;
 pub use marks::Marked;
-pub use queries::{Embeddings, EventRow, FrameRow};
+pub use queries::{Embeddings, EventRow, FrameIndex, FrameRow};
 
 pub const FILE_NAME: &str = crate::config::HistoryConfig::FILE_NAME;
 /// 2: `models`, the model of each embedding, and marks that keep their frame's data.

@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::config::PromptConfig;
-use crate::history::lab::{score_all, QueryEmbeddings};
-use crate::history::store::{Embeddings, Store};
+use crate::history::lab::QueryEmbeddings;
+use crate::history::store::{FrameIndex, Store};
 use crate::model::clip::{class_embedding, ensemble_texts};
 use crate::model::ClipText;
 use crate::model::ModelKind;
@@ -64,10 +64,22 @@ impl Query {
 
 /// A prompt's scores on every stored frame of a camera.
 pub struct Scored {
-    pub frames: Embeddings,
+    pub frames: FrameIndex,
     pub scores: Vec<f32>,
     /// The negatives the score was computed against (given, or the camera's prompts).
     pub negatives: Vec<String>,
+}
+
+impl Scored {
+    /// The embedding of the `i`-th frame scored, read again from `store` (zeros, which nearly
+    /// duplicate nothing, if retention took the frame since the scores were computed).
+    pub fn row(&self, store: &Store, i: usize) -> Vec<f32> {
+        store
+            .embedding(self.frames.ids[i], self.frames.dim)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0.0; self.frames.dim])
+    }
 }
 
 /// One search hit.
@@ -157,7 +169,8 @@ pub fn score(
     since_ms: i64,
 ) -> Result<Scored> {
     let (qe, negatives) = query_embeddings(tower, q, camera_prompts)?;
-    let frames = store.embeddings(camera, since_ms, qe.own.len())?;
+    let (frames, scores) =
+        store.score_embeddings(camera, since_ms, qe.own.len(), qe.scorer(tower.logit_scale))?;
     if frames.is_empty() && frames.other_model > 0 {
         bail!(
             "the {} stored frames of this period were embedded by another CLIP model (not {} values, \
@@ -167,7 +180,6 @@ pub fn score(
             qe.own.len()
         );
     }
-    let scores = score_all(&frames, &qe, tower.logit_scale);
     Ok(Scored {
         frames,
         scores,
@@ -183,14 +195,10 @@ pub fn score_learned(
     learned: &crate::learn::file::LearnedPrompt,
     since_ms: i64,
 ) -> Result<Scored> {
-    let frames = store.embeddings(camera, since_ms, learned.weights.len())?;
-    let mut row = vec![0.0; frames.dim];
-    let scores = (0..frames.len())
-        .map(|i| {
-            frames.row_into(i, &mut row);
-            learned.score(&row)
-        })
-        .collect();
+    let (frames, scores) =
+        store.score_embeddings(camera, since_ms, learned.weights.len(), |row| {
+            learned.score(row)
+        })?;
     Ok(Scored {
         frames,
         scores,

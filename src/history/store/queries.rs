@@ -30,9 +30,33 @@ pub struct EventRow {
     pub has_snapshot: bool,
 }
 
-/// Every stored embedding of a camera, in time order: `ids[i]`, `times[i]` and `thumbs[i]` (the
-/// frame's own thumbnail, if it has one) describe the `i`-th row of `halves` (`dim` values
-/// each, little-endian f16 as stored: [`Embeddings::row_into`] gives a row as f32).
+/// The frames a streamed pass over a camera's embeddings saw ([`Store::score_embeddings`]), in
+/// time order: `ids[i]`, `times[i]` and `thumbs[i]` (the frame's own thumbnail, if it has one)
+/// describe the `i`-th score. The embeddings themselves are not kept: a few are read again by
+/// id ([`Store::embedding`]), so a pass holds 36 bytes a frame, not the 1 kB of its embedding.
+#[derive(Clone, Debug, Default)]
+pub struct FrameIndex {
+    pub ids: Vec<i64>,
+    pub times: Vec<i64>,
+    pub thumbs: Vec<Option<i64>>,
+    /// The size of the embeddings scored.
+    pub dim: usize,
+    /// Rows of the period left out because another model made them (another size).
+    pub other_model: usize,
+}
+
+impl FrameIndex {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A set of embeddings held in memory (the lab's marks, tests): `ids[i]`, `times[i]` and
+/// `thumbs[i]` describe the `i`-th row of `halves` (`dim` values each, little-endian f16 as
+/// stored: [`Embeddings::row_into`] gives a row as f32).
 #[derive(Clone, Debug, Default)]
 pub struct Embeddings {
     pub ids: Vec<i64>,
@@ -92,6 +116,7 @@ pub(super) const EVENTS: &str =
      WHERE camera = ?1 AND t_ms >= ?2 AND t_ms < ?3 ORDER BY t_ms, id";
 pub(super) const EMBEDDINGS: &str =
     "SELECT frame, t_ms, thumb, v FROM embeddings WHERE camera = ?1 AND t_ms >= ?2 ORDER BY frame";
+pub(super) const EMBEDDING: &str = "SELECT v FROM embeddings WHERE frame = ?1";
 
 impl Store {
     /// The cameras that have frames, each with its frame count.
@@ -162,28 +187,61 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A camera's embeddings of `dim` values (those the CLIP model in use makes) with
-    /// `t_ms >= since_ms`, in time order, as stored (f16). Rows another model made (another
-    /// size: the CLIP model changed) are counted, not returned.
-    pub fn embeddings(&self, camera: &str, since_ms: i64, dim: usize) -> Result<Embeddings> {
+    /// `score` of each of a camera's embeddings of `dim` values (those the CLIP model in use
+    /// makes) with `t_ms >= since_ms`, in time order, one row at a time: the memory a pass holds
+    /// is its [`FrameIndex`] and scores, whatever the history's size. Rows another model made
+    /// (another size: the CLIP model changed) are counted, not scored.
+    pub fn score_embeddings(
+        &self,
+        camera: &str,
+        since_ms: i64,
+        dim: usize,
+        mut score: impl FnMut(&[f32]) -> f32,
+    ) -> Result<(FrameIndex, Vec<f32>)> {
         let mut st = self.conn.prepare_cached(EMBEDDINGS)?;
         let mut rows = st.query(params![camera, since_ms])?;
-        let mut out = Embeddings {
+        let mut index = FrameIndex {
             dim,
-            ..Embeddings::default()
+            ..FrameIndex::default()
         };
+        let (mut scores, mut row) = (vec![], vec![0.0; dim]);
         while let Some(r) = rows.next()? {
             let v = r.get_ref(3)?.as_blob()?;
             if v.len() != dim * 2 {
-                out.other_model += 1;
+                index.other_model += 1;
                 continue;
             }
-            out.ids.push(r.get(0)?);
-            out.times.push(r.get(1)?);
-            out.thumbs.push(r.get(2)?);
-            out.halves.extend_from_slice(v);
+            decode_f16(v, &mut row);
+            scores.push(score(&row));
+            index.ids.push(r.get(0)?);
+            index.times.push(r.get(1)?);
+            index.thumbs.push(r.get(2)?);
         }
-        Ok(out)
+        Ok((index, scores))
+    }
+
+    /// A frame's embedding as f32, if it is stored with `dim` values.
+    pub fn embedding(&self, frame: i64, dim: usize) -> Result<Option<Vec<f32>>> {
+        let mut st = self.conn.prepare_cached(EMBEDDING)?;
+        let v: Option<Vec<u8>> = st.query_row([frame], |r| r.get(0)).optional()?;
+        Ok(v.filter(|v| v.len() == dim * 2).map(|v| {
+            let mut row = vec![0.0; dim];
+            decode_f16(&v, &mut row);
+            row
+        }))
+    }
+
+    /// Every embedding [`Store::score_embeddings`] would score, held in memory: for tests and
+    /// small sets only (the lab and `promptcam search` stream).
+    pub fn embeddings(&self, camera: &str, since_ms: i64, dim: usize) -> Result<Embeddings> {
+        let mut rows = vec![];
+        let (index, _) = self.score_embeddings(camera, since_ms, dim, |r| {
+            rows.extend_from_slice(r);
+            0.0
+        })?;
+        let mut e = Embeddings::from_f32(index.ids, index.times, index.thumbs, dim, &rows);
+        e.other_model = index.other_model;
+        Ok(e)
     }
 
     /// A frame's own thumbnail (JPEG), if it has one.

@@ -198,6 +198,7 @@ fn every_hot_statement_runs_on_an_index() {
         queries::COUNT_FRAMES,
         queries::EVENTS,
         queries::EMBEDDINGS,
+        queries::EMBEDDING,
     ]
     .iter()
     .chain(DELETE_BEFORE.iter())

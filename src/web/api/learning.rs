@@ -295,7 +295,7 @@ pub async fn next(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResu
                 &candidates,
                 &s.scores,
                 threshold,
-                |i| s.frames.row(i),
+                |i| s.row(&store, i),
                 &s.frames.times,
                 &known,
                 select::Spread {
@@ -312,8 +312,13 @@ pub async fn next(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResu
 }
 
 /// The galleries of `/api/lab`: near-duplicates folded, each tile with its count.
-pub fn tiles(s: &search::Scored, order: &[usize], n: usize) -> Vec<Value> {
-    select::group(order, |i| s.frames.row(i), &s.frames.times, n)
+pub fn tiles(
+    store: &crate::history::store::Store,
+    s: &search::Scored,
+    order: &[usize],
+    n: usize,
+) -> Vec<Value> {
+    select::group(order, |i| s.row(store, i), &s.frames.times, n)
         .into_iter()
         .map(|t| {
             let mut hit = serde_json::to_value(&search::hits(s, &[t.index])[0]).unwrap_or_default();

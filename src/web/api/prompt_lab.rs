@@ -38,10 +38,10 @@ pub async fn lab(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResul
         let pictured: Vec<usize> = order.iter().copied().filter(|&i| s.frames.thumbs[i].is_some()).collect();
         let pool = if pictured.is_empty() { &order } else { &pictured };
         // near-duplicates fold into one tile with a count: TOP tiles are TOP different moments
-        let top = super::learning::tiles(&s, pool, TOP);
+        let top = super::learning::tiles(&store, &s, pool, TOP);
         let shown: Vec<i64> = top.iter().filter_map(|t| t["frame"].as_i64()).collect();
         let rest: Vec<usize> = pool.iter().rev().copied().filter(|i| !shown.contains(&s.frames.ids[*i])).collect();
-        let bottom = super::learning::tiles(&s, &rest, TOP);
+        let bottom = super::learning::tiles(&store, &s, &rest, TOP);
         let plot = Downsample::one_series(&s.frames.times, &s.scores);
         let same = prompts.iter().find(|c| c.text == query.text.trim());
         json_response(json!({
