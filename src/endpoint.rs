@@ -39,17 +39,21 @@ use crate::status::{CameraSnapshot, Status};
 
 mod conn;
 mod metrics;
+pub mod tls;
 use metrics::Metrics;
 
 /// A bound listening socket, taken before any thread starts so a busy port fails at once.
 pub struct Listener {
     socket: std::net::TcpListener,
     config: HttpConfig,
+    /// HTTPS: the acceptor made from `[http] tls_cert` and `tls_key`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Binds `[http] listen`; the error names the address and the config key.
 pub fn bind(config: &HttpConfig) -> Result<Listener> {
     let addr = config.listen;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let socket = std::net::TcpListener::bind(addr).with_context(|| {
         format!("unable to listen on {addr} (`http.listen` in the config); pick a free port, or set `enabled = false` in [http]")
     })?;
@@ -59,6 +63,7 @@ pub fn bind(config: &HttpConfig) -> Result<Listener> {
     Ok(Listener {
         socket,
         config: config.clone(),
+        tls,
     })
 }
 
@@ -205,10 +210,13 @@ impl Endpoint {
             .context("unable to start the HTTP endpoint's runtime")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let socket = listener.socket;
+        let tls = listener.tls.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // every route (pages, API, /healthz, /metrics, /snapshot) behind the same access rules
         let guard = Arc::new(crate::web::auth::Guard::new(
             listener.config.token.clone(),
             addr,
+            listener.tls.is_some(),
         ));
         let router = Router::new()
             .route("/healthz", get(healthz))
@@ -235,10 +243,10 @@ impl Endpoint {
         }
         let thread = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || runtime.block_on(serve(socket, app, router, limits, stopped)))
+            .spawn(move || runtime.block_on(serve(socket, tls, app, router, limits, stopped)))
             .context("unable to start the HTTP endpoint's thread")?;
         tracing::info!(
-            "HTTP endpoint on http://{addr}/ (pages, /api, /healthz, /metrics, /snapshot/<camera>.jpg)"
+            "HTTP endpoint on {scheme}://{addr}/ (pages, /api, /healthz, /metrics, /snapshot/<camera>.jpg)"
         );
         Ok(Endpoint {
             stop: Some(stop),
@@ -269,6 +277,7 @@ impl Drop for Endpoint {
 
 async fn serve(
     socket: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<App>,
     router: Router,
     limits: conn::Limits,
@@ -293,7 +302,7 @@ async fn serve(
     let stop = async move {
         let _ = stopped.await;
     };
-    conn::serve(listener, router, limits, stop).await;
+    conn::serve(listener, tls, router, limits, stop).await;
 }
 
 fn text(code: StatusCode, body: String) -> Response {

@@ -1244,7 +1244,7 @@ fn diagnostics_stream_status_and_event_entity() {
 
 /// A CA, a broker certificate for 127.0.0.1 and a client certificate it signed, plus a second,
 /// unrelated CA; made with Debian's `openssl` in `dir`.
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -13,6 +13,7 @@ mod fetch;
 mod fixture;
 mod history;
 mod http_limits;
+mod https;
 mod learning;
 mod metrics;
 mod mqtt;

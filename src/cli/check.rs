@@ -16,6 +16,9 @@ pub fn check(path: &Path) -> Result<()> {
     if let Some(m) = &config.mqtt {
         spool_dir_usable(&m.spool_dir)?;
     }
+    if let Some(tls) = config.http.as_ref().and_then(|h| h.tls.as_ref()) {
+        crate::endpoint::tls::acceptor(tls)?;
+    }
     if let Some(h) = &config.history {
         dir_usable(
             &h.dir,

@@ -64,6 +64,33 @@ impl Validator<'_> {
                 Some(super::Secret::new(token))
             }
         };
+        let tls = match (&h.tls_cert, &h.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let mut paths = vec![];
+                for (f, name) in [(cert, "http.tls_cert"), (key, "http.tls_key")] {
+                    let path = self.relative(f.get_ref());
+                    if let Err(e) = std::fs::File::open(&path) {
+                        return self.err(
+                            f.span(),
+                            name,
+                            format!("unable to read {}: {e}; make it readable by the daemon", path.display()),
+                        );
+                    }
+                    paths.push(path);
+                }
+                let key = paths.pop().unwrap_or_default();
+                let cert = paths.pop().unwrap_or_default();
+                Some(super::HttpTls { cert, key })
+            }
+            (Some(f), None) | (None, Some(f)) => {
+                return self.err(
+                    f.span(),
+                    if h.tls_cert.is_some() { "http.tls_cert" } else { "http.tls_key" },
+                    "HTTPS needs both tls_cert (the certificate chain) and tls_key (its private key), PEM files",
+                )
+            }
+        };
         let idle_timeout = Duration::from_secs_f64(self.float(
             &h.idle_timeout,
             "http.idle_timeout",
@@ -97,6 +124,7 @@ impl Validator<'_> {
             listen,
             stale_after,
             token,
+            tls,
             idle_timeout,
             max_connections,
             request_timeout,

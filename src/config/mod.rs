@@ -263,6 +263,15 @@ pub struct HttpConfig {
     /// Every request must carry this token (`Authorization: Bearer`, or the cookie the login
     /// page sets); required when `listen` is not a loopback address.
     pub token: Option<Secret>,
+    /// HTTPS instead of HTTP (`tls_cert` and `tls_key`).
+    pub tls: Option<HttpTls>,
+}
+
+/// The endpoint's certificate chain and key, PEM files (`[http] tls_cert`, `tls_key`).
+#[derive(Clone, Debug)]
+pub struct HttpTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Reads and validates a config file.

@@ -36,6 +36,8 @@ pub(super) struct RawHttp {
     pub(super) request_timeout: Option<Spanned<f64>>,
     pub(super) lab_queries: Option<Spanned<i64>>,
     pub(super) token_file: Option<Spanned<String>>,
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -263,6 +263,7 @@ impl Drop for ReservedSlot {
 /// and gives requests in flight 2 s to finish.
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: Limits,
     stop: impl Future<Output = ()>,
@@ -316,7 +317,14 @@ pub(super) async fn serve(
         };
         if let Some(slot) = slot {
             // outside the table: it is never evicted, and never counted as a connection to evict
-            tasks.spawn(reserved_connection(io, router.clone(), limits, slot));
+            let (tls, router) = (tls.clone(), router.clone());
+            tasks.spawn(async move {
+                match handshake(tls, io, limits.idle).await {
+                    Some(Io::Plain(io)) => reserved_connection(io, router, limits, slot).await,
+                    Some(Io::Tls(io)) => reserved_connection(io, router, limits, slot).await,
+                    None => {}
+                }
+            });
             continue;
         }
         let (activity, evict) = (io.activity.clone(), Arc::new(Notify::new()));
@@ -332,18 +340,50 @@ pub(super) async fn serve(
             table: table.clone(),
         };
         next += 1;
-        tasks.spawn(connection(
-            io,
-            router.clone(),
-            limits,
-            (activity, evict, leave),
-            closed.clone(),
-        ));
+        let (tls, router, closed) = (tls.clone(), router.clone(), closed.clone());
+        tasks.spawn(async move {
+            let held = (activity, evict, leave);
+            match handshake(tls, io, limits.idle).await {
+                Some(Io::Plain(io)) => connection(io, router, limits, held, closed).await,
+                Some(Io::Tls(io)) => connection(io, router, limits, held, closed).await,
+                None => {}
+            }
+        });
     }
     drop(listener);
     let _ = closing.send(true);
     let drained = async { while tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+}
+
+/// A connection's byte stream: the socket, or TLS over it.
+enum Io {
+    Plain(Tracked),
+    Tls(Box<tokio_rustls::server::TlsStream<Tracked>>),
+}
+
+/// The stream to serve: `io` itself without TLS, else the TLS session once its handshake is done
+/// (within `idle`, like a request head); None when the handshake failed (logged at debug: port
+/// scanners and plain-HTTP clients end here).
+async fn handshake(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    io: Tracked,
+    idle: Duration,
+) -> Option<Io> {
+    let Some(acceptor) = tls else {
+        return Some(Io::Plain(io));
+    };
+    match tokio::time::timeout(idle, acceptor.accept(io)).await {
+        Ok(Ok(s)) => Some(Io::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!("HTTPS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("HTTPS handshake took longer than {idle:?}");
+            None
+        }
+    }
 }
 
 /// `router`'s answer to `request`, or 503 past `deadline` (dropping the handler stops its work).
@@ -377,7 +417,10 @@ fn unavailable(why: String) -> axum::response::Response {
 
 /// A connection in a reserved slot: one request, `/healthz` only, within the idle and request
 /// limits, then closed.
-async fn reserved_connection(io: Tracked, router: Router, limits: Limits, _slot: ReservedSlot) {
+async fn reserved_connection<I>(io: I, router: Router, limits: Limits, _slot: ReservedSlot)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let tower = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
         let tower = tower.clone();
@@ -407,13 +450,15 @@ async fn reserved_connection(io: Tracked, router: Router, limits: Limits, _slot:
 
 /// One connection, until the client closes it, it times out, it is evicted, or the endpoint
 /// stops (then gracefully: the request in flight is answered, an idle connection closes).
-async fn connection(
-    io: Tracked,
+async fn connection<I>(
+    io: I,
     router: Router,
     limits: Limits,
     (activity, evict, _leave): (Arc<Activity>, Arc<Notify>, Leave),
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let idle = limits.idle;
     let tower = TowerToHyperService::new(router);
     let busy = activity.clone();

@@ -27,6 +27,8 @@ pub const COOKIE: &str = "promptcam_token";
 /// The access rules of one listener.
 pub struct Guard {
     token: Option<Secret>,
+    /// Whether the endpoint serves HTTPS (the login cookie is then `Secure`).
+    tls: bool,
     /// Whether the listener is bound to a loopback address.
     loopback: bool,
     /// Refused logins, logged at most once a minute.
@@ -67,9 +69,11 @@ impl Refusals {
 }
 
 impl Guard {
-    pub fn new(token: Option<Secret>, listen: std::net::SocketAddr) -> Guard {
+    /// `tls`: the endpoint serves HTTPS, so the login cookie is marked `Secure`.
+    pub fn new(token: Option<Secret>, listen: std::net::SocketAddr, tls: bool) -> Guard {
         Guard {
             token,
+            tls,
             loopback: listen.ip().is_loopback(),
             refused: Default::default(),
         }
@@ -254,8 +258,9 @@ async fn login(State(g): State<Arc<Guard>>, body: axum::body::Bytes) -> Response
         return super::pages::login(true);
     }
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        given.trim()
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{}",
+        given.trim(),
+        if g.tls { "; Secure" } else { "" }
     );
     (
         StatusCode::SEE_OTHER,
@@ -367,6 +372,7 @@ mod tests {
         let g = Guard::new(
             Some(Secret::new("s3cret-token-0123456789")),
             "0.0.0.0:9464".parse().unwrap(),
+            false,
         );
         assert!(!g.authorized(&headers(&[])));
         assert!(g.authorized(&headers(&[(
@@ -385,7 +391,7 @@ mod tests {
             "cookie",
             "promptcam_token_x=s3cret-token-0123456789"
         )])));
-        let open = Guard::new(None, "127.0.0.1:9464".parse().unwrap());
+        let open = Guard::new(None, "127.0.0.1:9464".parse().unwrap(), false);
         assert!(open.authorized(&headers(&[])));
     }
 
