@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// camera-day, and a prompt lab query over all of them.
     #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(10..=10_000_000))]
     pub history: Option<u32>,
+    /// With --history: keep the history it made (camera `bench`, the last frame now) as
+    /// DIR/history.sqlite, for load tests against a running daemon (`scripts/lab-load.py`).
+    #[arg(long, value_name = "DIR", requires = "history")]
+    pub keep_history: Option<std::path::PathBuf>,
     /// Instead, measure learned prompts (a CLIP `--model`): teaching from this many marks and
     /// evaluating on them in a history of `--history` frames (default 100 000), and a learned
     /// prompt's cost per frame next to the image tower's.
@@ -287,7 +291,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) if a.history.is_some() => {
             let n = a.history.unwrap_or_default() as usize;
             let model = a.model.as_deref().unwrap_or(std::path::Path::new(""));
-            let r = crate::history::bench::run(model, a.quantized, n, &a.image)?;
+            let keep = a.keep_history.as_deref();
+            let r = crate::history::bench::run(model, a.quantized, n, &a.image, keep)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -145,6 +145,7 @@ pub fn run(
     quantized: bool,
     frames: usize,
     image: &std::path::Path,
+    keep: Option<&std::path::Path>,
 ) -> Result<HistoryReport> {
     let precision = if quantized {
         Precision::Quantized
@@ -158,6 +159,12 @@ pub fn run(
     let dir = std::env::temp_dir().join(format!("promptcam-bench-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let result = measure(&tower, dim, frames, &picture, thumb, &dir);
+    if let (Ok(_), Some(keep)) = (&result, keep) {
+        let kept = keep.join(super::store::FILE_NAME);
+        std::fs::create_dir_all(keep)
+            .and_then(|()| std::fs::copy(dir.join("bulk").join(super::store::FILE_NAME), &kept))
+            .with_context(|| format!("unable to keep the history as {}", kept.display()))?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
