@@ -3,12 +3,11 @@
 //! the lab's pictures do not cross a network in clear. `check` and `run` build it the same way,
 //! so a certificate that `check` passes is one `run` serves.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
@@ -16,7 +15,7 @@ use crate::config::HttpTls;
 
 /// The acceptor for `tls`: its certificate chain and key, checked to belong together.
 pub fn acceptor(tls: &HttpTls) -> Result<TlsAcceptor> {
-    let chain = certificates(&tls.cert)?;
+    let chain = crate::mqtt::tls::read_certs(&tls.cert, "http.tls_cert")?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
         anyhow!(
             "unable to read the private key http.tls_key {}: {e}; name a PEM key (PKCS#8, PKCS#1 or SEC1) readable by the daemon",
@@ -38,21 +37,4 @@ pub fn acceptor(tls: &HttpTls) -> Result<TlsAcceptor> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let what = |e: &dyn std::fmt::Display| {
-        anyhow!(
-            "unable to read http.tls_cert {}: {e}; name a PEM certificate file (the server's certificate first, then its chain) readable by the daemon",
-            path.display()
-        )
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| what(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| what(&e))?;
-    if certs.is_empty() {
-        return Err(what(&"no PEM certificate in it"));
-    }
-    Ok(certs)
 }

@@ -35,7 +35,7 @@ mod publisher;
 mod pump;
 mod shared;
 pub mod spool;
-mod tls;
+pub(crate) mod tls;
 mod window;
 mod worker;
 

@@ -65,7 +65,8 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>> {
+/// The PEM certificates in `path` (the config key `key` named it), at least one.
+pub(crate) fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>> {
     let what = |e: &dyn std::fmt::Display| {
         anyhow!(
             "unable to read {key} {}: {e}; name a PEM certificate file readable by the daemon",
