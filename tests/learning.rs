@@ -634,7 +634,8 @@ fn teaching_a_prompt_in_a_real_browser() {
         b.click("#next-btn");
         b.wait(
             "frames to mark are offered",
-            "document.querySelectorAll('#next .shot').length > 0 || document.querySelector('#next p')",
+            // shots, or a message other than the "Looking…" shown while the query runs
+            "document.querySelectorAll('#next .shot').length > 0 || [...document.querySelectorAll('#next p')].some(p => !p.textContent.startsWith('Looking'))",
             long,
         );
         let ids = b.exec(
@@ -646,7 +647,10 @@ fn teaching_a_prompt_in_a_real_browser() {
             .iter()
             .map(|v| v.as_i64().unwrap())
             .collect();
-        assert!(!ids.is_empty(), "round {round}: nothing offered");
+        if ids.is_empty() {
+            let shown = b.exec("return document.querySelector('#next').innerText;");
+            panic!("round {round}: nothing offered; the page says {shown}");
+        }
         for id in ids {
             let shows = truth(id);
             let button = if shows { "yes" } else { "no" };

@@ -23,12 +23,22 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// A query refused because others hold the lab's turns ("busy: ...", 503 with Retry-After) did
+// not run: it is asked again after the wait the daemon names, for up to about half a minute.
 async function api(path, opts) {
-  const r = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
-  if (r.status === 204) return null;
-  const data = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
-  if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
-  return data;
+  for (let attempt = 0; ; attempt++) {
+    const r = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
+    if (r.status === 204) return null;
+    const data = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+    const busy = r.status === 503 && /^busy/.test(data.error || "");
+    if (busy && attempt < 15) {
+      const wait = Number(r.headers.get("Retry-After")) || 2;
+      await new Promise((done) => setTimeout(done, wait * 1000));
+      continue;
+    }
+    if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+    return data;
+  }
 }
 
 function post(path, data) {
