@@ -1,6 +1,7 @@
 //! A disk that fills up: the daemon runs with its state directory (history, MQTT spool,
 //! run-time prompts) on a small tmpfs that the test mounts in a mount namespace of its own
-//! (`unshare`), then fills to under `history.min_free_mb` and frees again. The history pauses
+//! (`unshare`; as root in a chroot, where a namespace cannot make its mounts private, in the
+//! test's own namespace, unmounted at the end), then fills to under `history.min_free_mb` and frees again. The history pauses
 //! (logged once, `/healthz` degraded, records counted as skipped), every event still reaches
 //! the broker, and the history resumes by itself once space is back.
 
@@ -50,7 +51,8 @@ fn wait(run: &Run, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) 
 
 /// Runs `promptcam run --config config` with a fresh tmpfs of `size_mb` mounted on `mnt`, in a
 /// mount namespace of its own. Files in `ctl` steer it: `fill` fills the tmpfs until only
-/// `left_mb` is free, `free` deletes that filler again.
+/// `left_mb` is free, `free` deletes that filler again. The tmpfs is the returned one when it
+/// had to be mounted here.
 fn run_on_small_disk(
     config: &Path,
     mnt: &Path,
@@ -58,11 +60,30 @@ fn run_on_small_disk(
     size_mb: u32,
     left_mb: u32,
     log: &Path,
-) -> Run {
-    // the shell mounts, starts a watcher of the control files, then becomes the daemon; the
-    // watcher ends with it
+) -> (Run, Option<Mounted>) {
+    // SAFETY: geteuid has no preconditions
+    let root = unsafe { libc::geteuid() } == 0;
+    // in a chroot `unshare --mount` cannot make "/" private ("cannot change root filesystem
+    // propagation"); root mounts the tmpfs here instead
+    let here = root
+        && !Command::new("unshare")
+            .args(["--mount", "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let mounted = here.then(|| {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "unable to mount a tmpfs on {}", mnt.display());
+        Mounted(mnt.to_path_buf())
+    });
+    // the shell mounts (unless done here), starts a watcher of the control files, then becomes
+    // the daemon; the watcher ends with it
     let script = r#"
-mount -t tmpfs -o size="$3"m tmpfs "$1" || exit 97
+[ "$7" = here ] || mount -t tmpfs -o size="$3"m tmpfs "$1" || exit 97
 (
   while kill -0 $$ 2>/dev/null; do
     if [ -e "$2/fill" ] && [ ! -e "$2/filled" ]; then
@@ -75,20 +96,37 @@ mount -t tmpfs -o size="$3"m tmpfs "$1" || exit 97
 ) &
 exec "$5" run --config "$6"
 "#;
-    let mut cmd = Command::new("unshare");
-    // root makes the namespace itself; anyone else as root of a user namespace of their own
-    // SAFETY: geteuid has no preconditions
-    if unsafe { libc::geteuid() } != 0 {
-        cmd.arg("--map-root-user");
-    }
-    cmd.args(["--mount", "sh", "-c", script, "sh"])
+    let mut cmd = match here {
+        true => Command::new("sh"),
+        false => {
+            let mut c = Command::new("unshare");
+            // root makes the namespace itself; anyone else as root of a user namespace of
+            // their own
+            if !root {
+                c.arg("--map-root-user");
+            }
+            c.args(["--mount", "sh"]);
+            c
+        }
+    };
+    cmd.args(["-c", script, "sh"])
         .arg(mnt)
         .arg(ctl)
         .arg(size_mb.to_string())
         .arg(left_mb.to_string())
         .arg(env!("CARGO_BIN_EXE_promptcam"))
-        .arg(config);
-    Run::spawn(cmd, log)
+        .arg(config)
+        .arg(if here { "here" } else { "namespace" });
+    (Run::spawn(cmd, log), mounted)
+}
+
+/// A tmpfs mounted in the test's own namespace, unmounted when dropped (after the daemon).
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 #[test]
@@ -113,7 +151,8 @@ fn a_full_disk_pauses_the_history_loses_no_event_and_recording_resumes() {
         broker = broker.port,
     );
     std::fs::write(&config, text).unwrap();
-    let mut d = run_on_small_disk(&config, &mnt, &ctl, 64, 3, &tmp.path().join("daemon.log"));
+    let (mut d, _mounted) =
+        run_on_small_disk(&config, &mnt, &ctl, 64, 3, &tmp.path().join("daemon.log"));
     let start = Instant::now();
     while get(port, "/healthz").is_none() {
         if let Some(code) = d.exited() {
