@@ -216,7 +216,7 @@ impl Endpoint {
         let guard = Arc::new(crate::web::auth::Guard::new(
             listener.config.token.clone(),
             addr,
-            listener.tls.is_some(),
+            tls.is_some(),
         ));
         let router = Router::new()
             .route("/healthz", get(healthz))

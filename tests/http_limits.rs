@@ -66,6 +66,20 @@ fn raise_own_limit() {
     }
 }
 
+/// The daemon on `config` (listening on `port`, under `nofile` descriptors), once `/healthz`
+/// answers 200.
+fn start(config: &std::path::Path, port: u16, nofile: Option<u64>) -> (Proc, SocketAddr) {
+    let mut d = Proc::run(config, nofile);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = Instant::now();
+    while !matches!(get(addr, "/healthz"), Some((200, _))) {
+        assert!(d.running(), "the daemon exited: {}", d.log());
+        assert!(up.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (d, addr)
+}
+
 #[test]
 fn idle_and_slow_clients_neither_exhaust_descriptors_nor_stay_open() {
     raise_own_limit();
@@ -82,14 +96,7 @@ fn idle_and_slow_clients_neither_exhaust_descriptors_nor_stay_open() {
         ),
     )
     .unwrap();
-    let mut d = Proc::run(&config, Some(64));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = Instant::now();
-    while !matches!(get(addr, "/healthz"), Some((200, _))) {
-        assert!(d.running(), "the daemon exited: {}", d.log());
-        assert!(up.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut d, addr) = start(&config, port, Some(64));
     let before = analysed(addr);
 
     // a client that trickles its request head, and 300 idle sockets (the daemon has 64
@@ -182,14 +189,7 @@ fn busy_connections_leave_healthz_a_slot_and_stalled_requests_meet_their_deadlin
         ),
     )
     .unwrap();
-    let mut d = Proc::run(&config, None);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = Instant::now();
-    while !matches!(get(addr, "/healthz"), Some((200, _))) {
-        assert!(d.running(), "the daemon exited: {}", d.log());
-        assert!(up.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut d, addr) = start(&config, port, None);
     // four uploads that announce a body and never send it: every connection is being answered
     let stalled: Vec<TcpStream> = (0..4)
         .map(|_| {

@@ -64,25 +64,27 @@ impl Validator<'_> {
                 Some(super::Secret::new(token))
             }
         };
+        // a file the daemon can open, or an error at its key
+        let readable = |f: &toml::Spanned<String>, name: &str| -> Result<std::path::PathBuf> {
+            let path = self.relative(f.get_ref());
+            match std::fs::File::open(&path) {
+                Ok(_) => Ok(path),
+                Err(e) => self.err(
+                    f.span(),
+                    name,
+                    format!(
+                        "unable to read {}: {e}; make it readable by the daemon",
+                        path.display()
+                    ),
+                ),
+            }
+        };
         let tls = match (&h.tls_cert, &h.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let mut paths = vec![];
-                for (f, name) in [(cert, "http.tls_cert"), (key, "http.tls_key")] {
-                    let path = self.relative(f.get_ref());
-                    if let Err(e) = std::fs::File::open(&path) {
-                        return self.err(
-                            f.span(),
-                            name,
-                            format!("unable to read {}: {e}; make it readable by the daemon", path.display()),
-                        );
-                    }
-                    paths.push(path);
-                }
-                let key = paths.pop().unwrap_or_default();
-                let cert = paths.pop().unwrap_or_default();
-                Some(super::HttpTls { cert, key })
-            }
+            (Some(cert), Some(key)) => Some(super::HttpTls {
+                cert: readable(cert, "http.tls_cert")?,
+                key: readable(key, "http.tls_key")?,
+            }),
             (Some(f), None) | (None, Some(f)) => {
                 return self.err(
                     f.span(),

@@ -172,12 +172,16 @@ impl Writer {
             .store(self.low.is_some(), Ordering::Relaxed);
     }
 
+    /// Counts `n` rows not written while paused.
+    fn skip(&mut self, n: u64) {
+        self.skipped += n;
+        self.stats.skipped.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn add(&mut self, r: Record) {
         if self.low.is_some() {
             // nothing is prepared (no thumbnail encoded) for a row that will not be written
-            self.skipped += 1;
-            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return self.skip(1);
         }
         match r {
             Record::Frame(f) => self
@@ -193,9 +197,7 @@ impl Writer {
         }
         if self.low.is_some() {
             // rows prepared before the pause began
-            let n = (self.frames.len() + self.events.len()) as u64;
-            self.skipped += n;
-            self.stats.skipped.fetch_add(n, Ordering::Relaxed);
+            self.skip((self.frames.len() + self.events.len()) as u64);
             self.frames.clear();
             self.events.clear();
             return;

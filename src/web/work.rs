@@ -6,14 +6,13 @@
 //! interrupts the request's SQLite statement and marks the job cancelled for the steps between
 //! statements. Work that runs past [`DEADLINE`] is cancelled the same way and answered 503.
 //!
-//! The `lab` threads run in Linux's idle scheduling class (`SCHED_IDLE`, and [`LAB_NICE`] nicer
-//! where that class is refused): where the cores are busy (a Pi analysing its cameras) the
-//! inference threads get the CPU first and the lab's queries take longer, instead of the
-//! cameras' frames. Measured by `scripts/lab-load.py` (BENCHMARKS.md): with a lower nice value
-//! alone, 20 clients querying a 1 GB history slowed inference 1.63x on 2 cores; in the idle class
-//! 1.18-1.22x. The
-//! work's model runs (the lab's CLIP text tower) stay on that thread: tract's matrix products
-//! there never borrow the inference threads' pool.
+//! The `lab` threads run in Linux's idle scheduling class (`SCHED_IDLE`), and [`LAB_NICE`] nicer,
+//! which is what remains where that class is refused: where the cores are busy (a Pi analysing
+//! its cameras) the inference threads get the CPU first and the lab's queries take longer,
+//! instead of the cameras' frames. Measured by `scripts/lab-load.py` (BENCHMARKS.md): with a
+//! lower nice value alone, 20 clients querying a 1 GB history slowed inference 1.63x on 2 cores;
+//! in the idle class 1.18-1.22x. The work's model runs (the lab's CLIP text tower) stay on that
+//! thread: tract's matrix products there never borrow the inference threads' pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
