@@ -277,4 +277,54 @@ mod tests {
         // a clock that stepped back does not stall thumbnails forever
         assert!(c.due(at(2.0), i, false));
     }
+
+    #[test]
+    fn a_backlog_is_deleted_in_passes_that_follow_each_other() {
+        // two and a half chunks of frames, all past `keep` when the writer starts: deleted a
+        // chunk a pass, the passes a commit apart (not a minute)
+        let dir = std::env::temp_dir().join(format!("promptcam-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = HistoryConfig {
+            dir: dir.clone(),
+            keep: Duration::from_secs(3600),
+            max_bytes: u64::MAX,
+            min_free_bytes: 0,
+            thumbnail_width: 64,
+            thumbnail_interval: Duration::from_secs(5),
+        };
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let n = store::RETAIN_CHUNK as usize * 5 / 2;
+        let frames: Vec<_> = (0..n)
+            .map(|i| {
+                writer::prepare_frame(
+                    FrameRecord {
+                        camera: "porch".into(),
+                        time: old + Duration::from_millis(i as u64),
+                        motion: false,
+                        scores: vec![],
+                        embedding: None,
+                        thumbnail: None,
+                    },
+                    64,
+                )
+            })
+            .collect();
+        store::Store::open(&dir)
+            .unwrap()
+            .insert(&frames, &[])
+            .unwrap();
+        let history = History::start(config).unwrap();
+        let reader = store::Store::open_read_only(&dir.join(store::FILE_NAME)).unwrap();
+        let t = std::time::Instant::now();
+        while reader.count_frames("porch", 0, i64::MAX).unwrap() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the backlog is still there after 20 s: {} frames",
+                reader.count_frames("porch", 0, i64::MAX).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        history.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -124,6 +124,13 @@ UPDATE marks SET
     v = (SELECT v FROM embeddings WHERE frame = marks.frame),
     jpeg = (SELECT t.jpeg FROM frames f JOIN thumbs t ON t.id = f.thumb WHERE f.id = marks.frame);
 ";
+/// The time of the first frame past a retention chunk of the frames older than a cut.
+const CHUNK_END: &str = "SELECT t_ms FROM frames WHERE t_ms < ?1 ORDER BY t_ms LIMIT 1 OFFSET ?2";
+
+/// Frames one retention pass deletes at most: a pass (the deletes, the checkpoint and the
+/// vacuum) took 52-58 ms at most on the AMD EPYC of BENCHMARKS.md (issue 23).
+pub const RETAIN_CHUNK: i64 = 1000;
+
 fn time_span(table: &str) -> String {
     format!("SELECT min(t_ms), max(t_ms) FROM {table}")
 }
@@ -134,6 +141,8 @@ pub struct Store {
     path: PathBuf,
     /// `models` rows already looked up or made, by SHA-256.
     models: std::collections::HashMap<String, i64>,
+    /// Frames a retention pass deletes at most ([`RETAIN_CHUNK`]; smaller in tests).
+    retain_chunk: i64,
 }
 
 /// A frame row ready to insert (the writer prepares it off the inference thread).
@@ -189,6 +198,9 @@ pub fn decode_f16(bytes: &[u8], out: &mut [f32]) {
 pub struct Retained {
     pub frames: usize,
     pub bytes_after: u64,
+    /// The pass stopped at its chunk, or the database is still over its size: another pass is
+    /// due soon.
+    pub more: bool,
 }
 
 /// Whether an error says the database file is damaged (or not a database at all).
@@ -285,6 +297,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             models: Default::default(),
+            retain_chunk: RETAIN_CHUNK,
         }
     }
 
@@ -462,19 +475,39 @@ impl Store {
         Ok(frames)
     }
 
-    /// Retention: everything older than `now_ms - keep` goes; then, while the database and its
-    /// WAL (as left by a checkpoint) take more than `max_bytes`, the oldest tenth of what is
-    /// left. Freed pages go back to the file system.
-    pub fn retain(&mut self, now_ms: i64, keep: Duration, max_bytes: u64) -> Result<Retained> {
-        let mut frames = self.delete_before(now_ms - keep.as_millis() as i64)?;
-        self.checkpoint()?;
-        // measured once: the deletes below grow the WAL until the next checkpoint, and counting
-        // that growth would delete ever more
-        let wal = self.wal_bytes();
-        for _ in 0..64 {
-            if self.pages_bytes()? + wal <= max_bytes {
-                break;
+    /// `cutoff_ms`, or an earlier time if more than `retain_chunk` frames are older than it:
+    /// the time of the first frame past the chunk (found on `frames_t`), so that one delete
+    /// takes at most a chunk of frames (a few more only where many share one millisecond).
+    /// The second value says the cut was brought forward.
+    fn bounded_cut(&self, cutoff_ms: i64) -> Result<(i64, bool)> {
+        let mut st = self.conn.prepare_cached(CHUNK_END)?;
+        let past: Option<i64> = st
+            .query_row(params![cutoff_ms, self.retain_chunk], |r| r.get(0))
+            .optional()?;
+        Ok(match past {
+            None => (cutoff_ms, false),
+            Some(t) => {
+                let first: Option<i64> = self
+                    .conn
+                    .query_row(&time_span("frames"), [], |r| r.get(0))?;
+                // a chunk's frames all in one millisecond still make progress
+                (if first == Some(t) { t + 1 } else { t }, true)
             }
+        })
+    }
+
+    /// One retention pass: everything older than `now_ms - keep` goes; once that is done, while
+    /// the database and its WAL (as left by a checkpoint) take more than `max_bytes`, the
+    /// oldest tenth of what is left. A pass deletes at most `retain_chunk` frames, so that the
+    /// writer's commits never wait long behind it whatever the backlog (a history that
+    /// shrank to a new `max_mb`, a device back after a week off); `Retained::more` then asks
+    /// for the next pass soon. Freed pages go back to the file system.
+    pub fn retain(&mut self, now_ms: i64, keep: Duration, max_bytes: u64) -> Result<Retained> {
+        let (cut, mut more) = self.bounded_cut(now_ms - keep.as_millis() as i64)?;
+        let mut frames = self.delete_before(cut)?;
+        self.checkpoint()?;
+        if !more && self.pages_bytes()? + self.wal_bytes() > max_bytes {
+            // the oldest tenth of the time span the biggest tables cover
             let oldest = |table: &str| -> Result<Option<i64>> {
                 Ok(self
                     .conn
@@ -483,19 +516,25 @@ impl Store {
                     })?
                     .map(|(lo, hi)| lo + (hi - lo) / 10 + 1))
             };
-            // the oldest tenth of the time span the biggest tables cover
             let cut = [oldest("frames")?, oldest("thumbs")?, oldest("events")?]
                 .into_iter()
                 .flatten()
                 .min();
-            let Some(cut) = cut else { break };
-            frames += self.delete_before(cut)?;
+            if let Some(cut) = cut {
+                let (cut, _) = self.bounded_cut(cut)?;
+                let gone = self.delete_before(cut)?;
+                frames += gone;
+                // over until a pass finds it under (the WAL is measured after a checkpoint:
+                // counting the growth of the deletes themselves would delete ever more)
+                more = gone > 0;
+            }
         }
         self.conn.execute_batch("PRAGMA incremental_vacuum")?;
         self.checkpoint()?;
         Ok(Retained {
             frames,
             bytes_after: self.size_bytes()?,
+            more,
         })
     }
 }

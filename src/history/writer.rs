@@ -1,8 +1,9 @@
 //! Writer: the `history` thread. It turns records into rows (scores as JSON, embeddings as f16,
 //! thumbnails scaled and JPEG-encoded here, never on the inference thread), commits them in one
-//! transaction at least every quarter second, and runs retention once a minute. A database
-//! that turns out corrupt while running is set aside and a fresh one started; other write
-//! errors are logged (at most once a minute) and their rows counted as dropped.
+//! transaction at least every quarter second, and runs retention once a minute (a pass deletes
+//! a bounded chunk; while more is due, passes follow each commit). A database that turns out
+//! corrupt while running is set aside and a fresh one started; other write errors are logged
+//! (at most once a minute) and their rows counted as dropped.
 //!
 //! Two states keep the daemon's other work safe, each logged once, shown on `/healthz` (through
 //! [`HistoryStats::health`]) and left by itself:
@@ -26,6 +27,9 @@ use crate::event::{Event, EventKind};
 /// Rows are committed at least this often (a crash loses at most about this much).
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
+/// The next retention pass while one has more to delete (each pass deletes a bounded chunk):
+/// after the next commit, so that frames keep being written between passes.
+const RETAIN_AGAIN: Duration = COMMIT_EVERY;
 /// Rows kept waiting at most while the database refuses writes.
 const PENDING_MAX: usize = 2048;
 
@@ -44,6 +48,8 @@ pub struct Writer {
     low: Option<u64>,
     /// Rows skipped during the current pause.
     skipped: u64,
+    /// When the next retention pass is due.
+    retain_at: Instant,
 }
 
 impl Writer {
@@ -70,6 +76,7 @@ impl Writer {
             reopen_wait,
             low: None,
             skipped: 0,
+            retain_at: Instant::now(),
         }
     }
 
@@ -77,7 +84,6 @@ impl Writer {
         self.check_space();
         self.retain();
         let mut last_commit = Instant::now();
-        let mut last_retain = Instant::now();
         loop {
             let wait = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
             match rx.recv_timeout(wait) {
@@ -91,9 +97,8 @@ impl Writer {
                 self.commit();
                 last_commit = Instant::now();
             }
-            if last_retain.elapsed() >= RETAIN_EVERY {
+            if Instant::now() >= self.retain_at {
                 self.retain();
-                last_retain = Instant::now();
             }
         }
         self.commit();
@@ -234,13 +239,18 @@ impl Writer {
         }
     }
 
+    /// One retention pass; the next is due in a minute, or soon while it has more to delete.
     fn retain(&mut self) {
         let now = unix_ms(SystemTime::now());
+        self.retain_at = Instant::now() + RETAIN_EVERY;
         let Some(store) = &mut self.store else {
             return;
         };
         match store.retain(now, self.config.keep, self.config.max_bytes) {
             Ok(r) => {
+                if r.more {
+                    self.retain_at = Instant::now() + RETAIN_AGAIN;
+                }
                 self.stats.bytes.store(r.bytes_after, Ordering::Relaxed);
                 if r.frames > 0 {
                     tracing::debug!(

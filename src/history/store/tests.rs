@@ -8,6 +8,23 @@ fn dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Retention passes until one has no more to do, as the writer runs them: the frames of all of
+/// them, and what the last left.
+fn retain_all(s: &mut Store, now: i64, keep: Duration, cap: u64) -> Retained {
+    let mut all = Retained::default();
+    for _ in 0..100 {
+        let r = s.retain(now, keep, cap).unwrap();
+        all = Retained {
+            frames: all.frames + r.frames,
+            ..r
+        };
+        if !r.more {
+            return all;
+        }
+    }
+    panic!("retention does not finish");
+}
+
 fn model(tag: &str) -> Arc<ModelIdentity> {
     Arc::new(ModelIdentity {
         name: tag.into(),
@@ -108,9 +125,7 @@ fn retention_by_age_then_by_size_oldest_first() {
     let full = s.size_bytes().unwrap();
     // keep one day: the first day goes
     let now = 48 * hour;
-    let r = s
-        .retain(now, Duration::from_secs(24 * 3600), u64::MAX)
-        .unwrap();
+    let r = retain_all(&mut s, now, Duration::from_secs(24 * 3600), u64::MAX);
     assert_eq!(r.frames, 24 * 60);
     let left = s.frames("porch", 0, i64::MAX).unwrap();
     assert_eq!(left.first().map(|f| f.t_ms), Some(24 * hour));
@@ -143,7 +158,7 @@ fn retention_by_age_then_by_size_oldest_first() {
     let file = std::fs::metadata(d.join(FILE_NAME)).unwrap().len();
     // then a size cap: the oldest go until it fits, the newest stay
     let cap = r.bytes_after / 3;
-    let r = s.retain(now, Duration::from_secs(24 * 3600), cap).unwrap();
+    let r = retain_all(&mut s, now, Duration::from_secs(24 * 3600), cap);
     assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
     let left = s.frames("porch", 0, i64::MAX).unwrap();
     assert!(
@@ -164,6 +179,64 @@ fn retention_by_age_then_by_size_oldest_first() {
         std::fs::metadata(d.join(FILE_NAME)).unwrap().len() < file,
         "the file shrank"
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn retention_deletes_a_bounded_chunk_per_pass_until_done() {
+    let d = dir("chunks");
+    let mut s = Store::open(&d).unwrap();
+    s.retain_chunk = 100;
+    // 1 000 frames a second apart, one every tenth with a thumbnail, and three that share a
+    // millisecond with a whole chunk's worth of others
+    let mut batch: Vec<NewFrame> = (0..1000)
+        .map(|i| {
+            frame(
+                "porch",
+                10_000 + i * 1000,
+                if i % 10 == 0 { 512 } else { 0 },
+            )
+        })
+        .collect();
+    batch.extend((0..150).map(|_| frame("yard", 5_000, 0)));
+    s.insert(&batch, &[]).unwrap();
+    // keep the last 100 s: 900 + 150 frames are over age, deleted a chunk at a time
+    let now = 10_000 + 1000 * 1000;
+    let keep = Duration::from_secs(100);
+    let mut passes = vec![];
+    loop {
+        let r = s.retain(now, keep, u64::MAX).unwrap();
+        passes.push(r.frames);
+        if !r.more {
+            break;
+        }
+        assert!(passes.len() < 50, "retention does not finish: {passes:?}");
+    }
+    assert_eq!(passes.iter().sum::<usize>(), 1050, "{passes:?}");
+    // the 150 frames of one millisecond go together (progress), every other pass takes a chunk
+    assert_eq!(passes[0], 150, "{passes:?}");
+    assert!(passes[1..].iter().all(|&n| n <= 100), "{passes:?}");
+    assert!(passes.len() >= 10, "{passes:?}");
+    let left = s.frames("porch", 0, i64::MAX).unwrap();
+    assert_eq!(left.len(), 100);
+    assert_eq!(left[0].t_ms, now - 100_000);
+    assert_eq!(s.embeddings("porch", 0, 512).unwrap().len(), 100);
+    // by size too: a cap met over several passes, each within its chunk, the newest kept
+    let cap = s.size_bytes().unwrap() / 2;
+    let mut n = 0;
+    loop {
+        let r = s.retain(now, keep, cap).unwrap();
+        n += 1;
+        assert!(r.frames <= 100);
+        if !r.more {
+            assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
+            break;
+        }
+        assert!(n < 20, "the size cap is never met");
+    }
+    let left = s.frames("porch", 0, i64::MAX).unwrap();
+    assert!(!left.is_empty() && left.len() < 100, "{}", left.len());
+    assert_eq!(left.last().map(|f| f.t_ms), Some(now - 1000));
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -202,6 +275,7 @@ fn every_hot_statement_runs_on_an_index() {
     ]
     .iter()
     .chain(DELETE_BEFORE.iter())
+    .chain([&CHUNK_END])
     .map(|q| q.to_string())
     .collect();
     statements.extend(["frames", "thumbs", "events"].map(time_span));
@@ -248,7 +322,7 @@ fn the_wal_counts_and_is_kept_small() {
     assert_eq!(s.size_bytes().unwrap(), s.pages_bytes().unwrap() + wal);
     // a cap under what the pages and the WAL take together is met by both together
     let cap = s.size_bytes().unwrap() * 2 / 3;
-    let r = s.retain(200_000, Duration::from_secs(3600), cap).unwrap();
+    let r = retain_all(&mut s, 200_000, Duration::from_secs(3600), cap);
     assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
     assert!(r.frames < 200, "not everything went: {}", r.frames);
     let _ = std::fs::remove_dir_all(&d);
