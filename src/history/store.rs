@@ -177,10 +177,28 @@ pub fn encode_embedding(v: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// Decodes stored embedding values (little-endian f16) into `out`, value by value through a
-/// table of every f16 as f32: faster than converting each where the build does not enable the
-/// CPU's f16 instructions, and cheap enough to do row by row while scoring, so a lab query never
-/// holds a camera's whole history as f32.
+/// Decodes stored embedding values (little-endian f16) into `out`: cheap enough to do row by
+/// row while scoring, so a lab query never holds a camera's whole history as f32. On x86-64,
+/// `half` converts with F16C, picked at run time: 300 000 512-value rows in ~50 ms on the AMD
+/// EPYC of BENCHMARKS.md, where a table of every f16 took ~85 ms.
+#[cfg(target_arch = "x86_64")]
+pub fn decode_f16(bytes: &[u8], out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    // in blocks: the bytes copied into aligned f16s (a blob need not be aligned), then converted
+    let mut block = [half::f16::ZERO; 64];
+    for (out, bytes) in out.chunks_mut(64).zip(bytes.chunks(128)) {
+        let n = out.len().min(bytes.len() / 2);
+        for (h, b) in block.iter_mut().zip(bytes.chunks_exact(2)) {
+            *h = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]]));
+        }
+        block[..n].convert_to_f32_slice(&mut out[..n]);
+    }
+}
+
+/// Decodes stored embedding values (little-endian f16) into `out`, through a table of every
+/// f16 as f32: `half` uses the CPU's conversion only where it has FP16 arithmetic (not a Pi 4's
+/// Cortex-A72), and its bit-by-bit fallback is slower than a lookup.
+#[cfg(not(target_arch = "x86_64"))]
 pub fn decode_f16(bytes: &[u8], out: &mut [f32]) {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
@@ -314,9 +332,9 @@ impl Store {
             )
         })?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        // the lab reads every embedding of a camera: map the file instead of copying it page by
-        // page through the pager (several times faster on a large history)
-        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        // no `mmap_size`: a mapped 1 GB history counted in the daemon's resident memory (and
+        // its OOM score) as the lab read it, and the lab query was no faster for it (471-479 ms
+        // read through SQLite's pager, 504-572 ms mapped: BENCHMARKS.md, issue 23)
         Ok(Store::with(conn, path))
     }
 

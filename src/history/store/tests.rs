@@ -241,6 +241,53 @@ fn retention_deletes_a_bounded_chunk_per_pass_until_done() {
 }
 
 #[test]
+fn every_f16_decodes_to_its_value() {
+    // every bit pattern, in a row whose length is no multiple of a block (and a byte short)
+    let bits: Vec<u16> = (0..=u16::MAX).collect();
+    let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let mut out = vec![f32::NAN; bits.len() + 3];
+    decode_f16(&bytes, &mut out[..bits.len()]);
+    for (&b, &got) in bits.iter().zip(&out) {
+        let want = half::f16::from_bits(b).to_f32();
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{b:#06x}: {got} != {want}"
+        );
+    }
+    assert!(
+        out[bits.len()..].iter().all(|v| v.is_nan()),
+        "wrote past the row"
+    );
+    let mut short = [0.0f32; 70];
+    decode_f16(&bytes[2..141], &mut short);
+    assert_eq!(short[68], half::f16::from_bits(69).to_f32());
+    assert_eq!(short[69], 0.0, "half a value is no value");
+}
+
+#[test]
+fn the_lab_reads_the_history_without_mapping_it() {
+    // a mapped file counts in the daemon's resident memory as the lab reads it: 1 GB on a Pi
+    let d = dir("nomap");
+    let mut s = Store::open(&d).unwrap();
+    let frames: Vec<NewFrame> = (0..300).map(|i| frame("porch", i * 1000, 0)).collect();
+    s.insert(&frames, &[]).unwrap();
+    // in the file, not in the WAL (which is never mapped)
+    s.checkpoint().unwrap();
+    let path = d.join(FILE_NAME);
+    let reader = Store::open_read_only(&path).unwrap();
+    let (index, _) = reader.score_embeddings("porch", 0, 512, |r| r[0]).unwrap();
+    assert_eq!(index.ids.len(), 300);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let file = path.canonicalize().unwrap();
+    assert!(
+        !maps.lines().any(|l| l.ends_with(file.to_str().unwrap())),
+        "the history file is mapped"
+    );
+    drop(reader);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_corrupt_file_is_set_aside_and_a_fresh_one_started() {
     let d = dir("corrupt");
     std::fs::create_dir_all(&d).unwrap();
