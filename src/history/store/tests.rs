@@ -8,21 +8,23 @@ fn dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Retention passes until one has no more to do, as the writer runs them: the frames of all of
-/// them, and what the last left.
-fn retain_all(s: &mut Store, now: i64, keep: Duration, cap: u64) -> Retained {
-    let mut all = Retained::default();
-    for _ in 0..100 {
-        let r = s.retain(now, keep, cap).unwrap();
-        all = Retained {
-            frames: all.frames + r.frames,
-            ..r
-        };
-        if !r.more {
-            return all;
-        }
+/// Retention passes until one has no more to do, as the writer runs them.
+fn passes(s: &mut Store, now: i64, keep: Duration, cap: u64) -> Vec<Retained> {
+    let mut all = vec![];
+    while all.last().is_none_or(|r: &Retained| r.more) {
+        assert!(all.len() < 100, "retention does not finish");
+        all.push(s.retain(now, keep, cap).unwrap());
     }
-    panic!("retention does not finish");
+    all
+}
+
+/// [`passes`] as one: the frames of all of them, and what the last left.
+fn retain_all(s: &mut Store, now: i64, keep: Duration, cap: u64) -> Retained {
+    let all = passes(s, now, keep, cap);
+    Retained {
+        frames: all.iter().map(|r| r.frames).sum(),
+        ..all[all.len() - 1]
+    }
 }
 
 fn model(tag: &str) -> Arc<ModelIdentity> {
@@ -187,8 +189,8 @@ fn retention_deletes_a_bounded_chunk_per_pass_until_done() {
     let d = dir("chunks");
     let mut s = Store::open(&d).unwrap();
     s.retain_chunk = 100;
-    // 1 000 frames a second apart, one every tenth with a thumbnail, and three that share a
-    // millisecond with a whole chunk's worth of others
+    // 1 000 frames a second apart, one every tenth with a thumbnail, and 150 more that share one
+    // millisecond, more than a chunk
     let mut batch: Vec<NewFrame> = (0..1000)
         .map(|i| {
             frame(
@@ -203,37 +205,29 @@ fn retention_deletes_a_bounded_chunk_per_pass_until_done() {
     // keep the last 100 s: 900 + 150 frames are over age, deleted a chunk at a time
     let now = 10_000 + 1000 * 1000;
     let keep = Duration::from_secs(100);
-    let mut passes = vec![];
-    loop {
-        let r = s.retain(now, keep, u64::MAX).unwrap();
-        passes.push(r.frames);
-        if !r.more {
-            break;
-        }
-        assert!(passes.len() < 50, "retention does not finish: {passes:?}");
-    }
-    assert_eq!(passes.iter().sum::<usize>(), 1050, "{passes:?}");
+    let all = passes(&mut s, now, keep, u64::MAX);
+    assert!(
+        all.len() < 50,
+        "retention does not finish: {} passes",
+        all.len()
+    );
+    let counts: Vec<usize> = all.iter().map(|r| r.frames).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 1050, "{counts:?}");
     // the 150 frames of one millisecond go together (progress), every other pass takes a chunk
-    assert_eq!(passes[0], 150, "{passes:?}");
-    assert!(passes[1..].iter().all(|&n| n <= 100), "{passes:?}");
-    assert!(passes.len() >= 10, "{passes:?}");
+    assert_eq!(counts[0], 150, "{counts:?}");
+    assert!(counts[1..].iter().all(|&n| n <= 100), "{counts:?}");
+    assert!(counts.len() >= 10, "{counts:?}");
     let left = s.frames("porch", 0, i64::MAX).unwrap();
     assert_eq!(left.len(), 100);
     assert_eq!(left[0].t_ms, now - 100_000);
     assert_eq!(s.embeddings("porch", 0, 512).unwrap().len(), 100);
     // by size too: a cap met over several passes, each within its chunk, the newest kept
     let cap = s.size_bytes().unwrap() / 2;
-    let mut n = 0;
-    loop {
-        let r = s.retain(now, keep, cap).unwrap();
-        n += 1;
-        assert!(r.frames <= 100);
-        if !r.more {
-            assert!(r.bytes_after <= cap, "{} > {cap}", r.bytes_after);
-            break;
-        }
-        assert!(n < 20, "the size cap is never met");
-    }
+    let all = passes(&mut s, now, keep, cap);
+    assert!(all.len() < 20, "the size cap is never met");
+    assert!(all.iter().all(|r| r.frames <= 100));
+    let last = all[all.len() - 1];
+    assert!(last.bytes_after <= cap, "{} > {cap}", last.bytes_after);
     let left = s.frames("porch", 0, i64::MAX).unwrap();
     assert!(!left.is_empty() && left.len() < 100, "{}", left.len());
     assert_eq!(left.last().map(|f| f.t_ms), Some(now - 1000));
