@@ -26,6 +26,8 @@ pub struct Report {
     pub family: &'static str,
     pub quantized: bool,
     pub threads: usize,
+    /// Where the timed graph ran: "cpu", or "cuda" and the GPU's name.
+    pub device: String,
     pub frames: usize,
     pub image: String,
     pub image_size: [u32; 2],
@@ -100,6 +102,7 @@ pub struct Options<'a> {
     pub quantized: bool,
     /// 0 = all cores.
     pub threads: usize,
+    pub device: crate::model::device::DeviceChoice,
     pub frames: usize,
     pub image: &'a Path,
     pub profile: bool,
@@ -120,6 +123,13 @@ pub fn run(o: &Options) -> Result<Report> {
         ..
     } = *o;
     let threads = crate::threads::set_threads(o.threads);
+    let selected = crate::model::device::select(o.device);
+    if selected.refused {
+        anyhow::bail!(
+            "unable to bench on the GPU: {}; run on the CPU with --device cpu",
+            selected.detail
+        );
+    }
     let precision = if quantized {
         Precision::Quantized
     } else {
@@ -223,6 +233,17 @@ pub fn run(o: &Options) -> Result<Report> {
         M::Seg(s) => s.image_graph().clone(),
     };
     let kernels = crate::model::graph::kernels(graph(&m).model());
+    // a model the GPU refused runs on the CPU (`device::plan` logged why): say where it ran
+    let device = match (
+        selected.device,
+        crate::model::device::on_gpu(graph(&m).model()),
+    ) {
+        (crate::model::device::Device::Cuda, true) => format!("cuda ({})", selected.detail),
+        (crate::model::device::Device::Cuda, false) => {
+            "cpu (the GPU refused the model; see the log)".into()
+        }
+        _ => "cpu".into(),
+    };
     let profile = if profile {
         let pixels = match &mut m {
             M::Clip(c) => c.preprocessor().run(&first)?,
@@ -244,6 +265,7 @@ pub fn run(o: &Options) -> Result<Report> {
         family: model.family.title(),
         quantized,
         threads,
+        device,
         frames,
         image: image.display().to_string(),
         image_size: [first.width(), first.height()],
@@ -267,11 +289,12 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} ({}{}), {} thread(s), {} frames of {} ({}x{})",
+            "{} ({}{}), {} thread(s), {}, {} frames of {} ({}x{})",
             self.model,
             self.family,
             if self.quantized { ", quantized" } else { "" },
             self.threads,
+            self.device,
             self.frames,
             self.image,
             self.image_size[0],

@@ -11,6 +11,7 @@ mod endpoint;
 mod examples;
 mod fetch;
 mod fixture;
+mod gpu;
 mod history;
 mod http_limits;
 mod https;

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Threads for matrix products (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where the model runs: cpu, cuda (an NVIDIA GPU, in a build with the `cuda` feature) or
+    /// auto (the GPU when there is one).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: crate::model::device::DeviceChoice,
     /// Frames to time after two warm-up frames.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub frames: u32,
@@ -305,6 +309,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 dir: a.model.as_deref().unwrap_or(std::path::Path::new("")),
                 quantized: a.quantized,
                 threads: a.threads,
+                device: a.device,
                 frames: a.frames as usize,
                 image: &a.image,
                 profile: a.profile,
@@ -319,6 +324,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_device(word: &str) -> std::result::Result<crate::model::device::DeviceChoice, String> {
+    crate::model::device::DeviceChoice::parse(word)
+        .ok_or_else(|| format!("use {}", crate::model::device::DeviceChoice::WORDS))
 }
 
 fn probe(a: ProbeArgs) -> Result<()> {

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::decide::DecideConfig;
+use crate::model::device::DeviceChoice;
 use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionConfig;
 
@@ -204,6 +205,8 @@ pub struct Config {
     pub path: PathBuf,
     pub device_id: String,
     pub inference_threads: usize,
+    /// `[models] device`: where the models run (selected at start: `model::device`).
+    pub device: DeviceChoice,
     /// The `[models.<kind>]` tables.
     pub models: BTreeMap<ModelKind, ModelConfig>,
     pub motion: Option<MotionConfig>,

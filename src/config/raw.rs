@@ -12,8 +12,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) daemon: RawDaemon,
     #[serde(default)]
-    /// `[models.<kind>]`, by the kind's name (checked by the validator).
-    pub(super) models: BTreeMap<Spanned<String>, RawModel>,
+    /// `[models]`: `device`, and the `[models.<kind>]` tables.
+    pub(super) models: RawModels,
     #[serde(default)]
     pub(super) motion: RawMotion,
     #[serde(default)]
@@ -57,6 +57,43 @@ pub(super) struct RawHistory {
 pub(super) struct RawDaemon {
     pub(super) device_id: Option<Spanned<String>>,
     pub(super) inference_threads: Option<Spanned<i64>>,
+}
+
+/// `[models]`: the `device` key beside the `[models.<kind>]` tables. Read key by key (serde's
+/// `flatten` would lose the spans that errors cite).
+#[derive(Default)]
+pub(super) struct RawModels {
+    pub(super) device: Option<Spanned<String>>,
+    /// `[models.<kind>]`, by the kind's name (checked by the validator).
+    pub(super) kinds: BTreeMap<Spanned<String>, RawModel>,
+}
+
+impl<'de> Deserialize<'de> for RawModels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Tables;
+        impl<'de> serde::de::Visitor<'de> for Tables {
+            type Value = RawModels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of `device` and [models.<kind>] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawModels, A::Error> {
+                let mut out = RawModels::default();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    if key.get_ref() == "device" {
+                        out.device = Some(map.next_value()?);
+                    } else {
+                        let table = map.next_value()?;
+                        out.kinds.insert(key, table);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Tables)
+    }
 }
 
 #[derive(Deserialize)]

@@ -243,3 +243,49 @@ fn ids_are_bounded_never_empty_and_distinct() {
     );
     assert_eq!(make_id("!!!").len(), 11);
 }
+
+#[test]
+fn models_device_sits_beside_the_model_tables() {
+    let c = parse(GOOD, Path::new("t.toml")).unwrap();
+    assert_eq!(c.device, DeviceChoice::Auto);
+    for (word, want) in [("cpu", DeviceChoice::Cpu), ("cuda", DeviceChoice::Cuda)] {
+        // in a [models] table before the kinds' tables, and beside an inline kind table
+        let before = GOOD.replace(
+            "[models.clip]",
+            &format!("[models]\ndevice = \"{word}\"\n\n[models.clip]"),
+        );
+        let c = parse(&before, Path::new("t.toml")).unwrap();
+        assert_eq!((c.device, c.models.len()), (want, 1), "{before}");
+        let inline = format!(
+            "[models]\ndevice = \"{word}\"\nclip = {{ dir = \"models/tiny/clip\" }}\n{}",
+            GOOD.replace("[models.clip]\ndir = \"models/tiny/clip\"\n", "")
+        );
+        let c = parse(&inline, Path::new("t.toml")).unwrap();
+        assert_eq!((c.device, c.models.len()), (want, 1), "{inline}");
+    }
+    let e = err(&GOOD.replace(
+        "[models.clip]",
+        "[models]\ndevice = \"gpu\"\n\n[models.clip]",
+    ));
+    assert!(
+        e.contains("models.device")
+            && e.contains("line 3")
+            && e.contains("\"gpu\"")
+            && e.contains("\"cuda\""),
+        "{e}"
+    );
+    // a kind's table is still checked as one
+    let e = err(&GOOD.replace(
+        "[models.clip]",
+        "[models]\nclipp = { dir = \"x\" }\n\n[models.clip]",
+    ));
+    assert!(
+        e.contains("models.clipp") && e.contains("not a model kind"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "dir = \"models/tiny/clip\"",
+        "dir = \"models/tiny/clip\"\ndevice = \"cuda\"",
+    ));
+    assert!(e.contains("device"), "{e}");
+}

@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::raw::{RawConfig, RawModel, RawQuantized};
 use super::syntax::line_col;
 use super::{slug, CameraConfig, Config, ModelConfig, SEE};
+use crate::model::device::DeviceChoice;
 use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionConfig;
 
@@ -117,8 +118,25 @@ impl Validator<'_> {
             0,
             256,
         )? as usize;
+        let device = match &raw.models.device {
+            None => DeviceChoice::Auto,
+            Some(d) => match DeviceChoice::parse(d.get_ref()) {
+                Some(c) => c,
+                None => {
+                    return self.err(
+                        d.span(),
+                        "models.device",
+                        format!(
+                            "{:?} is not a device; use {} (\"auto\": the GPU when this build has CUDA and one answers, else the CPU)",
+                            d.get_ref(),
+                            DeviceChoice::WORDS
+                        ),
+                    )
+                }
+            },
+        };
         let mut models = BTreeMap::new();
-        for (name, m) in &raw.models {
+        for (name, m) in &raw.models.kinds {
             let Some(kind) = ModelKind::from_name(name.get_ref()) else {
                 return self.err(
                     name.span(),
@@ -168,6 +186,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             device_id,
             inference_threads,
+            device,
             models,
             motion,
             cameras,

@@ -86,6 +86,11 @@ pub fn run(config: Config) -> Result<()> {
     crate::signals::install(control.clone())?;
     tracing::info!("loading the models of {} camera(s)", config.cameras.len());
     let threads = crate::threads::set_threads(config.inference_threads);
+    let device = crate::model::device::select(config.device);
+    match device.refused {
+        true => tracing::warn!("{device}"),
+        false => tracing::info!("{device}"),
+    }
     let mqtt = config.mqtt.clone();
     // the prompts added at run time before the last stop come back with the file's
     let runtime = crate::runtime::Runtime::start(&config, std::time::SystemTime::now());

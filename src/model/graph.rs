@@ -168,7 +168,8 @@ impl OnnxGraph {
     }
 
     /// Builds an optimized tract model: every input of the file must be given in `inputs`
-    /// (fed or constant), and only `outputs` are kept (so unused towers are pruned).
+    /// (fed or constant), and only `outputs` are kept (so unused towers are pruned). A model
+    /// bound for the GPU comes back decluttered instead, and [`runnable`] finishes it there.
     pub fn optimized(&self, inputs: &[(&str, Input)], outputs: &[&str]) -> Result<TypedModel> {
         self.check_io(inputs, outputs)?;
         build(
@@ -286,6 +287,18 @@ fn build(
         })
         .collect::<Result<_>>()?;
     typed.set_input_outlets(&by_name)?;
+    // a model with a fed input, built while the GPU is selected, stays decluttered for tract's
+    // CUDA transform (`device::plan`); int8 and one-shot constant models run on the CPU
+    if *format != QuantFormat::DynamicInt8
+        && !by_name.is_empty()
+        && super::device::current() == super::device::Device::Cuda
+    {
+        let mut decluttered = typed
+            .into_decluttered()
+            .with_context(|| format!("unable to simplify {file} with tract"))?;
+        super::device::mark_for_gpu(&mut decluttered, &file.to_string());
+        return Ok(decluttered);
+    }
     let mut optimized = typed
         .into_optimized()
         .with_context(|| format!("unable to optimize {file} with tract"))?;
@@ -306,10 +319,9 @@ fn build(
 /// An optimized model ready to run, with the output order of the `optimized` call.
 pub type Runnable = Arc<TypedRunnableModel>;
 
+/// Plans a model of [`OnnxGraph::optimized`] on the device it was built for (`device::plan`).
 pub fn runnable(model: TypedModel) -> Result<Runnable> {
-    model
-        .into_runnable()
-        .context("unable to plan the model for running")
+    super::device::plan(model)
 }
 
 /// One op type's share of a profiled run.

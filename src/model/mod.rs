@@ -1,7 +1,7 @@
 //! Model: the zero-shot vision models, each a struct owning its tract runnable, its preprocessing
 //! and its post-processing (`clip` for whole-frame states, `owlvit` and `owlv2` for boxed
 //! objects, `clipseg` for masks and coverage; `kind` lists them), plus the pieces they share: the model directory
-//! layout (`dir`), ONNX loading and graph folding (`graph`, `skim` for a file's structure without
+//! layout (`dir`), where models run (`device`: the CPU, or a GPU in a `cuda` build), ONNX loading and graph folding (`graph`, `skim` for a file's structure without
 //! its weights, `grid` for running OWL models at other input sizes) and prompt tokenization
 //! (`tokenize`).
 
@@ -10,6 +10,7 @@ pub mod clip_image;
 pub mod clip_text;
 pub mod clipseg;
 pub mod detector;
+pub mod device;
 pub mod dir;
 pub mod examples;
 pub mod fused;

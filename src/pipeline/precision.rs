@@ -6,7 +6,8 @@
 //! faster one that fits the memory stays and both figures are logged. An explicit `true` keeps
 //! int8 but says so, with the figures, when int8 runs more than 3x slower than fp32. fp32 is
 //! only tried when the machine has twice its files' size available: on a 4 GB Pi running both
-//! full-size models, int8 is chosen for memory before speed.
+//! full-size models, int8 is chosen for memory before speed. With the models on a GPU
+//! (`model::device`), "auto" means fp32: int8 runs on the CPU only.
 
 use std::path::Path;
 use std::time::Instant;
@@ -97,8 +98,18 @@ pub fn load<M>(
     let title = kind.title();
     let int8_files = files_bytes(dir, kind, Precision::Quantized);
     let fp32_files = files_bytes(dir, kind, Precision::Fp32);
+    let gpu = crate::model::device::current() == crate::model::device::Device::Cuda;
     match choice {
         PrecisionChoice::Fp32 => return Ok((load(Precision::Fp32)?, Precision::Fp32)),
+        // the GPU runs fp32 (tract's CUDA runtime has no int8 matrix products for these graphs)
+        PrecisionChoice::Auto if gpu && fp32_files.is_some() => {
+            tracing::info!("{title}: fp32 (quantized = \"auto\" with the models on the GPU)");
+            return Ok((load(Precision::Fp32)?, Precision::Fp32));
+        }
+        PrecisionChoice::Int8 if gpu => tracing::info!(
+            "{title}: int8 runs on the CPU (quantized = true); set quantized = \"auto\" in [models.{}] to run fp32 on the GPU",
+            kind.name()
+        ),
         PrecisionChoice::Auto if int8_files.is_none() => {
             tracing::info!(
                 "{title}: fp32 (quantized = \"auto\"; {} has no int8 files to time against it)",
