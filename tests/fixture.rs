@@ -4,8 +4,17 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// The checkout: where this test binary was built, or `PROMPTCAM_TEST_REPO` for a binary
+/// carried to another machine (scripts/gpu-check.sh).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("PROMPTCAM_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The promptcam binary built with these tests, or `PROMPTCAM_TEST_BIN` (a carried one).
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("PROMPTCAM_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_promptcam").into())
 }
 
 pub fn path(rel: &str) -> PathBuf {
@@ -107,10 +116,10 @@ pub fn promptcam_command() -> std::process::Command {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut words = runner.split_whitespace();
             let mut cmd = std::process::Command::new(words.next().unwrap_or_default());
-            cmd.args(words).arg(env!("CARGO_BIN_EXE_promptcam"));
+            cmd.args(words).arg(binary());
             cmd
         }
-        _ => std::process::Command::new(env!("CARGO_BIN_EXE_promptcam")),
+        _ => std::process::Command::new(binary()),
     }
 }
 
