@@ -6,6 +6,8 @@
 # downloaded as on a new machine. Prints how long each command took.
 #
 #   scripts/fresh-check.sh             # root; needs debootstrap and the network (apt and cargo)
+#   SUITE=noble MIRROR=URL [KEYRING=FILE] scripts/fresh-check.sh   # the same on Ubuntu 24.04
+#     (MIRROR: an Ubuntu archive; KEYRING: its keyring, default ubuntu-keyring's file)
 #
 # 1. `cargo run --release -- run --config config/demo.toml`: stopped (SIGINT) after its third
 #    event; reports the time to that event (the build included).
@@ -26,10 +28,28 @@ TOOLCHAIN=$(rustup show active-toolchain | cut -d' ' -f1)
 
 BASE=target/fresh-chroot/$SUITE
 if [ ! -x "$BASE/usr/bin/gcc" ]; then
-  MIRROR=$(scripts/debian-mirror)
-  echo "== debootstrap $SUITE from $MIRROR into $BASE, + build-essential (cached for next time)"
-  rm -rf "$BASE" && mkdir -p "$BASE"
-  debootstrap --variant=minbase "$SUITE" "$BASE" "$MIRROR" >/dev/null
+  case $SUITE in
+    jammy | noble)
+      [ -n "${MIRROR:-}" ] || { echo "fresh-check: set MIRROR to an Ubuntu archive URL for $SUITE" >&2; exit 2; }
+      KEYRING=${KEYRING:-/usr/share/keyrings/ubuntu-archive-keyring.gpg}
+      [ -f "$KEYRING" ] || { echo "fresh-check: no Ubuntu archive keyring at $KEYRING: install ubuntu-keyring, or set KEYRING to the file of Ubuntu's ubuntu-keyring package" >&2; exit 2; }
+      echo "== debootstrap $SUITE from $MIRROR into $BASE, + build-essential (cached for next time)"
+      rm -rf "$BASE" && mkdir -p "$BASE"
+      # Ubuntu's suites bootstrap with the gutsy script, which this debootstrap may not link yet
+      debootstrap --variant=minbase --keyring="$KEYRING" "$SUITE" "$BASE" "$MIRROR" /usr/share/debootstrap/scripts/gutsy >/dev/null
+      # the components and pockets a fresh Ubuntu install enables (mosquitto, ffmpeg and the
+      # GStreamer plugins are in universe)
+      rm -f "$BASE/etc/apt/sources.list"
+      printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates %s-security\nComponents: main restricted universe multiverse\nSigned-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n' \
+        "$MIRROR" "$SUITE" "$SUITE" "$SUITE" >"$BASE/etc/apt/sources.list.d/ubuntu.sources"
+      ;;
+    *)
+      MIRROR=$(scripts/debian-mirror)
+      echo "== debootstrap $SUITE from $MIRROR into $BASE, + build-essential (cached for next time)"
+      rm -rf "$BASE" && mkdir -p "$BASE"
+      debootstrap --variant=minbase "$SUITE" "$BASE" "$MIRROR" >/dev/null
+      ;;
+  esac
   cp /etc/resolv.conf "$BASE/etc/resolv.conf"
   chroot "$BASE" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends build-essential ca-certificates sudo >/dev/null && apt-get clean'
 fi

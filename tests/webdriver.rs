@@ -58,9 +58,23 @@ fn chromium_binary() -> String {
     for name in candidates {
         for dir in std::env::split_paths(&path) {
             let p = dir.join(name);
-            if p.is_file() {
-                return p.display().to_string();
+            if !p.is_file() {
+                continue;
             }
+            // Ubuntu's packages only install wrappers of the chromium snap, which a machine
+            // without a running snapd (a container, a chroot) never gets
+            let wrapper = std::fs::read(&p).unwrap_or_default();
+            if wrapper.windows(10).any(|w| w == b"/snap/bin/")
+                && !Path::new("/snap/bin/chromium").exists()
+            {
+                panic!(
+                    "{} only starts the chromium snap, which is not installed: run `sudo snap \
+                     install chromium` (a container or chroot without snapd cannot; scripts/test \
+                     skips the browser tests there and says so)",
+                    p.display()
+                );
+            }
+            return p.display().to_string();
         }
     }
     panic!(
