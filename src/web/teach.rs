@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::search::{self, BadQuery, Query};
 use crate::config::PromptConfig;
 use crate::history::lab::score_all;
-use crate::history::store::{decode_f16, Embeddings, Store};
+use crate::history::store::{decode_f16, Embeddings, Marked, Store};
 use crate::learn::evaluate::{self, Point};
 use crate::learn::file::{self, Counts, CvFigures, HeldOut, LearnedPrompt};
 use crate::learn::{select, train, Training};
@@ -92,6 +92,26 @@ pub fn dataset(
         }
     }
     Ok(d)
+}
+
+/// The scenes marks already show, as embeddings of `dim` values made by `model` (the CLIP model
+/// in use; `None` when it is unknown: then by size alone). `/api/lab/next` offers frames unlike
+/// them. A mark made with another model says nothing of this one's space, even at the same size.
+pub fn known_scenes(marks: &[Marked], dim: usize, model: Option<&ModelIdentity>) -> Vec<Vec<f32>> {
+    marks
+        .iter()
+        .filter(|m| match (model, &m.model) {
+            (None, _) => true,
+            (Some(ours), Some(made)) => made.sha256 == ours.sha256,
+            (Some(_), None) => false,
+        })
+        .filter_map(|m| m.v.as_ref().filter(|v| v.len() == dim * 2))
+        .map(|v| {
+            let mut row = vec![0.0; dim];
+            decode_f16(v, &mut row);
+            row
+        })
+        .collect()
 }
 
 /// Why a question has nothing to learn from or measure, said so the user knows what to do.
@@ -478,4 +498,48 @@ pub fn find_learned(
         )));
     }
     Ok((LearnedPrompt::load(&path)?, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(frame: i64, sha: Option<&str>, v: &[f32]) -> Marked {
+        let bytes: Vec<u8> = v
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect();
+        Marked {
+            frame,
+            yes: true,
+            t_ms: Some(frame),
+            model: sha.map(|s| ModelIdentity {
+                name: "clip".into(),
+                sha256: s.into(),
+            }),
+            v: Some(bytes),
+            jpeg: None,
+            pictured: false,
+        }
+    }
+
+    #[test]
+    fn known_scenes_are_the_running_models_own() {
+        let ours = ModelIdentity {
+            name: "clip".into(),
+            sha256: "aaa".into(),
+        };
+        let marks = [
+            mark(1, Some("aaa"), &[1.0, 0.0]),
+            // another model of the same size: its space is another
+            mark(2, Some("bbb"), &[0.0, 1.0]),
+            // made before models were recorded
+            mark(3, None, &[0.5, 0.5]),
+            // ours, but of another size
+            mark(4, Some("aaa"), &[1.0, 0.0, 0.0]),
+        ];
+        assert_eq!(known_scenes(&marks, 2, Some(&ours)), vec![vec![1.0, 0.0]]);
+        // the model unknown: by size alone, as before
+        assert_eq!(known_scenes(&marks, 2, None).len(), 3);
+    }
 }

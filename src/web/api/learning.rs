@@ -275,16 +275,9 @@ pub async fn next(State(web): State<Arc<Web>>, RawQuery(q): RawQuery) -> ApiResu
             };
             let marks = store.marked(&camera, query.text.trim(), false)?;
             let marked: std::collections::HashSet<i64> = marks.iter().map(|m| m.frame).collect();
-            // the scenes the marks already show, as embeddings of this model's size
-            let known: Vec<Vec<f32>> = marks
-                .iter()
-                .filter_map(|m| m.v.as_ref().filter(|v| v.len() == s.frames.dim * 2))
-                .map(|v| {
-                    let mut row = vec![0.0; s.frames.dim];
-                    crate::history::store::decode_f16(v, &mut row);
-                    row
-                })
-                .collect();
+            // the scenes the marks already show, in the space of the model in use
+            let model = web.clip_identity().ok();
+            let known = crate::web::teach::known_scenes(&marks, s.frames.dim, model.as_ref());
             let candidates: Vec<usize> = (0..s.scores.len())
                 .filter(|&i| s.frames.thumbs[i].is_some() && !marked.contains(&s.frames.ids[i]))
                 .collect();
