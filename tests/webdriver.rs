@@ -85,6 +85,9 @@ fn chromium_binary() -> String {
 
 impl Browser {
     pub fn start(profile: &Path) -> Browser {
+        // first, so a missing browser (or Ubuntu's snap wrapper without its snap) says so
+        // instead of the driver timing out
+        let binary = chromium_binary();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -129,7 +132,7 @@ impl Browser {
         .chain([format!("--user-data-dir={}", profile.display())])
         .collect::<Vec<_>>();
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium_binary(), "args": args}}}});
+            "goog:chromeOptions": {"binary": binary, "args": args}}}});
         let session = call(&agent, "POST", &format!("{base}/session"), Some(caps))
             .unwrap_or_else(|e| panic!("{e}"));
         let session = session["sessionId"]
