@@ -232,6 +232,7 @@ fn build(
 ) -> Result<TypedModel> {
     let file = path.display();
     let dir = path.parent().and_then(Path::to_str);
+    let t0 = std::time::Instant::now();
     let mut onnx = tract_onnx::onnx().with_ignore_value_info(*format == QuantFormat::DynamicInt8);
     super::quantize::register(&mut onnx.op_register);
     let mut model = onnx
@@ -254,9 +255,11 @@ fn build(
         model.set_input_fact(ix, fact)?;
     }
     model.select_outputs_by_name(outputs)?;
+    let t_import = t0.elapsed();
     let mut typed = model
         .into_typed()
         .with_context(|| format!("unable to analyse {file} with tract"))?;
+    let t_typed = t0.elapsed();
     // fold the constant inputs into the graph
     let mut kept = vec![];
     for (ix, name) in order.iter().enumerate() {
@@ -299,9 +302,14 @@ fn build(
         super::device::mark_for_gpu(&mut decluttered, &file.to_string());
         return Ok(decluttered);
     }
+    let typed = typed
+        .into_decluttered()
+        .with_context(|| format!("unable to simplify {file} with tract"))?;
+    let t_declutter = t0.elapsed();
     let mut optimized = typed
         .into_optimized()
         .with_context(|| format!("unable to optimize {file} with tract"))?;
+    let t_opt = t0.elapsed();
     if *format == QuantFormat::DynamicInt8 {
         let n = super::quant::fold_constants(&mut optimized)
             .with_context(|| format!("unable to fold the constants of {file}"))?;
@@ -313,6 +321,14 @@ fn build(
             tracing::debug!("{file}: {n} int8 passes fused");
         }
     }
+    tracing::debug!(
+        "{file}: import {:?}, analyse {:?}, declutter {:?}, optimize {:?}, int8 passes {:?}",
+        t_import,
+        t_typed - t_import,
+        t_declutter - t_typed,
+        t_opt - t_declutter,
+        t0.elapsed() - t_opt
+    );
     Ok(optimized)
 }
 
