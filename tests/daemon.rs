@@ -678,3 +678,180 @@ fn under_journald_log_lines_carry_syslog_priorities_and_no_timestamps() {
     );
     assert!(!stderr.contains("T2"), "no timestamps: {stderr}");
 }
+
+/// `run` on `config` with model builds logged, until its source ends: (code, stdout, stderr).
+fn run_logged(config: &Path) -> (i32, String, String) {
+    let out = fixture::promptcam_command()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(fixture::repo())
+        .env("RUST_LOG", "info,promptcam::model::graph=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The ONNX files a run built into tract models (the graph's debug line), by file name.
+fn built(log: &str) -> Vec<String> {
+    let mut v: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(": import "))
+        .filter_map(|l| {
+            let path = l.split(".onnx: import").next()?;
+            Some(format!("{}.onnx", path.rsplit('/').next()?))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Each event's type, prompt and score, in order.
+fn event_scores(out: &str) -> Vec<(String, String, f64)> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["prompt"].as_str().unwrap_or_default().to_string(),
+                e["score"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_restart_takes_the_measured_choices_from_the_start_cache() {
+    let tmp = TempDir::new("start-cache");
+    // a copy of the tiny CLIP, whose files the test can touch
+    let clip = tmp.path().join("clip");
+    fixture::copy_model(&fixture::path("models/tiny/clip"), &clip, |_| true);
+    let config = tmp.path().join("promptcam.toml");
+    let text = fixture::demo_without_http()
+        .replace("loop = true", "loop = false")
+        .replace(
+            "\"models/tiny/clip\"",
+            &format!("{:?}", clip.to_str().unwrap()),
+        );
+    std::fs::write(&config, text).unwrap();
+    let cache_file = tmp.path().join("start-cache.json");
+
+    // a first start times both precisions of both models and the thread counts, and keeps them
+    let (code, out1, err1) = run_logged(&config);
+    assert_eq!(code, 0, "{err1}");
+    let clip1 = precision_line(&err1, "CLIP").unwrap_or_else(|| panic!("{err1}"));
+    let owl1 = precision_line(&err1, "OWL-ViT").unwrap_or_else(|| panic!("{err1}"));
+    assert!(!err1.contains("at an earlier start"), "{err1}");
+    assert!(
+        err1.contains("inference threads measured on the loaded models"),
+        "{err1}"
+    );
+    let both = built(&err1);
+    for f in [
+        "vision_model.onnx",
+        "vision_model_quantized.onnx",
+        "model.onnx",
+        "model_quantized.onnx",
+    ] {
+        assert!(both.contains(&f.to_string()), "{f} not built: {both:?}");
+    }
+    let cache: Value = serde_json::from_slice(&std::fs::read(&cache_file).unwrap()).unwrap();
+    assert_eq!(cache["timings"].as_object().unwrap().len(), 2, "{cache}");
+    assert_eq!(cache["threads"].as_object().unwrap().len(), 1, "{cache}");
+    assert_eq!(cache["texts"].as_object().unwrap().len(), 2, "{cache}");
+
+    // a restart loads only the chosen precisions, embeds no text and times nothing, with the
+    // first start's figures and the same events
+    let (code, out2, err2) = run_logged(&config);
+    assert_eq!(code, 0, "{err2}");
+    assert_eq!(precision_line(&err2, "CLIP"), Some(clip1.clone()), "{err2}");
+    assert_eq!(
+        precision_line(&err2, "OWL-ViT"),
+        Some(owl1.clone()),
+        "{err2}"
+    );
+    assert!(
+        err2.contains("CLIP: 2 of 2 text embedding(s) from the start cache"),
+        "{err2}"
+    );
+    assert!(
+        err2.contains("inference threads measured on these models at an earlier start"),
+        "{err2}"
+    );
+    let suffix = |p: &str| {
+        if p == "int8" {
+            "_quantized.onnx"
+        } else {
+            ".onnx"
+        }
+    };
+    assert_eq!(
+        built(&err2),
+        {
+            let mut v = vec![
+                format!("model{}", suffix(&owl1.2)),
+                format!("vision_model{}", suffix(&clip1.2)),
+            ];
+            v.sort();
+            v
+        },
+        "{err2}"
+    );
+    // each prompt's first start: the same frame, scored with the same (cached) embeddings (the
+    // later events follow the wall clock's off_delay, which a busy machine shifts)
+    let first_starts = |out: &str| {
+        let mut v: Vec<(String, f64)> = vec![];
+        for (kind, prompt, score) in event_scores(out) {
+            if kind == "start" && !v.iter().any(|(p, _)| *p == prompt) {
+                v.push((prompt, score));
+            }
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(first_starts(&out1).len(), 2, "{out1}");
+    assert_eq!(first_starts(&out2), first_starts(&out1));
+
+    // a changed model file (here: a new modification time) is measured again; the other is not
+    let vision = clip.join("onnx/vision_model.onnx");
+    std::fs::File::options()
+        .append(true)
+        .open(&vision)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    let (code, _, err3) = run_logged(&config);
+    assert_eq!(code, 0, "{err3}");
+    let clip3 = err3
+        .lines()
+        .find(|l| l.contains("CLIP: int8"))
+        .unwrap_or_default();
+    let owl3 = err3
+        .lines()
+        .find(|l| l.contains("OWL-ViT: int8"))
+        .unwrap_or_default();
+    assert!(
+        !clip3.contains("earlier start") && owl3.contains("earlier start"),
+        "{err3}"
+    );
+    assert!(
+        built(&err3).contains(&"text_model.onnx".to_string())
+            || built(&err3).contains(&"text_model_quantized.onnx".to_string()),
+        "{err3}"
+    );
+
+    // a cache that does not parse is said so, measured again and rewritten
+    std::fs::write(&cache_file, b"{\"format\": 1, \"timings\": {").unwrap();
+    let (code, _, err4) = run_logged(&config);
+    assert_eq!(code, 0, "{err4}");
+    assert!(
+        err4.contains("unable to use the start cache") && err4.contains("rewriting it"),
+        "{err4}"
+    );
+    assert!(!err4.contains("at an earlier start"), "{err4}");
+    let cache: Value = serde_json::from_slice(&std::fs::read(&cache_file).unwrap()).unwrap();
+    assert_eq!(cache["timings"].as_object().unwrap().len(), 2, "{cache}");
+}

@@ -192,7 +192,12 @@ model = "clip"
         launch = tmp.path().join("launch").display(),
     );
     let config = promptcam::config::parse(&text, &tmp.path().join("t.toml")).unwrap();
-    let towers = Towers::load(&config, None).unwrap();
+    let towers = Towers::load(
+        &config,
+        None,
+        &promptcam::pipeline::start_cache::StartCache::off(),
+    )
+    .unwrap();
     let mut models = towers.prompt_models(&config.cameras[0]).unwrap();
     let scale = refs["logit_scale"].as_f64().unwrap() as f32;
     let mut undecided = 0;

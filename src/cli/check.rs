@@ -37,7 +37,8 @@ pub fn check(path: &Path) -> Result<()> {
     }
     let mut running = config.clone();
     crate::runtime::merge(&entries, &mut running);
-    let (towers, cameras) = crate::daemon::prepare(&running)?;
+    let (towers, cameras) =
+        crate::daemon::prepare(&running, &crate::pipeline::start_cache::StartCache::off())?;
     let mut report = vec![format!("{}: valid", path.display())];
     for (kind, mc) in &config.models {
         let mut files: Vec<String> = std::fs::read_dir(mc.dir.join("onnx"))

@@ -122,7 +122,11 @@ impl Lab {
         only.cameras = vec![cam.clone()];
         only.history = None;
         only.models.retain(|kind, _| *kind == ModelKind::Clip);
-        let towers = crate::pipeline::towers::Towers::load(&only, None)?;
+        let towers = crate::pipeline::towers::Towers::load(
+            &only,
+            None,
+            &crate::pipeline::start_cache::StartCache::off(),
+        )?;
         Ok(towers
             .prompt_models(&cam)?
             .iter()

@@ -20,6 +20,7 @@ use crate::config::{Config, ModelConfig};
 use crate::event::Event;
 use crate::model::{ModelKind, PrecisionChoice};
 use crate::motion::MotionGate;
+use crate::pipeline::start_cache::StartCache;
 use crate::pipeline::towers::Towers;
 use crate::pipeline::{Camera, Inference};
 use crate::signals::Control;
@@ -32,9 +33,10 @@ mod threads;
 
 use reload::Reloads;
 
-/// Loads the models and builds every camera on them; `promptcam check` stops here.
-pub fn prepare(config: &Config) -> Result<(Towers, Vec<Camera>)> {
-    let towers = Towers::load(config, None)?;
+/// Loads the models and builds every camera on them (with what `cache` remembers from an
+/// earlier start); `promptcam check` stops here.
+pub fn prepare(config: &Config, cache: &StartCache) -> Result<(Towers, Vec<Camera>)> {
+    let towers = Towers::load(config, None, cache)?;
     let cameras = config
         .cameras
         .iter()
@@ -95,20 +97,22 @@ pub fn run(config: Config) -> Result<()> {
     // the prompts added at run time before the last stop come back with the file's
     let runtime = crate::runtime::Runtime::start(&config, std::time::SystemTime::now());
     let mut running = config.clone();
+    let cache = StartCache::open(&config.state_dir());
     let (towers, cameras) = match runtime.merge(&mut running) {
-        0 => prepare(&running)?,
+        0 => prepare(&running, &cache)?,
         // saved run-time prompts whose models no longer load must not keep the cameras down
-        _ => prepare(&running).or_else(|e| {
+        _ => prepare(&running, &cache).or_else(|e| {
             tracing::error!("{e:#}; starting without the run-time prompts");
             runtime.reject_unloaded(&config.cameras, &format!("{e:#}"));
             running = config.clone();
-            prepare(&running)
+            prepare(&running, &cache)
         })?,
     };
     let threads = match config.inference_threads {
-        0 => threads::calibrate(&towers)?,
+        0 => threads::calibrate(&towers, &cache)?,
         _ => threads,
     };
+    cache.save();
     tracing::info!("inference on {threads} thread(s)");
     let mut status = status_of(&cameras);
     status.runtime = runtime.clone();

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::config::{CameraConfig, Config};
+use crate::pipeline::start_cache::StartCache;
 use crate::pipeline::towers::Towers;
 use crate::pipeline::{Inference, PromptModel};
 use crate::runtime::{self, Runtime};
@@ -56,7 +57,12 @@ pub(super) struct Reloads {
 impl Reloads {
     pub(super) fn new(towers: Towers, base: Config, runtime: Runtime) -> Reloads {
         Reloads {
-            load: Arc::new(|config, old| Towers::load(config, Some(old))),
+            load: Arc::new(|config, old| {
+                let cache = StartCache::open(&config.state_dir());
+                let towers = Towers::load(config, Some(old), &cache);
+                cache.save();
+                towers
+            }),
             base,
             towers,
             in_flight: None,

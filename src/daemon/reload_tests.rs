@@ -56,7 +56,9 @@ fn rocket() -> Frame {
 /// The daemon's inference on the config file, with its reloads, and the events it sends.
 fn running(file: &ConfigFile) -> (Inference, Reloads, Receiver<Event>) {
     let config = crate::config::load(&file.0).expect("a valid config");
-    let (towers, cameras) = crate::daemon::prepare(&config).expect("the tiny models");
+    let (towers, cameras) =
+        crate::daemon::prepare(&config, &crate::pipeline::start_cache::StartCache::off())
+            .expect("the tiny models");
     let (tx, rx) = sync_channel(256);
     (
         Inference::new(cameras, tx, None),

@@ -7,19 +7,42 @@
 
 use anyhow::Result;
 
+use crate::pipeline::start_cache::{StartCache, Threads};
 use crate::pipeline::towers::Towers;
 
-/// Picks and sets the inference thread count for the loaded models; returns it.
-pub(super) fn calibrate(towers: &Towers) -> Result<usize> {
+/// Picks and sets the inference thread count for the loaded models; returns it. A count that
+/// an earlier start measured on the same models on this machine (`cache`) is used as it is.
+pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
+    let key = towers.calibration_key();
+    let show = |times: &[(usize, f64)]| {
+        times
+            .iter()
+            .map(|(n, ms)| format!("{n} thread(s) {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(t) = cache.threads(&key) {
+        let n = crate::threads::set_threads(t.threads);
+        tracing::info!(
+            "inference threads measured on these models at an earlier start: {}; using {n} ({}; delete it to measure again)",
+            show(&t.times),
+            cache.path().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+        return Ok(n);
+    }
     let frame = crate::pipeline::precision::blank_frame();
     let (n, times) = crate::threads::pick_threads(|| towers.run_once(&frame))?;
-    let measured: Vec<String> = times
-        .iter()
-        .map(|(n, ms)| format!("{n} thread(s) {ms:.1} ms"))
-        .collect();
     tracing::info!(
         "inference threads measured on the loaded models: {}; using {n}",
-        measured.join(", ")
+        show(&times)
+    );
+    cache.put_threads(
+        &key,
+        Threads {
+            threads: n,
+            times,
+            measured: crate::pipeline::start_cache::stamp_now(),
+        },
     );
     Ok(n)
 }

@@ -21,10 +21,12 @@ pub struct VisionGeometry {
 }
 
 /// fp32 files or onnxruntime's dynamic int8 `*_quantized.onnx`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
     #[default]
+    #[serde(rename = "fp32")]
     Fp32,
+    #[serde(rename = "int8")]
     Quantized,
 }
 

@@ -15,6 +15,7 @@ mod clip;
 pub mod detect;
 pub mod precision;
 mod segment;
+pub mod start_cache;
 pub mod towers;
 pub mod tree;
 pub mod worker;

@@ -7,7 +7,9 @@
 //! int8 but says so, with the figures, when int8 runs more than 3x slower than fp32. fp32 is
 //! only tried when the machine has twice its files' size available: on a 4 GB Pi running both
 //! full-size models, int8 is chosen for memory before speed. With the models on a GPU
-//! (`model::device`), "auto" means fp32: int8 runs on the CPU only.
+//! (`model::device`), "auto" means fp32: int8 runs on the CPU only. The timings are remembered
+//! between starts (`start_cache`): a restart with the same files, binary and CPU loads only the
+//! precision they chose.
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,7 +17,40 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
+use super::start_cache::{StartCache, Timing};
+use crate::config::ModelConfig;
 use crate::model::{ModelDir, ModelKind, Precision, PrecisionChoice};
+
+/// Where [`load`] remembers its two timings between starts ([`StartCache`]) and under which key:
+/// the model's files, its input size and the thread count on this machine.
+pub struct Memo<'a> {
+    pub cache: &'a StartCache,
+    pub key: String,
+    what: String,
+}
+
+impl<'a> Memo<'a> {
+    pub fn new(cache: &'a StartCache, kind: ModelKind, from: &ModelConfig) -> Memo<'a> {
+        let threads = crate::threads::current_threads();
+        let size = from
+            .input_size
+            .map(|s| format!("{s} px, "))
+            .unwrap_or_default();
+        let what = format!(
+            "{} in {}, {size}{threads} thread(s)",
+            kind.title(),
+            from.dir.display()
+        );
+        let key = super::start_cache::key(&[
+            &super::start_cache::machine(),
+            kind.name(),
+            &super::start_cache::files_stamp(&from.dir),
+            &format!("{:?}", from.input_size),
+            &threads.to_string(),
+        ]);
+        Memo { cache, key, what }
+    }
+}
 
 /// An explicit `quantized = true` this many times slower than fp32 logs a warning.
 pub const SLOW_INT8: f64 = 3.0;
@@ -77,6 +112,11 @@ fn available_bytes(meminfo: &Path) -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// The memory available to this process now (MemAvailable), if the system says.
+pub fn available_memory() -> Option<u64> {
+    available_bytes(Path::new("/proc/meminfo"))
+}
+
 /// One run of `model`, in ms.
 fn timed<M>(model: &mut M, run: &mut impl FnMut(&mut M) -> Result<()>) -> Result<f64> {
     let t = Instant::now();
@@ -87,11 +127,14 @@ fn timed<M>(model: &mut M, run: &mut impl FnMut(&mut M) -> Result<()>) -> Result
 /// Loads `kind`'s model in the precision `choice` resolves to on this machine (see the module
 /// header): `load` builds it from one precision's files, `run` analyses one blank frame with it.
 /// Each precision runs once to warm up, then the two alternate twice and each keeps its best
-/// time, so a passing slowdown of the machine hits both. Returns the model and its precision.
+/// time, so a passing slowdown of the machine hits both. Timings remembered in `memo` from an
+/// earlier start are used instead: only the precision they chose loads. Returns the model and
+/// its precision.
 pub fn load<M>(
     kind: ModelKind,
     choice: PrecisionChoice,
     dir: &ModelDir,
+    memo: &Memo,
     mut load: impl FnMut(Precision) -> Result<M>,
     mut run: impl FnMut(&mut M) -> Result<()>,
 ) -> Result<(M, Precision)> {
@@ -119,6 +162,52 @@ pub fn load<M>(
         }
         _ => {}
     }
+    let available = available_memory();
+    if let Some(t) = memo.cache.timing(&memo.key) {
+        let p = match choice {
+            PrecisionChoice::Int8 => Precision::Quantized,
+            _ => t.chosen,
+        };
+        // fp32 chosen on a machine that had the memory for it: still so?
+        let fits = p == Precision::Quantized
+            || fp32_files
+                .zip(available)
+                .is_none_or(|(files, avail)| avail >= 2 * files);
+        if fits {
+            match load(p).and_then(|mut m| run(&mut m).map(|_| m)) {
+                Ok(m) => {
+                    let timed = format!(
+                        "int8 {:.1} ms, fp32 {:.1} ms a frame, measured at an earlier start ({}; delete it to measure again)",
+                        t.int8_ms,
+                        t.fp32_ms,
+                        memo.cache.path().map(|p| p.display().to_string()).unwrap_or_default()
+                    );
+                    match choice {
+                        PrecisionChoice::Int8 => {
+                            match slow_int8_warning(kind, t.int8_ms, t.fp32_ms) {
+                                Some(w) => tracing::warn!("{w} ({timed})"),
+                                None => tracing::info!(
+                                    "{title}: {timed}; using int8 (quantized = true)"
+                                ),
+                            }
+                        }
+                        _ => tracing::info!(
+                            "{title}: {timed}; using {} (quantized = \"auto\")",
+                            p.name()
+                        ),
+                    }
+                    return Ok((m, p));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{title}: unable to run the {} model chosen at an earlier start: {e:#}; timing both precisions again",
+                        p.name()
+                    );
+                    memo.cache.forget_timing(&memo.key);
+                }
+            }
+        }
+    }
     let mut int8 = load(Precision::Quantized)?;
     run(&mut int8).with_context(|| format!("unable to run {title}'s int8 model"))?;
     let Some(fp32_bytes) = fp32_files else {
@@ -128,7 +217,7 @@ pub fn load<M>(
         );
         return Ok((int8, Precision::Quantized));
     };
-    if let Some(avail) = available_bytes(Path::new("/proc/meminfo")) {
+    if let Some(avail) = available {
         if avail < 2 * fp32_bytes {
             tracing::info!(
                 "{title}: int8; fp32 not tried: its files take {} MB and {} MB of memory is available",
@@ -155,6 +244,17 @@ pub fn load<M>(
         "int8 {int8_ms:.1} ms, fp32 {fp32_ms:.1} ms a frame on {} thread(s)",
         crate::threads::current_threads()
     );
+    let chosen = choose(int8_ms, Some(fp32_ms));
+    memo.cache.put_timing(
+        &memo.key,
+        Timing {
+            int8_ms,
+            fp32_ms,
+            chosen,
+            what: memo.what.clone(),
+            measured: super::start_cache::stamp_now(),
+        },
+    );
     if choice == PrecisionChoice::Int8 {
         match slow_int8_warning(kind, int8_ms, fp32_ms) {
             Some(w) => tracing::warn!("{w}"),
@@ -162,7 +262,6 @@ pub fn load<M>(
         }
         return Ok((int8, Precision::Quantized));
     }
-    let chosen = choose(int8_ms, Some(fp32_ms));
     tracing::info!(
         "{title}: {timed}; using {} (quantized = \"auto\")",
         chosen.name()

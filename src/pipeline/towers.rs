@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use super::clip::ClipPrompts;
 use super::detect::DetectPrompts;
 use super::segment::SegPrompts;
+use super::start_cache::{self, StartCache};
 use super::tree::{TreeBackends, TreePrompts};
 use super::{precision, PromptModel};
 use crate::config::{tree_texts, TreeLeaf};
@@ -107,6 +108,7 @@ fn model_of(config: &Config, kind: ModelKind) -> Result<&ModelConfig> {
 /// analyses one frame with it).
 fn reuse_or<M>(
     previous: Option<&Shared<M>>,
+    cache: &StartCache,
     kind: ModelKind,
     from: &ModelConfig,
     texts: Vec<String>,
@@ -117,8 +119,15 @@ fn reuse_or<M>(
         return Ok(p.clone());
     }
     let dir = ModelDir::open(&from.dir)?;
-    let (model, precision) =
-        precision::load(kind, from.precision, &dir, |p| load(&dir, p, &texts), run)?;
+    let memo = precision::Memo::new(cache, kind, from);
+    let (model, precision) = precision::load(
+        kind,
+        from.precision,
+        &dir,
+        &memo,
+        |p| load(&dir, p, &texts),
+        run,
+    )?;
     Ok(Shared {
         model: Arc::new(Mutex::new(model)),
         texts,
@@ -132,9 +141,45 @@ impl Towers {
     /// The biggest models load first, so the smaller ones' load peaks sit on resident memory
     /// (both full-size int8 models, measured: 530 -> 470 MB peak), and with a fixed precision
     /// the CLIP text tower is dropped before the image tower loads; under `quantized = "auto"`
-    /// the image tower is timed first, and the text tower follows its precision.
-    pub fn load(config: &Config, previous: Option<&Towers>) -> Result<Towers> {
-        let mut towers = Towers::default();
+    /// the image tower is timed first, and the text tower follows its precision. `cache` holds
+    /// what an earlier start measured (`start_cache`): the precisions chosen and the CLIP text
+    /// embeddings, so that only the chosen precision loads, and the text tower only for texts
+    /// it has not embedded before.
+    pub fn load(config: &Config, previous: Option<&Towers>, cache: &StartCache) -> Result<Towers> {
+        let parallel = loads_in_parallel(config, previous, cache);
+        std::thread::scope(|s| -> Result<Towers> {
+            // the CLIP towers load beside the detectors when nothing is timed (a warm start)
+            let clip = match parallel {
+                true => Some(
+                    std::thread::Builder::new()
+                        .name("load-clip".into())
+                        .spawn_scoped(s, || Towers::load_clip(config, previous, cache))
+                        .context("unable to start a thread to load CLIP")?,
+                ),
+                false => None,
+            };
+            let mut towers = Towers::default();
+            towers.load_detectors(config, previous, cache)?;
+            let (clip, texts) = match clip {
+                Some(h) => h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the thread loading CLIP panicked"))??,
+                None => Towers::load_clip(config, previous, cache)?,
+            };
+            towers.clip = clip;
+            towers.texts = texts;
+            towers.load_seg(config, previous, cache)?;
+            Ok(towers)
+        })
+    }
+
+    fn load_detectors(
+        &mut self,
+        config: &Config,
+        previous: Option<&Towers>,
+        cache: &StartCache,
+    ) -> Result<()> {
+        let towers = self;
         let frame = precision::blank_frame();
         for kind in [ModelKind::OwlVit, ModelKind::Owlv2] {
             let texts = texts_of(config, kind);
@@ -145,6 +190,7 @@ impl Towers {
             let old = previous.and_then(|p| p.detectors.get(&kind));
             let shared = reuse_or(
                 old,
+                cache,
                 kind,
                 from,
                 texts,
@@ -156,6 +202,18 @@ impl Towers {
             )?;
             towers.detectors.insert(kind, shared);
         }
+        Ok(())
+    }
+
+    /// CLIP's image tower and the text embeddings of the config's CLIP prompts.
+    #[allow(clippy::type_complexity)]
+    fn load_clip(
+        config: &Config,
+        previous: Option<&Towers>,
+        cache: &StartCache,
+    ) -> Result<(Option<ClipTower>, BTreeMap<String, Vec<f32>>)> {
+        let mut towers = Towers::default();
+        let frame = precision::blank_frame();
         // with a history, every camera's frames get a CLIP embedding for the prompt lab
         let clip_texts = clip_texts(config);
         let examples = example_classes(config);
@@ -183,12 +241,38 @@ impl Towers {
             for l in &learned {
                 crate::learn::file::check_model(&l.prompt, &l.path, &identity)?;
             }
+            let text_key = |p: Precision, text: &str| {
+                start_cache::key(&[
+                    &start_cache::machine(),
+                    "clip text",
+                    &start_cache::files_stamp(&from.dir),
+                    p.name(),
+                    text,
+                ])
+            };
             let embed_missing = |towers: &mut Towers, p: Precision| -> Result<()> {
-                if missing.is_empty() {
+                let mut unknown = vec![];
+                for t in &missing {
+                    match cache.text(&text_key(p, t)) {
+                        Some(v) => {
+                            towers.texts.insert(t.clone(), v);
+                        }
+                        None => unknown.push(t.clone()),
+                    }
+                }
+                if missing.len() > unknown.len() {
+                    tracing::info!(
+                        "CLIP: {} of {} text embedding(s) from the start cache",
+                        missing.len() - unknown.len(),
+                        missing.len()
+                    );
+                }
+                if unknown.is_empty() {
                     return Ok(());
                 }
                 let tower = ClipText::load(&dir, p).context("unable to load CLIP's text tower")?;
-                for (t, v) in missing.iter().zip(tower.embed(&missing)?) {
+                for (t, v) in unknown.iter().zip(tower.embed(&unknown)?) {
+                    cache.put_text(&text_key(p, t), &v);
                     towers.texts.insert(t.clone(), v);
                 }
                 Ok(())
@@ -207,6 +291,7 @@ impl Towers {
                         ModelKind::Clip,
                         from.precision,
                         &dir,
+                        &precision::Memo::new(cache, ModelKind::Clip, from),
                         |p| ClipImage::load(&dir, p).context("unable to load CLIP"),
                         |c| run_clip(c, &frame),
                     )?;
@@ -234,12 +319,23 @@ impl Towers {
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
         }
+        Ok((towers.clip, towers.texts))
+    }
+
+    fn load_seg(
+        &mut self,
+        config: &Config,
+        previous: Option<&Towers>,
+        cache: &StartCache,
+    ) -> Result<()> {
+        let frame = precision::blank_frame();
         let texts = texts_of(config, ModelKind::ClipSeg);
         if !texts.is_empty() {
             let from = model_of(config, ModelKind::ClipSeg)?;
             let old = previous.and_then(|p| p.seg.as_ref());
-            towers.seg = Some(reuse_or(
+            self.seg = Some(reuse_or(
                 old,
+                cache,
                 ModelKind::ClipSeg,
                 from,
                 texts,
@@ -247,7 +343,7 @@ impl Towers {
                 |m| run_seg(m, &frame),
             )?);
         }
-        Ok(towers)
+        Ok(())
     }
 
     /// A camera's prompt models on these towers, in the order they run: CLIP first (the
@@ -390,6 +486,32 @@ impl Towers {
         Ok(())
     }
 
+    /// What a thread count measured on these towers depends on: each loaded model's files,
+    /// input size and precision, on this machine (`start_cache`).
+    pub fn calibration_key(&self) -> String {
+        let mut parts = vec![start_cache::machine()];
+        let mut add = |kind: ModelKind, from: &ModelConfig, p: Precision| {
+            parts.push(format!(
+                "{} {} {:?} {}",
+                kind.name(),
+                start_cache::files_stamp(&from.dir),
+                from.input_size,
+                p.name()
+            ))
+        };
+        if let Some(c) = &self.clip {
+            add(ModelKind::Clip, &c.from, c.precision);
+        }
+        for (kind, d) in &self.detectors {
+            add(*kind, &d.from, d.precision);
+        }
+        if let Some(s) = &self.seg {
+            add(ModelKind::ClipSeg, &s.from, s.precision);
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        start_cache::key(&parts)
+    }
+
     /// The identity of the CLIP checkpoint that embeds frames, if CLIP is loaded.
     pub fn clip_identity(&self) -> Option<Arc<ModelIdentity>> {
         self.clip.as_ref().map(|c| c.identity.clone())
@@ -445,6 +567,51 @@ fn run_seg(m: &mut ClipSeg, image: &image::RgbImage) -> Result<()> {
     let px = m.preprocessor().run(image)?;
     m.run_pixels(px).map(drop)
 }
+
+/// Whether CLIP can load beside the detectors: when neither times its precisions (they are
+/// fixed, or remembered in `cache`: timing two models at once would skew both), there is
+/// memory to spare for two loads' peaks, and the models run on the CPU.
+fn loads_in_parallel(config: &Config, previous: Option<&Towers>, cache: &StartCache) -> bool {
+    let untimed = |kind: ModelKind, from: &ModelConfig| {
+        from.precision == PrecisionChoice::Fp32
+            || cache
+                .timing(&precision::Memo::new(cache, kind, from).key)
+                .is_some()
+    };
+    let mut loads = 0;
+    for kind in [ModelKind::OwlVit, ModelKind::Owlv2] {
+        let Some(from) = config.model(kind) else {
+            continue;
+        };
+        let reused = previous
+            .and_then(|p| p.detectors.get(&kind))
+            .is_some_and(|d| d.from == *from);
+        if texts_of(config, kind).is_empty() || reused {
+            continue;
+        }
+        if !untimed(kind, from) {
+            return false;
+        }
+        loads += 1;
+    }
+    let Some(clip) = config.model(ModelKind::Clip) else {
+        return false;
+    };
+    if previous
+        .and_then(|p| p.clip.as_ref())
+        .is_some_and(|c| c.from == *clip)
+        || !untimed(ModelKind::Clip, clip)
+    {
+        return false;
+    }
+    loads > 0
+        && crate::model::device::current() == crate::model::device::Device::Cpu
+        && precision::available_memory().is_none_or(|b| b >= PARALLEL_MEMORY)
+}
+
+/// Loading CLIP beside a detector needs this much available memory (full-size int8 loads peak
+/// at a few hundred MB each; a 2 GB board loads one at a time).
+const PARALLEL_MEMORY: u64 = 2 << 30;
 
 /// Every learned prompt of the config.
 fn learned_prompts(config: &Config) -> Vec<&crate::config::Learned> {

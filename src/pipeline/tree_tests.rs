@@ -133,7 +133,12 @@ model = "owlvit"
     let config = crate::config::parse(&text, &root.join("t.toml")).unwrap();
     let cam = &config.cameras[0];
     assert_eq!(cam.prompts.len(), 6, "one plain prompt and five leaves");
-    let towers = super::super::towers::Towers::load(&config, None).unwrap();
+    let towers = super::super::towers::Towers::load(
+        &config,
+        None,
+        &crate::pipeline::start_cache::StartCache::off(),
+    )
+    .unwrap();
     let mut models = towers.prompt_models(cam).unwrap();
     let tree_model = models
         .iter_mut()
