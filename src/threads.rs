@@ -62,14 +62,23 @@ pub fn choose_threads(times: &[(usize, f64)]) -> usize {
 
 /// Times `run` (one analysed frame's models) at the candidate thread counts of this machine —
 /// one warm-up and the best of two timed runs each — and leaves the executor at the fastest
-/// ([`choose_threads`]). Returns the choice and the times: more threads are not always faster
-/// (issue 14: a 2-core Xeon ran int8 CLIP slower on two threads than on one).
-pub fn pick_threads(mut run: impl FnMut() -> Result<()>) -> Result<(usize, Vec<(usize, f64)>)> {
+/// ([`choose_threads`]). `known` is a (threads, ms) already measured the same way (the
+/// precision choice's timings), not run again. Returns the choice and the times: more threads
+/// are not always faster (issue 14: a 2-core Xeon ran int8 CLIP slower on two threads than on
+/// one).
+pub fn pick_threads(
+    mut run: impl FnMut() -> Result<()>,
+    known: Option<(usize, f64)>,
+) -> Result<(usize, Vec<(usize, f64)>)> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let mut times = vec![];
     for n in candidates(cores) {
+        if let Some(k) = known.filter(|(k, _)| *k == n) {
+            times.push(k);
+            continue;
+        }
         set_threads(n);
         run()?;
         let mut best = f64::INFINITY;
@@ -88,6 +97,28 @@ pub fn pick_threads(mut run: impl FnMut() -> Result<()>) -> Result<(usize, Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_timing_is_not_run_again() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = candidates(cores);
+        let mut runs = 0;
+        // the known count is the fastest by far: chosen without running it
+        let (n, times) = pick_threads(
+            || {
+                runs += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                Ok(())
+            },
+            Some((cores, 0.001)),
+        )
+        .unwrap();
+        assert_eq!(runs, 3 * (all.len() - 1));
+        assert_eq!(times.len(), all.len());
+        assert!(times.contains(&(cores, 0.001)), "{times:?}");
+        assert_eq!(n, cores);
+        set_threads(0);
+    }
 
     #[test]
     fn more_threads_win_only_when_clearly_faster() {

@@ -31,9 +31,14 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
         return Ok(n);
     }
     let frame = crate::pipeline::precision::blank_frame();
-    let (n, times) = crate::threads::pick_threads(|| towers.run_once(&frame))?;
+    let known = towers.timed();
+    let (n, times) = crate::threads::pick_threads(|| towers.run_once(&frame), known)?;
+    let reused = match known {
+        Some((k, _)) => format!(" ({k} from the precision timings)"),
+        None => String::new(),
+    };
     tracing::info!(
-        "inference threads measured on the loaded models: {}; using {n}",
+        "inference threads measured on the loaded models: {}{reused}; using {n}",
         show(&times)
     );
     cache.put_threads(

@@ -27,6 +27,9 @@ pub struct Memo<'a> {
     pub cache: &'a StartCache,
     pub key: String,
     what: String,
+    /// Set by [`load`]: the chosen precision's ms a frame at this thread count, when it was
+    /// timed (now or at an earlier start), so that the thread measurement need not time it again.
+    timed: std::cell::Cell<Option<(usize, f64)>>,
 }
 
 impl<'a> Memo<'a> {
@@ -47,8 +50,28 @@ impl<'a> Memo<'a> {
             &super::start_cache::files_stamp(&from.dir),
             &format!("{:?}", from.input_size),
             &threads.to_string(),
+            &format!("{:?}", crate::model::device::current()),
         ]);
-        Memo { cache, key, what }
+        Memo {
+            cache,
+            key,
+            what,
+            timed: Default::default(),
+        }
+    }
+
+    /// What [`load`] timed of the precision it returned: (threads, ms a frame).
+    pub fn timed(&self) -> Option<(usize, f64)> {
+        self.timed.get()
+    }
+
+    fn set_timed(&self, p: Precision, int8_ms: f64, fp32_ms: f64) {
+        let ms = match p {
+            Precision::Quantized => int8_ms,
+            Precision::Fp32 => fp32_ms,
+        };
+        self.timed
+            .set(Some((crate::threads::current_threads(), ms)));
     }
 }
 
@@ -196,6 +219,7 @@ pub fn load<M>(
                             p.name()
                         ),
                     }
+                    memo.set_timed(p, t.int8_ms, t.fp32_ms);
                     return Ok((m, p));
                 }
                 Err(e) => {
@@ -260,8 +284,10 @@ pub fn load<M>(
             Some(w) => tracing::warn!("{w}"),
             None => tracing::info!("{title}: {timed}; using int8 (quantized = true)"),
         }
+        memo.set_timed(Precision::Quantized, int8_ms, fp32_ms);
         return Ok((int8, Precision::Quantized));
     }
+    memo.set_timed(chosen, int8_ms, fp32_ms);
     tracing::info!(
         "{title}: {timed}; using {} (quantized = \"auto\")",
         chosen.name()

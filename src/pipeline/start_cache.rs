@@ -8,10 +8,10 @@
 //!   embedding is known.
 //!
 //! Every entry is keyed by what it depends on: the model directory's `.onnx` files (name, size,
-//! modification time), the input size, the thread count, this binary (its size and time: an
-//! upgrade of promptcam or of the tract it carries re-measures), the CPU (`/proc/cpuinfo`'s
-//! model and feature lines: the kernels tract picks follow them) and the `TRACT_*` /
-//! `PROMPTCAM_*` variables that change kernels or devices. A changed key is a miss, never a
+//! modification time), the input size, the thread count, the device (CPU or GPU), this binary
+//! (its size and time: an upgrade of promptcam or of the tract it carries re-measures), the CPU
+//! (`/proc/cpuinfo`'s model and feature lines: the kernels tract picks follow them) and the
+//! `TRACT_*` / `PROMPTCAM_*` variables that change kernels or devices. A changed key is a miss, never a
 //! stale hit. The cache is not trusted blindly: a file that does not parse is logged and
 //! rebuilt, and a cached choice whose model fails to load is forgotten and measured again.
 //! Deleting the file re-measures everything at the next start.

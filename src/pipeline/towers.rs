@@ -34,6 +34,8 @@ struct Shared<M> {
     texts: Vec<String>,
     from: ModelConfig,
     precision: Precision,
+    /// Its ms a frame at a thread count, when the precision choice timed it.
+    timed: Option<(usize, f64)>,
 }
 
 impl<M> Clone for Shared<M> {
@@ -43,6 +45,7 @@ impl<M> Clone for Shared<M> {
             texts: self.texts.clone(),
             from: self.from.clone(),
             precision: self.precision,
+            timed: self.timed,
         }
     }
 }
@@ -55,6 +58,7 @@ struct ClipTower {
     from: ModelConfig,
     precision: Precision,
     identity: Arc<ModelIdentity>,
+    timed: Option<(usize, f64)>,
 }
 
 /// Every loaded model of a config.
@@ -133,6 +137,7 @@ fn reuse_or<M>(
         texts,
         from: from.clone(),
         precision,
+        timed: memo.timed(),
     })
 }
 
@@ -284,18 +289,19 @@ impl Towers {
             if let Some(p) = fixed {
                 embed_missing(&mut towers, p)?;
             }
-            let (image, from, precision) = match known.and_then(|p| p.clip.clone()) {
-                Some(c) => (c.image, c.from, c.precision),
+            let (image, from, precision, timed) = match known.and_then(|p| p.clip.clone()) {
+                Some(c) => (c.image, c.from, c.precision, c.timed),
                 None => {
+                    let memo = precision::Memo::new(cache, ModelKind::Clip, from);
                     let (image, p) = precision::load(
                         ModelKind::Clip,
                         from.precision,
                         &dir,
-                        &precision::Memo::new(cache, ModelKind::Clip, from),
+                        &memo,
                         |p| ClipImage::load(&dir, p).context("unable to load CLIP"),
                         |c| run_clip(c, &frame),
                     )?;
-                    (image, from.clone(), p)
+                    (image, from.clone(), p, memo.timed())
                 }
             };
             if fixed.is_none() {
@@ -315,6 +321,7 @@ impl Towers {
                 from,
                 precision,
                 identity,
+                timed,
             });
         } else if !clip_texts.is_empty() {
             model_of(config, ModelKind::Clip)?;
@@ -486,10 +493,30 @@ impl Towers {
         Ok(())
     }
 
+    /// The loaded models' ms a frame together, when the precision choice timed every one of
+    /// them at the same thread count: (threads, ms), one candidate the thread measurement need
+    /// not run again.
+    pub fn timed(&self) -> Option<(usize, f64)> {
+        let mut all = vec![];
+        if let Some(c) = &self.clip {
+            all.push(c.timed);
+        }
+        all.extend(self.detectors.values().map(|d| d.timed));
+        all.extend(self.seg.iter().map(|s| s.timed));
+        let all: Vec<(usize, f64)> = all.into_iter().collect::<Option<_>>()?;
+        let threads = all.first()?.0;
+        all.iter()
+            .all(|(n, _)| *n == threads)
+            .then(|| (threads, all.iter().map(|(_, ms)| ms).sum()))
+    }
+
     /// What a thread count measured on these towers depends on: each loaded model's files,
     /// input size and precision, on this machine (`start_cache`).
     pub fn calibration_key(&self) -> String {
-        let mut parts = vec![start_cache::machine()];
+        let mut parts = vec![
+            start_cache::machine(),
+            format!("{:?}", crate::model::device::current()),
+        ];
         let mut add = |kind: ModelKind, from: &ModelConfig, p: Precision| {
             parts.push(format!(
                 "{} {} {:?} {}",
