@@ -226,15 +226,27 @@ impl Config {
     }
 
     /// Where the daemon keeps what it writes besides the history and the spool (run-time
-    /// prompts, the record of published discovery): the history's state directory, else the
-    /// directory above the MQTT spool, else the config file's directory.
+    /// prompts, the record of published discovery, the start cache): the history's state
+    /// directory, else the directory above the MQTT spool, else systemd's state directory
+    /// (`$STATE_DIRECTORY`: under the unit's ProtectSystem=strict, /etc is read-only), else the
+    /// config file's directory.
     pub fn state_dir(&self) -> PathBuf {
+        self.state_dir_with(std::env::var_os("STATE_DIRECTORY"))
+    }
+
+    /// [`Config::state_dir`] with systemd's `$STATE_DIRECTORY` given.
+    pub fn state_dir_with(&self, systemd: Option<std::ffi::OsString>) -> PathBuf {
         if let Some(h) = &self.history {
             return h.state_dir();
         }
-        let dir = match &self.mqtt {
-            Some(m) => m.spool_dir.parent().unwrap_or(&m.spool_dir).to_path_buf(),
-            None => self
+        // systemd may list several state directories, separated by colons
+        let systemd = systemd
+            .filter(|s| !s.is_empty())
+            .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default()));
+        let dir = match (&self.mqtt, systemd) {
+            (Some(m), _) => m.spool_dir.parent().unwrap_or(&m.spool_dir).to_path_buf(),
+            (None, Some(s)) => s,
+            (None, None) => self
                 .path
                 .parent()
                 .map(Path::to_path_buf)

@@ -51,6 +51,30 @@ fn a_small_config_gets_its_defaults() {
 }
 
 #[test]
+fn without_history_or_mqtt_state_goes_to_systemds_directory_then_beside_the_config() {
+    let c = parse(GOOD, Path::new("/etc/promptcam/promptcam.toml")).unwrap();
+    assert!(c.history.is_none() && c.mqtt.is_none());
+    let etc = PathBuf::from("/etc/promptcam");
+    assert_eq!(c.state_dir_with(None), etc);
+    assert_eq!(c.state_dir_with(Some("".into())), etc);
+    // under systemd (ProtectSystem=strict makes /etc read-only): its first state directory
+    assert_eq!(
+        c.state_dir_with(Some("/var/lib/promptcam:/var/lib/other".into())),
+        PathBuf::from("/var/lib/promptcam")
+    );
+    // a history's directory still decides
+    let h = parse(
+        &format!("{GOOD}[history]\nenabled = true\npath = \"/srv/cam/history\"\n"),
+        Path::new("/etc/promptcam/promptcam.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        h.state_dir_with(Some("/var/lib/promptcam".into())),
+        PathBuf::from("/srv/cam")
+    );
+}
+
+#[test]
 fn bad_configs_name_the_key_and_line() {
     let cases: &[(&str, &[&str])] = &[
         (
