@@ -726,16 +726,16 @@ fn event_scores(out: &str) -> Vec<(String, String, f64)> {
 #[test]
 fn a_restart_takes_the_measured_choices_from_the_start_cache() {
     let tmp = TempDir::new("start-cache");
-    // a copy of the tiny CLIP, whose files the test can touch
+    // copies of the tiny models, whose files the test can touch
     let clip = tmp.path().join("clip");
     fixture::copy_model(&fixture::path("models/tiny/clip"), &clip, |_| true);
+    let owl = tmp.path().join("owlvit");
+    fixture::copy_model(&fixture::path("models/tiny/owlvit"), &owl, |_| true);
     let config = tmp.path().join("promptcam.toml");
     let text = fixture::demo_without_http()
         .replace("loop = true", "loop = false")
-        .replace(
-            "\"models/tiny/clip\"",
-            &format!("{:?}", clip.to_str().unwrap()),
-        );
+        .replace("\"models/tiny/clip\"", &format!("{clip:?}"))
+        .replace("\"models/tiny/owlvit\"", &format!("{owl:?}"));
     std::fs::write(&config, text).unwrap();
     let cache_file = tmp.path().join("start-cache.json");
 
@@ -854,4 +854,29 @@ fn a_restart_takes_the_measured_choices_from_the_start_cache() {
     assert!(!err4.contains("at an earlier start"), "{err4}");
     let cache: Value = serde_json::from_slice(&std::fs::read(&cache_file).unwrap()).unwrap();
     assert_eq!(cache["timings"].as_object().unwrap().len(), 2, "{cache}");
+
+    // OWL-ViT's files replaced by garbage of the same size and time: the cached choice matches
+    // but does not load (while CLIP loads beside it), and the start fails with the reason
+    for name in ["model.onnx", "model_quantized.onnx"] {
+        let f = owl.join("onnx").join(name);
+        let meta = std::fs::metadata(&f).unwrap();
+        std::fs::write(&f, vec![0x5a_u8; meta.len() as usize]).unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(meta.modified().unwrap())
+            .unwrap();
+    }
+    let (code, _, err5) = run_logged(&config);
+    assert_ne!(code, 0, "{err5}");
+    assert!(
+        err5.contains("chosen at an earlier start")
+            && err5.contains("timing both precisions again"),
+        "{err5}"
+    );
+    assert!(
+        err5.contains("as ONNX") && !err5.contains("panicked"),
+        "{err5}"
+    );
 }

@@ -164,11 +164,15 @@ impl Towers {
                 false => None,
             };
             let mut towers = Towers::default();
-            towers.load_detectors(config, previous, cache)?;
+            let detectors = towers.load_detectors(config, previous, cache);
+            // joined before any error returns: a panic there becomes an error, not the scope's
+            let clip = clip.map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("the thread loading CLIP panicked"))
+            });
+            detectors?;
             let (clip, texts) = match clip {
-                Some(h) => h
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("the thread loading CLIP panicked"))??,
+                Some(joined) => joined??,
                 None => Towers::load_clip(config, previous, cache)?,
             };
             towers.clip = clip;
