@@ -65,10 +65,8 @@ impl Validator<'_> {
                     self.path.parent().map(|d| d.join(&p)).unwrap_or(p)
                 }
             }
-            None => match std::env::var_os("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
-                // systemd may list several state directories, separated by colons
-                Some(s) => PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default())
-                    .join("history"),
+            None => match super::systemd_state_dir(std::env::var_os("STATE_DIRECTORY")) {
+                Some(s) => s.join("history"),
                 None => self
                     .path
                     .parent()

@@ -219,6 +219,15 @@ pub struct Config {
     pub history: Option<HistoryConfig>,
 }
 
+/// systemd's state directory from `$STATE_DIRECTORY`'s value: the first of the colon-separated
+/// directories systemd may list; None when unset or empty.
+fn systemd_state_dir(var: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = var.filter(|s| !s.is_empty())?;
+    Some(PathBuf::from(
+        var.to_string_lossy().split(':').next().unwrap_or_default(),
+    ))
+}
+
 impl Config {
     /// The `[models.<kind>]` table of a kind, if the file has one.
     pub fn model(&self, kind: ModelKind) -> Option<&ModelConfig> {
@@ -239,11 +248,7 @@ impl Config {
         if let Some(h) = &self.history {
             return h.state_dir();
         }
-        // systemd may list several state directories, separated by colons
-        let systemd = systemd
-            .filter(|s| !s.is_empty())
-            .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default()));
-        let dir = match (&self.mqtt, systemd) {
+        let dir = match (&self.mqtt, systemd_state_dir(systemd)) {
             (Some(m), _) => m.spool_dir.parent().unwrap_or(&m.spool_dir).to_path_buf(),
             (None, Some(s)) => s,
             (None, None) => self
