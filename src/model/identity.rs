@@ -83,7 +83,9 @@ struct Cached {
 /// Hashes already made in this process, by file.
 static MEMO: Mutex<BTreeMap<PathBuf, Cached>> = Mutex::new(BTreeMap::new());
 
-fn stamp(path: &Path) -> Result<(u64, u128)> {
+/// A file's size and modification time (ns since the epoch): what says it changed, short of
+/// hashing it.
+pub fn stamp(path: &Path) -> Result<(u64, u128)> {
     let m =
         std::fs::metadata(path).with_context(|| format!("unable to read {}", path.display()))?;
     let modified = m

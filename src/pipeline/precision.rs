@@ -199,27 +199,21 @@ pub fn load<M>(
         if fits {
             match load(p).and_then(|mut m| run(&mut m).map(|_| m)) {
                 Ok(m) => {
-                    let timed = format!(
+                    let figures = format!(
                         "int8 {:.1} ms, fp32 {:.1} ms a frame, measured at an earlier start ({}; delete it to measure again)",
                         t.int8_ms,
                         t.fp32_ms,
                         memo.cache.path().map(|p| p.display().to_string()).unwrap_or_default()
                     );
-                    match choice {
-                        PrecisionChoice::Int8 => {
-                            match slow_int8_warning(kind, t.int8_ms, t.fp32_ms) {
-                                Some(w) => tracing::warn!("{w} ({timed})"),
-                                None => tracing::info!(
-                                    "{title}: {timed}; using int8 (quantized = true)"
-                                ),
-                            }
-                        }
-                        _ => tracing::info!(
-                            "{title}: {timed}; using {} (quantized = \"auto\")",
-                            p.name()
-                        ),
-                    }
-                    memo.set_timed(p, t.int8_ms, t.fp32_ms);
+                    report(
+                        kind,
+                        choice,
+                        memo,
+                        p,
+                        (t.int8_ms, t.fp32_ms),
+                        &figures,
+                        true,
+                    );
                     return Ok((m, p));
                 }
                 Err(e) => {
@@ -279,23 +273,42 @@ pub fn load<M>(
             measured: super::start_cache::stamp_now(),
         },
     );
-    if choice == PrecisionChoice::Int8 {
-        match slow_int8_warning(kind, int8_ms, fp32_ms) {
-            Some(w) => tracing::warn!("{w}"),
-            None => tracing::info!("{title}: {timed}; using int8 (quantized = true)"),
-        }
-        memo.set_timed(Precision::Quantized, int8_ms, fp32_ms);
-        return Ok((int8, Precision::Quantized));
-    }
-    memo.set_timed(chosen, int8_ms, fp32_ms);
-    tracing::info!(
-        "{title}: {timed}; using {} (quantized = \"auto\")",
-        chosen.name()
-    );
-    Ok(match chosen {
-        Precision::Quantized => (int8, chosen),
-        Precision::Fp32 => (fp32, chosen),
+    let p = match choice {
+        PrecisionChoice::Int8 => Precision::Quantized,
+        _ => chosen,
+    };
+    report(kind, choice, memo, p, (int8_ms, fp32_ms), &timed, false);
+    Ok(match p {
+        Precision::Quantized => (int8, p),
+        Precision::Fp32 => (fp32, p),
     })
+}
+
+/// Logs the precision `load` returns with both figures (`figures`, which say where they come
+/// from; a cached warning repeats them, a fresh one's text has them already) and remembers its
+/// time in `memo` for the thread measurement.
+fn report(
+    kind: ModelKind,
+    choice: PrecisionChoice,
+    memo: &Memo,
+    p: Precision,
+    (int8_ms, fp32_ms): (f64, f64),
+    figures: &str,
+    cached: bool,
+) {
+    let title = kind.title();
+    match choice {
+        PrecisionChoice::Int8 => match slow_int8_warning(kind, int8_ms, fp32_ms) {
+            Some(w) if cached => tracing::warn!("{w} ({figures})"),
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::info!("{title}: {figures}; using int8 (quantized = true)"),
+        },
+        _ => tracing::info!(
+            "{title}: {figures}; using {} (quantized = \"auto\")",
+            p.name()
+        ),
+    }
+    memo.set_timed(p, int8_ms, fp32_ms);
 }
 
 #[cfg(test)]

@@ -78,13 +78,6 @@ pub struct StartCache {
     data: Mutex<(Data, bool)>,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A key: the SHA-256 of the parts, hex (the parts themselves can be long: CPU flags).
 pub fn key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -155,13 +148,7 @@ pub fn cpu_signature(cpuinfo: &str) -> String {
 /// A file's path, size and modification time: its identity for the cache (hashing a 600 MB
 /// model at every start would cost what the cache saves).
 fn file_stamp(p: &Path) -> String {
-    let meta = std::fs::metadata(p).ok();
-    let modified = meta
-        .as_ref()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let len = meta.map_or(0, |m| m.len());
+    let (len, modified) = crate::model::identity::stamp(p).unwrap_or_default();
     format!("{}:{len}:{modified}", p.display())
 }
 
@@ -261,7 +248,7 @@ impl StartCache {
     pub fn text(&self, key: &str) -> Option<Vec<f32>> {
         self.with(|d, dirty| {
             let t = d.texts.get_mut(key)?;
-            t.used = now();
+            t.used = stamp_now();
             *dirty = true;
             Some(t.bits.iter().map(|b| f32::from_bits(*b)).collect())
         })
@@ -271,7 +258,13 @@ impl StartCache {
     pub fn put_text(&self, key: &str, v: &[f32]) {
         self.with(|d, dirty| {
             let bits = v.iter().map(|x| x.to_bits()).collect();
-            d.texts.insert(key.to_string(), Text { bits, used: now() });
+            d.texts.insert(
+                key.to_string(),
+                Text {
+                    bits,
+                    used: stamp_now(),
+                },
+            );
             if d.texts.len() > MAX_TEXTS {
                 let mut used: Vec<(u64, String)> =
                     d.texts.iter().map(|(k, t)| (t.used, k.clone())).collect();
@@ -284,8 +277,8 @@ impl StartCache {
         });
     }
 
-    /// Writes the cache back when something changed (to a temporary file renamed over the old
-    /// one, so that a crash leaves the old or the new file, never half of one). A failure is
+    /// Writes the cache back when something changed (`identity::write_atomically`: a crash
+    /// leaves the old or the new file, never half of one). A failure is
     /// logged: the next start measures again, nothing else is lost.
     pub fn save(&self) {
         let Some(path) = &self.path else { return };
@@ -295,22 +288,13 @@ impl StartCache {
             return;
         }
         data.format = FORMAT;
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(data).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, path)
-        };
-        match write() {
+        let written = serde_json::to_vec(data)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| crate::model::identity::write_atomically(path, &bytes));
+        match written {
             Ok(()) => *dirty = false,
             Err(e) => tracing::warn!(
-                "unable to write the start cache {}: {e}; the next start measures again (is the state directory writable?)",
-                path.display()
+                "unable to write the start cache: {e:#}; the next start measures again (is the state directory writable?)"
             ),
         }
     }
@@ -318,7 +302,10 @@ impl StartCache {
 
 /// Seconds since the Unix epoch, for [`Timing::measured`] and [`Threads::measured`].
 pub fn stamp_now() -> u64 {
-    now()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -188,7 +188,6 @@ impl Towers {
         previous: Option<&Towers>,
         cache: &StartCache,
     ) -> Result<()> {
-        let towers = self;
         let frame = precision::blank_frame();
         for kind in [ModelKind::OwlVit, ModelKind::Owlv2] {
             let texts = texts_of(config, kind);
@@ -209,7 +208,7 @@ impl Towers {
                 },
                 |d| run_detector(d, &frame),
             )?;
-            towers.detectors.insert(kind, shared);
+            self.detectors.insert(kind, shared);
         }
         Ok(())
     }
@@ -250,14 +249,9 @@ impl Towers {
             for l in &learned {
                 crate::learn::file::check_model(&l.prompt, &l.path, &identity)?;
             }
+            let (machine, files) = (start_cache::machine(), start_cache::files_stamp(&from.dir));
             let text_key = |p: Precision, text: &str| {
-                start_cache::key(&[
-                    &start_cache::machine(),
-                    "clip text",
-                    &start_cache::files_stamp(&from.dir),
-                    p.name(),
-                    text,
-                ])
+                start_cache::key(&[&machine, "clip text", &files, p.name(), text])
             };
             let embed_missing = |towers: &mut Towers, p: Precision| -> Result<()> {
                 let mut unknown = vec![];
