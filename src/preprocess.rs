@@ -16,7 +16,7 @@ pub mod owlv2;
 
 pub use config::ProcessorConfig;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use fast_image_resize as fr;
@@ -78,6 +78,27 @@ impl Resample {
             Resample::Box => fr::ResizeAlg::Convolution(F::Box),
             Resample::Hamming => fr::ResizeAlg::Convolution(F::Hamming),
         }
+    }
+}
+
+/// A model's preprocessor shared by the threads that run the model (`inference_workers`): a
+/// caller holds it only while it fills the model's input, not while the model runs, so two
+/// cameras on one loaded detector run it at the same time. A buffer still held by the other
+/// run is not reused (the preprocessor allocates a new one).
+pub struct Locked<P>(Mutex<P>);
+
+impl<P> Locked<P> {
+    pub fn new(p: P) -> Locked<P> {
+        Locked(Mutex::new(p))
+    }
+
+    /// Runs `f` on the preprocessor (waiting while another thread uses it).
+    pub fn with<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn get_mut(&mut self) -> &mut P {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -54,7 +54,7 @@ fn check_owlvit_sizes(dir: &ModelDir, what: &str) {
             "the reference must be at other sizes than the native one"
         );
         let threshold = r["threshold"].as_f64().unwrap() as f32;
-        let mut owl = OwlVit::load(dir, Precision::Fp32, &prompts, Some(size)).unwrap();
+        let owl = OwlVit::load(dir, Precision::Fp32, &prompts, Some(size)).unwrap();
         assert_eq!(owl.input_size(), size);
         let mut total = 0;
         for im in r["images"].as_array().unwrap() {
@@ -498,12 +498,12 @@ fn a_motion_crop_detects_what_the_detector_finds_on_that_cropped_image() {
     use promptcam::model::Detector;
     use promptcam::pipeline::detect::{square_around, DetectPrompts};
     use promptcam::pipeline::PromptModel;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     let prompts = vec!["a cat".to_string(), "a dog".to_string()];
     let detector = Detector::load(&owl_dir(), Precision::Fp32, &prompts, Some(384)).unwrap();
     assert_eq!(detector.input_size(), 384);
-    let detector = Arc::new(Mutex::new(detector));
+    let detector = Arc::new(detector);
     let mut model = DetectPrompts::new(
         promptcam::model::ModelKind::OwlVit,
         detector.clone(),
@@ -540,8 +540,6 @@ fn a_motion_crop_detects_what_the_detector_finds_on_that_cropped_image() {
     let seen = model.observe(&frame, None).unwrap();
     let cropped = image::imageops::crop_imm(&frame.image, 758, 158, 384, 384).to_image();
     let want = detector
-        .lock()
-        .unwrap()
         .detect_groups(&cropped, 0.0, &[&[0, 1]])
         .unwrap()
         .remove(0);

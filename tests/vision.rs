@@ -453,7 +453,7 @@ fn check_owl(precision: Precision, key: &str, feed: Feed, min_iou: f32, score_to
     let refs = fixture::reference("owlvit.json");
     let threshold = refs["threshold"].as_f64().unwrap() as f32;
     let prompts = strings(&refs["prompts"]);
-    let mut owl = OwlVit::load(&owl_dir(), precision, &prompts, None).unwrap();
+    let owl = OwlVit::load(&owl_dir(), precision, &prompts, None).unwrap();
     let config = owl_dir().processor().unwrap();
     let mut total = 0;
     for im in refs["images"].as_array().unwrap() {

@@ -87,7 +87,7 @@ pub fn detect(args: DetectArgs) -> Result<()> {
     if !args.examples.is_empty() {
         return Err(examples::detector_refusal(dir.family));
     }
-    let mut owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
+    let owl = Detector::load(&dir, precision(&args.model), &args.model.prompts, args.size)?;
     let several = args.images.len() > 1;
     prepare_out(args.out.as_deref(), several)?;
     let mut stdout = std::io::stdout().lock();

@@ -25,7 +25,7 @@ use tract_onnx::prelude::*;
 use super::dir::{ModelDir, Precision, FETCH_HINT};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::kind::ModelKind;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Locked, Preprocessor};
 
 mod masks;
 pub use masks::{overlay, sigmoid, Layer};
@@ -67,7 +67,7 @@ enum Graphs {
 
 pub struct ClipSeg {
     graphs: Graphs,
-    preprocess: Preprocessor,
+    preprocess: Locked<Preprocessor>,
     prompts: Vec<String>,
     size: (usize, usize),
     last: Option<Masks>,
@@ -211,7 +211,7 @@ impl ClipSeg {
         };
         Ok(ClipSeg {
             graphs,
-            preprocess: Preprocessor::new(processor),
+            preprocess: Locked::new(Preprocessor::new(processor)),
             prompts: prompts.to_vec(),
             size: (w, h),
             last: None,
@@ -240,7 +240,7 @@ impl ClipSeg {
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
-        &mut self.preprocess
+        self.preprocess.get_mut()
     }
 
     /// The masks of the last frame [`ClipSeg::masks`] ran on (for event snapshots).
@@ -295,9 +295,15 @@ impl ClipSeg {
 
     /// The masks of an image; also kept as the last masks.
     pub fn masks(&mut self, image: &RgbImage) -> Result<&Masks> {
-        let pixels = self.preprocess.run(image)?;
-        let masks = self.run_pixels(pixels)?;
+        let masks = self.masks_of(image)?;
         Ok(self.last.insert(masks))
+    }
+
+    /// The masks of an image, not kept (threads that share the model call this; the
+    /// preprocessor is held only while it fills the input).
+    pub fn masks_of(&self, image: &RgbImage) -> Result<Masks> {
+        let pixels = self.preprocess.with(|p| p.run(image))?;
+        self.run_pixels(pixels)
     }
 
     /// Per prompt, the coverage above `threshold` and the maximum probability, on the image (or

@@ -32,7 +32,7 @@ impl Detector {
     }
 
     /// Detections scoring above `threshold`, best first.
-    pub fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
+    pub fn detect(&self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
         match self {
             Detector::OwlVit(m) => m.detect(image, threshold),
             Detector::Owlv2(m) => m.detect(image, threshold),
@@ -61,7 +61,7 @@ impl Detector {
     /// labelled by its best prompt *in that group*, as if the graph held that group alone.
     /// Prompt indices stay the detector's.
     pub fn detect_groups(
-        &mut self,
+        &self,
         image: &RgbImage,
         threshold: f32,
         groups: &[&[usize]],
@@ -69,12 +69,12 @@ impl Detector {
         let (w, h) = image.dimensions();
         let (out, (sx, sy), what) = match self {
             Detector::OwlVit(m) => {
-                let px = m.preprocessor().run(image)?;
+                let px = m.pixels(image)?;
                 (m.runnable().run(tvec![px]), (w as f32, h as f32), "OWL-ViT")
             }
             Detector::Owlv2(m) => {
-                let px = m.preprocessor().run(image)?;
-                let scale = m.preprocessor().box_scale(w, h);
+                let px = m.pixels(image)?;
+                let scale = m.box_scale(w, h);
                 (m.runnable().run(tvec![px]), scale, "OWLv2")
             }
         };

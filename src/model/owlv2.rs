@@ -18,6 +18,7 @@ use super::owlvit::{
     load_graph, post_process_scaled, read_patches, sigmoid, Detection, PatchScores,
 };
 use crate::preprocess::owlv2::{Owlv2Config, Owlv2Preprocessor};
+use crate::preprocess::Locked;
 
 /// One frame's raw outputs: the per-patch best query, score and box, and when the export has
 /// it, the probability that the patch holds an object at all (any prompt).
@@ -28,7 +29,7 @@ pub struct Owlv2Patches {
 
 pub struct Owlv2 {
     model: Runnable,
-    preprocess: Owlv2Preprocessor,
+    preprocess: Locked<Owlv2Preprocessor>,
     prompts: Vec<String>,
     pub file: std::path::PathBuf,
     size: u32,
@@ -76,7 +77,7 @@ impl Owlv2 {
         Ok(Owlv2 {
             objectness: loaded.outputs.len() == 3,
             model: loaded.model,
-            preprocess: Owlv2Preprocessor::new(config),
+            preprocess: Locked::new(Owlv2Preprocessor::new(config)),
             prompts: prompts.to_vec(),
             file: loaded.file,
             size: loaded.size,
@@ -98,7 +99,18 @@ impl Owlv2 {
     }
 
     pub fn preprocessor(&mut self) -> &mut Owlv2Preprocessor {
-        &mut self.preprocess
+        self.preprocess.get_mut()
+    }
+
+    /// The pixel tensor of `image` (the preprocessor is held only while it fills it).
+    pub fn pixels(&self, image: &RgbImage) -> Result<TValue> {
+        self.preprocess.with(|p| p.run(image))
+    }
+
+    /// Where boxes of an image of `width` x `height` scale to (boxes are relative to the padded
+    /// square).
+    pub fn box_scale(&self, width: u32, height: u32) -> (f32, f32) {
+        self.preprocess.with(|p| p.box_scale(width, height))
     }
 
     /// Runs the model on a preprocessed pixel tensor.
@@ -134,13 +146,13 @@ impl Owlv2 {
         width: u32,
         height: u32,
     ) -> Vec<Detection> {
-        let (sx, sy) = self.preprocess.box_scale(width, height);
+        let (sx, sy) = self.box_scale(width, height);
         post_process_scaled(&p.patches, &self.prompts, threshold, sx, sy)
     }
 
     /// Detections above `threshold` in an image, highest score first.
-    pub fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
-        let pixels = self.preprocess.run(image)?;
+    pub fn detect(&self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
+        let pixels = self.pixels(image)?;
         let p = self.patch_scores(pixels)?;
         Ok(self.post_process(&p, threshold, image.width(), image.height()))
     }

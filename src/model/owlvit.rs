@@ -16,7 +16,7 @@ use super::dir::{ModelDir, Precision};
 use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::grid::{self, Grid};
 use super::kind::ModelKind;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Locked, Preprocessor};
 
 /// One detected object, in original-image pixels.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,7 +40,7 @@ pub struct PatchScores {
 
 pub struct OwlVit {
     model: Runnable,
-    preprocess: Preprocessor,
+    preprocess: Locked<Preprocessor>,
     prompts: Vec<String>,
     pub file: std::path::PathBuf,
     size: u32,
@@ -229,7 +229,7 @@ impl OwlVit {
         processor.crop = None;
         Ok(OwlVit {
             model: loaded.model,
-            preprocess: Preprocessor::new(processor),
+            preprocess: Locked::new(Preprocessor::new(processor)),
             prompts: prompts.to_vec(),
             file: loaded.file,
             size: loaded.size,
@@ -251,7 +251,12 @@ impl OwlVit {
     }
 
     pub fn preprocessor(&mut self) -> &mut Preprocessor {
-        &mut self.preprocess
+        self.preprocess.get_mut()
+    }
+
+    /// The pixel tensor of `image` (the preprocessor is held only while it fills it).
+    pub fn pixels(&self, image: &RgbImage) -> Result<TValue> {
+        self.preprocess.with(|p| p.run(image))
     }
 
     /// Runs the model on a preprocessed pixel tensor.
@@ -264,8 +269,8 @@ impl OwlVit {
     }
 
     /// Detections above `threshold` in an image, highest score first.
-    pub fn detect(&mut self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
-        let pixels = self.preprocess.run(image)?;
+    pub fn detect(&self, image: &RgbImage, threshold: f32) -> Result<Vec<Detection>> {
+        let pixels = self.pixels(image)?;
         let patches = self.patch_scores(pixels)?;
         Ok(post_process(
             &patches,

@@ -7,7 +7,7 @@
 //! object keeps its pixels at a small input size; boxes come back in frame pixels. The camera
 //! still sends a whole frame every `full_frame_every` seconds, so still objects are not forgotten.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -18,7 +18,7 @@ use crate::model::ModelKind;
 
 pub struct DetectPrompts {
     kind: ModelKind,
-    detector: Arc<Mutex<Detector>>,
+    detector: Arc<Detector>,
     /// The camera's prompts (indices) and, in the same order, their indices in the detector.
     prompts: Vec<usize>,
     queries: Vec<usize>,
@@ -49,7 +49,7 @@ pub fn square_around(region: [u32; 4], (w, h): (u32, u32), min_side: u32) -> Opt
 impl DetectPrompts {
     pub fn new(
         kind: ModelKind,
-        detector: Arc<Mutex<Detector>>,
+        detector: Arc<Detector>,
         prompts: Vec<usize>,
         queries: Vec<usize>,
     ) -> DetectPrompts {
@@ -75,11 +75,7 @@ impl PromptModel for DetectPrompts {
     }
 
     fn focus(&mut self, region: Option<[u32; 4]>, frame_size: (u32, u32)) -> bool {
-        let side = self
-            .detector
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .input_size();
+        let side = self.detector.input_size();
         self.focus = region.and_then(|r| square_around(r, frame_size, side));
         self.focus.is_some()
     }
@@ -90,14 +86,14 @@ impl PromptModel for DetectPrompts {
     /// what was seen there last still stands until the next whole-frame pass.
     fn observe(&mut self, frame: &Frame, _roi: Option<[u32; 4]>) -> Result<Vec<Observation>> {
         let crop = self.focus.take();
-        let dets = {
-            let mut detector = self.detector.lock().unwrap_or_else(PoisonError::into_inner);
-            match crop {
-                Some(c) => {
-                    detector.detect_groups(&super::crop(&frame.image, c), 0.0, &[&self.queries])?
-                }
-                None => detector.detect_groups(&frame.image, 0.0, &[&self.queries])?,
+        let dets = match crop {
+            Some(c) => {
+                let image = super::crop(&frame.image, c);
+                self.detector.detect_groups(&image, 0.0, &[&self.queries])?
             }
+            None => self
+                .detector
+                .detect_groups(&frame.image, 0.0, &[&self.queries])?,
         };
         let (dx, dy) = crop.map_or((0.0, 0.0), |c| (c[0] as f32, c[1] as f32));
         let mut seen: Vec<Observation> = dets

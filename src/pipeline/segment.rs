@@ -2,7 +2,7 @@
 //! its mask covers. The model (its image side runs once per frame for all its prompts) is shared
 //! with the other cameras that segment; the last masks are kept for the snapshots.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -13,7 +13,7 @@ use crate::model::ModelKind;
 use crate::model::{ClipSeg, Masks};
 
 pub struct SegPrompts {
-    model: Arc<Mutex<ClipSeg>>,
+    model: Arc<ClipSeg>,
     /// The camera's prompts (indices), their indices in the model, their mask thresholds.
     prompts: Vec<usize>,
     queries: Vec<usize>,
@@ -23,7 +23,7 @@ pub struct SegPrompts {
 
 impl SegPrompts {
     pub fn new(
-        model: Arc<Mutex<ClipSeg>>,
+        model: Arc<ClipSeg>,
         prompts: Vec<usize>,
         queries: Vec<usize>,
         thresholds: Vec<f32>,
@@ -48,11 +48,7 @@ impl PromptModel for SegPrompts {
     }
 
     fn observe(&mut self, frame: &Frame, roi: Option<[u32; 4]>) -> Result<Vec<Observation>> {
-        let masks = {
-            let mut m = self.model.lock().unwrap_or_else(PoisonError::into_inner);
-            let pixels = m.preprocessor().run(&frame.image)?;
-            Arc::new(m.run_pixels(pixels)?)
-        };
+        let masks = Arc::new(self.model.masks_of(&frame.image)?);
         let (w, h) = frame.image.dimensions();
         let out = (0..self.prompts.len())
             .map(|k| Observation {

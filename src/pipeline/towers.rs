@@ -8,7 +8,7 @@
 //! not change.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
@@ -30,7 +30,7 @@ use crate::model::{ModelKind, Precision, PrecisionChoice};
 /// A model loaded with a prompt set (in its order), what it was loaded from and the precision
 /// it runs in (`quantized = "auto"` resolved).
 struct Shared<M> {
-    model: Arc<Mutex<M>>,
+    model: Arc<M>,
     texts: Vec<String>,
     from: ModelConfig,
     precision: Precision,
@@ -133,7 +133,7 @@ fn reuse_or<M>(
         run,
     )?;
     Ok(Shared {
-        model: Arc::new(Mutex::new(model)),
+        model: Arc::new(model),
         texts,
         from: from.clone(),
         precision,
@@ -477,16 +477,10 @@ impl Towers {
             run_clip(&c.image, image)?;
         }
         for d in self.detectors.values() {
-            run_detector(
-                &mut d.model.lock().unwrap_or_else(PoisonError::into_inner),
-                image,
-            )?;
+            run_detector(&d.model, image)?;
         }
         if let Some(s) = &self.seg {
-            run_seg(
-                &mut s.model.lock().unwrap_or_else(PoisonError::into_inner),
-                image,
-            )?;
+            run_seg(&s.model, image)?;
         }
         Ok(())
     }
@@ -584,13 +578,12 @@ fn run_clip(c: &ClipImage, image: &image::RgbImage) -> Result<()> {
     c.embed_pixels(c.preprocessor().run(image)?).map(drop)
 }
 
-fn run_detector(d: &mut Detector, image: &image::RgbImage) -> Result<()> {
+fn run_detector(d: &Detector, image: &image::RgbImage) -> Result<()> {
     d.detect(image, 1.0).map(drop)
 }
 
-fn run_seg(m: &mut ClipSeg, image: &image::RgbImage) -> Result<()> {
-    let px = m.preprocessor().run(image)?;
-    m.run_pixels(px).map(drop)
+fn run_seg(m: &ClipSeg, image: &image::RgbImage) -> Result<()> {
+    m.masks_of(image).map(drop)
 }
 
 /// Whether CLIP can load beside the detectors: when neither times its precisions (they are

@@ -5,7 +5,7 @@
 //! kind (its graph holds the tree's detection prompts next to the other cameras'), its
 //! classifications run on the shared CLIP image tower with the text embeddings made at load.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -22,7 +22,7 @@ use crate::preprocess::Preprocessor;
 pub struct TreeBackends {
     /// The detector and, per detection text of the tree (`Tree::texts(Op::Detect)`), its query
     /// index in the detector.
-    pub detector: Option<(Arc<Mutex<Detector>>, Vec<usize>)>,
+    pub detector: Option<(Arc<Detector>, Vec<usize>)>,
     /// The CLIP image tower and, per classification text of the tree, its normalized embedding.
     pub clip: Option<(Arc<ClipImage>, Vec<Vec<f32>>)>,
 }
@@ -49,10 +49,7 @@ impl TreeModels for Running {
             .map(|g| g.iter().map(|i| queries[*i]).collect())
             .collect();
         let refs: Vec<&[usize]> = mapped.iter().map(Vec::as_slice).collect();
-        let found = detector
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .detect_groups(image, threshold, &refs)?;
+        let found = detector.detect_groups(image, threshold, &refs)?;
         // back to the tree's text indices
         Ok(found
             .into_iter()

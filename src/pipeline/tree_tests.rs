@@ -63,7 +63,7 @@ fn leaf_observations_are_the_trees_leaf_scores() {
         threshold,
         leaves.clone(),
         TreeBackends {
-            detector: Some((Arc::new(Mutex::new(detector)), queries)),
+            detector: Some((Arc::new(detector), queries)),
             clip: Some((tower, embeds)),
         },
     )
