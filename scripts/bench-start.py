@@ -62,7 +62,10 @@ path = "{tmp}/state/history"
 """
 
 
-def one_run(args, tmp):
+def one_run(args, tmp, hold=0.0):
+    """Starts the daemon, waits for READY, keeps it running `hold` seconds more, stops it.
+    Returns the seconds to READY (None without), its log lines and its peak RSS in kB (read
+    just before the stop)."""
     sock_path = os.path.join(tmp, "notify.sock")
     if os.path.exists(sock_path):
         os.unlink(sock_path)
@@ -102,6 +105,14 @@ def one_run(args, tmp):
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
+    if ready is not None:
+        time.sleep(hold)
+    peak_kb = None
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak_kb = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+    except OSError:
+        pass
     proc.terminate()
     try:
         proc.wait(timeout=60)
@@ -114,12 +125,11 @@ def one_run(args, tmp):
     drainer.join()
     sock.close()
     log.seek(0)
-    lines = [
-        line.rstrip()
-        for line in log
-        if args.log or any(w in line for w in ("int8", "fp32", "threads", "cache", "WARN", "ERROR"))
-    ]
-    return ready, lines
+    return ready, [line.rstrip() for line in log], peak_kb
+
+
+def relevant(args, line):
+    return args.log or any(w in line for w in ("int8", "fp32", "threads", "cache", "WARN", "ERROR"))
 
 
 def main():
@@ -144,11 +154,12 @@ def main():
             if args.cold or i == 0:
                 shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
             kind = "cold" if args.cold or i == 0 else "warm"
-            ready, lines = one_run(args, tmp)
+            ready, lines, _ = one_run(args, tmp)
             shown = "no READY" if ready is None else f"{ready:.1f} s"
             print(f"run {i + 1} ({kind}): start to READY {shown}")
             for line in lines:
-                print("   ", line)
+                if relevant(args, line):
+                    print("   ", line)
             if ready is None:
                 with open(os.path.join(tmp, "log")) as f:
                     print(f.read()[-3000:])

@@ -7,22 +7,31 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+/// This machine's cores (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// An executor of `n` threads (named `name-k`), or the calling thread alone for 1.
+pub fn executor(n: usize, name: &str) -> tract_linalg::multithread::Executor {
+    use tract_linalg::multithread::Executor;
+    match n {
+        0 | 1 => Executor::SingleThread,
+        n => Executor::multithread_with_name(n, name),
+    }
+}
+
 /// Sets tract's matrix-product executor: `threads` workers (0 = all cores).
 pub fn set_threads(threads: usize) -> usize {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    let n = if threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        threads
-    };
-    set_default_executor(if n > 1 {
-        Executor::multithread(n)
-    } else {
-        Executor::SingleThread
-    });
+    let n = if threads == 0 { cores() } else { threads };
+    tract_linalg::multithread::set_default_executor(executor(n, "tract-default"));
     n
+}
+
+/// Runs `f` with its matrix products on `threads` threads of its own (an inference worker
+/// beside others: each has its own pool, so two workers' products do not queue on one).
+pub fn with_threads<R>(threads: usize, name: &str, f: impl FnOnce() -> R) -> R {
+    tract_linalg::multithread::multithread_tract_scope(executor(threads, name), f)
 }
 
 /// How many threads tract's matrix-product executor runs now.
@@ -70,9 +79,7 @@ pub fn pick_threads(
     mut run: impl FnMut() -> Result<()>,
     known: Option<(usize, f64)>,
 ) -> Result<(usize, Vec<(usize, f64)>)> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = cores();
     let mut times = vec![];
     for n in candidates(cores) {
         if let Some(k) = known.filter(|(k, _)| *k == n) {
@@ -92,6 +99,75 @@ pub fn pick_threads(
     let n = choose_threads(&times);
     set_threads(n);
     Ok((n, times))
+}
+
+/// The worker counts worth trying for `cameras` cameras on `cores` cores: two, and one per
+/// camera up to the cores (a worker per camera at most: a camera's frames are analysed in order).
+pub fn worker_candidates(cameras: usize, cores: usize) -> Vec<usize> {
+    let most = cameras.min(cores);
+    let mut v: Vec<usize> = [2, most]
+        .into_iter()
+        .filter(|w| *w >= 2 && *w <= most)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// The matrix-product threads each of `workers` workers gets out of `threads` in all.
+pub fn threads_each(threads: usize, workers: usize) -> usize {
+    (threads / workers.max(1)).max(1)
+}
+
+/// Frames a second of `workers` threads running `run` side by side, `threads` matrix-product
+/// threads each: each runs it once to warm up (its pool, its buffers), then all start together
+/// and run it twice; the rate is the frames over the slowest worker's time.
+pub fn parallel_rate(
+    workers: usize,
+    threads: usize,
+    run: &(dyn Fn() -> Result<()> + Sync),
+) -> Result<f64> {
+    let ready = std::sync::Barrier::new(workers);
+    let times = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let ready = &ready;
+                s.spawn(move || {
+                    with_threads(threads, &format!("tract-m{w}"), || {
+                        let warm = run();
+                        ready.wait();
+                        warm?;
+                        let t = Instant::now();
+                        run()?;
+                        run()?;
+                        Ok(t.elapsed().as_secs_f64())
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a measuring thread panicked")))
+            })
+            .collect::<Result<Vec<f64>>>()
+    })?;
+    let slowest = times.into_iter().fold(0.0, f64::max);
+    Ok(2.0 * workers as f64 / slowest.max(1e-9))
+}
+
+/// The worker count of the highest rate among `(workers, frames a second)`; more workers must
+/// be at least 10% faster than fewer to win (each holds its own activations and buffers).
+pub fn choose_workers(rates: &[(usize, f64)]) -> usize {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by_key(|(n, _)| *n);
+    let mut best = sorted.first().copied().unwrap_or((1, 0.0));
+    for (n, r) in sorted.into_iter().skip(1) {
+        if r > best.1 * 1.1 {
+            best = (n, r);
+        }
+    }
+    best.0
 }
 
 #[cfg(test)]
@@ -118,6 +194,36 @@ mod tests {
         assert!(times.contains(&(cores, 0.001)), "{times:?}");
         assert_eq!(n, cores);
         set_threads(0);
+    }
+
+    #[test]
+    fn more_workers_win_only_when_clearly_faster() {
+        assert_eq!(choose_workers(&[(1, 10.0), (2, 17.0)]), 2);
+        assert_eq!(choose_workers(&[(2, 10.9), (1, 10.0)]), 1);
+        assert_eq!(choose_workers(&[(1, 10.0), (2, 12.0), (4, 12.5)]), 2);
+        assert_eq!(worker_candidates(4, 2), vec![2]);
+        assert_eq!(worker_candidates(4, 16), vec![2, 4]);
+        assert_eq!(worker_candidates(1, 16), Vec::<usize>::new());
+        assert_eq!(worker_candidates(3, 1), Vec::<usize>::new());
+        assert_eq!(threads_each(2, 2), 1);
+        assert_eq!(threads_each(8, 2), 4);
+        assert_eq!(threads_each(3, 4), 1);
+    }
+
+    #[test]
+    fn workers_side_by_side_are_timed_together() {
+        // two workers that each sleep 30 ms a frame: side by side, about twice one's rate
+        let run = || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Ok(())
+        };
+        let one = parallel_rate(1, 1, &run).unwrap();
+        let two = parallel_rate(2, 1, &run).unwrap();
+        assert!(one > 20.0 && one < 34.0, "{one}");
+        assert!(two > 1.6 * one, "{one} {two}");
+        // a failing run is an error, not a rate
+        let fail = || anyhow::bail!("no model");
+        assert!(parallel_rate(2, 1, &fail).is_err());
     }
 
     #[test]

@@ -680,7 +680,7 @@ fn under_journald_log_lines_carry_syslog_priorities_and_no_timestamps() {
 }
 
 /// `run` on `config` with model builds logged, until its source ends: (code, stdout, stderr).
-fn run_logged(config: &Path) -> (i32, String, String) {
+pub(crate) fn run_logged(config: &Path) -> (i32, String, String) {
     let out = fixture::promptcam_command()
         .args(["run", "--config", config.to_str().unwrap()])
         .current_dir(fixture::repo())
@@ -710,7 +710,7 @@ fn built(log: &str) -> Vec<String> {
 }
 
 /// Each event's type, prompt and score, in order.
-fn event_scores(out: &str) -> Vec<(String, String, f64)> {
+pub(crate) fn event_scores(out: &str) -> Vec<(String, String, f64)> {
     out.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .map(|e| {

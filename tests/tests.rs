@@ -32,3 +32,4 @@ mod tree;
 mod vision;
 mod web;
 mod webdriver;
+mod workers;

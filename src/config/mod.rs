@@ -204,7 +204,11 @@ impl WatchConfig {
 pub struct Config {
     pub path: PathBuf,
     pub device_id: String,
+    /// Matrix-product threads of each inference worker (0: measured at start).
     pub inference_threads: usize,
+    /// Inference workers that analyse cameras' frames side by side (0: measured at start when
+    /// there are several cameras; at most one per camera).
+    pub inference_workers: usize,
     /// `[models] device`: where the models run (selected at start: `model::device`).
     pub device: DeviceChoice,
     /// The `[models.<kind>]` tables.

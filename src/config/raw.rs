@@ -57,6 +57,7 @@ pub(super) struct RawHistory {
 pub(super) struct RawDaemon {
     pub(super) device_id: Option<Spanned<String>>,
     pub(super) inference_threads: Option<Spanned<i64>>,
+    pub(super) inference_workers: Option<Spanned<i64>>,
 }
 
 /// `[models]`: the `device` key beside the `[models.<kind>]` tables. Read key by key (serde's

@@ -118,6 +118,13 @@ impl Validator<'_> {
             0,
             256,
         )? as usize;
+        let inference_workers = self.int(
+            &raw.daemon.inference_workers,
+            "daemon.inference_workers",
+            0,
+            0,
+            64,
+        )? as usize;
         let device = match &raw.models.device {
             None => DeviceChoice::Auto,
             Some(d) => match DeviceChoice::parse(d.get_ref()) {
@@ -186,6 +193,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             device_id,
             inference_threads,
+            inference_workers,
             device,
             models,
             motion,

@@ -112,8 +112,12 @@ pub fn run(config: Config) -> Result<()> {
         0 => threads::calibrate(&towers, &cache)?,
         _ => threads,
     };
+    let (workers, threads) = threads::workers(&running, &towers, &cache, threads)?;
     cache.save();
-    tracing::info!("inference on {threads} thread(s)");
+    match workers {
+        1 => tracing::info!("inference on {threads} thread(s)"),
+        w => tracing::info!("inference on {w} workers of {threads} thread(s) each"),
+    }
     let mut status = status_of(&cameras);
     status.runtime = runtime.clone();
     // bind the HTTP endpoint before any thread starts: a busy port fails the start at once
@@ -210,7 +214,9 @@ pub fn run(config: Config) -> Result<()> {
                 heartbeat_ms: &infer.heartbeat_ms,
                 started,
             };
-            Inference::new(cameras, tx, history).run(s, |inf| reloads.between(inf, &infer.reload))
+            Inference::new(cameras, tx, history)
+                .with_workers(workers, threads)
+                .run(s, |inf| reloads.between(inf, &infer.reload))
         })
         .context("unable to start the inference thread")?;
 

@@ -75,7 +75,7 @@ impl Reloads {
     /// Between two rounds of the inference loop: `once` prompts that fired and prompts that
     /// expired end, a SIGHUP's reload or a run-time change is taken, models that finished
     /// loading swap in, and a change that came during the load follows.
-    pub(super) fn between(&mut self, inf: &mut Inference, reload: &AtomicBool) -> Result<()> {
+    pub(super) fn between(&mut self, inf: &Inference, reload: &AtomicBool) -> Result<()> {
         for (camera, prompt) in inf.take_once_started() {
             match self.runtime.remove(&camera, &prompt, runtime::ONCE) {
                 Ok(()) => tracing::info!(
@@ -102,7 +102,7 @@ impl Reloads {
     /// prompts that go away end their open events when the new set takes over; for that while
     /// both sets of models may be in memory); an invalid file, or models that fail to load, are
     /// rejected and the running config kept. New cameras and sources take a restart.
-    fn reload(&mut self, inf: &mut Inference, reread: bool) {
+    fn reload(&mut self, inf: &Inference, reread: bool) {
         let path = self.base.path.display().to_string();
         if self.in_flight.is_some() {
             self.queued = true;
@@ -126,7 +126,7 @@ impl Reloads {
             tracing::info!("{added} run-time prompt(s) kept (not in {path})");
         }
         let (mut applied, mut changed) = (0, vec![]);
-        for cam in inf.cameras.iter_mut() {
+        for mut cam in inf.cameras() {
             let Some(nc) = new.cameras.iter().find(|c| c.id == cam.config.id) else {
                 continue;
             };
@@ -150,8 +150,7 @@ impl Reloads {
         // the running cameras with their prompts after the swap
         let mut target = new;
         target.cameras = inf
-            .cameras
-            .iter()
+            .cameras()
             .map(|c| {
                 changed
                     .iter()
@@ -186,7 +185,7 @@ impl Reloads {
     }
 
     /// Swaps in the models if they finished loading, without waiting; true once the load is done.
-    fn poll(&mut self, inf: &mut Inference) -> Result<bool> {
+    fn poll(&mut self, inf: &Inference) -> Result<bool> {
         let Some((_, rx)) = &self.in_flight else {
             return Ok(false);
         };
@@ -204,13 +203,13 @@ impl Reloads {
                 tracing::error!("reload rejected, keeping the running prompts: {e:#}");
                 // run-time prompts that asked for these models go (else every later change
                 // would fail the same way); each gets the reason on `prompts/error`
-                let running = inf.cameras.iter().map(|c| &c.config);
-                self.runtime.reject_unloaded(running, &format!("{e:#}"));
+                let running: Vec<_> = inf.cameras().map(|c| c.config.clone()).collect();
+                self.runtime.reject_unloaded(&running, &format!("{e:#}"));
                 return Ok(true);
             }
         };
         let (wall, mut ended) = (SystemTime::now(), vec![]);
-        for cam in inf.cameras.iter_mut() {
+        for mut cam in inf.cameras() {
             let Some(k) = models.iter().position(|(id, _)| *id == cam.config.id) else {
                 continue;
             };

@@ -69,7 +69,7 @@ fn running(file: &ConfigFile) -> (Inference, Reloads, Receiver<Event>) {
 
 /// One rocket frame through the camera.
 fn frame(inf: &mut Inference) {
-    inf.cameras[0].slot.put(rocket());
+    inf.camera(0).slot.put(rocket());
     assert!(inf.step().expect("analysis"), "the frame was taken");
 }
 
@@ -101,20 +101,20 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
     });
 
     file.write("a rocket");
-    reloads.reload(&mut inf, true);
+    reloads.reload(&inf, true);
     assert!(
         reloads.in_flight.is_some(),
         "the changed prompt loads in the background"
     );
     // a second SIGHUP during the load is queued, not a second load racing the first
-    reloads.reload(&mut inf, true);
+    reloads.reload(&inf, true);
     assert!(reloads.queued);
 
     // frames are analysed with the old prompt meanwhile
     for _ in 0..3 {
         frame(&mut inf);
         assert!(
-            !reloads.poll(&mut inf).unwrap(),
+            !reloads.poll(&inf).unwrap(),
             "the load is still waiting at the gate"
         );
     }
@@ -125,7 +125,7 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
         kinds(&during)
     );
     assert_eq!(
-        inf.cameras[0].config.prompts[0].id,
+        inf.camera(0).config.prompts[0].id,
         "a_rocket_on_the_launch_pad"
     );
 
@@ -137,8 +137,9 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
         kinds(&swapped),
         vec![("a_rocket_on_the_launch_pad".into(), EventKind::End)]
     );
-    assert_eq!(inf.cameras[0].config.prompts[0].text, "a rocket");
-    let ids: Vec<String> = inf.cameras[0]
+    assert_eq!(inf.camera(0).config.prompts[0].text, "a rocket");
+    let ids: Vec<String> = inf
+        .camera(0)
         .status
         .prompts()
         .iter()
@@ -162,7 +163,7 @@ fn old_prompts_keep_serving_while_new_models_load_then_swap_in() {
 
     // the queued SIGHUP re-reads the file: its prompts are in already, so nothing loads again
     assert!(std::mem::take(&mut reloads.queued));
-    reloads.reload(&mut inf, true);
+    reloads.reload(&inf, true);
     assert!(reloads.in_flight.is_none());
 }
 
@@ -180,9 +181,9 @@ fn threshold_commands_keep_the_configured_hysteresis_through_zero() {
     let (mut inf, mut reloads, _rx) = running(&file);
     let id = "a_rocket_on_the_launch_pad";
     let set = |inf: &mut Inference, value: f32| {
-        assert!(inf.cameras[0].status.request_threshold(id, value));
-        inf.cameras[0].apply_threshold_requests();
-        let d = inf.cameras[0].status.prompt_configs()[0].decide.clone();
+        assert!(inf.camera(0).status.request_threshold(id, value));
+        inf.camera(0).apply_threshold_requests();
+        let d = inf.camera(0).status.prompt_configs()[0].decide.clone();
         (d.threshold, d.off_threshold, format!("{}", d.threshold))
     };
     let near = |a: f32, b: f32| (a - b).abs() < 1e-6;
@@ -206,7 +207,7 @@ fn threshold_commands_keep_the_configured_hysteresis_through_zero() {
         text.replace("off_threshold = 0.4", "off_threshold = 0.5"),
     )
     .expect("a writable config file");
-    reloads.reload(&mut inf, true);
+    reloads.reload(&inf, true);
     let (on, off, _) = set(&mut inf, 0.3);
     assert!(near(on, 0.3) && near(off, 0.2), "{on} {off}");
 }
@@ -218,10 +219,10 @@ fn models_that_fail_to_load_leave_the_old_prompts_serving() {
     let (mut inf, mut reloads, rx) = running(&file);
     reloads.load = Arc::new(|_, _| Err(anyhow::anyhow!("unable to load CLIP: out of memory")));
     file.write("a rocket");
-    reloads.reload(&mut inf, true);
+    reloads.reload(&inf, true);
     finish(&mut reloads, &mut inf);
     assert_eq!(
-        inf.cameras[0].config.prompts[0].text,
+        inf.camera(0).config.prompts[0].text,
         "a rocket on the launch pad"
     );
     for _ in 0..3 {

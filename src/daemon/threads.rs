@@ -1,13 +1,19 @@
-//! Threads: with `inference_threads = 0` (the default) the number of inference threads is
+//! Threads and workers: with `inference_threads = 0` (the default) the number of inference threads is
 //! measured once the models are loaded instead of assumed to be all cores: every loaded model
 //! (each once, however many cameras share it) runs on a blank frame at each candidate count (`threads::pick_threads`) and the fastest
 //! count is kept, fewer threads on a tie. More threads are not always faster: single-core work
 //! between the matrix products, a core shared with other processes or SMT siblings can make two
 //! threads slower than one.
+//!
+//! With several cameras and `inference_workers = 0` (the default), the daemon then measures
+//! whether workers that analyse cameras side by side, splitting those threads between them
+//! (each its own pool), analyse more frames a second than one worker with all of them: tract's
+//! matrix products do not scale to many threads as well as independent frames do.
 
 use anyhow::Result;
 
-use crate::pipeline::start_cache::{StartCache, Threads};
+use crate::config::Config;
+use crate::pipeline::start_cache::{StartCache, Threads, Workers};
 use crate::pipeline::towers::Towers;
 
 /// Picks and sets the inference thread count for the loaded models; returns it. A count that
@@ -50,4 +56,87 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
         },
     );
     Ok(n)
+}
+
+/// The inference workers and each one's matrix-product threads, for `threads` threads in all
+/// (measured or configured): `inference_workers` when set (at most one per camera), else
+/// measured (`crate::threads::parallel_rate`) when there are several cameras and cores, one
+/// worker otherwise. A count an earlier start measured on the same models, cameras and machine
+/// (`cache`) is used as it is. Sets the executor to each worker's threads.
+pub(super) fn workers(
+    config: &Config,
+    towers: &Towers,
+    cache: &StartCache,
+    threads: usize,
+) -> Result<(usize, usize)> {
+    use crate::threads::{choose_workers, cores, parallel_rate, threads_each, worker_candidates};
+    let cameras = config.cameras.len().max(1);
+    let each = |w: usize| match config.inference_threads {
+        0 => threads_each(threads, w),
+        n => n,
+    };
+    let chosen = match config.inference_workers {
+        0 => {
+            let candidates = worker_candidates(cameras, cores());
+            if candidates.is_empty() {
+                1
+            } else {
+                let key = crate::pipeline::start_cache::key(&[
+                    &towers.calibration_key(),
+                    &format!("workers for {cameras} cameras, {threads} threads"),
+                ]);
+                let show = |rates: &[(usize, f64)]| {
+                    rates
+                        .iter()
+                        .map(|(w, r)| format!("{w} worker(s) {r:.2} frames/s"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                match cache.workers(&key) {
+                    Some(w) => {
+                        tracing::info!(
+                            "inference workers measured on these models and cameras at an earlier start: {}; using {} ({}; delete it to measure again)",
+                            show(&w.rates),
+                            w.workers,
+                            cache.path().map(|p| p.display().to_string()).unwrap_or_default()
+                        );
+                        w.workers
+                    }
+                    None => {
+                        let frame = crate::pipeline::precision::blank_frame();
+                        let run = || towers.run_once(&frame);
+                        let mut rates = vec![(1, parallel_rate(1, threads, &run)?)];
+                        for w in candidates {
+                            rates.push((w, parallel_rate(w, each(w), &run)?));
+                        }
+                        let w = choose_workers(&rates);
+                        tracing::info!(
+                            "inference workers measured on the loaded models, side by side: {}; using {w}",
+                            show(&rates)
+                        );
+                        cache.put_workers(
+                            &key,
+                            Workers {
+                                workers: w,
+                                threads: each(w),
+                                rates,
+                                measured: crate::pipeline::start_cache::stamp_now(),
+                            },
+                        );
+                        w
+                    }
+                }
+            }
+        }
+        n if n > cameras => {
+            tracing::info!(
+                "inference_workers = {n}, but a worker analyses one camera at a time: {cameras} worker(s) for {cameras} camera(s)"
+            );
+            cameras
+        }
+        n => n,
+    };
+    let each = if chosen == 1 { threads } else { each(chosen) };
+    crate::threads::set_threads(each);
+    Ok((chosen, each))
 }

@@ -53,6 +53,17 @@ pub struct Threads {
     pub measured: u64,
 }
 
+/// An inference worker count measured on a set of loaded models and cameras.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Workers {
+    pub workers: usize,
+    /// The matrix-product threads of each worker.
+    pub threads: usize,
+    /// The measured frames a second (all the models once a frame) at each worker count.
+    pub rates: Vec<(usize, f64)>,
+    pub measured: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Text {
     /// The embedding's f32 bits: exact, unlike a decimal round trip.
@@ -67,6 +78,8 @@ struct Data {
     timings: BTreeMap<String, Timing>,
     #[serde(default)]
     threads: BTreeMap<String, Threads>,
+    #[serde(default)]
+    workers: BTreeMap<String, Workers>,
     #[serde(default)]
     texts: BTreeMap<String, Text>,
 }
@@ -240,6 +253,17 @@ impl StartCache {
     pub fn put_threads(&self, key: &str, t: Threads) {
         self.with(|d, dirty| {
             d.threads.insert(key.to_string(), t);
+            *dirty = true;
+        });
+    }
+
+    pub fn workers(&self, key: &str) -> Option<Workers> {
+        self.with(|d, _| d.workers.get(key).cloned()).flatten()
+    }
+
+    pub fn put_workers(&self, key: &str, w: Workers) {
+        self.with(|d, dirty| {
+            d.workers.insert(key.to_string(), w);
             *dirty = true;
         });
     }

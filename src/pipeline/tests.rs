@@ -82,7 +82,7 @@ impl PromptModel for Fake {
     }
 }
 
-fn prompt(text: &str, model: ModelKind) -> PromptConfig {
+pub(super) fn prompt(text: &str, model: ModelKind) -> PromptConfig {
     PromptConfig {
         text: text.into(),
         name: text.into(),
@@ -144,7 +144,7 @@ fn inference(cam: Camera) -> (Inference, Receiver<Event>) {
 
 /// Puts a frame in the camera's slot and runs one round.
 fn feed(inf: &mut Inference, f: Frame) {
-    inf.cameras[0].slot.put(f);
+    inf.camera(0).slot.put(f);
     assert!(inf.step().unwrap());
 }
 
@@ -212,7 +212,8 @@ fn a_prompts_best_box_counts_only_inside_the_region_of_interest() {
     for (i, at) in [0, 500, 1000].iter().enumerate() {
         feed(&mut inf, frame(i as u8, base, *at));
     }
-    let scores: Vec<f32> = inf.cameras[0]
+    let scores: Vec<f32> = inf
+        .camera(0)
         .status
         .prompts()
         .iter()
@@ -244,19 +245,19 @@ fn a_paused_camera_takes_its_frames_but_analyses_none() {
     let (mut inf, rx) = inference(cam);
     let base = Instant::now();
     c.then(vec![(0, 0.9, None)]).then(vec![(0, 0.9, None)]);
-    inf.cameras[0].status.set_paused(true);
+    inf.camera(0).status.set_paused(true);
     for at in [0, 500, 1000] {
         feed(&mut inf, frame(0, base, at));
     }
     assert_eq!(
         (
             c.runs(),
-            inf.cameras[0].status.paused_frames.load(Ordering::SeqCst)
+            inf.camera(0).status.paused_frames.load(Ordering::SeqCst)
         ),
         (0, 3)
     );
     assert!(kinds(&rx).is_empty());
-    inf.cameras[0].status.set_paused(false);
+    inf.camera(0).status.set_paused(false);
     feed(&mut inf, frame(0, base, 1500));
     assert_eq!(c.runs(), 1, "it resumes");
     assert_eq!(
@@ -296,10 +297,7 @@ fn a_refresh_of_a_still_scene_runs_the_classifier_but_not_a_motion_gated_detecto
     feed(&mut inf, frame(200, base, 3000));
     assert_eq!((c.runs(), o.runs()), (3, 2));
     assert_eq!(
-        inf.cameras[0]
-            .stats
-            .skipped_no_motion
-            .load(Ordering::SeqCst),
+        inf.camera(0).stats.skipped_no_motion.load(Ordering::SeqCst),
         1
     );
 }
@@ -331,7 +329,9 @@ fn new_prompts_swap_in_with_the_old_events_ended_and_finish_ends_the_rest() {
         OwlVitWhen::Always,
         None,
     );
-    let ended = inf.cameras[0].swap_in(&next, vec![clip2], SystemTime::now(), &|_| None);
+    let ended = inf
+        .camera(0)
+        .swap_in(&next, vec![clip2], SystemTime::now(), &|_| None);
     assert_eq!(
         ended
             .iter()
@@ -339,7 +339,8 @@ fn new_prompts_swap_in_with_the_old_events_ended_and_finish_ends_the_rest() {
             .collect::<Vec<_>>(),
         vec![("a_rocket", EventKind::End)]
     );
-    let ids: Vec<String> = inf.cameras[0]
+    let ids: Vec<String> = inf
+        .camera(0)
         .status
         .prompts()
         .iter()
@@ -431,7 +432,7 @@ fn compressed_frames_are_decoded_when_taken_and_bad_ones_counted() {
         None,
         vec![clip],
     );
-    let (mut inf, _rx) = inference(cam);
+    let (inf, _rx) = inference(cam);
     let mut jpeg = vec![];
     image::RgbImage::from_pixel(40, 30, image::Rgb([90, 120, 200]))
         .write_to(
@@ -445,15 +446,15 @@ fn compressed_frames_are_decoded_when_taken_and_bad_ones_counted() {
         captured_at: SystemTime::UNIX_EPOCH,
         monotonic: Instant::now(),
     };
-    inf.cameras[0].slot.put(captured(jpeg.clone(), 1));
+    inf.camera(0).slot.put(captured(jpeg.clone(), 1));
     assert!(inf.step().unwrap());
     assert_eq!(c.runs(), 1, "the decoded frame was analysed");
-    let latest = inf.cameras[0].status.latest().unwrap();
+    let latest = inf.camera(0).status.latest().unwrap();
     assert_eq!(latest.frame.image.dimensions(), (40, 30));
     // bytes that do not decode: counted, not analysed, and the loop goes on
     let cut = jpeg[..jpeg.len() / 2].to_vec();
-    inf.cameras[0].slot.put(captured(cut, 2));
+    inf.camera(0).slot.put(captured(cut, 2));
     assert!(inf.step().unwrap());
-    let stats = inf.cameras[0].stats.snapshot();
+    let stats = inf.camera(0).stats.snapshot();
     assert_eq!((stats.undecodable, stats.analysed, c.runs()), (1, 1, 1));
 }
