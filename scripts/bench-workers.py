@@ -2,12 +2,15 @@
 """Inference workers benchmark (issue 21): frames a second and peak memory of the daemon with
 4 cameras on 1 worker and on 2 (or more) workers, in one run of this script.
 
-Each camera replays the fixture photos (looped, faster than the models keep up with, motion
-gate off) with prompts of its own on full-size CLIP and OWL-ViT; the daemon runs `--hold`
-seconds after READY, then stops, and the cameras' analysed frames are summed from its log.
+Each camera replays the fixture photos (looped, faster than the daemon keeps up with, motion
+gate off) with prompts of its own on CLIP and OWL-ViT: the demo's tiny models by default (so
+decoding and preprocessing weigh as much as the models), or full-size ones (`--clip`, `--owl`:
+`models/make_fixtures.py --full`'s output). The daemon runs `--hold` seconds after READY, then
+stops, and the cameras' analysed frames are summed from its log.
 
     scripts/bench-workers.py [--bin target/release/promptcam] [--workers 1,2] [--threads 0]
-        [--cameras 4] [--size 384] [--quantized auto|true|false] [--hold 60]
+        [--cameras 4] [--clip DIR --owl DIR] [--size 384] [--quantized auto|true|false]
+        [--fps 60] [--hold 30]
 
 `--threads` is `inference_threads` (0: measured; with several workers, split between them).
 The first run per worker count fills the start cache (not timed: its measuring would eat the
@@ -45,7 +48,7 @@ quantized = {q}
 [models.owlvit]
 dir = "{args.owl}"
 quantized = {q}
-input_size = {args.size}
+{f"input_size = {args.size}" if args.size else ""}
 
 [motion]
 enabled = false
@@ -58,7 +61,7 @@ enabled = false
 [[cameras]]
 name = "Camera {i}"
 source = "{REPO}/tests/fixtures/images"
-fps = 20
+fps = {args.fps}
 loop = true
 
 [[cameras.prompts]]
@@ -76,18 +79,19 @@ model = "owlvit"
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", default=os.path.join(REPO, "target/release/promptcam"))
-    p.add_argument("--clip", default=os.path.join(REPO, "target/full-models/clip-vit-base-patch32"))
-    p.add_argument("--owl", default=os.path.join(REPO, "target/full-models/owlvit-base-patch32"))
-    p.add_argument("--size", type=int, default=384)
+    p.add_argument("--clip", default=os.path.join(REPO, "models/tiny/clip"))
+    p.add_argument("--owl", default=os.path.join(REPO, "models/tiny/owlvit"))
+    p.add_argument("--size", type=int, default=0, help="OWL-ViT's input_size (0: the model's own)")
+    p.add_argument("--fps", type=float, default=60, help="each camera's replay rate")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--workers", default="1,2")
     p.add_argument("--cameras", type=int, default=4)
     p.add_argument("--quantized", choices=["auto", "true", "false"], default="auto")
-    p.add_argument("--hold", type=float, default=60)
+    p.add_argument("--hold", type=float, default=30)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--log", action="store_true", help="print every log line")
     args = p.parse_args()
-    print(f"{args.bin}: {args.cameras} cameras, quantized = {args.quantized}, input_size {args.size}, "
+    print(f"{args.bin}: {args.cameras} cameras, quantized = {args.quantized}, input_size {args.size or 'native'}, "
           f"inference_threads {args.threads}, {os.cpu_count()} cores, {args.hold:.0f} s a run")
     results = []
     for workers in [int(w) for w in args.workers.split(",")]:

@@ -76,8 +76,11 @@ off_delay = 0
     path
 }
 
-/// Each camera's events (type, prompt, score), in order.
-fn per_camera(out: &str) -> Vec<(String, Vec<(String, String, f64)>)> {
+/// A camera's events: type, prompt, score, in order.
+type Events = Vec<(String, String, f64)>;
+
+/// Each camera's events.
+fn per_camera(out: &str) -> Vec<(String, Events)> {
     ["east", "west"]
         .iter()
         .map(|cam| {
@@ -114,4 +117,57 @@ fn two_workers_give_each_camera_the_events_of_one_worker() {
     }
     assert_eq!(one[0].1, one[1].1);
     assert_eq!(one, two);
+}
+
+#[test]
+fn the_worker_count_is_measured_at_the_first_start_and_taken_from_the_cache_at_the_next() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tmp = TempDir::new("workers-measured");
+    let config = config(tmp.path(), 0);
+    let first = run_logged(&config);
+    assert_eq!(first.0, 0, "{}", first.2);
+    let second = run_logged(&config);
+    assert_eq!(second.0, 0, "{}", second.2);
+    if cores < 2 {
+        // one core: nothing to measure, one worker
+        assert!(first.2.contains("inference on 1 thread(s)"), "{}", first.2);
+        return;
+    }
+    let measured = first
+        .2
+        .lines()
+        .find(|l| l.contains("inference workers measured on the loaded models, side by side"))
+        .unwrap_or_else(|| panic!("{}", first.2));
+    assert!(
+        measured.contains("1 worker(s) ") && measured.contains("2 worker(s) "),
+        "{measured}"
+    );
+    let cache = std::fs::read_to_string(tmp.path().join("start-cache.json")).unwrap();
+    let cache: serde_json::Value = serde_json::from_str(&cache).unwrap();
+    let entry = cache["workers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let chosen = entry["workers"].as_u64().unwrap();
+    assert!(chosen == 1 || chosen == 2, "{entry}");
+    assert!(
+        measured.ends_with(&format!("using {chosen}")),
+        "{measured} / {entry}"
+    );
+    assert!(
+        second
+            .2
+            .contains("inference workers measured on these models and cameras at an earlier start"),
+        "{}",
+        second.2
+    );
+    assert!(!second.2.contains("side by side"), "{}", second.2);
+    let running = match chosen {
+        1 => "inference on 1 thread(s)".to_string(),
+        n => format!("inference on {n} workers of 1 thread(s) each"),
+    };
+    assert!(second.2.contains(&running), "{running}: {}", second.2);
 }

@@ -108,11 +108,11 @@ pub fn run(config: Config) -> Result<()> {
             prepare(&running, &cache)
         })?,
     };
-    let threads = match config.inference_threads {
+    let (threads, ms) = match config.inference_threads {
         0 => threads::calibrate(&towers, &cache)?,
-        _ => threads,
+        _ => (threads, None),
     };
-    let (workers, threads) = threads::workers(&running, &towers, &cache, threads)?;
+    let (workers, threads) = threads::workers(&running, &towers, &cache, threads, ms)?;
     cache.save();
     match workers {
         1 => tracing::info!("inference on {threads} thread(s)"),

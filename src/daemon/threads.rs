@@ -16,9 +16,12 @@ use crate::config::Config;
 use crate::pipeline::start_cache::{StartCache, Threads, Workers};
 use crate::pipeline::towers::Towers;
 
-/// Picks and sets the inference thread count for the loaded models; returns it. A count that
-/// an earlier start measured on the same models on this machine (`cache`) is used as it is.
-pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
+/// Picks and sets the inference thread count for the loaded models; returns it and its ms a
+/// frame. A count that an earlier start measured on the same models on this machine (`cache`)
+/// is used as it is.
+pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<(usize, Option<f64>)> {
+    let ms_at =
+        |times: &[(usize, f64)], n: usize| times.iter().find(|(k, _)| *k == n).map(|(_, ms)| *ms);
     let key = towers.calibration_key();
     let show = |times: &[(usize, f64)]| {
         times
@@ -34,7 +37,7 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
             show(&t.times),
             cache.path().map(|p| p.display().to_string()).unwrap_or_default()
         );
-        return Ok(n);
+        return Ok((n, ms_at(&t.times, n)));
     }
     let frame = crate::pipeline::precision::blank_frame();
     let known = towers.timed();
@@ -47,6 +50,7 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
         "inference threads measured on the loaded models: {}{reused}; using {n}",
         show(&times)
     );
+    let ms = ms_at(&times, n);
     cache.put_threads(
         &key,
         Threads {
@@ -55,79 +59,28 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<usize> {
             measured: crate::pipeline::start_cache::stamp_now(),
         },
     );
-    Ok(n)
+    Ok((n, ms))
 }
 
 /// The inference workers and each one's matrix-product threads, for `threads` threads in all
-/// (measured or configured): `inference_workers` when set (at most one per camera), else
-/// measured (`crate::threads::parallel_rate`) when there are several cameras and cores, one
-/// worker otherwise. A count an earlier start measured on the same models, cameras and machine
-/// (`cache`) is used as it is. Sets the executor to each worker's threads.
+/// (measured, at `ms` a frame, or configured): `inference_workers` when set (at most one per
+/// camera), else measured ([`measure_workers`]) when there are several cameras and cores, one
+/// worker otherwise. Sets the executor to each worker's threads.
 pub(super) fn workers(
     config: &Config,
     towers: &Towers,
     cache: &StartCache,
     threads: usize,
+    ms: Option<f64>,
 ) -> Result<(usize, usize)> {
-    use crate::threads::{choose_workers, cores, parallel_rate, threads_each, worker_candidates};
     let cameras = config.cameras.len().max(1);
-    let each = |w: usize| match config.inference_threads {
-        0 => threads_each(threads, w),
-        n => n,
+    let each = |w: usize| match (w, config.inference_threads) {
+        (1, _) => threads,
+        (w, 0) => crate::threads::threads_each(threads, w),
+        (_, n) => n,
     };
     let chosen = match config.inference_workers {
-        0 => {
-            let candidates = worker_candidates(cameras, cores());
-            if candidates.is_empty() {
-                1
-            } else {
-                let key = crate::pipeline::start_cache::key(&[
-                    &towers.calibration_key(),
-                    &format!("workers for {cameras} cameras, {threads} threads"),
-                ]);
-                let show = |rates: &[(usize, f64)]| {
-                    rates
-                        .iter()
-                        .map(|(w, r)| format!("{w} worker(s) {r:.2} frames/s"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                match cache.workers(&key) {
-                    Some(w) => {
-                        tracing::info!(
-                            "inference workers measured on these models and cameras at an earlier start: {}; using {} ({}; delete it to measure again)",
-                            show(&w.rates),
-                            w.workers,
-                            cache.path().map(|p| p.display().to_string()).unwrap_or_default()
-                        );
-                        w.workers
-                    }
-                    None => {
-                        let frame = crate::pipeline::precision::blank_frame();
-                        let run = || towers.run_once(&frame);
-                        let mut rates = vec![(1, parallel_rate(1, threads, &run)?)];
-                        for w in candidates {
-                            rates.push((w, parallel_rate(w, each(w), &run)?));
-                        }
-                        let w = choose_workers(&rates);
-                        tracing::info!(
-                            "inference workers measured on the loaded models, side by side: {}; using {w}",
-                            show(&rates)
-                        );
-                        cache.put_workers(
-                            &key,
-                            Workers {
-                                workers: w,
-                                threads: each(w),
-                                rates,
-                                measured: crate::pipeline::start_cache::stamp_now(),
-                            },
-                        );
-                        w
-                    }
-                }
-            }
-        }
+        0 => measure_workers(towers, cache, cameras, threads, ms, each)?,
         n if n > cameras => {
             tracing::info!(
                 "inference_workers = {n}, but a worker analyses one camera at a time: {cameras} worker(s) for {cameras} camera(s)"
@@ -136,7 +89,75 @@ pub(super) fn workers(
         }
         n => n,
     };
-    let each = if chosen == 1 { threads } else { each(chosen) };
-    crate::threads::set_threads(each);
-    Ok((chosen, each))
+    crate::threads::set_threads(each(chosen));
+    Ok((chosen, each(chosen)))
+}
+
+/// The worker count with the most frames a second of the loaded models run side by side
+/// (`crate::threads::parallel_rate`), `each(w)` threads a worker: 1 (at `ms` a frame, when the
+/// thread measurement timed it) against 2 and one per camera up to the cores. A count an
+/// earlier start measured on the same models, cameras and machine (`cache`) is used as it is.
+fn measure_workers(
+    towers: &Towers,
+    cache: &StartCache,
+    cameras: usize,
+    threads: usize,
+    ms: Option<f64>,
+    each: impl Fn(usize) -> usize,
+) -> Result<usize> {
+    use crate::threads::{choose_workers, cores, parallel_rate, worker_candidates};
+    let candidates = worker_candidates(cameras, cores());
+    if candidates.is_empty() {
+        return Ok(1);
+    }
+    let show = |rates: &[(usize, f64)]| {
+        rates
+            .iter()
+            .map(|(w, r)| format!("{w} worker(s) {r:.2} frames/s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let key = crate::pipeline::start_cache::key(&[
+        &towers.calibration_key(),
+        &format!("workers for {cameras} cameras, {threads} threads"),
+    ]);
+    if let Some(w) = cache.workers(&key) {
+        tracing::info!(
+            "inference workers measured on these models and cameras at an earlier start: {}; using {} ({}; delete it to measure again)",
+            show(&w.rates),
+            w.workers,
+            cache.path().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+        return Ok(w.workers);
+    }
+    let frame = crate::pipeline::precision::blank_frame();
+    let run = || towers.run_once(&frame);
+    let one = match ms {
+        Some(ms) => 1000.0 / ms.max(1e-6),
+        None => parallel_rate(1, threads, &run)?,
+    };
+    let mut rates = vec![(1, one)];
+    for w in candidates {
+        rates.push((w, parallel_rate(w, each(w), &run)?));
+    }
+    let w = choose_workers(&rates);
+    tracing::info!(
+        "inference workers measured on the loaded models, side by side: {}{}; using {w}",
+        show(&rates),
+        if ms.is_some() {
+            " (1 from the thread measurement)"
+        } else {
+            ""
+        }
+    );
+    cache.put_workers(
+        &key,
+        Workers {
+            workers: w,
+            threads: each(w),
+            rates,
+            measured: crate::pipeline::start_cache::stamp_now(),
+        },
+    );
+    Ok(w)
 }
