@@ -16,6 +16,15 @@ use crate::config::Config;
 use crate::pipeline::start_cache::{StartCache, Threads, Workers};
 use crate::pipeline::towers::Towers;
 
+/// Measurements for a log line: each `(count, figure)` as `each` writes it, comma-separated.
+fn listed(items: &[(usize, f64)], each: impl Fn(usize, f64) -> String) -> String {
+    items
+        .iter()
+        .map(|(n, x)| each(*n, *x))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Picks and sets the inference thread count for the loaded models; returns it and its ms a
 /// frame. A count that an earlier start measured on the same models on this machine (`cache`)
 /// is used as it is.
@@ -23,13 +32,7 @@ pub(super) fn calibrate(towers: &Towers, cache: &StartCache) -> Result<(usize, O
     let ms_at =
         |times: &[(usize, f64)], n: usize| times.iter().find(|(k, _)| *k == n).map(|(_, ms)| *ms);
     let key = towers.calibration_key();
-    let show = |times: &[(usize, f64)]| {
-        times
-            .iter()
-            .map(|(n, ms)| format!("{n} thread(s) {ms:.1} ms"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let show = |times: &[(usize, f64)]| listed(times, |n, ms| format!("{n} thread(s) {ms:.1} ms"));
     if let Some(t) = cache.threads(&key) {
         let n = crate::threads::set_threads(t.threads);
         tracing::info!(
@@ -110,13 +113,8 @@ fn measure_workers(
     if candidates.is_empty() {
         return Ok(1);
     }
-    let show = |rates: &[(usize, f64)]| {
-        rates
-            .iter()
-            .map(|(w, r)| format!("{w} worker(s) {r:.2} frames/s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let show =
+        |rates: &[(usize, f64)]| listed(rates, |w, r| format!("{w} worker(s) {r:.2} frames/s"));
     let key = crate::pipeline::start_cache::key(&[
         &towers.calibration_key(),
         &format!("workers for {cameras} cameras, {threads} threads"),

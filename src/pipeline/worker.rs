@@ -48,6 +48,15 @@ struct Crew {
     started: Instant,
 }
 
+/// Sets a stop flag when dropped: on return and on a panic alike.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Inference {
     pub fn new(
         cameras: Vec<Camera>,
@@ -254,22 +263,22 @@ impl Inference {
                     std::thread::Builder::new()
                         .name(format!("promptcam-infer-{w}"))
                         .spawn_scoped(scope, move || {
+                            // an error or a panic here stops the first worker too
+                            let _stop = StopOnDrop(&crew.stop);
                             let name = format!("tract-w{w}");
-                            let r = crate::threads::with_threads(this.threads, &name, || {
-                                this.help(w, crew)
-                            });
-                            // an error here stops the first worker too
-                            crew.stop.store(true, Ordering::Relaxed);
-                            r
+                            crate::threads::with_threads(this.threads, &name, || this.help(w, crew))
                         })
                         .context("unable to start an inference worker")
                 })
                 .collect::<Result<Vec<_>>>();
+            // the helpers stop when the first worker does, even when it panics (else the
+            // scope would wait for them forever)
+            let stop = StopOnDrop(&crew.stop);
             let ran = match &helpers {
                 Ok(_) => self.lead(&s, &crew, between),
                 Err(_) => Ok(false),
             };
-            crew.stop.store(true, Ordering::Relaxed);
+            drop(stop);
             let mut joined = Ok(());
             for (w, h) in helpers?.into_iter().enumerate() {
                 let r = h.join().unwrap_or_else(|_| {

@@ -24,13 +24,21 @@ struct Meeting {
     patience: Duration,
 }
 
+/// How a model breaks, if it does.
+#[derive(Clone, Copy, PartialEq)]
+enum Fail {
+    No,
+    Error,
+    Panic,
+}
+
 /// A model that scores its one prompt 0.9 after meeting the others (or giving up on them), and
-/// records whether it met them; `fail` makes it return an error instead.
+/// records whether it met them; `fail` makes it return an error or panic instead.
 struct Meets {
     meeting: Arc<Meeting>,
     met: Arc<Mutex<Vec<bool>>>,
     prompts: Vec<usize>,
-    fail: bool,
+    fail: Fail,
 }
 
 impl PromptModel for Meets {
@@ -41,8 +49,10 @@ impl PromptModel for Meets {
         &self.prompts
     }
     fn observe(&mut self, _: &Frame, _: Option<[u32; 4]>) -> Result<Vec<Observation>> {
-        if self.fail {
-            anyhow::bail!("the model broke");
+        match self.fail {
+            Fail::No => {}
+            Fail::Error => anyhow::bail!("the model broke"),
+            Fail::Panic => panic!("the model panicked"),
         }
         let m = &self.meeting;
         let mut inside = m.inside.lock().unwrap();
@@ -88,9 +98,9 @@ fn camera(id: &str, model: Meets) -> Camera {
     cam
 }
 
-/// Runs two cameras (camera `b`'s model failing when `fail`) on `workers` workers until their
-/// sources end; whether each run met the other camera's, the run's result and the events.
-fn run(workers: usize, patience: Duration, fail: bool) -> (Vec<bool>, Result<()>, Receiver<Event>) {
+/// Runs two cameras (camera `b`'s model failing as `fail` says) on `workers` workers until
+/// their sources end; whether each run met the other camera's, the run's result and the events.
+fn run(workers: usize, patience: Duration, fail: Fail) -> (Vec<bool>, Result<()>, Receiver<Event>) {
     let meeting = Arc::new(Meeting {
         inside: Mutex::new(0),
         all_in: Condvar::new(),
@@ -104,7 +114,7 @@ fn run(workers: usize, patience: Duration, fail: bool) -> (Vec<bool>, Result<()>
         prompts: vec![0],
         fail,
     };
-    let cameras = vec![camera("a", model(false)), camera("b", model(fail))];
+    let cameras = vec![camera("a", model(Fail::No)), camera("b", model(fail))];
     let (tx, rx) = sync_channel(64);
     let (shutdown, heartbeat_ms) = (AtomicBool::new(false), AtomicU64::new(0));
     let signals = Signals {
@@ -121,7 +131,7 @@ fn run(workers: usize, patience: Duration, fail: bool) -> (Vec<bool>, Result<()>
 
 #[test]
 fn two_workers_analyse_two_cameras_at_the_same_time() {
-    let (met, result, rx) = run(2, Duration::from_secs(20), false);
+    let (met, result, rx) = run(2, Duration::from_secs(20), Fail::No);
     result.unwrap();
     assert_eq!(met, [true, true], "each camera's model met the other's");
     let started: Vec<String> = rx
@@ -135,7 +145,7 @@ fn two_workers_analyse_two_cameras_at_the_same_time() {
 
 #[test]
 fn one_worker_analyses_one_camera_at_a_time() {
-    let (met, result, _rx) = run(1, Duration::from_millis(200), false);
+    let (met, result, _rx) = run(1, Duration::from_millis(200), Fail::No);
     result.unwrap();
     assert_eq!(
         met,
@@ -146,7 +156,24 @@ fn one_worker_analyses_one_camera_at_a_time() {
 
 #[test]
 fn a_workers_error_stops_every_worker_and_is_returned() {
-    let (_, result, _rx) = run(2, Duration::from_millis(200), true);
+    let (_, result, _rx) = run(2, Duration::from_millis(200), Fail::Error);
     let e = format!("{:#}", result.unwrap_err());
     assert!(e.contains("the model broke"), "{e}");
+}
+
+#[test]
+fn a_panic_in_any_worker_ends_the_run_instead_of_hanging_it() {
+    // the helper's panic comes back as an error; the first worker's panic goes on unwinding,
+    // once the helpers stopped (either worker may take the panicking camera)
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(2, Duration::from_millis(200), Fail::Panic).1
+    }));
+    match outcome {
+        Err(_) => {}
+        Ok(Err(e)) => assert!(
+            format!("{e:#}").contains("inference worker 1 panicked"),
+            "{e:#}"
+        ),
+        Ok(Ok(())) => panic!("a panicking model ended in success"),
+    }
 }
