@@ -24,6 +24,7 @@ pub fn executor(n: usize, name: &str) -> tract_linalg::multithread::Executor {
 /// Sets tract's matrix-product executor: `threads` workers (0 = all cores).
 pub fn set_threads(threads: usize) -> usize {
     let n = if threads == 0 { cores() } else { threads };
+    tract_linalg::multithread::set_threading_element_threshold(crate::model::fused::PARALLEL_MIN);
     tract_linalg::multithread::set_default_executor(executor(n, "tract-default"));
     n
 }

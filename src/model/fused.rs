@@ -22,8 +22,13 @@ use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 
 use super::quantize::{quantize_i8, QuantizeU8Op};
 
-/// Below this many elements a split across threads costs more than it saves.
-const PARALLEL_MIN: usize = 32 * 1024;
+/// Below this many elements a split across threads costs more than it saves. Waking the pool's
+/// threads and joining them takes tens of microseconds (more under a hypervisor): on a 2-core
+/// Zen 4 VM, splitting CLIP's 38 400- and 153 600-element activations made the element-wise ops
+/// of a frame take 7.5-9.1 ms instead of 3.1-3.7 ms, while OWL-ViT at 384 px (elements from
+/// 111 360) was unchanged and its softmaxes at 768 px (4 million) need the split (BENCHMARKS.md).
+/// Also tract's own element-wise ops' threshold (`crate::threads::set_threads`).
+pub const PARALLEL_MIN: usize = 256 * 1024;
 
 /// tract's matrix-product pool and how many of `units` units each task takes, when the work
 /// (`elements` elements) is worth splitting; None to run inline.
@@ -330,7 +335,7 @@ mod tests {
 
     #[test]
     fn quantize_i8_sums_equals_quantize_offset_and_row_sums() {
-        let (rows, k) = (50, 1001);
+        let (rows, k) = (300, 1001);
         let x = noise(rows * k, 7);
         let (scale, zp) = (0.031f32, 97u8);
         let (q, sums) = both(|| {
@@ -359,7 +364,7 @@ mod tests {
 
     #[test]
     fn dequant_scale_equals_cast_then_multiply() {
-        let (rows, n) = (60, 777);
+        let (rows, n) = (400, 777);
         let x: Vec<i32> = (0..rows * n)
             .map(|i| ((i as i64 * 2654435761) % 20001) as i32 - 10000)
             .collect();

@@ -103,16 +103,13 @@ impl TypedOp for QuantizeU8Op {
     as_op!();
 }
 
-/// Below this many elements a split across threads costs more than it saves.
-const PARALLEL_MIN: usize = 32 * 1024;
-
 /// [`quantize`] split over tract's matrix-product thread pool, when it has one (`set_threads`):
 /// the element-wise work then scales with the cores like the matrix products around it.
 fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     match current_tract_executor() {
         Executor::MultiThread(pool)
-            if x.len() >= PARALLEL_MIN && pool.current_num_threads() > 1 =>
+            if x.len() >= super::fused::PARALLEL_MIN && pool.current_num_threads() > 1 =>
         {
             let chunk = x.len().div_ceil(pool.current_num_threads());
             pool.scope(|s| {
