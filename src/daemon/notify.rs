@@ -1,6 +1,7 @@
 //! Notify: the main thread's part under systemd (`Type=notify`): READY once everything runs,
-//! WATCHDOG only while the inference thread makes progress, a STATUS line every 10 s (frames
-//! analysed, mean inference time), STOPPING on the way out.
+//! WATCHDOG only while every inference worker makes progress (the oldest worker's heartbeat:
+//! `pipeline::worker`), a STATUS line every 10 s (frames analysed, mean inference time),
+//! STOPPING on the way out.
 
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
