@@ -67,6 +67,10 @@ mkdir -p "$RUN/dev/pts" "$RUN/dev/shm"
 mount -t devpts -o newinstance devpts "$RUN/dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs "$RUN/dev/shm"
 cp /etc/resolv.conf "$RUN/etc/resolv.conf"
+# debootstrap writes no /etc/hosts (an installed Debian has one, from the installer): without it
+# `localhost` does not resolve, and chromedriver, mosquitto_pub and the tests that name the host
+# fail for a reason no user's machine has
+[ -s "$RUN/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$RUN/etc/hosts"
 # the CAs this machine added locally (a TLS-inspecting proxy's, say): the chroot reaches the
 # network as its host does
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
