@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_known_timing_is_not_run_again() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         let all = candidates(cores);
         let mut runs = 0;
         // the known count is the fastest by far: chosen without running it

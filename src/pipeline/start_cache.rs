@@ -128,7 +128,7 @@ fn read_machine() -> String {
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH,
         cpu_signature(&cpuinfo),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        crate::threads::cores(),
         vars.join(",")
     )
 }
