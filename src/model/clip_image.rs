@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 
 use super::clip::{learned_logit_scale, learned_logit_scale_of, normalize, DEFAULT_LOGIT_SCALE};
 use super::dir::{ModelDir, Precision};
-use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::graph::{f32_output, run, runnable, Input, OnnxGraph, Runnable};
 use super::kind::ModelKind;
 use super::tokenize::Tokens;
 use crate::preprocess::{Preprocessor, ProcessorConfig};
@@ -114,10 +114,7 @@ impl ClipImage {
 
     /// Runs the tower on a preprocessed pixel tensor: the L2-normalized image embedding.
     pub fn embed_pixels(&self, pixels: TValue) -> Result<Vec<f32>> {
-        let out = self
-            .tower
-            .run(tvec![pixels])
-            .context("unable to run the CLIP image tower")?;
+        let out = run(&self.tower, tvec![pixels]).context("unable to run the CLIP image tower")?;
         let (_, mut v) = f32_output(&out[0])?;
         normalize(&mut v);
         Ok(v)

@@ -10,7 +10,7 @@ use tract_onnx::prelude::*;
 
 use super::clip::{learned_logit_scale, learned_logit_scale_of, normalize, DEFAULT_LOGIT_SCALE};
 use super::dir::{ModelDir, Precision};
-use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::graph::{self, f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::kind::ModelKind;
 use super::tokenize::PromptTokenizer;
 
@@ -109,13 +109,12 @@ impl ClipText {
             let r = v.first().context("the tokenizer returned no row")?;
             Ok(tract_ndarray::Array2::from_shape_vec((1, r.len()), r.clone())?.into_tensor())
         };
-        let result = self
-            .tower
-            .run(tvec![
-                row(&tokens.input_ids)?.into(),
-                row(&tokens.attention_mask)?.into()
-            ])
-            .context("unable to run the CLIP text tower")?;
+        let inputs = tvec![
+            row(&tokens.input_ids)?.into(),
+            row(&tokens.attention_mask)?.into()
+        ];
+        let result =
+            graph::run(&self.tower, inputs).context("unable to run the CLIP text tower")?;
         let (_, mut v) = f32_output(&result[0])?;
         normalize(&mut v);
         Ok(v)

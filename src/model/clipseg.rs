@@ -23,7 +23,7 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 
 use super::dir::{ModelDir, Precision, FETCH_HINT};
-use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::graph::{f32_output, run, runnable, Input, OnnxGraph, Runnable};
 use super::kind::ModelKind;
 use crate::preprocess::{Locked, Preprocessor};
 
@@ -252,12 +252,9 @@ impl ClipSeg {
     pub fn run_pixels(&self, pixels: TValue) -> Result<Masks> {
         let out = match &self.graphs {
             Graphs::Split { vision, decoder } => {
-                let acts = vision
-                    .run(tvec![pixels])
-                    .context("unable to run the CLIPSeg image side")?;
-                decoder
-                    .run(acts)
-                    .context("unable to run the CLIPSeg decoder")?
+                let acts =
+                    run(vision, tvec![pixels]).context("unable to run the CLIPSeg image side")?;
+                run(decoder, acts).context("unable to run the CLIPSeg decoder")?
             }
             Graphs::Whole { model, repeat } => {
                 let input = if *repeat {
@@ -265,9 +262,7 @@ impl ClipSeg {
                 } else {
                     pixels
                 };
-                model
-                    .run(tvec![input])
-                    .context("unable to run the CLIPSeg model")?
+                run(model, tvec![input]).context("unable to run the CLIPSeg model")?
             }
         };
         let (shape, logits) = f32_output(&out[0])?;
@@ -344,14 +339,12 @@ fn text_embeddings(graph: &OnnxGraph, tokens: &super::tokenize::Tokens) -> Resul
         ],
         &["conditional_embeddings"],
     )?;
-    let out = runnable(model)?
-        .run(tvec![ids.into(), mask.into()])
-        .with_context(|| {
-            format!(
-                "unable to run the CLIPSeg text side {}",
-                graph.path.display()
-            )
-        })?;
+    let out = run(&runnable(model)?, tvec![ids.into(), mask.into()]).with_context(|| {
+        format!(
+            "unable to run the CLIPSeg text side {}",
+            graph.path.display()
+        )
+    })?;
     let (shape, v) = f32_output(&out[0])?;
     if shape.len() != 2 || shape[0] != tokens.input_ids.len() {
         bail!(

@@ -6,6 +6,7 @@ use image::RgbImage;
 use tract_onnx::prelude::tvec;
 
 use super::dir::{ModelDir, Precision};
+use super::graph::run;
 use super::kind::ModelKind;
 use super::owlvit::{post_process_scaled, read_patches_among};
 use super::{Detection, OwlVit, Owlv2};
@@ -70,12 +71,16 @@ impl Detector {
         let (out, (sx, sy), what) = match self {
             Detector::OwlVit(m) => {
                 let px = m.pixels(image)?;
-                (m.runnable().run(tvec![px]), (w as f32, h as f32), "OWL-ViT")
+                (
+                    run(m.runnable(), tvec![px]),
+                    (w as f32, h as f32),
+                    "OWL-ViT",
+                )
             }
             Detector::Owlv2(m) => {
                 let px = m.pixels(image)?;
                 let scale = m.box_scale(w, h);
-                (m.runnable().run(tvec![px]), scale, "OWLv2")
+                (run(m.runnable(), tvec![px]), scale, "OWLv2")
             }
         };
         let out = out.with_context(|| format!("unable to run the {what} model"))?;

@@ -22,13 +22,15 @@ use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 
 use super::quantize::{quantize_i8, QuantizeU8Op};
 
-/// Below this many elements a split across threads costs more than it saves. Waking the pool's
-/// threads and joining them takes tens of microseconds (more under a hypervisor): on a 2-core
-/// Zen 4 VM, splitting CLIP's 38 400- and 153 600-element activations made the element-wise ops
-/// of a frame take 7.5-9.1 ms instead of 3.1-3.7 ms, while OWL-ViT at 384 px (elements from
-/// 111 360) was unchanged and its softmaxes at 768 px (4 million) need the split (BENCHMARKS.md).
+/// Below this many elements a split across threads costs more than it saves. It depends on
+/// where the model runs. Started from outside the pool, a split woke the pool's threads and
+/// waited for them: on a 2-core Zen 4 VM, splitting CLIP's 38 400- and 153 600-element
+/// activations made a frame's element-wise ops take 7.5-9.1 ms instead of 3.1-3.7, and the
+/// threshold was 256 Ki. Models now run on a pool thread (`threads::in_pool`), which takes a
+/// share of the split itself, and 32 Ki is the faster of the two there: int8 CLIP at 2 threads
+/// 35.5 ms against 37.4 (medians of 4 interleaved runs), OWL-ViT at 384 px 88.4 against 94.0.
 /// Also tract's own element-wise ops' threshold (`crate::threads::set_threads`).
-pub const PARALLEL_MIN: usize = 256 * 1024;
+pub const PARALLEL_MIN: usize = 32 * 1024;
 
 /// tract's matrix-product pool and how many of `units` units each task takes, when the work
 /// (`elements` elements) is worth splitting; None to run inline.

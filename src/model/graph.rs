@@ -340,6 +340,12 @@ pub fn runnable(model: TypedModel) -> Result<Runnable> {
     super::device::plan(model)
 }
 
+/// Runs a model once on the current executor's threads (`threads::in_pool`): how every
+/// model's frame and text runs go.
+pub fn run(model: &Runnable, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    crate::threads::in_pool(|| model.run(inputs))
+}
+
 /// One op type's share of a profiled run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct OpTime {
@@ -349,21 +355,24 @@ pub struct OpTime {
 }
 
 /// Runs `model` once, timing every node, and sums the times by op type (slowest first): where
-/// a model loses time, for `promptcam bench --profile`.
+/// a model loses time, for `promptcam bench --profile`. On the executor's threads, like [`run`].
 pub fn profile(model: &Runnable, inputs: TVec<TValue>) -> Result<Vec<OpTime>> {
     use std::collections::HashMap;
     let mut by_op: HashMap<String, (usize, std::time::Duration)> = HashMap::new();
-    let mut state = tract_onnx::tract_core::plan::SimpleState::new(model)?;
-    state
-        .run_plan_with_eval(inputs, |ctx, op_state, node, input| {
-            let t = std::time::Instant::now();
-            let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
-            let e = by_op.entry(node.op().name().to_string()).or_default();
-            e.0 += 1;
-            e.1 += t.elapsed();
-            out
-        })
-        .context("unable to profile the model")?;
+    crate::threads::in_pool(|| -> Result<()> {
+        let mut state = tract_onnx::tract_core::plan::SimpleState::new(model)?;
+        state
+            .run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+                let e = by_op.entry(node.op().name().to_string()).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed();
+                out
+            })
+            .context("unable to profile the model")?;
+        Ok(())
+    })?;
     let mut v: Vec<OpTime> = by_op
         .into_iter()
         .map(|(op, (nodes, d))| OpTime {

@@ -12,7 +12,7 @@ use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use super::dir::{ModelDir, Precision};
-use super::graph::{f32_output, Runnable};
+use super::graph::{self, f32_output, Runnable};
 use super::kind::ModelKind;
 use super::owlvit::{
     load_graph, post_process_scaled, read_patches, sigmoid, Detection, PatchScores,
@@ -115,10 +115,8 @@ impl Owlv2 {
 
     /// Runs the model on a preprocessed pixel tensor.
     pub fn patch_scores(&self, pixels: TValue) -> Result<Owlv2Patches> {
-        let out = self
-            .model
-            .run(tvec![pixels])
-            .context("unable to run the OWLv2 model")?;
+        let out =
+            graph::run(&self.model, tvec![pixels]).context("unable to run the OWLv2 model")?;
         let patches = read_patches(&out[0], &out[1], self.prompts.len())?;
         let objectness = if self.objectness {
             let (shape, logits) = f32_output(&out[2])?;

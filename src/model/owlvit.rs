@@ -13,7 +13,7 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 
 use super::dir::{ModelDir, Precision};
-use super::graph::{f32_output, runnable, Input, OnnxGraph, Runnable};
+use super::graph::{self, f32_output, runnable, Input, OnnxGraph, Runnable};
 use super::grid::{self, Grid};
 use super::kind::ModelKind;
 use crate::preprocess::{Locked, Preprocessor};
@@ -261,10 +261,8 @@ impl OwlVit {
 
     /// Runs the model on a preprocessed pixel tensor.
     pub fn patch_scores(&self, pixels: TValue) -> Result<PatchScores> {
-        let out = self
-            .model
-            .run(tvec![pixels])
-            .context("unable to run the OWL-ViT model")?;
+        let out =
+            graph::run(&self.model, tvec![pixels]).context("unable to run the OWL-ViT model")?;
         read_patches(&out[0], &out[1], self.prompts.len())
     }
 
