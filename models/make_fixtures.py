@@ -1053,6 +1053,43 @@ def export_legacy_owlvit(model, tok, out):
     print(f"{path.relative_to(REPO)}: {path.stat().st_size / 1e6:.1f} MB, box bias computed by {sorted(ops & {'Range', 'Log', 'Sub'})}")
 
 
+def export_static_owlvit(model, tok, out):
+    """The same tiny OWL-ViT exported with a fixed image shape (no dynamic axes on pixel_values, the batch included):
+    the exporter then folds `image_embeds[:, :-1].shape`, the target of the class token's broadcast in
+    `image_embedder`, into a constant holding the native patch count (tests/fixtures/owlvit-static). The text side
+    keeps its dynamic axes, as an export meant for any number of prompts does."""
+    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
+    size = model.config.vision_config.image_size
+    px = torch.randn(1, 3, size, size)
+    path = out / "model.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(OwlFull(model), (ids["input_ids"], px, ids["attention_mask"]), str(path),
+                      input_names=["input_ids", "pixel_values", "attention_mask"],
+                      output_names=["logits", "pred_boxes", "text_embeds", "image_embeds"],
+                      dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
+                                    "attention_mask": {0: "batch_size", 1: "sequence_length"},
+                                    "logits": {2: "batch_size"}, "text_embeds": {1: "batch_size"}},
+                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    patches = (size // model.config.vision_config.patch_size) ** 2
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node if n.op_type == "Constant"})
+    expand_shapes = [consts[i].tolist() for n in m.graph.node if n.op_type in ("Where", "Equal") for i in n.input
+                     if i in consts and consts[i].ndim == 1 and patches in consts[i].tolist()]
+    assert expand_shapes, "the fixed-shape export should hold the class-token broadcast's shape as a constant"
+    onnx.save_model(m, str(path), save_as_external_data=False)
+    # same outputs as the committed export
+    feed = {"input_ids": ids["input_ids"].numpy(), "pixel_values": px.numpy(),
+            "attention_mask": ids["attention_mask"].numpy()}
+    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
+    for name in ["logits", "pred_boxes"]:
+        a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([name], feed)[0]
+        b = ort.InferenceSession(str(committed), providers=["CPUExecutionProvider"]).run([name], feed)[0]
+        assert np.abs(a - b).max() < 1e-5, (name, np.abs(a - b).max())
+    print(f"{path.relative_to(REPO)}: {path.stat().st_size / 1e6:.1f} MB, constant broadcast shape(s) {expand_shapes}")
+
+
 def pick_size_threshold(scores, lo=0.5, hi=0.8):
     """A detection threshold with no score within 0.005 of it, in lo..hi: the middle of the widest gap between
     scores that leaves 10 to 150 detections over the images (the tests must check something)."""
@@ -1291,8 +1328,9 @@ def main():
     ap.add_argument("--clipseg", action="store_true", help="only the CLIPSeg model (and, tiny, its reference)")
     ap.add_argument("--owl-sizes", action="store_true",
                     help="rebuild the committed tiny OWL-ViT (checked to hold the same weights) and write its references "
-                         "at other input sizes (tests/fixtures/reference/owlvit_sizes.json) and its export with the box "
-                         "bias computed in the graph (tests/fixtures/owlvit-graph-bias)")
+                         "at other input sizes (tests/fixtures/reference/owlvit_sizes.json), its export with the box "
+                         "bias computed in the graph (tests/fixtures/owlvit-graph-bias) and its export with a fixed "
+                         "image shape (tests/fixtures/owlvit-static)")
     ap.add_argument("--owlv2", action="store_true",
                     help="only OWLv2: tiny in models/tiny/owlv2 with tests/fixtures/reference/owlv2.json, or with --full "
                          "the B/16 shape in target/full-models/owlv2-base-patch16")
@@ -1326,6 +1364,7 @@ def main():
         ref = owl_sizes_reference(model, tok, REPO / "tests" / "fixtures" / "images", OWL_SIZES)
         (refs / "owlvit_sizes.json").write_text(json.dumps(ref) + "\n")
         export_legacy_owlvit(model, tok, REPO / "tests" / "fixtures" / "owlvit-graph-bias")
+        export_static_owlvit(model, tok, REPO / "tests" / "fixtures" / "owlvit-static")
         return
     if args.clipseg:
         out = args.out or REPO / "target" / "full-models"

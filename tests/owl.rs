@@ -21,16 +21,22 @@ fn owlv2_dir() -> ModelDir {
     ModelDir::open(&fixture::path("models/tiny/owlv2")).unwrap()
 }
 
-/// The tiny OWL-ViT with the export that computes its box bias in the graph (from the image's
-/// shape, with Range/Log ops) instead of storing it: same weights, same reference outputs.
-fn graph_bias_dir(tmp: &TempDir) -> ModelDir {
+/// The tiny OWL-ViT with another export of the same weights (`tests/fixtures/<fixture>`): same
+/// reference outputs.
+fn export_dir(tmp: &TempDir, fixture: &str) -> ModelDir {
     fixture::copy_model(&fixture::path("models/tiny/owlvit"), tmp.path(), |_| false);
     std::fs::copy(
-        fixture::path("tests/fixtures/owlvit-graph-bias/model.onnx"),
+        fixture::path(&format!("tests/fixtures/{fixture}/model.onnx")),
         tmp.path().join("onnx/model.onnx"),
     )
     .unwrap();
     ModelDir::open(tmp.path()).unwrap()
+}
+
+/// The export that computes its box bias in the graph (from the image's shape, with Range/Log
+/// ops) instead of storing it.
+fn graph_bias_dir(tmp: &TempDir) -> ModelDir {
+    export_dir(tmp, "owlvit-graph-bias")
 }
 
 fn sizes(refs: &Value) -> Vec<(u32, &Value)> {
@@ -128,6 +134,17 @@ fn owlvit_export_computing_its_box_bias_in_the_graph_runs_at_other_sizes() {
     let dir = graph_bias_dir(&tmp);
     check_owlvit_sizes(&dir, "box bias computed in the graph");
     check_owlvit_raw_patches(&dir, "box bias computed in the graph");
+}
+
+/// An export with a fixed image shape (no dynamic axes on `pixel_values`): the target shape of
+/// the class token's broadcast is a constant holding the native patch count (issue 21: tract
+/// refused it with "Reshape volume mismatch ... Broadcast([144, 576])" at 384 px).
+#[test]
+fn owlvit_export_with_a_fixed_image_shape_runs_at_other_sizes() {
+    let tmp = TempDir::new("owl-static");
+    let dir = export_dir(&tmp, "owlvit-static");
+    check_owlvit_sizes(&dir, "fixed image shape");
+    check_owlvit_raw_patches(&dir, "fixed image shape");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //!   [`box_bias`] (`compute_box_bias`), whether the export stores it as a constant or computes it
 //!   in the graph (older exports take Log of a constant grid of coordinates);
 //! - every shape written into the graph for the native grid: the `Reshape` to
-//!   `[batch, 24, 24, hidden]` and any target holding the native patch or token count.
+//!   `[batch, 24, 24, hidden]`, any target holding the native patch or token count, and the
+//!   class token's `Expand` to the patches, a constant in exports with a fixed image shape.
 //!
 //! Whatever else in the graph depends on the grid follows from the input shape through tract's
 //! shape inference; a grid-sized constant this module does not know about makes that inference
@@ -143,7 +144,7 @@ pub fn adapt(
     let graph = proto.graph.as_mut().context("the file holds no graph")?;
     position_table(graph, native, grid, hidden, &mut adapted)?;
     box_bias_input(graph, &opsets, native, grid, &mut adapted)?;
-    reshape_targets(graph, native, grid, &mut adapted);
+    shape_targets(graph, native, grid, &mut adapted);
     // shapes recorded for the native size would contradict the new ones
     graph.value_info.clear();
     for o in &mut graph.output {
@@ -185,7 +186,7 @@ pub fn set_input_size(proto: &mut pb::ModelProto, name: &str, height: usize, wid
 mod constants;
 mod rewrites;
 
-use rewrites::{box_bias_input, position_table, reshape_targets};
+use rewrites::{box_bias_input, position_table, shape_targets};
 
 #[cfg(test)]
 mod tests;

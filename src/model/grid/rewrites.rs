@@ -212,69 +212,65 @@ pub(super) fn eval(
     Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }
 
-/// Rewrites the grid written into `Reshape` targets (a constant, or constant pieces of a
-/// `Concat`): a consecutive `rows, cols` pair, else an element equal to the patch count or the
-/// token count.
-pub(super) fn reshape_targets(
+/// One constant of a shape: (node, input slot, values).
+type Piece = (usize, usize, Vec<i64>);
+
+/// Rewrites the grid written into shape targets: a `Reshape`'s target and an `Expand`'s shape
+/// (the class token's broadcast to the patches, which an export with a fixed image shape holds
+/// as a constant). In each, a consecutive `rows, cols` pair, else an element equal to the patch
+/// count or the token count, is replaced; see [`shape_sources`] for the forms a target takes.
+pub(super) fn shape_targets(
     graph: &mut pb::GraphProto,
     native: Grid,
     grid: Grid,
     adapted: &mut Adapted,
 ) {
-    // (node, input slot, new values) for every constant to replace
-    let mut edits: Vec<(usize, usize, Vec<i64>)> = vec![];
+    // (node, input slot) -> new values, for every constant to replace
+    let mut edits: HashMap<(usize, usize), Vec<i64>> = HashMap::new();
     let mut count = 0;
     {
         let index = Index::new(graph);
-        let constant = |name: &str| index.tensor(name).and_then(|t| to_i64s(&t));
         for (r, n) in graph.node.iter().enumerate() {
-            let Some(target) = n.input.get(1).filter(|_| n.op_type == "Reshape") else {
-                continue;
-            };
-            // the target's pieces: (node, slot, values) per constant, None where computed
-            let pieces: Vec<Option<(usize, usize, Vec<i64>)>> = match constant(target) {
-                Some(v) => vec![Some((r, 1, v))],
-                None => match index.producer.get(target.as_str()) {
-                    Some(&c) if graph.node[c].op_type == "Concat" => graph.node[c]
-                        .input
-                        .iter()
-                        .enumerate()
-                        .map(|(k, i)| constant(i).map(|v| (c, k, v)))
-                        .collect(),
-                    _ => continue,
-                },
-            };
-            let flat: Vec<Option<i64>> = pieces
-                .iter()
-                .flat_map(|p| match p {
-                    Some((_, _, v)) => v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
-                    None => vec![None],
-                })
-                .collect();
-            let new = regrid(&flat, native, grid);
-            if new == flat {
+            if !matches!(n.op_type.as_str(), "Reshape" | "Expand") || n.input.len() < 2 {
                 continue;
             }
-            count += 1;
-            let mut at = 0;
-            for p in pieces {
-                match p {
-                    Some((node, slot, old)) => {
-                        let values: Vec<i64> = new[at..at + old.len()]
-                            .iter()
-                            .map(|x| x.unwrap_or_default())
-                            .collect();
-                        at += old.len();
-                        if values != old {
-                            edits.push((node, slot, values));
+            let mut changed = false;
+            for pieces in shape_sources(&index, r, 1) {
+                let flat: Vec<Option<i64>> = pieces
+                    .iter()
+                    .flat_map(|p| match p {
+                        Some((_, _, v)) => v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
+                        None => vec![None],
+                    })
+                    .collect();
+                let new = regrid(&flat, native, grid);
+                if new == flat {
+                    continue;
+                }
+                changed = true;
+                let mut at = 0;
+                for p in pieces {
+                    match p {
+                        Some((node, slot, old)) => {
+                            let values: Vec<i64> = new[at..at + old.len()]
+                                .iter()
+                                .map(|x| x.unwrap_or_default())
+                                .collect();
+                            at += old.len();
+                            if values != old {
+                                edits.insert((node, slot), values);
+                            }
                         }
+                        None => at += 1,
                     }
-                    None => at += 1,
                 }
             }
+            count += usize::from(changed);
         }
     }
-    for (node, slot, values) in edits {
+    let mut edits: Vec<_> = edits.into_iter().collect();
+    edits.sort();
+    for ((node, slot), values) in edits {
         let name = fresh(graph, "promptcam.grid_shape");
         graph
             .initializer
@@ -283,12 +279,68 @@ pub(super) fn reshape_targets(
     }
     if count > 0 {
         adapted.changes.push(format!(
-            "{count} reshape target(s) from the {native} grid to {grid}"
+            "{count} Reshape/Expand shape(s) from the {native} grid to {grid}"
         ));
     }
 }
 
-/// One reshape target's elements (None where computed) with the native grid replaced.
+/// The shapes that input `slot` of node `node` is built from, each as its pieces in order (a
+/// constant, or None where computed):
+/// - a constant: one shape of one piece;
+/// - a `Concat`: one shape, its inputs the pieces;
+/// - a `Where` (how torch exports `expand` with a constant target: `Where(Equal(shape, -1s),
+///   ones, shape)`): the shapes its two branches and the `Equal`'s inputs are, each on its own.
+fn shape_sources(index: &Index, node: usize, slot: usize) -> Vec<Vec<Option<Piece>>> {
+    let graph = index.graph;
+    let constant = |n: usize, k: usize| {
+        let name = graph.node[n].input.get(k)?;
+        index
+            .tensor(name)
+            .and_then(|t| to_i64s(&t))
+            .map(|v| (n, k, v))
+    };
+    let direct = |n: usize, k: usize| -> Option<Vec<Option<Piece>>> {
+        if let Some(c) = constant(n, k) {
+            return Some(vec![Some(c)]);
+        }
+        let &p = index.producer.get(graph.node[n].input.get(k)?.as_str())?;
+        (graph.node[p].op_type == "Concat").then(|| {
+            (0..graph.node[p].input.len())
+                .map(|i| constant(p, i))
+                .collect()
+        })
+    };
+    if let Some(shape) = direct(node, slot) {
+        return vec![shape];
+    }
+    let Some(&w) = graph.node[node]
+        .input
+        .get(slot)
+        .and_then(|i| index.producer.get(i.as_str()))
+    else {
+        return vec![];
+    };
+    if graph.node[w].op_type != "Where" {
+        return vec![];
+    }
+    let mut shapes: Vec<_> = [1, 2].iter().filter_map(|&k| direct(w, k)).collect();
+    if let Some(&e) = graph.node[w]
+        .input
+        .first()
+        .and_then(|i| index.producer.get(i.as_str()))
+    {
+        if graph.node[e].op_type == "Equal" {
+            shapes.extend(
+                [0, 1]
+                    .iter()
+                    .filter_map(|&k| constant(e, k).map(|c| vec![Some(c)])),
+            );
+        }
+    }
+    shapes
+}
+
+/// One shape target's elements (None where computed) with the native grid replaced.
 pub(super) fn regrid(flat: &[Option<i64>], native: Grid, grid: Grid) -> Vec<Option<i64>> {
     let (rows, cols, patches) = (
         native.rows as i64,
