@@ -40,18 +40,56 @@ pub fn with_threads<R>(threads: usize, name: &str, f: impl FnOnce() -> R) -> R {
 /// matrix products is a job handed to the pool and a wait for its end: two thread wake-ups per
 /// product, ~100 products a frame, and under a hypervisor a wake-up costs about what a small
 /// product's half does. Started inside, the running thread takes part of each product itself
-/// and another pool thread steals the rest. Int8 CLIP at 2 threads on a Zen 4: 40.5 -> 36.7 ms
-/// a frame. With one thread, or already on a pool thread, `f` runs here.
+/// and another pool thread steals the rest. Int8 CLIP at 2 threads on a Zen 4: 40.8 -> 36.7 ms
+/// a frame.
+///
+/// One model run at a time per pool: a pool thread waiting for a stolen part of a product runs
+/// whatever job is queued meanwhile, and a second model run started there would find tract's
+/// per-thread matrix-product scratch still borrowed by the first ("RefCell already borrowed",
+/// seen with two threads running CLIP on one pool). A run that finds its pool occupied runs
+/// on its own thread, as every run did before. With one thread, or already on a pool thread,
+/// `f` runs here too.
 pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
     match current_tract_executor() {
         Executor::MultiThread(pool) if pool.current_thread_index().is_none() => {
-            // The executor is also set on the pool thread: a worker's own (`with_threads`) is
-            // thread-local, and the pool thread would otherwise see the default one.
-            let executor = Executor::MultiThread(pool.clone());
-            pool.install(move || multithread_tract_scope(executor, f))
+            match Occupied::take(&pool) {
+                Some(_occupied) => {
+                    // The executor is also set on the pool thread: a worker's own
+                    // (`with_threads`) is thread-local, and the pool thread would otherwise
+                    // see the default one.
+                    let executor = Executor::MultiThread(pool.clone());
+                    pool.install(move || multithread_tract_scope(executor, f))
+                }
+                None => f(),
+            }
         }
         _ => f(),
+    }
+}
+
+/// The pools a model run occupies now, by address.
+static OCCUPIED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A pool marked occupied by a model run, until dropped (a panic included).
+struct Occupied(usize);
+
+impl Occupied {
+    fn take(pool: &std::sync::Arc<rayon::ThreadPool>) -> Option<Occupied> {
+        let key = std::sync::Arc::as_ptr(pool) as usize;
+        let mut pools = OCCUPIED.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.contains(&key) {
+            return None;
+        }
+        pools.push(key);
+        Some(Occupied(key))
+    }
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        let mut pools = OCCUPIED.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|p| *p != self.0);
     }
 }
 
@@ -243,6 +281,45 @@ mod tests {
             })
         });
         assert_eq!(nested.0, nested.1);
+    }
+
+    #[test]
+    fn a_second_run_on_an_occupied_pool_stays_on_its_own_thread() {
+        use std::sync::Barrier;
+        use tract_linalg::multithread::multithread_tract_scope;
+        let pool = executor(2, "occupied-test");
+        // both runs wait for each other, so they overlap
+        let both = Barrier::new(2);
+        let on_pool: Vec<bool> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    let (pool, both) = (pool.clone(), &both);
+                    s.spawn(move || {
+                        let caller = std::thread::current().id();
+                        multithread_tract_scope(pool, || {
+                            in_pool(|| {
+                                both.wait();
+                                std::thread::current().id() != caller
+                            })
+                        })
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut on_pool = on_pool;
+        on_pool.sort();
+        assert_eq!(
+            on_pool,
+            [false, true],
+            "one run on the pool, the other on its caller"
+        );
+        // and the pool is free again afterwards
+        let after = multithread_tract_scope(pool, || {
+            let caller = std::thread::current().id();
+            in_pool(|| std::thread::current().id() != caller)
+        });
+        assert!(after);
     }
 
     #[test]
