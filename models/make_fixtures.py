@@ -1020,6 +1020,37 @@ def graph_box_predictor(self, image_feats, feature_map, interpolate_pos_encoding
     return self.sigmoid(pred_boxes)
 
 
+def export_owlvit_variant(module, tok, size, out, dynamic_axes):
+    """Exports a tiny OWL-ViT (`module`: an OwlFull) to out/model.onnx as make_fixtures' other exports do, but with
+    these dynamic axes: (path, the checked model, the feed it was traced with)."""
+    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
+    px = torch.randn(1, 3, size, size)
+    path = out / "model.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(module, (ids["input_ids"], px, ids["attention_mask"]), str(path),
+                      input_names=["input_ids", "pixel_values", "attention_mask"],
+                      output_names=["logits", "pred_boxes", "text_embeds", "image_embeds"],
+                      dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    feed = {"input_ids": ids["input_ids"].numpy(), "pixel_values": px.numpy(),
+            "attention_mask": ids["attention_mask"].numpy()}
+    return path, m, feed
+
+
+def assert_same_as_committed_owlvit(path, feed, names):
+    """The export at `path` gives the committed tiny OWL-ViT's outputs `names` on `feed`."""
+    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
+    for name in names:
+        a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([name], feed)[0]
+        b = ort.InferenceSession(str(committed), providers=["CPUExecutionProvider"]).run([name], feed)[0]
+        assert np.abs(a - b).max() < 1e-5, (name, np.abs(a - b).max())
+
+
+TEXT_AXES = {"input_ids": {0: "batch_size", 1: "sequence_length"},
+             "attention_mask": {0: "batch_size", 1: "sequence_length"}}
+
+
 def export_legacy_owlvit(model, tok, out):
     """The same tiny OWL-ViT exported with the box bias computed in the graph (tests/fixtures/owlvit-graph-bias)."""
     import types
@@ -1027,29 +1058,13 @@ def export_legacy_owlvit(model, tok, out):
     legacy = OwlViTForObjectDetection(model.config).eval()
     legacy.load_state_dict(model.state_dict())
     legacy.box_predictor = types.MethodType(graph_box_predictor, legacy)
-    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
-    px = torch.randn(1, 3, 768, 768)
-    path = out / "model.onnx"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(OwlFull(legacy), (ids["input_ids"], px, ids["attention_mask"]), str(path),
-                      input_names=["input_ids", "pixel_values", "attention_mask"],
-                      output_names=["logits", "pred_boxes", "text_embeds", "image_embeds"],
-                      dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
-                                    "attention_mask": {0: "batch_size", 1: "sequence_length"},
-                                    "pixel_values": {0: "image_batch_size"}},
-                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    m = onnx.load(str(path))
-    onnx.checker.check_model(m)
+    path, m, feed = export_owlvit_variant(OwlFull(legacy), tok, 768, out,
+                                          {**TEXT_AXES, "pixel_values": {0: "image_batch_size"}})
     ops = {n.op_type for n in m.graph.node}
     assert {"Log", "Range"} <= ops, "the export should compute the box bias (Range, Log) in the graph"
     onnx.save_model(m, str(path), save_as_external_data=False)
     # same outputs as the stored-bias export
-    feed = {"input_ids": ids["input_ids"].numpy(), "pixel_values": px.numpy(),
-            "attention_mask": ids["attention_mask"].numpy()}
-    a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["pred_boxes"], feed)[0]
-    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
-    b = ort.InferenceSession(str(committed), providers=["CPUExecutionProvider"]).run(["pred_boxes"], feed)[0]
-    assert np.abs(a - b).max() < 1e-5, np.abs(a - b).max()
+    assert_same_as_committed_owlvit(path, feed, ["pred_boxes"])
     print(f"{path.relative_to(REPO)}: {path.stat().st_size / 1e6:.1f} MB, box bias computed by {sorted(ops & {'Range', 'Log', 'Sub'})}")
 
 
@@ -1058,20 +1073,9 @@ def export_static_owlvit(model, tok, out):
     the exporter then folds `image_embeds[:, :-1].shape`, the target of the class token's broadcast in
     `image_embedder`, into a constant holding the native patch count (tests/fixtures/owlvit-static). The text side
     keeps its dynamic axes, as an export meant for any number of prompts does."""
-    ids = tok(OWL_PROMPTS[:2], padding="max_length", max_length=16, return_tensors="pt")
     size = model.config.vision_config.image_size
-    px = torch.randn(1, 3, size, size)
-    path = out / "model.onnx"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(OwlFull(model), (ids["input_ids"], px, ids["attention_mask"]), str(path),
-                      input_names=["input_ids", "pixel_values", "attention_mask"],
-                      output_names=["logits", "pred_boxes", "text_embeds", "image_embeds"],
-                      dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
-                                    "attention_mask": {0: "batch_size", 1: "sequence_length"},
-                                    "logits": {2: "batch_size"}, "text_embeds": {1: "batch_size"}},
-                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    m = onnx.load(str(path))
-    onnx.checker.check_model(m)
+    path, m, feed = export_owlvit_variant(OwlFull(model), tok, size, out,
+                                          {**TEXT_AXES, "logits": {2: "batch_size"}, "text_embeds": {1: "batch_size"}})
     patches = (size // model.config.vision_config.patch_size) ** 2
     consts = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
     consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node if n.op_type == "Constant"})
@@ -1079,14 +1083,7 @@ def export_static_owlvit(model, tok, out):
                      if i in consts and consts[i].ndim == 1 and patches in consts[i].tolist()]
     assert expand_shapes, "the fixed-shape export should hold the class-token broadcast's shape as a constant"
     onnx.save_model(m, str(path), save_as_external_data=False)
-    # same outputs as the committed export
-    feed = {"input_ids": ids["input_ids"].numpy(), "pixel_values": px.numpy(),
-            "attention_mask": ids["attention_mask"].numpy()}
-    committed = REPO / "models" / "tiny" / "owlvit" / "onnx" / "model.onnx"
-    for name in ["logits", "pred_boxes"]:
-        a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([name], feed)[0]
-        b = ort.InferenceSession(str(committed), providers=["CPUExecutionProvider"]).run([name], feed)[0]
-        assert np.abs(a - b).max() < 1e-5, (name, np.abs(a - b).max())
+    assert_same_as_committed_owlvit(path, feed, ["logits", "pred_boxes"])
     print(f"{path.relative_to(REPO)}: {path.stat().st_size / 1e6:.1f} MB, constant broadcast shape(s) {expand_shapes}")
 
 
