@@ -58,8 +58,14 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                     // The executor is also set on the pool thread: a worker's own
                     // (`with_threads`) is thread-local, and the pool thread would otherwise
                     // see the default one.
+                    // The panic is carried past the scope, so that the scope ends and the pool
+                    // thread does not keep its own pool alive.
                     let executor = Executor::MultiThread(pool.clone());
-                    pool.install(move || multithread_tract_scope(executor, f))
+                    let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                    match pool.install(move || multithread_tract_scope(executor, run)) {
+                        Ok(r) => r,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
                 }
                 None => f(),
             }
@@ -281,6 +287,31 @@ mod tests {
             })
         });
         assert_eq!(nested.0, nested.1);
+    }
+
+    #[test]
+    fn a_panicking_run_leaves_the_pool_free_and_unreferenced() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let executor = executor(2, "panic-test");
+        let Executor::MultiThread(pool) = &executor else {
+            panic!("a 2-thread executor has a pool");
+        };
+        let refs = std::sync::Arc::strong_count(pool);
+        // on a thread of its own, whose executor scope the panic also leaves set until it ends
+        let caller = executor.clone();
+        let panicked = std::thread::spawn(move || {
+            multithread_tract_scope(caller, || in_pool(|| panic!("a failing model run")))
+        })
+        .join();
+        assert!(panicked.is_err());
+        // the pool thread's executor scope ended: no reference to the pool is left behind
+        assert_eq!(std::sync::Arc::strong_count(pool), refs);
+        // and the pool takes the next run
+        let caller = std::thread::current().id();
+        let on_pool = multithread_tract_scope(executor.clone(), || {
+            in_pool(|| std::thread::current().id() != caller)
+        });
+        assert!(on_pool);
     }
 
     #[test]
