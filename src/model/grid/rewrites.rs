@@ -1,7 +1,7 @@
 //! The rewrites [`adapt`](super::adapt) applies: the position table, the box bias and the
 //! shapes written for the native grid.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context, Result};
 use tract_onnx::pb;
@@ -226,7 +226,7 @@ pub(super) fn shape_targets(
     adapted: &mut Adapted,
 ) {
     // (node, input slot) -> new values, for every constant to replace
-    let mut edits: HashMap<(usize, usize), Vec<i64>> = HashMap::new();
+    let mut edits: BTreeMap<(usize, usize), Vec<i64>> = BTreeMap::new();
     let mut count = 0;
     {
         let index = Index::new(graph);
@@ -236,40 +236,13 @@ pub(super) fn shape_targets(
             }
             let mut changed = false;
             for pieces in shape_sources(&index, r, 1) {
-                let flat: Vec<Option<i64>> = pieces
-                    .iter()
-                    .flat_map(|p| match p {
-                        Some((_, _, v)) => v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
-                        None => vec![None],
-                    })
-                    .collect();
-                let new = regrid(&flat, native, grid);
-                if new == flat {
-                    continue;
-                }
-                changed = true;
-                let mut at = 0;
-                for p in pieces {
-                    match p {
-                        Some((node, slot, old)) => {
-                            let values: Vec<i64> = new[at..at + old.len()]
-                                .iter()
-                                .map(|x| x.unwrap_or_default())
-                                .collect();
-                            at += old.len();
-                            if values != old {
-                                edits.insert((node, slot), values);
-                            }
-                        }
-                        None => at += 1,
-                    }
-                }
+                let piece_edits = regrid_pieces(pieces, native, grid);
+                changed |= !piece_edits.is_empty();
+                edits.extend(piece_edits);
             }
             count += usize::from(changed);
         }
     }
-    let mut edits: Vec<_> = edits.into_iter().collect();
-    edits.sort();
     for ((node, slot), values) in edits {
         let name = fresh(graph, "promptcam.grid_shape");
         graph
@@ -282,6 +255,41 @@ pub(super) fn shape_targets(
             "{count} Reshape/Expand shape(s) from the {native} grid to {grid}"
         ));
     }
+}
+
+/// One shape's constant pieces regridded ([`regrid`] over the shape they make together): the
+/// (node, input slot) and new values of each piece that changes.
+fn regrid_pieces(
+    pieces: Vec<Option<Piece>>,
+    native: Grid,
+    grid: Grid,
+) -> Vec<((usize, usize), Vec<i64>)> {
+    let flat: Vec<Option<i64>> = pieces
+        .iter()
+        .flat_map(|p| match p {
+            Some((_, _, v)) => v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
+            None => vec![None],
+        })
+        .collect();
+    let new = regrid(&flat, native, grid);
+    let mut changed = vec![];
+    let mut at = 0;
+    for p in pieces {
+        match p {
+            Some((node, slot, old)) => {
+                let values: Vec<i64> = new[at..at + old.len()]
+                    .iter()
+                    .map(|x| x.unwrap_or_default())
+                    .collect();
+                at += old.len();
+                if values != old {
+                    changed.push(((node, slot), values));
+                }
+            }
+            None => at += 1,
+        }
+    }
+    changed
 }
 
 /// The shapes that input `slot` of node `node` is built from, each as its pieces in order (a
