@@ -33,8 +33,8 @@ use super::quantize::{quantize_i8, QuantizeU8Op};
 pub const PARALLEL_MIN: usize = 32 * 1024;
 
 /// tract's matrix-product pool and how many of `units` units each task takes, when the work
-/// (`elements` elements) is worth splitting; None to run inline.
-fn pool_for(units: usize, elements: usize) -> Option<(Arc<rayon::ThreadPool>, usize)> {
+/// (`elements` elements) is worth splitting; None to run inline. Also `quantize`'s split.
+pub(super) fn pool_for(units: usize, elements: usize) -> Option<(Arc<rayon::ThreadPool>, usize)> {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     match current_tract_executor() {
         Executor::MultiThread(pool) if elements >= PARALLEL_MIN && units > 1 => {

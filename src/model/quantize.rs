@@ -106,19 +106,13 @@ impl TypedOp for QuantizeU8Op {
 /// [`quantize`] split over tract's matrix-product thread pool, when it has one (`set_threads`):
 /// the element-wise work then scales with the cores like the matrix products around it.
 fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
-    use tract_linalg::multithread::{current_tract_executor, Executor};
-    match current_tract_executor() {
-        Executor::MultiThread(pool)
-            if x.len() >= super::fused::PARALLEL_MIN && pool.current_num_threads() > 1 =>
-        {
-            let chunk = x.len().div_ceil(pool.current_num_threads());
-            pool.scope(|s| {
-                for (xc, yc) in x.chunks(chunk).zip(y.chunks_mut(chunk)) {
-                    s.spawn(move |_| quantize(xc, scale, zero_point, yc));
-                }
-            });
-        }
-        _ => quantize(x, scale, zero_point, y),
+    match super::fused::pool_for(x.len(), x.len()) {
+        Some((pool, chunk)) => pool.scope(|s| {
+            for (xc, yc) in x.chunks(chunk).zip(y.chunks_mut(chunk)) {
+                s.spawn(move |_| quantize(xc, scale, zero_point, yc));
+            }
+        }),
+        None => quantize(x, scale, zero_point, y),
     }
 }
 
