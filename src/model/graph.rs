@@ -305,6 +305,13 @@ fn build(
     let typed = typed
         .into_decluttered()
         .with_context(|| format!("unable to simplify {file} with tract"))?;
+    let mut typed = typed;
+    // PROMPTCAM_HEAD_SPLIT=0 keeps tract's own attention: for benchmarks (BENCHMARKS.md)
+    if std::env::var("PROMPTCAM_HEAD_SPLIT").as_deref() != Ok("0") {
+        let n = super::heads::split(&mut typed, super::heads::SPLIT_MIN)
+            .with_context(|| format!("unable to split the attention heads of {file}"))?;
+        tracing::debug!("{file}: {n} attention chains split by heads");
+    }
     let t_declutter = t0.elapsed();
     let mut optimized = typed
         .into_optimized()
@@ -427,14 +434,21 @@ pub struct KernelUse {
 /// CPUs (issue 21: int8 on AVX2 without VNNI fell to a path 100x slower than fp32).
 pub fn kernels(model: &TypedModel) -> Vec<KernelUse> {
     use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
-    let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
-    for node in model.nodes() {
-        if let Some(op) = node.op_as::<OptMatMul>() {
-            for mmm in &op.mmm {
-                *by_name.entry(mmm.name().to_string()).or_default() += 1;
+    fn count(model: &TypedModel, by_name: &mut std::collections::BTreeMap<String, usize>) {
+        for node in model.nodes() {
+            if let Some(op) = node.op_as::<OptMatMul>() {
+                for mmm in &op.mmm {
+                    *by_name.entry(mmm.name().to_string()).or_default() += 1;
+                }
+            }
+            // an attention chain's products run in a model of its own
+            if let Some(op) = node.op_as::<super::heads::HeadSplit>() {
+                count(op.model(), by_name);
             }
         }
     }
+    let mut by_name = Default::default();
+    count(model, &mut by_name);
     let mut v: Vec<KernelUse> = by_name
         .into_iter()
         .map(|(kernel, nodes)| KernelUse {

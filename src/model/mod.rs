@@ -16,6 +16,7 @@ pub mod examples;
 pub mod fused;
 pub mod graph;
 pub mod grid;
+pub mod heads;
 pub mod identity;
 #[cfg(test)]
 mod int8_kernels;
