@@ -317,6 +317,12 @@ fn build(
         .into_optimized()
         .with_context(|| format!("unable to optimize {file} with tract"))?;
     let t_opt = t0.elapsed();
+    // PROMPTCAM_GELU_FUSE=0 keeps tract's three ops: for benchmarks (BENCHMARKS.md)
+    if std::env::var("PROMPTCAM_GELU_FUSE").as_deref() != Ok("0") {
+        let n = super::gelu::fuse(&mut optimized)
+            .with_context(|| format!("unable to fuse the QuickGELUs of {file}"))?;
+        tracing::debug!("{file}: {n} QuickGELUs fused");
+    }
     if *format == QuantFormat::DynamicInt8 {
         let n = super::quant::fold_constants(&mut optimized)
             .with_context(|| format!("unable to fold the constants of {file}"))?;

@@ -14,6 +14,7 @@ pub mod device;
 pub mod dir;
 pub mod examples;
 pub mod fused;
+pub mod gelu;
 pub mod graph;
 pub mod grid;
 pub mod heads;
