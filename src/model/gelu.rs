@@ -13,6 +13,7 @@ use tract_hir::internal::*;
 use tract_linalg::Func;
 
 use super::fused::pool_for;
+use super::heads::only_successor;
 
 /// Values per block: 16 KiB of f32, in L1 beside its input.
 const BLOCK: usize = 4096;
@@ -86,14 +87,6 @@ impl TypedOp for QuickGelu {
     as_op!();
 }
 
-/// The one node `outlet` feeds, if it feeds one.
-fn only_successor(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
-    match model.outlet_successors(outlet) {
-        [one] => Some(model.node(one.node)),
-        _ => None,
-    }
-}
-
 /// `OptMulByScalar(x, alpha)` -> `Sigmoid` -> `OptMulUnicast(x, _)` from node `id`, as a patch.
 fn quick_gelu(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let scale = model.node(id);
@@ -140,18 +133,7 @@ fn quick_gelu(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
 
 /// Fuses every QuickGELU of an optimized model; returns how many.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let mut count = 0;
-    // the chains are disjoint: a patch leaves the others' nodes as they were
-    for id in model.eval_order()? {
-        if let Some(patch) = quick_gelu(model, id)? {
-            patch.apply(model)?;
-            count += 1;
-        }
-    }
-    if count > 0 {
-        model.compact()?;
-    }
-    Ok(count)
+    super::graph::rewrite_each(model, quick_gelu)
 }
 
 #[cfg(test)]

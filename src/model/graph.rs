@@ -302,17 +302,16 @@ fn build(
         super::device::mark_for_gpu(&mut decluttered, &file.to_string());
         return Ok(decluttered);
     }
-    let typed = typed
+    let mut typed = typed
         .into_decluttered()
         .with_context(|| format!("unable to simplify {file} with tract"))?;
-    let mut typed = typed;
+    let t_declutter = t0.elapsed();
     // PROMPTCAM_HEAD_SPLIT=0 keeps tract's own attention: for benchmarks (BENCHMARKS.md)
     if std::env::var("PROMPTCAM_HEAD_SPLIT").as_deref() != Ok("0") {
         let n = super::heads::split(&mut typed, super::heads::SPLIT_MIN)
             .with_context(|| format!("unable to split the attention heads of {file}"))?;
         tracing::debug!("{file}: {n} attention chains split by heads");
     }
-    let t_declutter = t0.elapsed();
     let mut optimized = typed
         .into_optimized()
         .with_context(|| format!("unable to optimize {file} with tract"))?;
@@ -343,6 +342,26 @@ fn build(
         t0.elapsed() - t_opt
     );
     Ok(optimized)
+}
+
+/// Applies the patch `patch_at` makes at each node of `model` (taken in evaluation order) where
+/// it finds its pattern, then drops the nodes left unused; returns how many it applied. The
+/// patterns must not overlap: a patch leaves the other matches' nodes as they were.
+pub(super) fn rewrite_each(
+    model: &mut TypedModel,
+    mut patch_at: impl FnMut(&TypedModel, usize) -> TractResult<Option<TypedModelPatch>>,
+) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        if let Some(patch) = patch_at(model, id)? {
+            patch.apply(model)?;
+            count += 1;
+        }
+    }
+    if count > 0 {
+        model.compact()?;
+    }
+    Ok(count)
 }
 
 /// An optimized model ready to run, with the output order of the `optimized` call.

@@ -199,7 +199,7 @@ fn batch_axis(ein: &EinSum, slot: usize, position: usize) -> Option<(usize, usiz
 }
 
 /// The one node `outlet` feeds, if it feeds one.
-fn only_successor(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
+pub(super) fn only_successor(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
     match model.outlet_successors(outlet) {
         [one] => Some(model.node(one.node)),
         _ => None,
@@ -355,16 +355,9 @@ static SPLIT_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 /// Replaces every attention chain of a decluttered model by a [`HeadSplit`] that splits runs
 /// of at least `min_work` score elements ([`SPLIT_MIN`]); returns how many.
 pub fn split(model: &mut TypedModel, min_work: usize) -> TractResult<usize> {
-    let softmaxes: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<Softmax>())
-        .map(|n| n.id)
-        .collect();
-    let mut count = 0;
-    for id in softmaxes {
+    super::graph::rewrite_each(model, |model, id| {
         let Some(chain) = find_chain(model, id)? else {
-            continue;
+            return Ok(None);
         };
         let (sub, heads) = extract(model, &chain)?;
         let op = HeadSplit {
@@ -381,22 +374,17 @@ pub fn split(model: &mut TypedModel, min_work: usize) -> TractResult<usize> {
         let taps = patch.taps(model, &outlets)?;
         let out = patch.wire_node(format!("{}.heads", last.name), op, &taps)?;
         patch.shunt_outside(model, last.id.into(), out[0])?;
-        patch.apply(model)?;
-        count += 1;
-    }
-    if count > 0 {
-        model.compact()?;
-    }
-    Ok(count)
+        Ok(Some(patch))
+    })
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
     /// The tiny CLIP image tower (2 layers of 2 heads over 50 tokens), decluttered.
-    pub fn tiny_clip() -> TypedModel {
+    fn tiny_clip() -> TypedModel {
         tract_onnx::onnx()
             .model_for_path("models/tiny/clip/onnx/vision_model.onnx")
             .unwrap()
