@@ -13,7 +13,6 @@ use tract_hir::internal::*;
 use tract_linalg::Func;
 
 use super::fused::pool_for;
-use super::heads::only_successor;
 
 /// Values per block: 16 KiB of f32, in L1 beside its input.
 const BLOCK: usize = 4096;
@@ -104,13 +103,13 @@ fn quick_gelu(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
         return Ok(None);
     }
     let alpha = alpha.try_as_plain_ram()?.as_slice::<f32>()?[0];
-    let Some(sigmoid) = only_successor(model, id.into()) else {
+    let Some(sigmoid) = model.single_succ(id)? else {
         return Ok(None);
     };
     if sigmoid.op().name() != "Sigmoid" {
         return Ok(None);
     }
-    let Some(mul) = only_successor(model, sigmoid.id.into()) else {
+    let Some(mul) = model.single_succ(sigmoid.id)? else {
         return Ok(None);
     };
     let sig: OutletId = sigmoid.id.into();

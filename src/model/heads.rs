@@ -198,14 +198,6 @@ fn batch_axis(ein: &EinSum, slot: usize, position: usize) -> Option<(usize, usiz
     }
 }
 
-/// The one node `outlet` feeds, if it feeds one.
-pub(super) fn only_successor(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
-    match model.outlet_successors(outlet) {
-        [one] => Some(model.node(one.node)),
-        _ => None,
-    }
-}
-
 /// The attention chain ending at `softmax`'s successor, if `softmax` is in one.
 fn find_chain(model: &TypedModel, softmax: usize) -> TractResult<Option<Chain>> {
     let s = model.node(softmax);
@@ -217,7 +209,7 @@ fn find_chain(model: &TypedModel, softmax: usize) -> TractResult<Option<Chain>> 
     let mut cur = s.inputs[0];
     let e1 = loop {
         let node = model.node(cur.node);
-        if only_successor(model, cur).is_none() || node.outputs.len() != 1 || steps.len() > 4 {
+        if model.single_succ(node.id)?.is_none() || steps.len() > 4 {
             return Ok(None);
         }
         if node.op_is::<EinSum>() {
@@ -272,10 +264,10 @@ fn find_chain(model: &TypedModel, softmax: usize) -> TractResult<Option<Chain>> 
             }
         }
     }
-    if sm.axes.contains(&h) || s.outputs.len() != 1 {
+    if sm.axes.contains(&h) {
         return Ok(None);
     }
-    let Some(e2) = only_successor(model, softmax.into()) else {
+    let Some(e2) = model.single_succ(softmax)? else {
         return Ok(None);
     };
     let Some(ein2) = e2.op_as::<EinSum>() else {
