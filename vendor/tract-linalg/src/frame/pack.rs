@@ -1257,30 +1257,72 @@ impl PackedI8K4 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let kblocks = kp / 4;
-        unsafe {
-            let src = t.as_ptr_unchecked::<i8>();
-            let dst = blob.as_mut_ptr() as *mut i8;
-            for p in 0..panels {
+        let src = unsafe { t.as_ptr_unchecked::<i8>() } as usize;
+        // promptcam patch (PROMPTCAM.md): panels are packed independently, over the pool when
+        // there is enough work, as `PackedFormat::pack_tensor_view` does; with K contiguous (an
+        // activation `[mn, k]`, the int8 matmul's usual case) a lane's four K bytes move as one
+        // 32-bit copy and every byte of the panel is written, padding included, so the buffer
+        // needs no clearing first. Same bytes as the byte loop below, which other layouts keep.
+        let pack_panels = |first: usize, chunk: &mut [u8]| -> TractResult<()> {
+            let src = src as *const i8;
+            for (i, panel) in chunk.chunks_exact_mut(pl).enumerate() {
+                let p = first + i;
                 let pw = self.r.min(mn - p * self.r);
-                let panel = dst.add(p * pl);
                 let mn0 = (p * self.r) as isize;
-                for kb in 0..kblocks {
-                    for kr in 0..4 {
-                        let kk = kb * 4 + kr;
-                        if kk >= k {
-                            break;
+                let dst = panel.as_mut_ptr();
+                unsafe {
+                    if ks == 1 {
+                        let full = k / 4;
+                        for lm in 0..self.r {
+                            let mut tail = [0u8; 4];
+                            if lm < pw {
+                                let row = src.offset((mn0 + lm as isize) * ms) as *const u8;
+                                for kb in 0..full {
+                                    let v = (row.add(kb * 4) as *const [u8; 4]).read_unaligned();
+                                    (dst.add(kb * self.r * 4 + lm * 4) as *mut [u8; 4])
+                                        .write_unaligned(v);
+                                }
+                                for (kr, b) in tail.iter_mut().enumerate().take(k % 4) {
+                                    *b = *row.add(full * 4 + kr);
+                                }
+                            } else {
+                                for kb in 0..full {
+                                    (dst.add(kb * self.r * 4 + lm * 4) as *mut [u8; 4])
+                                        .write_unaligned([0; 4]);
+                                }
+                            }
+                            if kblocks > full {
+                                (dst.add(full * self.r * 4 + lm * 4) as *mut [u8; 4])
+                                    .write_unaligned(tail);
+                            }
                         }
-                        let srow = src.offset(kk as isize * ks + mn0 * ms);
-                        let dcol = panel.add(kb * self.r * 4 + kr);
-                        for lm in 0..pw {
-                            *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
+                    } else {
+                        panel.fill(0);
+                        let dst = dst as *mut i8;
+                        for kb in 0..kblocks {
+                            for kr in 0..4 {
+                                let kk = kb * 4 + kr;
+                                if kk >= k {
+                                    break;
+                                }
+                                let srow = src.offset(kk as isize * ks + mn0 * ms);
+                                let dcol = dst.add(kb * self.r * 4 + kr);
+                                for lm in 0..pw {
+                                    *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
+                                }
+                            }
                         }
                     }
                 }
             }
+            Ok(())
+        };
+        if pl > 0 && should_parallel_pack(panels, k * mn, panels * pl) {
+            crate::multithread::par_chunks_mut(blob.as_bytes_mut(), pl, panels * pl, pack_panels)?;
+        } else if pl > 0 {
+            pack_panels(0, blob.as_bytes_mut())?;
         }
         Ok(Box::new(EagerPackedInput {
             fact: PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k },
@@ -1913,6 +1955,23 @@ mod test {
         k4(13, 100, 8, false).check();
         k4(13, 100, 8, true).check();
         k4(17, 65, 16, false).check();
+    }
+
+    // promptcam patch: big enough for `pack_view` to split its panels over a pool; each thread
+    // count must give the reference layout, K contiguous (the 32-bit copy path) or strided.
+    #[test]
+    fn i8k4_multithreaded_matches_reference() {
+        use crate::multithread::{Executor, multithread_tract_scope};
+        for executor in [Executor::SingleThread, Executor::multithread(2), Executor::multithread(4)]
+        {
+            for (k, mn, r) in [(768, 577, 8), (1538, 1201, 8), (3073, 50, 8), (770, 301, 16)] {
+                for is_a in [true, false] {
+                    let pb = k4(k, mn, r, is_a);
+                    let packed = multithread_tract_scope(executor.clone(), || pb.pack_view_bytes());
+                    assert_eq!(packed, pb.reference(), "{pb:?} on {executor:?}");
+                }
+            }
+        }
     }
 
     #[test]
