@@ -536,8 +536,10 @@ fn the_labs_add_to_this_camera_in_a_real_browser() {
         SECS(60),
     );
     let state = "promptcam/promptcam/yard/a_photo_of_a_rocket/state";
-    log.until(SECS(30), "its state ON on MQTT", |s| {
+    // the state and the event are two publishes: wait for both (the event came second once)
+    log.until(SECS(30), "its state ON and its start event on MQTT", |s| {
         s.iter().any(|m| m.topic == state && m.payload == "ON")
+            && event_of(s, "a_photo_of_a_rocket", "start").is_some()
     });
     let start = event_of(&log.seen, "a_photo_of_a_rocket", "start").expect("a start event");
     assert_eq!(start["runtime"], true);
