@@ -1,8 +1,8 @@
 //! Fused: the per-element passes tract runs on one core around every dynamic-int8 matrix
 //! product, fused and spread over the matrix products' thread pool (`threads::set_threads`).
 //!
-//! After optimization a quantized MatMul is, per frame: the activation's min and max (two
-//! reductions), the quantize step (`QuantizeU8`, already ours), an offset of the u8 codes to i8,
+//! After optimization a quantized MatMul is, per frame: the activation's scale and zero point
+//! and the quantize step (`QuantParams` and `QuantizeU8`, ours), an offset of the u8 codes to i8,
 //! a cast of those to i32 and their row sums (a zero-point correction), the i8 matrix product
 //! (multithreaded by tract), then a cast of its i32 result to f32 and a multiply by the scale.
 //! `bench --profile` at 2 threads put ~11 ms of a 31 ms CLIP frame in those single-core passes,
@@ -13,8 +13,7 @@
 //!   the cast + sum computed) in one op;
 //! - `DequantScale`: the i32 -> f32 cast and the scale multiply in one pass.
 //!
-//! Each splits its rows over the pool when there is enough work (`PARALLEL_MIN`). The min/max
-//! reductions stay tract's: its reducers are SIMD kernels, faster than a fused pass here.
+//! Each splits its rows over the pool when there is enough work (`PARALLEL_MIN`).
 
 use tract_hir::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
@@ -137,12 +136,11 @@ impl Op for QuantizeI8Sums {
     op_as_typed_op!();
 }
 
-/// Quantizes rows of `k` values to i8 codes (the u8 level - 128) and sums each row's codes:
-/// two passes per row, each a loop the compiler vectorises (the row is in L1 for the second).
+/// Quantizes rows of `k` values to i8 codes (the u8 level - 128) and sums each row's codes, in
+/// one pass (`qsimd::levels`). A row's sum is at most 131072 x 128 in size: an i32.
 fn quantize_rows(x: &[f32], k: usize, scale: f32, zero_point: u8, q: &mut [i8], sums: &mut [i32]) {
     for ((xr, qr), sum) in x.chunks(k).zip(q.chunks_mut(k)).zip(sums) {
-        quantize_i8(xr, scale, zero_point, qr);
-        *sum = qr.iter().map(|v| *v as i32).sum();
+        *sum = quantize_i8(xr, scale, zero_point, qr) as i32;
     }
 }
 

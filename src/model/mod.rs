@@ -24,6 +24,7 @@ mod int8_kernels;
 pub mod kind;
 pub mod owlv2;
 pub mod owlvit;
+pub mod qsimd;
 pub mod quant;
 pub mod quantize;
 pub mod skim;

@@ -4,8 +4,8 @@
 //! costs that are not the integer matmuls: tract's scalar `DynamicQuantizeLinear`, and the column
 //! sums of the constant int8 weights (the zero-point correction of each MatMulInteger) that tract
 //! recomputes every run because its constant folding has a 4 MiB budget and a 768x3072 weight
-//! cast to i32 is 9 MiB. So, before import, every `DynamicQuantizeLinear` is decomposed into the
-//! standard ops of its definition (tract vectorises those), and after optimization the nodes
+//! cast to i32 is 9 MiB. So, before import, every `DynamicQuantizeLinear` is replaced by two fused
+//! ops of its definition (`quantize.rs`), and after optimization the nodes
 //! whose inputs are all constant are folded when that shrinks memory (the weight sums do).
 
 use anyhow::Result;
@@ -14,58 +14,23 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
-fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        i: v,
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    name: String,
-    inputs: &[&str],
-    output: &str,
-    attrs: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
+/// A node of promptcam's fused ops (no attributes).
+fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.into(),
         name,
         input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        attribute: attrs,
+        output: outputs.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     }
 }
 
-fn scalar_const(name: &str, v: f32) -> pb::NodeProto {
-    let t = pb::TensorProto {
-        data_type: 1,
-        float_data: vec![v],
-        name: name.into(),
-        ..Default::default()
-    };
-    pb::NodeProto {
-        op_type: "Constant".into(),
-        name: name.into(),
-        output: vec![name.into()],
-        attribute: vec![pb::AttributeProto {
-            name: "value".into(),
-            t: Some(t),
-            r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// Replaces every `DynamicQuantizeLinear(x) -> (y, y_scale, y_zero_point)` by its definition:
-/// `x_min = min(0, ReduceMin(x))`, `x_max = max(0, ReduceMax(x))`, `y_scale = (x_max - x_min) / 255`,
-/// `y_zero_point = u8(round(clip(-x_min / y_scale, 0, 255)))`,
-/// `y = u8(clip(round(x / y_scale) + y_zero_point, 0, 255))` (that last step fused into one op,
-/// `quantize::QuantizeU8`). Returns how many were replaced.
+/// Replaces every `DynamicQuantizeLinear(x) -> (y, y_scale, y_zero_point)` by two fused ops
+/// (`quantize.rs`) that compute its definition as onnxruntime does: `QuantParams(x) -> (y_scale,
+/// y_zero_point)`, with `x_min = min(0, min(x))`, `x_max = max(0, max(x))`, `y_scale = (x_max -
+/// x_min) / 255` (1 when they are equal), `y_zero_point = u8(round(clip(-x_min / y_scale, 0,
+/// 255)))`; then `QuantizeU8(x, y_scale, y_zero_point) -> y`, `y = u8(clip(round(x / y_scale) +
+/// y_zero_point, 0, 255))`. Returns how many were replaced.
 pub fn decompose_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
     let mut out = Vec::with_capacity(graph.node.len());
     let mut count = 0;
@@ -83,88 +48,19 @@ pub fn decompose_dynamic_quantize(graph: &mut pb::GraphProto) -> usize {
         );
         let p = format!("{}.dql", if n.name.is_empty() { y } else { &n.name });
         let t = |s: &str| format!("{p}.{s}");
-        let (zero, c255) = (t("zero"), t("c255"));
-        out.push(scalar_const(&zero, 0.0));
-        out.push(scalar_const(&c255, 255.0));
+        // the scale and zero point: one pass over x for its min and max
         out.push(node(
-            "ReduceMin",
-            t("min"),
+            super::quantize::PARAMS_OP_TYPE,
+            t("params"),
             &[x],
-            &t("min"),
-            vec![attr_int("keepdims", 0)],
+            &[scale, zp],
         ));
-        out.push(node(
-            "ReduceMax",
-            t("max"),
-            &[x],
-            &t("max"),
-            vec![attr_int("keepdims", 0)],
-        ));
-        out.push(node(
-            "Min",
-            t("min0"),
-            &[&t("min"), &zero],
-            &t("min0"),
-            vec![],
-        ));
-        out.push(node(
-            "Max",
-            t("max0"),
-            &[&t("max"), &zero],
-            &t("max0"),
-            vec![],
-        ));
-        out.push(node(
-            "Sub",
-            t("range"),
-            &[&t("max0"), &t("min0")],
-            &t("range"),
-            vec![],
-        ));
-        out.push(node(
-            "Div",
-            t("scale"),
-            &[&t("range"), &c255],
-            scale,
-            vec![],
-        ));
-        out.push(node(
-            "Neg",
-            t("negmin"),
-            &[&t("min0")],
-            &t("negmin"),
-            vec![],
-        ));
-        out.push(node(
-            "Div",
-            t("izp"),
-            &[&t("negmin"), scale],
-            &t("izp"),
-            vec![],
-        ));
-        out.push(node(
-            "Clip",
-            t("izpc"),
-            &[&t("izp"), &zero, &c255],
-            &t("izpc"),
-            vec![],
-        ));
-        out.push(node("Round", t("zpf"), &[&t("izpc")], &t("zpf"), vec![]));
-        out.push(node(
-            "Cast",
-            t("zp"),
-            &[&t("zpf")],
-            zp,
-            vec![attr_int("to", 2)],
-        ));
-        // the per-element step: one fused pass (see quantize.rs) instead of Div, Round, Add,
-        // Clip and Cast over every activation
+        // the per-element step: one pass instead of Div, Round, Add, Clip and Cast
         out.push(node(
             super::quantize::OP_TYPE,
             t("y"),
             &[x, scale, zp],
-            y,
-            vec![],
+            &[y],
         ));
     }
     graph.node = out;

@@ -1,22 +1,29 @@
-//! Quantize: the per-element half of onnxruntime's `DynamicQuantizeLinear` as one fused,
-//! vectorisable tract op, `y = saturate(round_half_even(x / scale) + zero_point)` to u8.
+//! Quantize: onnxruntime's `DynamicQuantizeLinear` as two fused tract ops, `QuantParams` (the
+//! scale and zero point from the activation's min and max, one pass) and `QuantizeU8` (`y =
+//! saturate(round_half_even(x / scale) + zero_point)` to u8, one pass), both computed exactly
+//! as onnxruntime defines them; the per-element loops are `qsimd`'s.
 //!
-//! Decomposed into standard ops (see `quant.rs`) that step took five passes over every
+//! Decomposed into standard ops (see `quant.rs`) the quantize step took five passes over every
 //! activation (Div, RoundHalfToEven, Add, Max/Min, Cast): 16 ms of a 49 ms int8 CLIP frame in
-//! `bench --profile`, all on one core. Here it is one pass whose loop the compiler vectorises
-//! with the baseline instruction set (no target-cpu assumptions: the Pi build runs it too). The
-//! scale and zero point stay computed by standard ops, exactly as onnxruntime defines them.
+//! `bench --profile`, all on one core; the scale and zero point took two reductions and eleven
+//! scalar nodes per quantized product.
 
 use tract_hir::internal::*;
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 
+use super::qsimd;
+
 /// The op type `quant.rs` writes into the graph for the fused step.
 pub const OP_TYPE: &str = "PromptcamQuantizeU8";
 
-/// Registers the fused op with an ONNX importer.
+/// The op type `quant.rs` writes for the scale and zero point.
+pub const PARAMS_OP_TYPE: &str = "PromptcamQuantParams";
+
+/// Registers the fused ops with an ONNX importer.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(OP_TYPE, parse);
+    reg.insert(PARAMS_OP_TYPE, parse_params);
 }
 
 fn parse(
@@ -103,6 +110,109 @@ impl TypedOp for QuantizeU8Op {
     as_op!();
 }
 
+// ------------------------------------------------------------------------------ QuantParams
+
+fn parse_params(
+    _ctx: &ParsingContext,
+    _node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(QuantParams), vec![]))
+}
+
+/// `DynamicQuantizeLinear`'s scale and zero point of `x`, from its min and max in one pass
+/// ([`params`]). As standard ops these were two reductions and eleven scalar nodes per
+/// quantized product, each with its per-node cost, and tract's rewrite of the divisions into
+/// multiplies by reciprocals put the scale an ulp away from onnxruntime's now and then.
+/// Input: `x` (f32); outputs: `scale` (f32 scalar), `zero_point` (u8 scalar).
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
+pub struct QuantParams;
+
+impl Expansion for QuantParams {
+    fn name(&self) -> StaticName {
+        "QuantParams".into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(2)
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> TractResult<()> {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 2)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].rank, 0)?;
+        s.equals(&outputs[1].datum_type, u8::datum_type())?;
+        s.equals(&outputs[1].rank, 0)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, QuantParamsOp, inputs)
+    }
+}
+
+/// The typed op the expansion wires.
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
+pub struct QuantParamsOp;
+
+impl Op for QuantParamsOp {
+    fn name(&self) -> StaticName {
+        "QuantParams".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QuantParamsOp {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let view = x.try_as_plain_ram()?;
+        let (min, max) = qsimd::min_max(view.as_slice::<f32>()?);
+        let (scale, zero_point) = params(min, max);
+        Ok(tvec!(
+            tensor0(scale).into_tvalue(),
+            tensor0(zero_point).into_tvalue()
+        ))
+    }
+}
+
+impl TypedOp for QuantParamsOp {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::scalar_fact(), u8::scalar_fact()))
+    }
+
+    as_op!();
+}
+
+/// onnxruntime's `GetQuantizationParameter` for u8, from the activation's `min` and `max`: the
+/// range widened to hold 0, `scale = (max - min) / 255` (1 for an empty range), `zero_point =
+/// round_half_even(clamp(0 - min / scale, 0, 255))`.
+pub fn params(min: f32, max: f32) -> (f32, u8) {
+    let (min, max) = (min.min(0.0), max.max(0.0));
+    let scale = if max == min { 1.0 } else { (max - min) / 255.0 };
+    let initial = 0.0 - min / scale;
+    // min then max, not clamp: a NaN (an infinite input) gives 255 here as in onnxruntime's
+    // std::min / std::max, where clamp would give NaN and then 0
+    #[allow(clippy::manual_clamp)]
+    let zero_point = initial.min(255.0).max(0.0).round_ties_even() as u8;
+    (scale, zero_point)
+}
+
+// ------------------------------------------------------------------------------ QuantizeU8
+
 /// [`quantize`] split over tract's matrix-product thread pool, when it has one (`set_threads`):
 /// the element-wise work then scales with the cores like the matrix products around it.
 fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
@@ -116,11 +226,6 @@ fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
     }
 }
 
-/// `1.5 * 2^23`: adding and subtracting it rounds an f32 of magnitude below 2^22 to the nearest
-/// integer, ties to even (the default rounding mode), in plain SSE2/NEON arithmetic — where
-/// `round_ties_even` would be a library call per element without SSE4.1.
-const ROUND: f32 = 12_582_912.0;
-
 /// `y[i] = clamp(round_half_even(x[i] / scale) + zero_point, 0, 255)`, as ONNX defines
 /// QuantizeLinear. A zero scale (an all-zero input) gives the zero point, as in onnxruntime.
 pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
@@ -128,66 +233,21 @@ pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
         y.fill(zero_point);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above
-        return unsafe { levels_avx2(x, scale, zero_point as f32, y, 0) };
-    }
-    levels(x, scale, zero_point as f32, y, 0);
+    qsimd::levels(x, scale, zero_point, y, 0);
 }
 
-/// [`quantize`] minus 128, as i8 (tract's OffsetU8asI8 of the result).
-pub(crate) fn quantize_i8(x: &[f32], scale: f32, zero_point: u8, y: &mut [i8]) {
+/// [`quantize`] minus 128, as i8 (tract's OffsetU8asI8 of the result); returns the sum of the
+/// i8 codes.
+pub(crate) fn quantize_i8(x: &[f32], scale: f32, zero_point: u8, y: &mut [i8]) -> i64 {
     let y: &mut [u8] = bytemuck::cast_slice_mut(y);
+    let n = x.len().min(y.len()) as i64;
     if scale == 0.0 || !scale.is_finite() {
         y.fill(zero_point ^ 0x80);
-        return;
+        return (zero_point as i64 - 128) * n;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above
-        return unsafe { levels_avx2(x, scale, zero_point as f32, y, 0x80) };
-    }
-    levels(x, scale, zero_point as f32, y, 0x80);
+    // each code is its level minus 128
+    qsimd::levels(x, scale, zero_point, y, 0x80) as i64 - 128 * n
 }
-
-/// The per-element loop: each level as a byte, xor `flip`. Division, rounding and clamps are
-/// the same IEEE operations at any vector width, so the AVX2 copy gives the same bytes.
-#[inline(always)]
-fn levels(x: &[f32], scale: f32, zp: f32, y: &mut [u8], flip: u8) {
-    for (o, v) in y.iter_mut().zip(x) {
-        *o = byte(level(*v, scale, zp)) ^ flip;
-    }
-}
-
-/// [`levels`] compiled for AVX2 (8 lanes instead of SSE2's 4), chosen at run time: builds stay
-/// for the baseline CPU of their family.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn levels_avx2(x: &[f32], scale: f32, zp: f32, y: &mut [u8], flip: u8) {
-    levels(x, scale, zp, y, flip)
-}
-
-/// The quantized level of `v`, `clamp(round_half_even(v / scale) + zp, 0, 255)`, as an
-/// integer-valued f32. Compares and selects, no float-to-int `as` (saturating, so scalar): the
-/// caller's loop vectorises.
-#[inline(always)]
-fn level(v: f32, scale: f32, zp: f32) -> f32 {
-    let q = v / scale;
-    // keep the magic-number rounding in range; beyond +-512 the result saturates anyway
-    let q = q.clamp(-512.0, 512.0);
-    let r = ((q + ROUND) - ROUND) + zp;
-    r.clamp(0.0, 255.0)
-}
-
-/// An integer-valued `r` in 0..=255 as a byte, read from the low mantissa bits of `r + 2^23`.
-#[inline(always)]
-fn byte(r: f32) -> u8 {
-    ((r + MANTISSA).to_bits() & 0xff) as u8
-}
-
-/// `2^23`: for an integer-valued `r` in 0..=255, `r + 2^23` holds `r` in its low mantissa bits.
-const MANTISSA: f32 = 8_388_608.0;
 
 #[cfg(test)]
 mod tests {
@@ -218,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn the_avx2_copy_and_the_i8_codes_agree_with_the_baseline_loop() {
+    fn the_i8_codes_are_the_levels_minus_128_and_their_sum_is_exact() {
         let mut state = 99u32;
         let x: Vec<f32> = (0..10_007)
             .map(|_| {
@@ -226,20 +286,44 @@ mod tests {
                 (state as f32 / u32::MAX as f32 - 0.5) * 90.0
             })
             .collect();
-        let mut baseline = vec![0u8; x.len()];
-        levels(&x, 0.37, 17.0, &mut baseline, 0);
-        // on x86_64 with AVX2 (checked at run time) this takes the AVX2 copy
-        let mut fast = vec![0u8; x.len()];
-        quantize(&x, 0.37, 17, &mut fast);
-        assert_eq!(baseline, fast);
+        let mut levels = vec![0u8; x.len()];
+        quantize(&x, 0.37, 17, &mut levels);
         let mut codes = vec![0i8; x.len()];
-        quantize_i8(&x, 0.37, 17, &mut codes);
+        let sum = quantize_i8(&x, 0.37, 17, &mut codes);
         assert!(codes
             .iter()
-            .zip(&fast)
+            .zip(&levels)
             .all(|(c, u)| *c == u.wrapping_sub(128) as i8));
-        quantize_i8(&[0.0; 3], 0.0, 7, &mut codes[..3]);
+        assert_eq!(sum, codes.iter().map(|c| *c as i64).sum::<i64>());
+        let sum = quantize_i8(&[0.0; 3], 0.0, 7, &mut codes[..3]);
         assert_eq!(&codes[..3], &[7u8.wrapping_sub(128) as i8; 3]);
+        assert_eq!(sum, 3 * (7 - 128));
+    }
+
+    /// Checked against onnxruntime's formula worked by hand: the scale is a true division (a
+    /// multiply by 1/255 gives another f32 for this range), the zero point rounds half to even,
+    /// and a one-signed or empty range pins it.
+    #[test]
+    fn params_are_onnxruntimes() {
+        let (min, max) = (-0.3f32, 1.9f32);
+        let (scale, zp) = params(min, max);
+        assert_eq!(scale, (max - min) / 255.0);
+        assert_ne!(
+            scale,
+            (max - min) * (1.0 / 255.0),
+            "pick a range where the two differ"
+        );
+        assert_eq!(zp, (0.3f32 / scale).round_ties_even() as u8);
+        // -min / scale exactly 2.5 and 3.5: ties go to the even level
+        assert_eq!(params(-2.5, 252.5), (1.0, 2));
+        assert_eq!(params(-3.5, 251.5), (1.0, 4));
+        // all positive: zero point 0; all negative: 255; all zero: scale 1, zero point 0
+        assert_eq!(params(2.0, 7.1).1, 0);
+        assert_eq!(params(2.0, 7.1).0, 7.1 / 255.0);
+        assert_eq!(params(-5.0, -1.0), (5.0 / 255.0, 255));
+        assert_eq!(params(0.0, 0.0), (1.0, 0));
+        assert_eq!(params(f32::INFINITY, f32::NEG_INFINITY), (1.0, 0));
+        assert_eq!(params(f32::NEG_INFINITY, 1.0), (f32::INFINITY, 255));
     }
 
     #[test]
