@@ -9,8 +9,7 @@
 //! scalar nodes per quantized product.
 
 use tract_hir::internal::*;
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
+use tract_onnx::model::OnnxOpRegister;
 
 use super::qsimd;
 
@@ -22,24 +21,36 @@ pub const PARAMS_OP_TYPE: &str = "PromptcamQuantParams";
 
 /// Registers the fused ops with an ONNX importer.
 pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert(OP_TYPE, parse);
-    reg.insert(PARAMS_OP_TYPE, parse_params);
+    reg.insert(OP_TYPE, |_, _| Ok((expand(Fused::QuantizeU8), vec![])));
+    reg.insert(PARAMS_OP_TYPE, |_, _| {
+        Ok((expand(Fused::QuantParams), vec![]))
+    });
 }
 
-fn parse(
-    _ctx: &ParsingContext,
-    _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(QuantizeU8), vec![]))
+/// The two ONNX ops `quant.rs` writes, as tract expansions of the typed ops below.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub enum Fused {
+    /// Inputs: `x` (f32), `scale` (f32 scalar), `zero_point` (u8 scalar); output: u8, shaped
+    /// as `x`.
+    QuantizeU8,
+    /// Input: `x` (f32); outputs: `scale` (f32 scalar), `zero_point` (u8 scalar).
+    QuantParams,
 }
 
-/// Inputs: `x` (f32), `scale` (f32 scalar), `zero_point` (u8 scalar); output: u8, shaped as `x`.
-#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
-pub struct QuantizeU8;
-
-impl Expansion for QuantizeU8 {
+impl Expansion for Fused {
     fn name(&self) -> StaticName {
-        "QuantizeU8".into()
+        match self {
+            Fused::QuantizeU8 => "QuantizeU8",
+            Fused::QuantParams => "QuantParams",
+        }
+        .into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(match self {
+            Fused::QuantizeU8 => 1,
+            Fused::QuantParams => 2,
+        })
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -48,13 +59,25 @@ impl Expansion for QuantizeU8 {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> TractResult<()> {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
+        match self {
+            Fused::QuantizeU8 => {
+                check_input_arity(inputs, 3)?;
+                check_output_arity(outputs, 1)?;
+                s.equals(&inputs[1].datum_type, f32::datum_type())?;
+                s.equals(&inputs[2].datum_type, u8::datum_type())?;
+                s.equals(&outputs[0].datum_type, u8::datum_type())?;
+                s.equals(&inputs[0].shape, &outputs[0].shape)?;
+            }
+            Fused::QuantParams => {
+                check_input_arity(inputs, 1)?;
+                check_output_arity(outputs, 2)?;
+                s.equals(&outputs[0].datum_type, f32::datum_type())?;
+                s.equals(&outputs[0].rank, 0)?;
+                s.equals(&outputs[1].datum_type, u8::datum_type())?;
+                s.equals(&outputs[1].rank, 0)?;
+            }
+        }
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[1].datum_type, f32::datum_type())?;
-        s.equals(&inputs[2].datum_type, u8::datum_type())?;
-        s.equals(&outputs[0].datum_type, u8::datum_type())?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)?;
         Ok(())
     }
 
@@ -64,11 +87,14 @@ impl Expansion for QuantizeU8 {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, QuantizeU8Op, inputs)
+        match self {
+            Fused::QuantizeU8 => model.wire_node(prefix, QuantizeU8Op, inputs),
+            Fused::QuantParams => model.wire_node(prefix, QuantParamsOp, inputs),
+        }
     }
 }
 
-/// The typed op the expansion wires.
+/// `Fused::QuantizeU8`'s typed op.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 pub struct QuantizeU8Op;
 
@@ -112,57 +138,11 @@ impl TypedOp for QuantizeU8Op {
 
 // ------------------------------------------------------------------------------ QuantParams
 
-fn parse_params(
-    _ctx: &ParsingContext,
-    _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(QuantParams), vec![]))
-}
-
 /// `DynamicQuantizeLinear`'s scale and zero point of `x`, from its min and max in one pass
 /// ([`params`]). As standard ops these were two reductions and eleven scalar nodes per
 /// quantized product, each with its per-node cost, and tract's rewrite of the divisions into
 /// multiplies by reciprocals put the scale an ulp away from onnxruntime's now and then.
 /// Input: `x` (f32); outputs: `scale` (f32 scalar), `zero_point` (u8 scalar).
-#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
-pub struct QuantParams;
-
-impl Expansion for QuantParams {
-    fn name(&self) -> StaticName {
-        "QuantParams".into()
-    }
-
-    fn nboutputs(&self) -> TractResult<usize> {
-        Ok(2)
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> TractResult<()> {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 2)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].rank, 0)?;
-        s.equals(&outputs[1].datum_type, u8::datum_type())?;
-        s.equals(&outputs[1].rank, 0)?;
-        Ok(())
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, QuantParamsOp, inputs)
-    }
-}
-
-/// The typed op the expansion wires.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 pub struct QuantParamsOp;
 
