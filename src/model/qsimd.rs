@@ -44,10 +44,15 @@ fn min_max_portable(x: &[f32]) -> (f32, f32) {
 
 /// Writes each value's level, `clamp(round_half_even(x / scale) + zp, 0, 255)`, xor `flip`
 /// (0x80 makes the level minus 128 an i8 code), into `y`; returns the sum of the levels (before
-/// the xor). `scale` must be finite and non-zero (the callers handle the others).
+/// the xor). A zero or non-finite scale (an all-zero input; an infinite one) gives every value
+/// the zero point, as onnxruntime does.
 pub fn levels(x: &[f32], scale: f32, zp: u8, y: &mut [u8], flip: u8) -> u64 {
     let n = x.len().min(y.len());
     let (x, y) = (&x[..n], &mut y[..n]);
+    if scale == 0.0 || !scale.is_finite() {
+        y.fill(zp ^ flip);
+        return zp as u64 * n as u64;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above; x and y have the same length

@@ -5,8 +5,8 @@
 //! sums of the constant int8 weights (the zero-point correction of each MatMulInteger) that tract
 //! recomputes every run because its constant folding has a 4 MiB budget and a 768x3072 weight
 //! cast to i32 is 9 MiB. So, before import, every `DynamicQuantizeLinear` is replaced by two fused
-//! ops of its definition (`quantize.rs`), and after optimization the nodes
-//! whose inputs are all constant are folded when that shrinks memory (the weight sums do).
+//! ops of its definition (`quantize.rs`), and after optimization the nodes whose inputs are all
+//! constant are folded when that shrinks memory (the weight sums do).
 
 use anyhow::Result;
 use tract_onnx::pb;

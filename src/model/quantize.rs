@@ -209,10 +209,6 @@ fn quantize_parallel(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
 /// `y[i] = clamp(round_half_even(x[i] / scale) + zero_point, 0, 255)`, as ONNX defines
 /// QuantizeLinear. A zero scale (an all-zero input) gives the zero point, as in onnxruntime.
 pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
-    if scale == 0.0 || !scale.is_finite() {
-        y.fill(zero_point);
-        return;
-    }
     qsimd::levels(x, scale, zero_point, y, 0);
 }
 
@@ -221,10 +217,6 @@ pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
 pub(crate) fn quantize_i8(x: &[f32], scale: f32, zero_point: u8, y: &mut [i8]) -> i64 {
     let y: &mut [u8] = bytemuck::cast_slice_mut(y);
     let n = x.len().min(y.len()) as i64;
-    if scale == 0.0 || !scale.is_finite() {
-        y.fill(zero_point ^ 0x80);
-        return (zero_point as i64 - 128) * n;
-    }
     // each code is its level minus 128
     qsimd::levels(x, scale, zero_point, y, 0x80) as i64 - 128 * n
 }
@@ -310,6 +302,9 @@ mod tests {
     fn zero_scale_gives_the_zero_point() {
         let mut y = vec![9u8; 3];
         quantize(&[0.0, 0.0, 0.0], 0.0, 7, &mut y);
+        assert_eq!(y, vec![7, 7, 7]);
+        let mut y = vec![9u8; 3];
+        quantize(&[1.0, -2.0, 3.0], f32::INFINITY, 7, &mut y);
         assert_eq!(y, vec![7, 7, 7]);
     }
 }
