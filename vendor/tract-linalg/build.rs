@@ -314,6 +314,11 @@ fn main() {
                 !f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("avx512vnni"))
             });
             files.extend(preprocess_files("x86_64/avx512", &[], &suffix, false));
+            // the zmm VNNI 16x8 kernel lives with the avx512 partials it includes; it is
+            // assembled with the other VNNI kernels below, behind the same probe
+            files.retain(|f| {
+                !f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("avx512vnni"))
+            });
 
             // Pull the AMX kernel templates out of the generic fma bulk-compile
             // so they can be gated behind assembler probes below. All AMX
@@ -423,7 +428,15 @@ fn main() {
                 let tmpl16 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x16.S.j2");
                 let out16 = out_dir.join(format!("avx512vnni_mmm_i32_16x16_{suffix}.S"));
                 preprocess_file(tmpl16, &out16, &[], &suffix, false);
-                cc::Build::new().file(&out).file(&out16).flag("-mfma").compile("x86_64_avx512vnni");
+                let tmpl16x8 = path::Path::new("x86_64/avx512/avx512vnni_mmm_i32_16x8.S.j2");
+                let out16x8 = out_dir.join(format!("avx512vnni_mmm_i32_16x8_{suffix}.S"));
+                preprocess_file(tmpl16x8, &out16x8, &[], &suffix, false);
+                cc::Build::new()
+                    .file(&out)
+                    .file(&out16)
+                    .file(&out16x8)
+                    .flag("-mfma")
+                    .compile("x86_64_avx512vnni");
                 println!("cargo:rustc-cfg=tract_avx512vnni");
             }
 

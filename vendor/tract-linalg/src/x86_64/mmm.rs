@@ -192,6 +192,22 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_6
     store(i8)
 }
 
+// AVX-512 VNNI int8 GEMM, 16 rows x 8 columns in zmm0-7 (zmm n = column n, rows in lanes,
+// the layout of avx512_mmm_f32_16x8). Per K=4 block one zmm of A (16 rows, +128 -> u8) meets
+// each of B's 8 columns, broadcast: 8 VPDPBUSD zmm, 512 multiply-adds, for 10 loads, where the
+// 8x8 ymm kernel does 256 multiply-adds for 10 loads and is bound by them. B's packing is the
+// 8x8 kernel's (PackedI8K4(8)), so activations pack as before; A, the weights in a product
+// with constant weights (tract makes m the longer side), packs once with r = 16. Its
+// epilogues are avx512_mmm_f32_16x8's in i32, and the quantization ones the 8x8 kernel's,
+// run on each 256-bit half. Preferred on single-512-FMA cores (Zen 4, Intel client parts)
+// whenever m fills a tile (see `avx512vnni_preferred`).
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x8<i32>(16,8)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16), PackedI8K4::new(8));
+
+    store(i8)
+}
+
 // AVX-VNNI ymm int8 GEMM: byte-for-byte the same body as avx512vnni_mmm_i32_8x8
 // (8x8 ymm accumulators, PackedI8K4 inner-K, +128 bias trick), but the
 // VPDPBUSD instructions are forced to the VEX (AVX-VNNI) encoding via the
@@ -266,7 +282,10 @@ MMMExternKernel! { x86_64; avx512amx_mmm_f32_16x16<f32>(16,16)@(64,4) isa(X86_64
 /// VPDPBUSD/cycle, so the wider tile is pure overhead (extra A-packing, the 16-column +128 bias
 /// correction, a bigger epilogue) and regresses real matmuls -- e.g. -4..-11% on int8 LLM/TDNN
 /// prefill on an i9-11900KB. So this tier names the 16x16 only on dual-FMA cores; the einsum
-/// scorer is held off it by `AVX512VNNI_WIDE_TILE` going negative elsewhere.
+/// scorer is held off it by `AVX512VNNI_WIDE_TILE` going negative elsewhere. On those
+/// single-FMA cores the 16x8 zmm tile is named instead whenever m fills it: it does not do
+/// wider work per VPDPBUSD than the 8x8, it needs half the loads per multiply-add, which is
+/// what bounds the 8x8 (promptcam, PROMPTCAM.md).
 ///
 /// Where it does name the wide tile the dispatch is shape-adaptive, mirroring the AMX int8 path:
 /// the 16x16 is the throughput champion when each of M and N fills at least one tile, and the
@@ -282,7 +301,11 @@ fn avx512vnni_preferred(
 ) -> Option<&'static str> {
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
-        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
+        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(if query.m.is_none_or(|m| m >= 16) {
+            avx512vnni_mmm_i32_16x8.name.as_str()
+        } else {
+            avx512vnni_mmm_i32_8x8.name.as_str()
+        }),
         (DatumType::I32, _) => {
             let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
             Some(if big(query.m, 16) && big(query.n, 16) {
