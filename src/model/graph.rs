@@ -322,6 +322,12 @@ fn build(
             .with_context(|| format!("unable to fuse the QuickGELUs of {file}"))?;
         tracing::debug!("{file}: {n} QuickGELUs fused");
     }
+    // PROMPTCAM_NORM_FUSE=0 keeps tract's four ops: for benchmarks (BENCHMARKS.md)
+    if std::env::var("PROMPTCAM_NORM_FUSE").as_deref() != Ok("0") {
+        let n = super::norm::fuse(&mut optimized)
+            .with_context(|| format!("unable to fuse the layer norms of {file}"))?;
+        tracing::debug!("{file}: {n} layer norms fused");
+    }
     if *format == QuantFormat::DynamicInt8 {
         let n = super::quant::fold_constants(&mut optimized)
             .with_context(|| format!("unable to fold the constants of {file}"))?;

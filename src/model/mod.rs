@@ -22,6 +22,7 @@ pub mod identity;
 #[cfg(test)]
 mod int8_kernels;
 pub mod kind;
+pub mod norm;
 pub mod owlv2;
 pub mod owlvit;
 pub mod qsimd;
