@@ -44,6 +44,45 @@ pub(super) fn pool_for(units: usize, elements: usize) -> Option<(Arc<rayon::Thre
     }
 }
 
+/// Runs `f` over `x` and `y` (as long as `x`) cut into stretches of whole units of `unit`
+/// values, the stretches shared among the pool's threads when the work is worth splitting
+/// ([`pool_for`]), else in one call on the current thread.
+pub(super) fn split_units(
+    x: &[f32],
+    y: &mut [f32],
+    unit: usize,
+    f: impl Fn(&[f32], &mut [f32]) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    let unit = unit.max(1);
+    match pool_for(x.len().div_ceil(unit), x.len()) {
+        Some((pool, per)) => {
+            let step = per * unit;
+            let mut results: Vec<TractResult<()>> =
+                (0..x.len().div_ceil(step)).map(|_| Ok(())).collect();
+            let f = &f;
+            pool.scope(|scope| {
+                let chunks = x.chunks(step).zip(y.chunks_mut(step));
+                for ((xc, yc), r) in chunks.zip(results.iter_mut()) {
+                    scope.spawn(move |_| *r = f(xc, yc));
+                }
+            });
+            results.into_iter().collect()
+        }
+        None => f(x, y),
+    }
+}
+
+/// The one f32 value of a constant outlet.
+pub(super) fn scalar_const(model: &TypedModel, outlet: OutletId) -> TractResult<Option<f32>> {
+    let fact = model.outlet_fact(outlet)?;
+    Ok(match &fact.konst {
+        Some(k) if k.len() == 1 && k.datum_type() == f32::datum_type() => {
+            Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0])
+        }
+        _ => None,
+    })
+}
+
 // ------------------------------------------------------------------------------ DequantScale
 
 /// `y = (x as f32) * scale`, `scale` broadcast over trailing axes (one value per block of

@@ -12,7 +12,7 @@
 use tract_hir::internal::*;
 use tract_linalg::Func;
 
-use super::fused::pool_for;
+use super::fused::{scalar_const, split_units};
 
 /// Values per block: 16 KiB of f32, in L1 beside its input.
 const BLOCK: usize = 4096;
@@ -59,21 +59,7 @@ impl EvalOp for QuickGelu {
             let x = xv.as_slice::<f32>()?;
             let mut yv = y.try_as_plain_ram_mut()?;
             let y = yv.as_slice_mut::<f32>()?;
-            match pool_for(x.len().div_ceil(BLOCK), x.len()) {
-                Some((pool, per)) => {
-                    let step = per * BLOCK;
-                    let mut results: Vec<TractResult<()>> =
-                        (0..x.len().div_ceil(step)).map(|_| Ok(())).collect();
-                    pool.scope(|scope| {
-                        let chunks = x.chunks(step).zip(y.chunks_mut(step));
-                        for ((xc, yc), r) in chunks.zip(results.iter_mut()) {
-                            scope.spawn(move |_| *r = gelu(self.alpha, xc, yc));
-                        }
-                    });
-                    results.into_iter().collect::<TractResult<()>>()?;
-                }
-                None => gelu(self.alpha, x, y)?,
-            }
+            split_units(x, y, BLOCK, |xc, yc| gelu(self.alpha, xc, yc))?;
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -93,16 +79,12 @@ fn quick_gelu(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
         return Ok(None);
     }
     let x = scale.inputs[0];
-    let alpha = model.outlet_fact(scale.inputs[1])?;
-    let Some(alpha) = alpha.konst.as_ref().filter(|k| k.len() == 1) else {
+    let Some(alpha) = scalar_const(model, scale.inputs[1])? else {
         return Ok(None);
     };
-    if model.outlet_fact(x)?.datum_type != f32::datum_type()
-        || alpha.datum_type() != f32::datum_type()
-    {
+    if model.outlet_fact(x)?.datum_type != f32::datum_type() {
         return Ok(None);
     }
-    let alpha = alpha.try_as_plain_ram()?.as_slice::<f32>()?[0];
     let Some(sigmoid) = model.single_succ(id)? else {
         return Ok(None);
     };

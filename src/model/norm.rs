@@ -18,7 +18,7 @@
 use tract_hir::internal::*;
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 
-use super::fused::pool_for;
+use super::fused::{scalar_const, split_units};
 
 /// `y = rms_norm(x - sum(x) * inv_n, eps)` over the last axis.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,25 +100,11 @@ impl EvalOp for LayerNormCore {
         let mut y = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
         let xv = x.try_as_plain_ram()?;
         let x = xv.as_slice::<f32>()?;
-        // no rows at all (an empty last axis): nothing to write
-        if let Some(count) = x.len().checked_div(n) {
+        // an empty last axis has no rows to write
+        if n > 0 {
             let mut yv = y.try_as_plain_ram_mut()?;
             let y = yv.as_slice_mut::<f32>()?;
-            match pool_for(count, x.len()) {
-                Some((pool, per)) => {
-                    let step = per * n;
-                    let mut results: Vec<TractResult<()>> =
-                        (0..count.div_ceil(per)).map(|_| Ok(())).collect();
-                    pool.scope(|scope| {
-                        let chunks = x.chunks(step).zip(y.chunks_mut(step));
-                        for ((xc, yc), r) in chunks.zip(results.iter_mut()) {
-                            scope.spawn(move |_| *r = rows(self, n, xc, yc));
-                        }
-                    });
-                    results.into_iter().collect::<TractResult<()>>()?;
-                }
-                None => rows(self, n, x, y)?,
-            }
+            split_units(x, y, n, |xc, yc| rows(self, n, xc, yc))?;
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -129,17 +115,6 @@ impl TypedOp for LayerNormCore {
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
     as_op!();
-}
-
-/// The one f32 value of a constant outlet.
-fn scalar_const(model: &TypedModel, outlet: OutletId) -> TractResult<Option<f32>> {
-    let fact = model.outlet_fact(outlet)?;
-    Ok(match &fact.konst {
-        Some(k) if k.len() == 1 && k.datum_type() == f32::datum_type() => {
-            Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0])
-        }
-        _ => None,
-    })
 }
 
 /// `Reduce<Sum>(x, last axis)` -> `OptMulByScalar(_, 1/n)` -> `OptSubByScalar(x, _)` ->
