@@ -283,9 +283,9 @@ MMMExternKernel! { x86_64; avx512amx_mmm_f32_16x16<f32>(16,16)@(64,4) isa(X86_64
 /// correction, a bigger epilogue) and regresses real matmuls -- e.g. -4..-11% on int8 LLM/TDNN
 /// prefill on an i9-11900KB. So this tier names the 16x16 only on dual-FMA cores; the einsum
 /// scorer is held off it by `AVX512VNNI_WIDE_TILE` going negative elsewhere. On those
-/// single-FMA cores the 16x8 zmm tile is named instead whenever m fills it: it does not do
-/// wider work per VPDPBUSD than the 8x8, it needs half the loads per multiply-add, which is
-/// what bounds the 8x8 (promptcam, PROMPTCAM.md).
+/// single-FMA cores the 16x8 zmm tile is named instead whenever m fills it: its gain is not
+/// the wider VPDPBUSD (one 512-bit costs two 256-bit there) but half the loads per
+/// multiply-add, which is what bounds the 8x8 (promptcam, PROMPTCAM.md).
 ///
 /// Where it does name the wide tile the dispatch is shape-adaptive, mirroring the AMX int8 path:
 /// the 16x16 is the throughput champion when each of M and N fills at least one tile, and the
