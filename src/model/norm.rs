@@ -186,8 +186,8 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::math;
 
-    /// The decomposed layer norm of ONNX exports (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt,
-    /// Div) over rows of `n`, decluttered and optimized by tract.
+    /// A layer norm over rows of `n` as tract imports ONNX's decomposed one (each ReduceMean a
+    /// sum times 1/n; the square, the eps and the reciprocal root), decluttered and optimized.
     fn model(rows: usize, n: usize) -> TypedModel {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, rows, n])).unwrap();

@@ -308,14 +308,11 @@ fn main() {
     match arch.as_ref() {
         "x86_64" => {
             let mut files = preprocess_files("x86_64/fma", &[], &suffix, false);
-            // The VNNI kernel is compiled separately (conditional on a probe) to
-            // avoid breaking old assemblers. Remove it from the main file list.
-            files.retain(|f| {
-                !f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("avx512vnni"))
-            });
             files.extend(preprocess_files("x86_64/avx512", &[], &suffix, false));
-            // the zmm VNNI 16x8 kernel lives with the avx512 partials it includes; it is
-            // assembled with the other VNNI kernels below, behind the same probe
+            // The VNNI kernels are compiled separately (conditional on a probe) to
+            // avoid breaking old assemblers. Remove them from the main file list: the
+            // 8x8 and 16x16 from x86_64/fma, the 16x8 from x86_64/avx512 (it lives
+            // with the avx512 partials it includes).
             files.retain(|f| {
                 !f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("avx512vnni"))
             });
