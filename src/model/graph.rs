@@ -308,7 +308,9 @@ fn build(
     let t_declutter = t0.elapsed();
     // PROMPTCAM_HEAD_SPLIT=0 keeps tract's own attention: for benchmarks (BENCHMARKS.md)
     if std::env::var("PROMPTCAM_HEAD_SPLIT").as_deref() != Ok("0") {
-        let n = super::heads::split(&mut typed, super::heads::SPLIT_MIN)
+        // PROMPTCAM_ATTENTION=0 runs each head through tract's plan, not in one pass
+        let one_pass = std::env::var("PROMPTCAM_ATTENTION").as_deref() != Ok("0");
+        let n = super::heads::split(&mut typed, super::heads::SPLIT_MIN, one_pass)
             .with_context(|| format!("unable to split the attention heads of {file}"))?;
         tracing::debug!("{file}: {n} attention chains split by heads");
     }
@@ -472,9 +474,16 @@ pub fn kernels(model: &TypedModel) -> Vec<KernelUse> {
                     *by_name.entry(mmm.name().to_string()).or_default() += 1;
                 }
             }
-            // an attention chain's products run in a model of its own
+            // an attention chain's products run in a model of its own, or in one pass
+            // (`model::attention`: its two products per chain are promptcam's loops)
             if let Some(op) = node.op_as::<super::heads::HeadSplit>() {
-                count(op.model(), by_name);
+                if op.one_pass() {
+                    *by_name
+                        .entry(super::attention::KERNEL.to_string())
+                        .or_default() += 2;
+                } else {
+                    count(op.model(), by_name);
+                }
             }
         }
     }

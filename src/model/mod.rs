@@ -5,6 +5,7 @@
 //! its weights, `grid` for running OWL models at other input sizes) and prompt tokenization
 //! (`tokenize`).
 
+pub mod attention;
 pub mod clip;
 pub mod clip_image;
 pub mod clip_text;
