@@ -41,9 +41,10 @@ done
 # qemu's default CPU has SVE, whose kernels tract runs on Neoverse-class cores (and the benches
 # below): their int8 kernels against the plain product too
 QEMU_CPU=max cargo test --target $T --lib -- int8_kernels --nocapture
-# the hand-vectorised pieces (the fused int8 passes, the cropped resize, OWLv2's blur and zoom,
-# the grid adaptation, the history's f16 decoding) against their definitions, on the ARM build
-cargo test --target $T --lib -- quantize qsimd fused norm preprocess grid store
+# the hand-vectorised pieces (the fused int8 passes, the layer norm, the attention heads, the
+# cropped resize, OWLv2's blur and zoom, the grid adaptation, the history's f16 decoding)
+# against their definitions, on the ARM build
+cargo test --target $T --lib -- quantize qsimd fused norm attention heads preprocess grid store
 # the vendored V4L2 bindings (vendor/v4l2-sys-mit) against the layout rustc uses for the target
 cargo test --target $T -p v4l2-sys-mit
 qemu-aarch64-static -L /usr/aarch64-linux-gnu target/$T/release/promptcam bench --model models/tiny/clip --quantized --frames 3

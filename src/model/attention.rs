@@ -217,7 +217,10 @@ impl Layout {
         // the softmax runs over the keys
         let sm = model.node(nodes[nodes.len() - 2]);
         match sm.op_as::<Softmax>() {
-            Some(op) if op.kind == SoftmaxKind::Softmax && op.axes.as_slice() == [ks] => (),
+            Some(op)
+                if op.kind == SoftmaxKind::Softmax
+                    && op.quant_output_dt.is_none()
+                    && op.axes.as_slice() == [ks] => {}
             _ => return Ok(None),
         }
         let heads = q[hq];
