@@ -324,18 +324,29 @@ impl MulAdd for Separate {
     }
 }
 
-/// `R x C` tile: `acc[r][c] = Σ_kk a[r * a_row + kk] * b[kk * b_row + c]`, kk in order.
+/// The rows of a matrix in a slice: row `i` starts at `data[i * stride]`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    stride: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The same rows from row `row` and column `col` on.
+    fn at(self, row: usize, col: usize) -> Rows<'a> {
+        Rows {
+            data: &self.data[row * self.stride + col..],
+            stride: self.stride,
+        }
+    }
+}
+
+/// `R x C` tile: `acc[r][c] = Σ_kk a[r][kk] * b[kk][c]`, kk in order.
 #[inline(always)]
-fn tile<M: MulAdd, const R: usize, const C: usize>(
-    a: &[f32],
-    a_row: usize,
-    b: &[f32],
-    b_row: usize,
-    k: usize,
-) -> [[f32; C]; R] {
+fn tile<M: MulAdd, const R: usize, const C: usize>(a: Rows, b: Rows, k: usize) -> [[f32; C]; R] {
     let mut acc = [[0f32; C]; R];
-    let rows: [&[f32]; R] = std::array::from_fn(|r| &a[r * a_row..r * a_row + k]);
-    for (kk, bv) in b.chunks(b_row).take(k).enumerate() {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &a.data[r * a.stride..r * a.stride + k]);
+    for (kk, bv) in b.data.chunks(b.stride).take(k).enumerate() {
         let Some(bv) = bv.first_chunk::<C>() else {
             break;
         };
@@ -349,15 +360,26 @@ fn tile<M: MulAdd, const R: usize, const C: usize>(
     acc
 }
 
-/// Rows `r0..r0+R` of `c = a·b` (`a`: rows of `k`, stride `a_row`; `b`: `k` rows of at least
-/// `n` values, stride `b_row`), into `c` (stride `c_row`), `n` columns.
+/// The first `take` columns of a tile into `c` (rows of stride `c_row`) from column `col`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+fn put<const R: usize, const C: usize>(
+    acc: &[[f32; C]; R],
+    take: usize,
+    c: &mut [f32],
+    c_row: usize,
+    col: usize,
+) {
+    for (r, row) in acc.iter().enumerate() {
+        c[r * c_row + col..r * c_row + col + take].copy_from_slice(&row[..take]);
+    }
+}
+
+/// `R` rows of `c = a·b` (`a`: rows of `k`; `b`: `k` rows of at least `n` values, padded to
+/// a tail tile's width), `n` columns, into `c` (rows of stride `c_row`).
+#[inline(always)]
 fn rows_times<M: MulAdd, const R: usize>(
-    a: &[f32],
-    a_row: usize,
-    b: &[f32],
-    b_row: usize,
+    a: Rows,
+    b: Rows,
     k: usize,
     n: usize,
     c: &mut [f32],
@@ -365,62 +387,27 @@ fn rows_times<M: MulAdd, const R: usize>(
 ) {
     let mut col = 0;
     while col < n {
-        let width = if n - col >= COLS { COLS } else { TAIL };
-        let take = width.min(n - col);
-        if width == COLS {
-            let acc = tile::<M, R, COLS>(a, a_row, &b[col..], b_row, k);
-            for (r, row) in acc.iter().enumerate() {
-                c[r * c_row + col..r * c_row + col + take].copy_from_slice(&row[..take]);
-            }
+        if n - col >= COLS {
+            put(&tile::<M, R, COLS>(a, b.at(0, col), k), COLS, c, c_row, col);
+            col += COLS;
         } else {
-            let acc = tile::<M, R, TAIL>(a, a_row, &b[col..], b_row, k);
-            for (r, row) in acc.iter().enumerate() {
-                c[r * c_row + col..r * c_row + col + take].copy_from_slice(&row[..take]);
-            }
+            let take = (n - col).min(TAIL);
+            put(&tile::<M, R, TAIL>(a, b.at(0, col), k), take, c, c_row, col);
+            col += TAIL;
         }
-        col += width;
     }
 }
 
 /// `c = a·b` for `m` rows, in tiles of [`ROWS`] rows and a tail of single rows.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn times<M: MulAdd>(
-    a: &[f32],
-    a_row: usize,
-    m: usize,
-    b: &[f32],
-    b_row: usize,
-    k: usize,
-    n: usize,
-    c: &mut [f32],
-    c_row: usize,
-) {
+fn times<M: MulAdd>(a: Rows, m: usize, b: Rows, k: usize, n: usize, c: &mut [f32], c_row: usize) {
     let mut r = 0;
     while r + ROWS <= m {
-        rows_times::<M, ROWS>(
-            &a[r * a_row..],
-            a_row,
-            b,
-            b_row,
-            k,
-            n,
-            &mut c[r * c_row..],
-            c_row,
-        );
+        rows_times::<M, ROWS>(a.at(r, 0), b, k, n, &mut c[r * c_row..], c_row);
         r += ROWS;
     }
     while r < m {
-        rows_times::<M, 1>(
-            &a[r * a_row..],
-            a_row,
-            b,
-            b_row,
-            k,
-            n,
-            &mut c[r * c_row..],
-            c_row,
-        );
+        rows_times::<M, 1>(a.at(r, 0), b, k, n, &mut c[r * c_row..], c_row);
         r += 1;
     }
 }
@@ -466,15 +453,52 @@ impl Scratch {
     }
 }
 
+/// The heads of one chain's run: its layout, its q, k and v, the softmax kernels.
+pub struct Heads<'a> {
+    pub layout: &'a Layout,
+    pub inputs: [&'a [f32]; 3],
+    pub softmax: &'a Softmaxer,
+}
+
+impl Heads<'_> {
+    /// Head `h`'s output (`[nq, dv]`, row-major) into `out`.
+    pub fn run(&self, h: usize, scratch: &mut Scratch, out: &mut [f32]) -> TractResult<()> {
+        let (l, [q, k, v]) = (self.layout, self.inputs);
+        ensure!(
+            out.len() == l.out_len(),
+            "attention: an output of the wrong size"
+        );
+        // every row a tile reads lies inside its input (the tiles do not check again)
+        let reach =
+            |base: usize, rows: usize, row: usize, width: usize| base + (rows - 1) * row + width;
+        ensure!(
+            reach(h * l.head[0], l.nq, l.row[0], l.d) <= q.len()
+                && reach(h * l.head[1], l.nk, l.row[1], l.d) <= k.len()
+                && reach(h * l.head[2], l.nk, l.row[2], l.dv) <= v.len(),
+            "attention: head {h} reaches past its inputs"
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has AVX2 and FMA, checked just above
+                return unsafe { head_fma(self, h, scratch, out) };
+            }
+            head::<Separate>(self, h, scratch, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        head::<Fused>(self, h, scratch, out)
+    }
+}
+
 fn head<M: MulAdd>(
-    l: &Layout,
-    inputs: [&[f32]; 3],
+    heads: &Heads,
     h: usize,
-    sm: &Softmaxer,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> TractResult<()> {
-    let [q, k, v] = inputs;
+    let (l, [q, k, v]) = (heads.layout, heads.inputs);
     let (q, k, v) = (
         &q[h * l.head[0]..],
         &k[h * l.head[1]..],
@@ -488,7 +512,16 @@ fn head<M: MulAdd>(
             kt[dd * nkp + j] = *x;
         }
     }
-    times::<M>(q, l.row[0], l.nq, kt, nkp, l.d, l.nk, scores, l.nk);
+    let rows = |data, stride| Rows { data, stride };
+    times::<M>(
+        rows(q, l.row[0]),
+        l.nq,
+        rows(kt, nkp),
+        l.d,
+        l.nk,
+        scores,
+        l.nk,
+    );
     for row in scores.chunks_exact_mut(l.nk) {
         for step in &l.steps {
             match *step {
@@ -496,59 +529,29 @@ fn head<M: MulAdd>(
                 Step::Add(c) => row.iter_mut().for_each(|x| *x += c),
             }
         }
-        sm.row(row)?;
+        heads.softmax.row(row)?;
     }
-    times::<M>(scores, l.nk, l.nq, v, l.row[2], l.nk, l.dv, out, l.dv);
+    times::<M>(
+        rows(scores, l.nk),
+        l.nq,
+        rows(v, l.row[2]),
+        l.nk,
+        l.dv,
+        out,
+        l.dv,
+    );
     Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn head_fma(
-    l: &Layout,
-    inputs: [&[f32]; 3],
+    heads: &Heads,
     h: usize,
-    sm: &Softmaxer,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> TractResult<()> {
-    head::<Fused>(l, inputs, h, sm, scratch, out)
-}
-
-/// One head's output (`[nq, dv]`, row-major) into `out`.
-pub fn run_head(
-    l: &Layout,
-    inputs: [&[f32]; 3],
-    h: usize,
-    sm: &Softmaxer,
-    scratch: &mut Scratch,
-    out: &mut [f32],
-) -> TractResult<()> {
-    ensure!(
-        out.len() == l.out_len(),
-        "attention: an output of the wrong size"
-    );
-    // every row a tile reads lies inside its input (the tiles do not check again)
-    let [q, k, v] = inputs;
-    let reach =
-        |base: usize, rows: usize, row: usize, width: usize| base + (rows - 1) * row + width;
-    ensure!(
-        reach(h * l.head[0], l.nq, l.row[0], l.d) <= q.len()
-            && reach(h * l.head[1], l.nk, l.row[1], l.d) <= k.len()
-            && reach(h * l.head[2], l.nk, l.row[2], l.dv) <= v.len(),
-        "attention: head {h} reaches past its inputs"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above
-            return unsafe { head_fma(l, inputs, h, sm, scratch, out) };
-        }
-        head::<Separate>(l, inputs, h, sm, scratch, out)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    head::<Fused>(l, inputs, h, sm, scratch, out)
+    head::<Fused>(heads, h, scratch, out)
 }
 
 #[cfg(test)]
@@ -593,7 +596,12 @@ mod tests {
         let mut scratch = Scratch::default();
         for h in 0..heads {
             let mut out = vec![f32::NAN; nq * dv];
-            run_head(&layout, [&q, &k, &v], h, &softmax, &mut scratch, &mut out).unwrap();
+            let run = Heads {
+                layout: &layout,
+                inputs: [&q, &k, &v],
+                softmax: &softmax,
+            };
+            run.run(h, &mut scratch, &mut out).unwrap();
             let at = |x: &[f32], row: usize, i: usize, t: usize| {
                 x[i * row + h * (row / heads) + t] as f64
             };
@@ -656,8 +664,13 @@ mod tests {
         let softmax = Softmaxer::new().unwrap();
         let mut out = vec![0f32; 16];
         let mut scratch = Scratch::default();
-        assert!(run_head(&layout, [&q, &k, &v], 1, &softmax, &mut scratch, &mut out).is_ok());
-        let err = run_head(&layout, [&q, &k, &v], 2, &softmax, &mut scratch, &mut out).unwrap_err();
+        let heads = Heads {
+            layout: &layout,
+            inputs: [&q, &k, &v],
+            softmax: &softmax,
+        };
+        assert!(heads.run(1, &mut scratch, &mut out).is_ok());
+        let err = heads.run(2, &mut scratch, &mut out).unwrap_err();
         assert!(err.to_string().contains("reaches past"), "{err}");
     }
 }

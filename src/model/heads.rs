@@ -31,7 +31,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::Softmax;
 
-use super::attention::{run_head, Layout, Scratch, Softmaxer};
+use super::attention::{Heads, Layout, Scratch, Softmaxer};
 
 /// Below this many score elements (heads x queries x keys) a layer's attention runs whole, as
 /// tract runs it: a chain that small takes tens of microseconds, about what handing half of it
@@ -116,15 +116,20 @@ impl HeadSplit {
                 bail!("HeadSplit: {} inputs, not q, k and v", slices.len());
             };
             let softmax = Softmaxer::new()?;
+            let heads = Heads {
+                layout,
+                inputs: [q, k, v],
+                softmax: &softmax,
+            };
             let mut scratch = Scratch::default();
             return range
                 .map(|h| {
-                    // SAFETY: run_head writes every value of its output
+                    // SAFETY: Heads::run writes every value of its output
                     let mut out = unsafe { Tensor::uninitialized::<f32>(&self.one_shape)? };
                     {
                         let mut view = out.try_as_plain_ram_mut()?;
                         let slots = view.as_slice_mut()?;
-                        run_head(layout, [q, k, v], h, &softmax, &mut scratch, slots)?;
+                        heads.run(h, &mut scratch, slots)?;
                     }
                     Ok(out)
                 })
