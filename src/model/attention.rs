@@ -58,6 +58,8 @@ pub struct Layout {
     /// strides between q's rows, k's rows (keys) and v's rows (keys); each row is contiguous
     row: [usize; 3],
     steps: Vec<Step>,
+    /// one head's output shape: the chain's with its head axis 1
+    out_shape: TVec<usize>,
 }
 
 /// The axes of `ein` present in (input 0, input 1, the output) as `want` says, as their
@@ -107,18 +109,6 @@ fn only_roles(ein: &EinSum, wanted: &[[bool; 3]]) -> bool {
     })
 }
 
-fn dims(fact: &TypedFact) -> Option<Vec<usize>> {
-    fact.shape.iter().map(|d| d.to_usize().ok()).collect()
-}
-
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
 impl Layout {
     /// The layout of the chain `nodes` (the scores' EinSum, scalar steps, the softmax, the
     /// output's EinSum, `probs_slot` its probabilities' slot; `q_head` the head axis of q),
@@ -149,10 +139,14 @@ impl Layout {
         {
             return Ok(None);
         }
-        let Some(shapes) = facts.iter().map(|f| dims(f)).collect::<Option<Vec<_>>>() else {
+        let Some([q, k, v, scores, out]) = facts
+            .iter()
+            .map(|f| f.shape.as_concrete())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|s| <[&[usize]; 5]>::try_from(s).ok())
+        else {
             return Ok(None);
         };
-        let [q, k, v, scores, out] = [0, 1, 2, 3, 4].map(|i| &shapes[i]);
         // scores = q·kᵀ: head (q, k, out), query (q, out), key (k, out), depth (q, k)
         const HEAD: [bool; 3] = [true, true, true];
         const LEFT: [bool; 3] = [true, false, true];
@@ -238,6 +232,12 @@ impl Layout {
             return Ok(None);
         }
         // rows are contiguous (the depth, v's values innermost); any other axis is 1
+        let strides = |shape| {
+            Tensor::natural_strides(shape)
+                .iter()
+                .map(|s| *s as usize)
+                .collect::<TVec<_>>()
+        };
         let (sq, sk, sv) = (strides(q), strides(k), strides(v));
         if sq[dq] != 1 || sk[dk] != 1 || sv[vcol] != 1 || d == 0 || nk == 0 || nq == 0 {
             return Ok(None);
@@ -283,6 +283,8 @@ impl Layout {
                 _ => return Ok(None),
             });
         }
+        let mut out_shape: TVec<usize> = out.into();
+        out_shape[ho] = 1;
         Ok(Some(Layout {
             nq,
             nk,
@@ -291,7 +293,13 @@ impl Layout {
             head: [sq[hq], sk[hk], sv[hv]],
             row: [sq[qq], sk[kk], sv[kv]],
             steps,
+            out_shape,
         }))
+    }
+
+    /// One head's output shape (its values are `[nq, dv]`, row-major).
+    pub fn out_shape(&self) -> &[usize] {
+        &self.out_shape
     }
 
     /// The values one head's output holds.
@@ -504,7 +512,7 @@ fn head<M: MulAdd>(
         &k[h * l.head[1]..],
         &v[h * l.head[2]..],
     );
-    // kᵀ: depth rows of the keys, padded with zeros to a tile's width
+    // kᵀ: depth rows of the keys, padded to a tile's width (the padding's products are dropped)
     let nkp = l.nk.div_ceil(TAIL) * TAIL;
     let (kt, scores) = scratch.regions(l.d * nkp, l.nq * l.nk);
     for (j, row) in k.chunks(l.row[1]).take(l.nk).enumerate() {
@@ -586,6 +594,7 @@ mod tests {
             head: [d, d, dv],
             row: [heads * d, heads * d, heads * dv],
             steps: vec![Step::Mul(c1), Step::Add(c2)],
+            out_shape: tvec![nq, 1, dv],
         };
         let (q, k, v) = (
             values(nq * heads * d, 1),
@@ -659,6 +668,7 @@ mod tests {
             head: [4, 4, 8],
             row: [8, 8, 16],
             steps: vec![],
+            out_shape: tvec![2, 1, 8],
         };
         let (q, k, v) = (vec![0f32; 16], vec![0f32; 16], vec![0f32; 32]);
         let softmax = Softmaxer::new().unwrap();

@@ -53,8 +53,6 @@ pub struct HeadSplit {
     min_work: usize,
     /// the chain in one pass per head (`model::attention`), when it can run it
     fast: Option<Arc<Layout>>,
-    /// one head's output shape
-    one_shape: TVec<usize>,
 }
 
 impl std::fmt::Debug for HeadSplit {
@@ -125,7 +123,7 @@ impl HeadSplit {
             return range
                 .map(|h| {
                     // SAFETY: Heads::run writes every value of its output
-                    let mut out = unsafe { Tensor::uninitialized::<f32>(&self.one_shape)? };
+                    let mut out = unsafe { Tensor::uninitialized::<f32>(layout.out_shape())? };
                     {
                         let mut view = out.try_as_plain_ram_mut()?;
                         let slots = view.as_slice_mut()?;
@@ -405,29 +403,18 @@ pub fn split(model: &mut TypedModel, min_work: usize, one_pass: bool) -> TractRe
             return Ok(None);
         };
         let (sub, heads) = extract(model, &chain)?;
-        let plan = SimplePlan::new(sub)?;
-        let one_shape = plan
-            .model()
-            .output_fact(0)?
-            .shape
-            .iter()
-            .map(|d| Ok(d.substitute(&heads, &1.into())?.to_usize()?))
-            .collect::<TractResult<TVec<_>>>();
-        let fast = match (one_pass, one_shape.is_ok()) {
-            (true, true) => {
-                Layout::of(model, &chain.nodes, chain.probs_slot, chain.inputs[0].1)?.map(Arc::new)
-            }
-            _ => None,
+        let fast = match one_pass {
+            true => Layout::of(model, &chain.nodes, chain.probs_slot, chain.inputs[0].1)?,
+            false => None,
         };
         let op = HeadSplit {
-            plan,
+            plan: SimplePlan::new(sub)?,
             heads,
             in_axes: chain.inputs.iter().map(|i| i.1).collect(),
             out_axis: chain.out_axis,
             per_head: chain.per_head,
             min_work,
-            fast,
-            one_shape: one_shape.unwrap_or_default(),
+            fast: fast.map(Arc::new),
         };
         let last = model.node(*chain.nodes.last().context("an empty chain")?);
         let mut patch = TypedModelPatch::new("attention heads split");
