@@ -29,11 +29,25 @@ fn matrix(rows: usize, cols: usize, seed: u64) -> Tensor {
 }
 
 /// Runs `start + a * b` through one kernel and packing; returns the i32 product, row-major.
-fn run(mmm: &dyn MatMatMul, packing: usize, a: &Tensor, b: &Tensor, start: &Tensor) -> Vec<i32> {
+/// With `b_rows` b is packed from its transpose, K contiguous, as a model's activations are
+/// (`[tokens, k]`); otherwise from `[k, n]`, the packers' strided path.
+fn run(
+    mmm: &dyn MatMatMul,
+    packing: usize,
+    a: &Tensor,
+    b: &Tensor,
+    b_rows: bool,
+    start: &Tensor,
+) -> Vec<i32> {
     let (m, n) = (a.shape()[0], b.shape()[1]);
     let (pack_a, pack_b) = &mmm.packings()[packing];
     let pa = pack_a.prepare_one(a, 1, 0).expect("pack a");
-    let pb = pack_b.prepare_one(b, 0, 1).expect("pack b");
+    let pb = if b_rows {
+        let bt = b.clone().permute_axes(&[1, 0]).expect("transpose b");
+        pack_b.prepare_one(&bt, 1, 0).expect("pack b")
+    } else {
+        pack_b.prepare_one(b, 0, 1).expect("pack b")
+    };
     let mut c = Tensor::zero::<i32>(&[m, n]).expect("c");
     unsafe {
         let view = mmm.c_view(Some(0), Some(1));
@@ -85,31 +99,35 @@ fn every_runnable_int8_kernel_matches_a_plain_product() {
                     let s: Vec<i32> = (0..m * n).map(|i| i as i32 * 7 - 50).collect();
                     tensor1(&s).into_shape(&[m, n]).expect("shape")
                 };
-                let found = run(&**mmm, packing, &a, &b, &start);
-                let (av, bv) = (
-                    a.try_as_plain_ram()
-                        .unwrap()
-                        .as_slice::<i8>()
-                        .unwrap()
-                        .to_vec(),
-                    b.try_as_plain_ram()
-                        .unwrap()
-                        .as_slice::<i8>()
-                        .unwrap()
-                        .to_vec(),
-                );
-                for r in 0..m {
-                    for c in 0..n {
-                        let want = (r * n + c) as i32 * 7 - 50
-                            + (0..k)
-                                .map(|i| av[r * k + i] as i32 * bv[i * n + c] as i32)
-                                .sum::<i32>();
-                        assert_eq!(
-                            found[r * n + c],
-                            want,
-                            "{} packing {packing} ({pa} x {pb}), m={m} k={k} n={n}: C[{r},{c}]",
-                            mmm.name()
-                        );
+                for b_rows in [false, true] {
+                    let found = run(&**mmm, packing, &a, &b, b_rows, &start);
+                    let (av, bv) = (
+                        a.try_as_plain_ram()
+                            .unwrap()
+                            .as_slice::<i8>()
+                            .unwrap()
+                            .to_vec(),
+                        b.try_as_plain_ram()
+                            .unwrap()
+                            .as_slice::<i8>()
+                            .unwrap()
+                            .to_vec(),
+                    );
+                    for r in 0..m {
+                        for c in 0..n {
+                            let want = (r * n + c) as i32 * 7 - 50
+                                + (0..k)
+                                    .map(|i| av[r * k + i] as i32 * bv[i * n + c] as i32)
+                                    .sum::<i32>();
+                            assert_eq!(
+                                found[r * n + c],
+                                want,
+                                "{} packing {packing} ({pa} x {pb}), m={m} k={k} n={n}, b packed \
+                             from {}: C[{r},{c}]",
+                                mmm.name(),
+                                if b_rows { "[n, k]" } else { "[k, n]" }
+                            );
+                        }
                     }
                 }
             }

@@ -54,6 +54,13 @@ tract_data::declare_knob!(
 );
 
 tract_data::declare_knob!(
+    TRACT_AVX2_I8_NARROW,
+    bool,
+    false,
+    "x86_64: run int8 matmuls on AVX2 without VNNI through the 8x8 kernel instead of the 16x6 (promptcam patch), to compare the two."
+);
+
+tract_data::declare_knob!(
     TRACT_AMX_BF16,
     bool,
     false,

@@ -1381,6 +1381,7 @@ impl MMMInputFormat for PackedI8K4 {
 // out[(k/2)*r*2 + m*2 + (k%2)] = src[m,k] as i16, K padded to even with zeros. The kernel then
 // broadcasts one lane's pair with a plain 32-bit load and feeds it to `vpmaddwd` as is, so its
 // inner loop spends no shuffle on this side. Twice the bytes of an i8 packing (half of f32's).
+// The 16x6 kernel takes both operands in it (A with r = 16, the activations with r = 6).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PackedI16K2 {
     pub r: usize,
@@ -1408,23 +1409,55 @@ impl PackedI16K2 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
         let (ks, ms) = (st[k_axis], st[mn_axis]);
-        unsafe {
-            let src = t.as_ptr_unchecked::<i8>();
-            let dst = blob.as_mut_ptr() as *mut i16;
-            for p in 0..panels {
-                let pw = self.r.min(mn - p * self.r);
-                let panel = dst.add(p * pl / 2);
-                let mn0 = (p * self.r) as isize;
-                for kk in 0..k {
-                    let srow = src.offset(kk as isize * ks + mn0 * ms);
-                    let dcol = panel.add((kk / 2) * self.r * 2 + kk % 2);
-                    for lm in 0..pw {
-                        *dcol.add(lm * 2) = *srow.offset(lm as isize * ms) as i16;
+        let (r, full) = (self.r, k / 2);
+        let src = unsafe { t.as_ptr_unchecked::<i8>() } as usize;
+        // Panels are packed independently, over the pool when there is enough work (the 16x6
+        // kernel's activations are packed on every run), one lane at a time: a lane's pairs are
+        // read in K order and written one 32-bit word each, padding lanes and an odd K's last
+        // pair included, so the buffer needs no clearing first.
+        let pack_panels = |first: usize, chunk: &mut [u8]| -> TractResult<()> {
+            let src = src as *const i8;
+            for (i, panel) in chunk.chunks_exact_mut(pl).enumerate() {
+                let p = first + i;
+                let pw = r.min(mn - p * r);
+                let mn0 = (p * r) as isize;
+                let dst = panel.as_mut_ptr() as *mut [i16; 2];
+                unsafe {
+                    for lm in 0..r {
+                        let lane = dst.add(lm);
+                        if lm >= pw {
+                            for j in 0..k.div_ceil(2) {
+                                lane.add(j * r).write_unaligned([0, 0]);
+                            }
+                            continue;
+                        }
+                        let row = src.offset((mn0 + lm as isize) * ms);
+                        if ks == 1 {
+                            for j in 0..full {
+                                let [lo, hi] = (row.add(2 * j) as *const [i8; 2]).read_unaligned();
+                                lane.add(j * r).write_unaligned([lo as i16, hi as i16]);
+                            }
+                        } else {
+                            for j in 0..full {
+                                let lo = *row.offset(2 * j as isize * ks) as i16;
+                                let hi = *row.offset((2 * j + 1) as isize * ks) as i16;
+                                lane.add(j * r).write_unaligned([lo, hi]);
+                            }
+                        }
+                        if k % 2 == 1 {
+                            let last = *row.offset((k - 1) as isize * ks) as i16;
+                            lane.add(full * r).write_unaligned([last, 0]);
+                        }
                     }
                 }
             }
+            Ok(())
+        };
+        if pl > 0 && should_parallel_pack(panels, k * mn, panels * pl) {
+            crate::multithread::par_chunks_mut(blob.as_bytes_mut(), pl, panels * pl, pack_panels)?;
+        } else if pl > 0 {
+            pack_panels(0, blob.as_bytes_mut())?;
         }
         Ok(Box::new(EagerPackedInput {
             fact: PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k },

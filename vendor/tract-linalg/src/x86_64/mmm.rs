@@ -151,6 +151,25 @@ MMMExternKernel! { x86_64; avx2_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Avx2)
     store(i8)
 }
 
+// promptcam patch (PROMPTCAM.md): 16 rows x 5 or 6 columns, both operands K-paired i16, so
+// the loop adds 32 products per column and K pair with no shuffle (`avx2_i32_16xn.rs`). B's
+// packing is the matmul packer's own, which tract-core's convolution cannot write: the `avx2`
+// tier names them for matmuls only, and their boost keeps them below the 8x8 wherever no tier
+// speaks.
+MMMRustKernel! { x86_64; avx2_i32_16xn::kernel::<6> => avx2_mmm_i32_16x6<i32>(16,6)@(32,4) isa(X86_64Avx2)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI16K2::new(16), PackedI16K2::new(6));
+
+    boost(|| -1)
+    store(i8)
+}
+
+MMMRustKernel! { x86_64; avx2_i32_16xn::kernel::<5> => avx2_mmm_i32_16x5<i32>(16,5)@(32,4) isa(X86_64Avx2)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI16K2::new(16), PackedI16K2::new(5));
+
+    boost(|| -1)
+    store(i8)
+}
+
 // AVX-512 VNNI int8 GEMM: same 8x8 column-accumulator tile and quantization
 // epilogue as avx2_mmm_i32_8x8, but the i8i8 matmul inner loop uses VPDPBUSD
 // (4-way K dot) over the K=4-inner PackedI8K4 layout. VPDPBUSD is u8*s8, so the
@@ -442,14 +461,33 @@ inventory::submit! {
     }
 }
 
+/// The 16-row AVX2 int8 tiles, scaled by their throughput with n a multiple of both (tract's
+/// `MatMatMul::run`, m = k = 768, n = 60, one Zen 4 core on the AVX2 path: 84.3 GMAC/s for the
+/// 16x5, 82.3 for the 16x6, 65.9 for the 8x8; `scripts/int8-kernels`). The 5 columns also
+/// divide CLIP's 50 tokens, which 6 cover with 7% waste.
+const AVX2_I32_WIDE: &[KernelChoice] = &[
+    KernelChoice { mr: 16, nr: 5, scale: 1.0, name: || avx2_mmm_i32_16x5.name.as_str() },
+    KernelChoice { mr: 16, nr: 6, scale: 0.975, name: || avx2_mmm_i32_16x6.name.as_str() },
+];
+
+/// On AVX2 without VNNI, int8 matmuls run on a 16-row kernel (promptcam patch, PROMPTCAM.md)
+/// where m fills its 16 rows, everything else on the 8x8. A convolution cannot use the 16x6: its
+/// im2col writes the activations straight into `PackedFormat` or `PackedI8K4`, never the 16x6's
+/// K-paired i16, and tract-core's conv is the one caller that asks without panel extractors
+/// (`Query::allow_extractor`), which is how it is told apart here. `TRACT_AVX2_I8_NARROW` keeps
+/// everything on the 8x8, to compare the two.
 fn avx2_preferred(
     _isa: &IsaSet,
     dt: DatumType,
     query: &Query,
     _suitable: &[Suitable],
 ) -> Option<&'static str> {
+    let wide = query.allow_extractor
+        && query.m.is_none_or(|m| m >= 16)
+        && !crate::knobs::TRACT_AVX2_I8_NARROW.get();
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
+        (DatumType::I32, _) if wide => Some(pick_mmm(AVX2_I32_WIDE, query.m, query.n)),
         (DatumType::I32, _) => Some(&mmm::avx2_mmm_i32_8x8.name.as_str()),
         _ => None,
     }

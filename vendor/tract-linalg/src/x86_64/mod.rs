@@ -51,6 +51,8 @@ fn cpuid_vendor() -> Vendor {
 pub mod act;
 pub mod act_f16;
 pub mod act_f16_fp16;
+// promptcam patch (PROMPTCAM.md): the 16x6 and 16x5 AVX2 int8 kernels, in Rust.
+pub mod avx2_i32_16xn;
 
 // CPUID probes, tile permission syscalls and uarch burst measurements: host machinery
 // with no kernel to enumerate, and only ever consulted by `isa_set`.
