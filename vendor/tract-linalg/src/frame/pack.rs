@@ -1381,7 +1381,8 @@ impl MMMInputFormat for PackedI8K4 {
 // out[(k/2)*r*2 + m*2 + (k%2)] = src[m,k] as i16, K padded to even with zeros. The kernel then
 // broadcasts one lane's pair with a plain 32-bit load and feeds it to `vpmaddwd` as is, so its
 // inner loop spends no shuffle on this side. Twice the bytes of an i8 packing (half of f32's).
-// The 16x6 kernel takes both operands in it (A with r = 16, the activations with r = 6).
+// The 16x5 and 16x6 kernels take both operands in it (A with r = 16, the activations with r =
+// 5 or 6).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PackedI16K2 {
     pub r: usize,
@@ -1412,8 +1413,8 @@ impl PackedI16K2 {
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let (r, full) = (self.r, k / 2);
         let src = unsafe { t.as_ptr_unchecked::<i8>() } as usize;
-        // Panels are packed independently, over the pool when there is enough work (the 16x6
-        // kernel's activations are packed on every run), one lane at a time: a lane's pairs are
+        // Panels are packed independently, over the pool when there is enough work (the 16-row
+        // kernels' activations are packed on every run), one lane at a time: a lane's pairs are
         // read in K order and written one 32-bit word each, padding lanes and an odd K's last
         // pair included, so the buffer needs no clearing first.
         let pack_panels = |first: usize, chunk: &mut [u8]| -> TractResult<()> {

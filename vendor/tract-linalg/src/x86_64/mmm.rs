@@ -462,8 +462,8 @@ inventory::submit! {
 }
 
 /// The 16-row AVX2 int8 tiles, scaled by their throughput with n a multiple of both (tract's
-/// `MatMatMul::run`, m = k = 768, n = 60, one Zen 4 core on the AVX2 path: 84.3 GMAC/s for the
-/// 16x5, 82.3 for the 16x6, 65.9 for the 8x8; `scripts/int8-kernels`). The 5 columns also
+/// `MatMatMul::run`, m = k = 768, n = 60, one Zen 4 core on the AVX2 path: 85.3 GMAC/s for the
+/// 16x5, 83.0 for the 16x6, 65.7 for the 8x8; promptcam's `scripts/int8-kernels`). The 5 columns also
 /// divide CLIP's 50 tokens, which 6 cover with 7% waste.
 const AVX2_I32_WIDE: &[KernelChoice] = &[
     KernelChoice { mr: 16, nr: 5, scale: 1.0, name: || avx2_mmm_i32_16x5.name.as_str() },
@@ -471,8 +471,8 @@ const AVX2_I32_WIDE: &[KernelChoice] = &[
 ];
 
 /// On AVX2 without VNNI, int8 matmuls run on a 16-row kernel (promptcam patch, PROMPTCAM.md)
-/// where m fills its 16 rows, everything else on the 8x8. A convolution cannot use the 16x6: its
-/// im2col writes the activations straight into `PackedFormat` or `PackedI8K4`, never the 16x6's
+/// where m fills its 16 rows, everything else on the 8x8. A convolution cannot use those: its
+/// im2col writes the activations straight into `PackedFormat` or `PackedI8K4`, never their
 /// K-paired i16, and tract-core's conv is the one caller that asks without panel extractors
 /// (`Query::allow_extractor`), which is how it is told apart here. `TRACT_AVX2_I8_NARROW` keeps
 /// everything on the 8x8, to compare the two.
