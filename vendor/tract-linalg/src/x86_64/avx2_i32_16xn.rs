@@ -15,9 +15,9 @@
 //! convolution writes its activations straight into `PackedFormat` or `PackedI8K4`, so the
 //! `avx2` tier keeps convolutions on the 8x8 kernel (`avx2_preferred` in `mmm.rs`).
 //!
-//! The epilogues work on the 12 accumulators with AVX2, except the quantization ones
-//! (`QScale`, `RoundingShiftRight`, `ShiftLeft`), strided stores and `AddUnicast`, which go
-//! through the generic kernel's scalar arithmetic on a copy of the tile: the same numbers by
+//! The epilogues work on the 2N accumulators with AVX2, except the quantization ones
+//! (`QScale`, `RoundingShiftRight`, `ShiftLeft`), strided and i8 stores and `AddUnicast`, which
+//! go through the generic kernel's scalar arithmetic on a copy of the tile: the same numbers by
 //! construction, at a cost only where a graph asks for them.
 
 use crate::frame::mmm::*;
