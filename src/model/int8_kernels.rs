@@ -99,35 +99,40 @@ fn every_runnable_int8_kernel_matches_a_plain_product() {
                     let s: Vec<i32> = (0..m * n).map(|i| i as i32 * 7 - 50).collect();
                     tensor1(&s).into_shape(&[m, n]).expect("shape")
                 };
-                for b_rows in [false, true] {
-                    let found = run(&**mmm, packing, &a, &b, b_rows, &start);
-                    let (av, bv) = (
-                        a.try_as_plain_ram()
+                // start + a * b, row-major, once for both packings of b
+                let want: Vec<i32> = {
+                    let plain = |t: &Tensor| {
+                        t.try_as_plain_ram()
                             .unwrap()
                             .as_slice::<i8>()
                             .unwrap()
-                            .to_vec(),
-                        b.try_as_plain_ram()
-                            .unwrap()
-                            .as_slice::<i8>()
-                            .unwrap()
-                            .to_vec(),
-                    );
-                    for r in 0..m {
-                        for c in 0..n {
-                            let want = (r * n + c) as i32 * 7 - 50
+                            .to_vec()
+                    };
+                    let (av, bv) = (plain(&a), plain(&b));
+                    (0..m * n)
+                        .map(|rc| {
+                            let (r, c) = (rc / n, rc % n);
+                            rc as i32 * 7 - 50
                                 + (0..k)
                                     .map(|i| av[r * k + i] as i32 * bv[i * n + c] as i32)
-                                    .sum::<i32>();
-                            assert_eq!(
-                                found[r * n + c],
-                                want,
-                                "{} packing {packing} ({pa} x {pb}), m={m} k={k} n={n}, b packed \
-                             from {}: C[{r},{c}]",
-                                mmm.name(),
-                                if b_rows { "[n, k]" } else { "[k, n]" }
-                            );
-                        }
+                                    .sum::<i32>()
+                        })
+                        .collect()
+                };
+                for b_rows in [false, true] {
+                    let found = run(&**mmm, packing, &a, &b, b_rows, &start);
+                    assert_eq!(found.len(), want.len(), "{}: C's size", mmm.name());
+                    for (rc, (found, want)) in found.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            found,
+                            want,
+                            "{} packing {packing} ({pa} x {pb}), m={m} k={k} n={n}, b packed \
+                             from {}: C[{},{}]",
+                            mmm.name(),
+                            if b_rows { "[n, k]" } else { "[k, n]" },
+                            rc / n,
+                            rc % n
+                        );
                     }
                 }
             }
